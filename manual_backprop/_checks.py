@@ -1,0 +1,66 @@
+"""Argument checks for the public edges: each error names the argument, what must hold and what was got."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def check_sizes(sizes) -> list:
+    """Layer widths [n_0, n_1, ..., n_L]: at least two positive integers."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1], but got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width, like [2, 1], but got {sizes!r}")
+    for k, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"sizes[{k}] must be an int, but got {type(n).__name__}: {n!r} (sizes={sizes!r})")
+        if n <= 0:
+            raise ValueError(f"sizes[{k}] must be a positive width, but got {n} (sizes={sizes!r})")
+    return [int(n) for n in sizes]
+
+
+def check_positive_number(name: str, value, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, but got {type(value).__name__}: {value!r}")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value or value == float("inf"):
+        bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name} must be {bound}, but got {value!r}")
+    return value
+
+
+def check_tensor_like(name: str, t, *, dtype: torch.dtype, device: torch.device) -> None:
+    """t must be a torch.Tensor on ``device``; floating tensors must have ``dtype``."""
+    if not isinstance(t, Tensor):
+        hint = " (convert it with torch.as_tensor)" if type(t).__module__.startswith("numpy") else ""
+        raise TypeError(f"{name} must be a torch.Tensor, but got {type(t).__name__}{hint}")
+    if t.device != device:
+        raise ValueError(f"{name} is on device {t.device}, but the network is on {device}; move it with .to({str(device)!r})")
+    if t.is_floating_point() and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}, but the network has dtype {dtype}; convert it with .to({dtype})")
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        raise ValueError(f"{name} must be finite, but {name}{bad} = {t[tuple(bad)].item()}")
+
+
+def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: torch.device, sizes: list) -> Tensor:
+    """x must be (B, n_0) or (n_0,), finite, with the network's dtype and device. Returns a 2-D view."""
+    check_tensor_like(name, x, dtype=dtype, device=device)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of dtype {dtype}, but got dtype {x.dtype}")
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.dim() != 2 or x.shape[1] != n_features:
+        raise ValueError(
+            f"{name} must have shape (B, {n_features}) or ({n_features},) for sizes {sizes}, but got {tuple(x.shape)}"
+        )
+    check_finite(name, x)
+    return x

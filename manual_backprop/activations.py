@@ -1,0 +1,217 @@
+"""Activation functions f and their derivatives f', written by hand.
+
+Every activation here can compute its derivative from its own output x = f(net), so the forward pass keeps only
+the activities x^k of each layer and never the weighted inputs net (the lecture's "w . x"):
+
+    sigmoid     f' = x (1 - x)
+    tanh        f' = 1 - x^2
+    relu        f' = 1 where x > 0, else 0          (x > 0 exactly where net > 0)
+    leaky_relu  f' = 1 where x > 0, else slope      (needs slope >= 0, so that sign(x) = sign(net))
+    identity    f' = 1                              (the lecture's linear neuron)
+    softmax     a Jacobian, not a scalar f': backward applies it as J^T g = x * (g - sum(g * x))
+
+``backward(x, grad_x)`` turns dE/dx into dE/dnet for a whole layer, shape (B, n) -> (B, n). At net = 0 the
+derivatives of relu and leaky_relu follow torch.autograd (0 for relu, slope for leaky_relu), so the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Activation",
+    "Sigmoid",
+    "Tanh",
+    "ReLU",
+    "LeakyReLU",
+    "Identity",
+    "Softmax",
+    "ACTIVATIONS",
+    "get_activation",
+]
+
+
+class Activation:
+    """One activation function f applied element-wise (or row-wise, for softmax) to a layer's weighted input."""
+
+    name: str = ""
+
+    def forward(self, z: Tensor) -> Tensor:
+        """x = f(net), shape (B, n) -> (B, n)."""
+        raise NotImplementedError
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """f'(net) computed from the output x = f(net), shape (B, n)."""
+        raise NotImplementedError
+
+    def backward(self, x: Tensor, grad_x: Tensor) -> Tensor:
+        """dE/dnet = f'(net) * dE/dx, the lecture's delta rule factor f'(w . x), shape (B, n)."""
+        return grad_x * self.derivative(x)
+
+    def torch_module(self) -> torch.nn.Module:
+        """The torch.nn module that computes the same f (used by the autograd twin and for export)."""
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """A string that ``get_activation`` turns back into this activation."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Activation) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(self.spec())
+
+
+class Sigmoid(Activation):
+    """f(net) = 1 / (1 + exp(-net)); f' = x (1 - x)."""
+
+    name = "sigmoid"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(z)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return x * (1.0 - x)
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.Sigmoid()
+
+
+class Tanh(Activation):
+    """f(net) = tanh(net); f' = 1 - x^2."""
+
+    name = "tanh"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(z)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return 1.0 - x * x
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.Tanh()
+
+
+class ReLU(Activation):
+    """f(net) = max(net, 0); f' = 1 where x > 0, else 0."""
+
+    name = "relu"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.relu(z)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+    def backward(self, x: Tensor, grad_x: Tensor) -> Tensor:
+        return grad_x.masked_fill(x <= 0, 0.0)
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.ReLU()
+
+
+class LeakyReLU(Activation):
+    """f(net) = net where net > 0, else slope * net; f' = 1 where x > 0, else slope."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        if not isinstance(negative_slope, (int, float)) or not (0.0 <= negative_slope < 1.0) or math.isnan(negative_slope):
+            raise ValueError(
+                "negative_slope of leaky_relu must be a number in [0, 1) (so that sign(x) = sign(net) and f' can be "
+                f"read off the output), but got {negative_slope!r}"
+            )
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.nn.functional.leaky_relu(z, self.negative_slope)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        return torch.where(x > 0, one, one * self.negative_slope)
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.LeakyReLU(self.negative_slope)
+
+    def spec(self) -> str:
+        return self.name if self.negative_slope == 0.01 else f"{self.name}:{self.negative_slope!r}"
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope!r})"
+
+
+class Identity(Activation):
+    """f(net) = net, the linear neuron; f' = 1."""
+
+    name = "identity"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+    def backward(self, x: Tensor, grad_x: Tensor) -> Tensor:
+        return grad_x
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.Identity()
+
+
+class Softmax(Activation):
+    """x_j = exp(net_j) / sum_c exp(net_c) over a row: outputs are probabilities that sum to 1.
+
+    Its derivative is the Jacobian dx_j/dnet_c = x_j (1[j = c] - x_c), so ``backward`` applies it to dE/dx row by row
+    instead of multiplying by an element-wise f'. Only allowed on the output layer.
+    """
+
+    name = "softmax"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.softmax(z, dim=-1)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        raise TypeError("softmax has no element-wise derivative; use Softmax.backward(x, grad_x) (a Jacobian product)")
+
+    def backward(self, x: Tensor, grad_x: Tensor) -> Tensor:
+        # J^T g with J = diag(x) - x x^T, one row (sample) at a time.
+        return x * (grad_x - (grad_x * x).sum(dim=-1, keepdim=True))
+
+    def torch_module(self) -> torch.nn.Module:
+        return torch.nn.Softmax(dim=-1)
+
+
+ACTIVATIONS = {cls.name: cls for cls in (Sigmoid, Tanh, ReLU, LeakyReLU, Identity, Softmax)}
+# Common spellings users type; each maps to one of the names above.
+_ALIASES = {"linear": "identity", "none": "identity", "logistic": "sigmoid", "leakyrelu": "leaky_relu"}
+
+
+def get_activation(spec: "str | Activation", *, argument: str = "activation") -> Activation:
+    """Turn a name ("tanh", "leaky_relu:0.2") or an Activation instance into an Activation.
+
+    Raises ValueError naming ``argument`` and listing the valid names when the name is unknown.
+    """
+    if isinstance(spec, Activation):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"{argument} must be an activation name or an Activation, but got {type(spec).__name__}: {spec!r}")
+    name, _, param = spec.strip().lower().partition(":")
+    name = _ALIASES.get(name, name)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{argument} must be one of {sorted(ACTIVATIONS)}, but got {spec!r}")
+    if param:
+        if name != "leaky_relu":
+            raise ValueError(f"{argument} {spec!r}: only leaky_relu takes a parameter (leaky_relu:SLOPE)")
+        try:
+            slope = float(param)
+        except ValueError:
+            raise ValueError(f"{argument} {spec!r}: the slope after ':' must be a number, but got {param!r}") from None
+        return LeakyReLU(slope)
+    return ACTIVATIONS[name]()
