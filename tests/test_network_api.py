@@ -1,0 +1,118 @@
+"""The public API: shapes, state dicts that load into torch.nn.Sequential, init schemes, seeds, devices."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from manual_backprop import MLP
+from reference import TorchMLP
+
+F64 = torch.float64
+
+
+def test_shapes_of_the_public_api():
+    net = MLP([5, 7, 4, 3], activation="relu", output_activation="softmax", dtype=F64, seed=0)
+    assert [tuple(w.shape) for w in net.weights] == [(7, 5), (4, 7), (3, 4)]
+    assert [tuple(b.shape) for b in net.biases] == [(7,), (4,), (3,)]
+    x = torch.randn(6, 5, dtype=F64)
+    assert net(x).shape == net.forward(x).shape == (6, 3)
+    loss, grads = net.loss_and_grads(x, torch.tensor([0, 1, 2, 0, 1, 2]), "cross_entropy")
+    assert loss.dim() == 0
+    assert [tuple(d.shape) for d in grads.deltas] == [(6, 7), (6, 4), (6, 3)]
+    assert [tuple(g.shape) for g in grads.weights] == [(7, 5), (4, 7), (3, 4)]
+    torch.testing.assert_close(net(x).sum(dim=1), torch.ones(6, dtype=F64))  # softmax rows are distributions
+
+
+def test_backward_is_pure_and_step_updates_in_place():
+    net = MLP([3, 4, 2], dtype=F64, seed=0)
+    before = [p.clone() for p in net.parameters()]
+    ids = [id(p) for p in net.parameters()]
+    x, y = torch.randn(5, 3, dtype=F64), torch.rand(5, 2, dtype=F64)
+    _, grads = net.loss_and_grads(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    net.step(grads, lr=0.3)
+    assert [id(p) for p in net.parameters()] == ids
+    torch.testing.assert_close(net.weights[0], before[0] - 0.3 * grads.weights[0], rtol=0, atol=0)
+    torch.testing.assert_close(net.biases[1], before[3] - 0.3 * grads.biases[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
+def test_state_dict_loads_into_plain_sequential(output):
+    net = MLP([3, 6, 6, 2], activation=["tanh", "relu"], output_activation=output, bias_init="uniform",
+              dtype=F64, seed=1)
+    seq = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2),
+                        {"sigmoid": nn.Sigmoid(), "softmax": nn.Softmax(dim=-1), "identity": nn.Identity()}[output]).double()
+    seq.load_state_dict(net.state_dict())
+    x = torch.randn(4, 3, dtype=F64)
+    torch.testing.assert_close(seq(x).detach(), net(x), rtol=0, atol=0)
+    twin = TorchMLP.from_manual(net)
+    assert list(twin.state_dict()) == list(net.state_dict()) == list(seq.state_dict())
+    back = twin.to_manual()
+    assert all(torch.equal(a, b) for a, b in zip(back.parameters(), net.parameters()))
+    fresh = MLP(net.sizes, activation=["tanh", "relu"], output_activation=output, dtype=F64, seed=99)
+    fresh.load_state_dict(seq.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), net.parameters()))
+
+
+def test_same_seed_same_network_other_seed_other_network():
+    a = MLP([4, 16, 3], seed=7, bias_init="normal")
+    b = MLP([4, 16, 3], seed=7, bias_init="normal")
+    c = MLP([4, 16, 3], seed=8, bias_init="normal")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.weights[0], c.weights[0])
+    # float32 is the rounding of the float64 draw, so both dtypes start from the same network.
+    d = MLP([4, 16, 3], seed=7, bias_init="normal", dtype=F64)
+    assert all(torch.equal(p, q.float()) for p, q in zip(a.parameters(), d.parameters()))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_same_seed_same_network_on_cpu_and_cuda():
+    cpu = MLP([4, 16, 3], seed=3, dtype=F64)
+    cuda = MLP([4, 16, 3], seed=3, dtype=F64, device="cuda")
+    assert all(torch.equal(p, q.cpu()) for p, q in zip(cpu.parameters(), cuda.parameters()))
+    moved = cpu.copy().to("cuda")
+    assert moved.device.type == "cuda" and all(p.is_cuda for p in moved.parameters())
+
+
+@pytest.mark.parametrize("init,expected_std", [
+    ("normal", lambda fi, fo, s: s),
+    ("uniform", lambda fi, fo, s: s / math.sqrt(3)),
+    ("xavier_uniform", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
+    ("xavier_normal", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
+    ("he_uniform", lambda fi, fo, s: math.sqrt(2 / fi)),
+    ("he_normal", lambda fi, fo, s: math.sqrt(2 / fi)),
+    ("torch_default", lambda fi, fo, s: 1 / math.sqrt(3 * fi)),
+])
+def test_init_schemes_have_their_variance(init, expected_std):
+    net = MLP([200, 300], init=init, init_scale=0.3, dtype=F64, seed=0)
+    std = net.weights[0].std().item()
+    target = expected_std(200, 300, 0.3)
+    assert abs(std - target) < 0.02 * target, f"{init}: std {std:.4f}, expected {target:.4f}"
+    assert abs(net.weights[0].mean().item()) < 0.01 * target * 10
+
+
+def test_bias_inits():
+    assert all((b == 0).all() for b in MLP([3, 4, 2], bias_init="zeros", seed=0).biases)
+    nonzero = MLP([3, 400, 2], bias_init="uniform", init_scale=0.1, seed=0, dtype=F64).biases[0]
+    assert nonzero.abs().max() <= 0.1 and nonzero.std() > 0.05
+
+
+def test_from_tensors_copies_and_reads_shapes():
+    w = [torch.randn(5, 3, dtype=F64), torch.randn(2, 5, dtype=F64)]
+    net = MLP.from_tensors(w, None, activation="tanh", output_activation="identity")
+    assert net.sizes == [3, 5, 2] and net.dtype == F64 and not net.bias
+    w[0].zero_()
+    assert net.weights[0].abs().sum() > 0, "the given tensors are copied"
+
+
+def test_to_and_copy():
+    net = MLP([2, 3, 1], seed=0)
+    clone = net.copy()
+    clone.weights[0].add_(1.0)
+    assert not torch.equal(clone.weights[0], net.weights[0])
+    net.to(dtype=F64)
+    assert net.dtype == F64 and all(p.dtype == F64 for p in net.parameters())
+    assert net(torch.zeros(1, 2, dtype=F64)).dtype == F64
