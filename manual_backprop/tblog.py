@@ -1,0 +1,543 @@
+"""TensorBoard logging for training runs: one run folder per learning mode, so TensorBoard overlays the modes.
+
+Layout (``RunLogger.path``)::
+
+    <logdir>/<experiment>/<run>/<mode>/events.out.tfevents...
+
+Point TensorBoard at ``<logdir>/<experiment>/<run>`` (``tensorboard_command``) and the batch, online and minibatch
+curves of one run share a chart, one colour per mode; point it at ``<logdir>/<experiment>`` to compare runs too.
+
+What a run folder holds:
+- per epoch (step = epoch): ``loss/train``, ``loss/test``, ``accuracy/train``, ``accuracy/test``, whatever
+  ``log_epoch`` is given;
+- ``loss/update`` (step = update count), thinned to about ``max_update_points_per_epoch`` points per epoch, so that
+  online mode (one update per sample) does not write one event per sample. The first point, and the last point
+  handed in before each epoch ends and before the logger closes, are always kept;
+- ``weights/layer{k}``, ``biases/layer{k}``, ``grads/weights/layer{k}``, ``grads/biases/layer{k}`` histograms every
+  ``histogram_every`` epochs. Layer k is the lecture's layer: ``weights[k-1]`` is W^{k-1 -> k}, input is layer 0;
+- ``decision_boundary``, an image for 2-D inputs, drawn without matplotlib (``decision_boundary_image``);
+- the hparams of the run and its final metrics (scalars ``hparam/<name>``), written into the run's own event file,
+  so the HPARAMS dashboard shows exactly one row per mode folder (``SummaryWriter.add_hparams`` would add a
+  timestamped sub-folder, i.e. a second, stray run).
+
+Left out: anything that needs TensorFlow, and images for inputs that are not 2-D (a no-op there).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "RunLogger",
+    "decision_boundary_image",
+    "tensorboard_command",
+    "read_scalars",
+    "load_run",
+    "PALETTE",
+]
+
+PathLike = Union[str, os.PathLike]
+
+# Class colours (RGB in [0, 1]), the "tab10" cycle that matplotlib users know; class c gets PALETTE[c % 10].
+PALETTE = torch.tensor(
+    [
+        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+    ],
+    dtype=torch.float32,
+) / 255.0
+_BORDER = torch.tensor([0.1, 0.1, 0.1])  # dark outline of a data point, visible on every class colour
+
+
+class RunLogger:
+    """Writes one learning mode's run to ``<logdir>/<experiment>/<run>/<mode>`` for TensorBoard.
+
+    Args:
+        logdir: root of all logs, e.g. "runs".
+        experiment: experiment name, e.g. "learning_modes".
+        run: name of one run of the experiment, e.g. "xor_seed0"; the modes of a run share this folder.
+        mode: learning mode, e.g. "batch", "online", "minibatch"; the folder TensorBoard shows as a run.
+        histogram_every: ``log_histograms`` writes at epochs that are multiples of this (or when forced).
+        max_update_points_per_epoch: upper bound (>= 2) on ``loss/update`` points per epoch.
+        updates_per_epoch: updates in one epoch (1 for batch mode, n_samples for online mode). If None, it is
+            learned at the first ``log_epoch`` that follows update losses (they are held back until then).
+        enabled: False makes every method a no-op that creates no folder (quiet tests, non-zero ranks).
+
+    The logger is a context manager: on leaving the ``with`` block, also by an exception or Ctrl-C, everything
+    written so far is flushed and the writer closed. ``close`` may be called any number of times.
+
+    Example:
+        >>> with RunLogger("runs", "learning_modes", "xor_seed0", "online", updates_per_epoch=4) as log:
+        ...     log.log_update_losses(1, losses)               # losses[i] is the loss after update 1 + i
+        ...     log.log_epoch(1, {"loss/train": 0.25, "accuracy/train": 0.75})
+        ...     log.log_histograms(1, net, grads)
+        ...     log.log_hparams({"mode": "online", "lr": 0.5, "sizes": [2, 2, 1]}, {"loss/train": 0.25})
+        >>> print(tensorboard_command(log.run_dir))
+    """
+
+    def __init__(
+        self,
+        logdir: PathLike,
+        experiment: str,
+        run: str,
+        mode: str,
+        *,
+        histogram_every: int = 5,
+        max_update_points_per_epoch: int = 100,
+        updates_per_epoch: Optional[int] = None,
+        enabled: bool = True,
+    ):
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a str or os.PathLike, but got {type(logdir).__name__}: {logdir!r}")
+        for name, value in (("experiment", experiment), ("run", run), ("mode", mode)):
+            _check_folder_name(name, value)
+        self.histogram_every = _check_int("histogram_every", histogram_every, minimum=1)
+        self.max_update_points_per_epoch = _check_int(
+            "max_update_points_per_epoch", max_update_points_per_epoch, minimum=2
+        )
+        if updates_per_epoch is not None:
+            updates_per_epoch = _check_int("updates_per_epoch", updates_per_epoch, minimum=1)
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, but got {enabled!r}")
+        self.enabled = enabled
+        self.experiment, self.run, self.mode = experiment, run, mode
+        self.path = Path(logdir) / experiment / run / mode
+        self.closed = False
+        self._writer = None
+        self._last_epoch: Optional[int] = None
+        # loss/update thinning: points are kept at least _every updates apart, starting with the first one.
+        self._updates_per_epoch = updates_per_epoch
+        self._every: Optional[int] = None if updates_per_epoch is None else self._interval(updates_per_epoch)
+        self._next_update: Optional[int] = None  # the next update index that may be kept
+        self._held: list = []  # (first_update, losses, stride) handed in while _every is unknown
+        self._held_span: Optional[tuple] = None  # (lowest, highest) update index held
+        self._pending: Optional[tuple] = None  # (update, loss) last point handed in, when it was not kept
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: `enabled=False` stays light
+
+            self._writer = SummaryWriter(log_dir=str(self.path), flush_secs=10)
+
+    @property
+    def run_dir(self) -> Path:
+        """``<logdir>/<experiment>/<run>``, the folder to point TensorBoard at to overlay the modes of this run."""
+        return self.path.parent
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("open" if self.enabled else "disabled")
+        return f"RunLogger(path={str(self.path)!r}, {state})"
+
+    # ------------------------------------------------------------------ scalars
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        """Per-epoch scalars with step = epoch, e.g. {"loss/train": 0.1, "accuracy/test": 0.9}; None values are
+        skipped. Also writes the last ``loss/update`` point handed in so far (the end of the epoch's curve)."""
+        if not self._active():
+            return
+        epoch = _check_int("epoch", epoch, minimum=0)
+        if not isinstance(metrics, dict):
+            raise TypeError(f"metrics must be a dict like {{'loss/train': 0.1}}, but got {type(metrics).__name__}")
+        for tag, value in metrics.items():
+            if value is None:
+                continue
+            self._writer.add_scalar(_check_tag("metrics key", tag), _scalar("metrics", tag, value), epoch)
+        self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
+        if self._every is None and self._held:
+            self._learn_interval()
+        self._write_pending()
+
+    def log_update_losses(self, first_update: int, losses: Tensor, stride: int = 1) -> None:
+        """``loss/update`` with step = update count: ``losses[i]`` is the loss at update ``first_update + i*stride``.
+
+        ``losses`` is a 1-D tensor on any device (the trainer's read-back of the last few updates); only the points
+        that survive thinning leave the device, in one transfer. The tensor may be reused by the caller afterwards.
+        """
+        if not self._active():
+            return
+        first_update = _check_int("first_update", first_update, minimum=0)
+        stride = _check_int("stride", stride, minimum=1)
+        if not isinstance(losses, Tensor):
+            raise TypeError(f"losses must be a 1-D torch.Tensor of losses, but got {type(losses).__name__}")
+        if losses.dim() == 0:
+            losses = losses.reshape(1)
+        if losses.dim() != 1 or not losses.is_floating_point():
+            raise ValueError(
+                f"losses must be a 1-D floating-point tensor, "
+                f"but got shape {tuple(losses.shape)} and dtype {losses.dtype}"
+            )
+        if losses.numel() == 0:
+            return
+        losses = losses.detach()
+        if self._every is None:
+            # Epoch length unknown: hold the values (a copy, the caller may reuse its buffer) until log_epoch.
+            last = first_update + (losses.numel() - 1) * stride
+            lo, hi = self._held_span or (first_update, last)
+            self._held_span = (min(lo, first_update), max(hi, last))
+            self._held.append((first_update, losses.clone(), stride))
+            return
+        self._write_update_losses(first_update, losses, stride)
+
+    def _interval(self, updates_per_epoch: int) -> int:
+        # Kept points lie >= every updates apart, so an epoch holds at most ceil(upe / every) <= N - 1 of them,
+        # plus the one written at the epoch's end.
+        return max(1, math.ceil(updates_per_epoch / (self.max_update_points_per_epoch - 1)))
+
+    def _learn_interval(self) -> None:
+        lo, hi = self._held_span
+        stride = self._held[-1][2]
+        self._updates_per_epoch = hi - lo + stride  # the updates the first epoch spanned
+        self._every = self._interval(self._updates_per_epoch)
+        held, self._held, self._held_span = self._held, [], None
+        for first_update, losses, stride in held:
+            self._write_update_losses(first_update, losses, stride)
+
+    def _write_update_losses(self, first_update: int, losses: Tensor, stride: int) -> None:
+        n = losses.numel()
+        if self._next_update is None:
+            self._next_update = first_update
+        start = max(0, -(-(self._next_update - first_update) // stride))  # first index at or after _next_update
+        step = max(1, -(-self._every // stride))  # index distance between kept points, >= every updates
+        kept = losses[start::step]  # (m,), m may be 0
+        values = torch.cat([kept, losses[-1:]]).to("cpu", torch.float64).tolist()  # one transfer
+        m = len(values) - 1
+        for i in range(m):
+            self._writer.add_scalar("loss/update", values[i], first_update + (start + i * step) * stride)
+        last_index = n - 1
+        if m:
+            last_kept = start + (m - 1) * step
+            self._next_update = first_update + last_kept * stride + self._every
+        else:
+            last_kept = -1
+        self._pending = None if last_kept == last_index else (first_update + last_index * stride, values[-1])
+
+    def _write_pending(self) -> None:
+        if self._pending is not None:
+            update, value = self._pending
+            self._writer.add_scalar("loss/update", value, update)
+            self._pending = None
+
+    # ------------------------------------------------------------------ histograms and images
+    def log_histograms(self, epoch: int, net, grads=None, *, force: bool = False) -> bool:
+        """Weight and bias histograms per layer (and of ``grads``, a Gradients, when given) at epochs that are
+        multiples of ``histogram_every``, or always with ``force=True``. Returns whether anything was written."""
+        if not self._active():
+            return False
+        epoch = _check_int("epoch", epoch, minimum=0)
+        if not force and epoch % self.histogram_every != 0:
+            return False
+        for k, w in enumerate(net.weights):
+            self._writer.add_histogram(f"weights/layer{k + 1}", w.detach().cpu(), epoch)
+        for k, b in enumerate(getattr(net, "biases", [])):
+            self._writer.add_histogram(f"biases/layer{k + 1}", b.detach().cpu(), epoch)
+        if grads is not None:
+            for k, g in enumerate(grads.weights):
+                self._writer.add_histogram(f"grads/weights/layer{k + 1}", g.detach().cpu(), epoch)
+            for k, g in enumerate(getattr(grads, "biases", None) or []):
+                self._writer.add_histogram(f"grads/biases/layer{k + 1}", g.detach().cpu(), epoch)
+        return True
+
+    def log_decision_boundary(
+        self, epoch: int, net, x: Tensor, y: Tensor, *, resolution: int = 128
+    ) -> Optional[Tensor]:
+        """The ``decision_boundary`` image of ``net`` over the data (x, y) at step = epoch, for 2-D inputs only
+        (otherwise a no-op that returns None). Returns the (3, H, W) image written."""
+        if not self._active():
+            return None
+        epoch = _check_int("epoch", epoch, minimum=0)
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2:
+            return None
+        image = decision_boundary_image(_predict_fn(net), x, y, resolution=resolution)
+        self._writer.add_image("decision_boundary", image, epoch, dataformats="CHW")
+        return image
+
+    # ------------------------------------------------------------------ hparams and text
+    def log_hparams(self, hparams: dict, metrics: dict) -> None:
+        """The run's hyperparameters and final metrics, for TensorBoard's HPARAMS dashboard (one row per run).
+
+        ``hparams`` values become int, float or str: lists and tuples (sizes) are written as "[2, 3, 1]", bools and
+        None as "True"/"False"/"None", dtypes as "float64". ``metrics`` (e.g. {"loss/test": 0.02}) are written as
+        scalars ``hparam/<name>`` at the last epoch logged, so they do not add a point to the per-epoch charts;
+        None values are skipped.
+        Call it once per run, at the end. Give every mode of a run the same hparams keys: TensorBoard takes the
+        column list from one run.
+        """
+        if not self._active():
+            return
+        if not isinstance(hparams, dict) or not isinstance(metrics, dict):
+            raise TypeError(
+                f"hparams and metrics must be dicts, but got {type(hparams).__name__} and {type(metrics).__name__}"
+            )
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        clean = {_check_tag("hparams key", k): _hparam_value(v) for k, v in hparams.items()}
+        metric_values = {}
+        for name, value in metrics.items():
+            if value is None:
+                continue
+            tag = _check_tag("metrics key", name)
+            tag = tag if tag.startswith("hparam/") else f"hparam/{tag}"
+            metric_values[tag] = _scalar("metrics", name, value)
+        step = 0 if self._last_epoch is None else self._last_epoch
+        # The three summaries of SummaryWriter.add_hparams, written to this run's own file: no stray sub-folder.
+        for summary in hparams_summaries(clean, metric_values):
+            self._writer.file_writer.add_summary(summary, step)
+        for tag, value in metric_values.items():
+            self._writer.add_scalar(tag, value, step)
+
+    def add_text(self, tag: str, text: str, step: int = 0) -> None:
+        """A text entry (Markdown), e.g. the config or a summary of the run."""
+        if not self._active():
+            return
+        self._writer.add_text(_check_tag("tag", tag), str(text), _check_int("step", step, minimum=0))
+
+    # ------------------------------------------------------------------ lifetime
+    def flush(self) -> None:
+        """Write everything logged so far to disk (held update losses wait for the epoch length)."""
+        if self._writer is not None and not self.closed:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Write the held and pending update losses, flush and close. Safe to call again."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._writer is None:
+            return
+        try:
+            if self._every is None and self._held:
+                self._learn_interval()  # no epoch ended: all the updates seen count as one epoch
+            self._write_pending()
+        finally:
+            self._writer.close()
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.close()
+        except Exception as error:  # never hide the exception that ended the block behind a logging error
+            if exc_type is None:
+                raise
+            warnings.warn(f"RunLogger({str(self.path)!r}) failed to close cleanly: {error!r}", RuntimeWarning)
+        return False
+
+    def _active(self) -> bool:
+        if self.closed and self.enabled:
+            raise RuntimeError(f"RunLogger for {str(self.path)!r} is closed; log before leaving the `with` block")
+        return self.enabled
+
+
+# ---------------------------------------------------------------------- decision boundary
+@torch.no_grad()
+def decision_boundary_image(
+    predict_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    resolution: int = 128,
+    *,
+    margin: float = 0.1,
+    point_size: Optional[int] = None,
+) -> Tensor:
+    """An RGB image of the classifier's regions over 2-D data, with the data points on top.
+
+    Each pixel is coloured by the predicted class (argmax for several outputs, output >= 0.5 for one output),
+    blended with white by the confidence: the gap between the two largest outputs (several outputs) or |2p - 1|
+    (one output), so the boundary shows as a pale band. Data points are squares in their label's colour with a
+    dark border. Row 0 is the top, i.e. the largest x[:, 1]; column 0 is the smallest x[:, 0].
+
+    Args:
+        predict_fn: maps a (P, 2) grid (dtype and device of x) to outputs (P, C) or (P,).
+        x: (N, 2) inputs; the grid covers their range plus ``margin`` times it on each side.
+        y: labels: class indices (N,), one-hot or probabilities (N, C), or 0/1 targets (N,) or (N, 1).
+        resolution: the image is resolution x resolution pixels.
+        point_size: side of a point's square in pixels (default resolution // 40, at least 3).
+
+    Returns:
+        float32 tensor (3, resolution, resolution) on the CPU, values in [0, 1] (CHW, for SummaryWriter.add_image).
+    """
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2 or x.shape[0] == 0:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of shape (N, 2) with N >= 1, but got {got}")
+    resolution = _check_int("resolution", resolution, minimum=8)
+    labels = _class_labels(y, x.shape[0])  # (N,) on the CPU
+    xf = x.detach().to(torch.float64)
+    lo, hi = xf.min(dim=0).values, xf.max(dim=0).values  # (2,), (2,)
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    lo, hi = lo - margin * span, hi + margin * span
+    H = W = resolution
+    centres = (torch.arange(W, dtype=torch.float64, device=x.device) + 0.5) / W  # (W,)
+    gx = lo[0] + centres * (hi[0] - lo[0])  # (W,) left to right
+    gy = hi[1] - centres * (hi[1] - lo[1])  # (H,) top to bottom
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).reshape(H * W, 2).to(x.dtype)  # (H*W, 2)
+
+    out = predict_fn(grid)
+    if not isinstance(out, Tensor) or out.shape[0] != H * W or out.dim() > 2:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"predict_fn must return (P, C) or (P,) outputs for a (P, 2) grid with P={H * W}, but got {got}"
+        )
+    out = out.detach().to("cpu", torch.float32)
+    out = out.reshape(H * W, -1)  # (P, C)
+    if out.shape[1] == 1:
+        p = out[:, 0]
+        cls = (p >= 0.5).long()
+        confidence = (2 * p - 1).abs()
+    else:
+        top2 = out.topk(2, dim=1).values  # (P, 2)
+        cls = out.argmax(dim=1)
+        confidence = top2[:, 0] - top2[:, 1]
+    alpha = (0.2 + 0.6 * confidence.clamp(0, 1)).unsqueeze(1)  # (P, 1): pale near the boundary, strong far away
+    colours = PALETTE[cls % len(PALETTE)]  # (P, 3)
+    image = (1 - alpha) + alpha * colours  # blend with white, (P, 3)
+
+    # Data points: a dark square, then a smaller square of the label's colour inside it.
+    size = max(3, resolution // 40) if point_size is None else _check_int("point_size", point_size, minimum=1)
+    col = ((xf[:, 0].cpu() - lo[0].cpu()) / (hi[0] - lo[0]).cpu() * W).floor().long().clamp(0, W - 1)  # (N,)
+    row = ((hi[1].cpu() - xf[:, 1].cpu()) / (hi[1] - lo[1]).cpu() * H).floor().long().clamp(0, H - 1)  # (N,)
+    half = size // 2
+    for radius, fill in ((half + 1, None), (half, labels)):
+        offsets = torch.arange(-radius, radius + 1)
+        dr, dc = torch.meshgrid(offsets, offsets, indexing="ij")
+        rr = row[:, None] + dr.reshape(1, -1)  # (N, K)
+        cc = col[:, None] + dc.reshape(1, -1)  # (N, K)
+        inside = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        index = (rr * W + cc)[inside]
+        if fill is None:
+            image[index] = _BORDER
+        else:
+            image[index] = PALETTE[fill % len(PALETTE)][:, None, :].expand(-1, rr.shape[1], -1)[inside]
+    return image.reshape(H, W, 3).permute(2, 0, 1).contiguous().clamp_(0, 1)  # (3, H, W)
+
+
+def _class_labels(y, n: int) -> Tensor:
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a torch.Tensor of labels, but got {type(y).__name__}")
+    y = y.detach().cpu()
+    if y.dim() == 2 and y.shape[1] > 1:
+        labels = y.argmax(dim=1)
+    elif y.is_floating_point():
+        labels = (y.reshape(-1) >= 0.5).long()
+    else:
+        labels = y.reshape(-1).long()
+    if labels.shape[0] != n:
+        raise ValueError(f"y must hold one label per sample ({n}), but got shape {tuple(y.shape)}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"y must hold class indices >= 0, but got {int(labels.min())}")
+    return labels
+
+
+def _predict_fn(net) -> Callable[[Tensor], Tensor]:
+    forward = getattr(net, "forward", net)
+    dtype, device = getattr(net, "dtype", None), getattr(net, "device", None)
+    if isinstance(dtype, torch.dtype):
+        return lambda grid: forward(grid.to(dtype=dtype, device=device))
+    return forward
+
+
+# ---------------------------------------------------------------------- reading back and opening TensorBoard
+def tensorboard_command(logdir: PathLike, *, port: Optional[int] = None, host: Optional[str] = None) -> str:
+    """The shell command that opens TensorBoard on ``logdir``, e.g. ``tensorboard --logdir runs/learning_modes/run1``.
+
+    Uses the ``tensorboard`` script when it is on PATH, else ``<this python> -m tensorboard.main``, which works
+    wherever tensorboard is importable (also when pip put its scripts outside PATH).
+    """
+    if shutil.which("tensorboard"):
+        prefix = ["tensorboard"]
+    else:
+        prefix = [sys.executable, "-m", "tensorboard.main"]
+    args = prefix + ["--logdir", str(logdir)]
+    if host is not None:
+        args += ["--host", str(host)]
+    if port is not None:
+        args += ["--port", str(_check_int("port", port, minimum=0))]
+    if os.name == "nt":
+        return subprocess.list2cmdline(args)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def load_run(run_path: PathLike):
+    """The event files of one run folder, fully loaded (size_guidance 0: every event, no sampling)."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    run_path = Path(run_path)
+    if not run_path.is_dir():
+        raise FileNotFoundError(f"run_path must be a folder of event files, but {str(run_path)!r} is not a folder")
+    guidance = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0, ea.TENSORS: 0, ea.COMPRESSED_HISTOGRAMS: 0}
+    return ea.EventAccumulator(str(run_path), size_guidance=guidance).Reload()
+
+
+def read_scalars(run_path: PathLike) -> dict:
+    """Every scalar series in a run folder: {tag: [(step, value), ...]} sorted by step (values as stored, float32)."""
+    acc = load_run(run_path)
+    return {
+        tag: sorted(((e.step, e.value) for e in acc.Scalars(tag)), key=lambda sv: sv[0])
+        for tag in acc.Tags()["scalars"]
+    }
+
+
+# ---------------------------------------------------------------------- checks
+def _check_folder_name(name: str, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty folder name, but got {value!r}")
+    if value in (".", "..") or "/" in value or "\\" in value or os.sep in value:
+        raise ValueError(f"{name} must be one folder name without path separators, but got {value!r}")
+
+
+def _check_int(name: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, but got {value}")
+    return int(value)
+
+
+def _check_tag(name: str, tag) -> str:
+    if not isinstance(tag, str) or not tag:
+        raise TypeError(f"{name} must be a non-empty str, but got {tag!r}")
+    return tag
+
+
+def _scalar(name: str, key, value) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name}[{key!r}] must be a number or a one-element tensor, but got shape {tuple(value.shape)}"
+            )
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}[{key!r}] must be a number, but got {type(value).__name__}: {value!r}")
+    return float(value)
+
+
+def _hparam_value(value):
+    """int, float or str for the hparams plugin (which stores a bool as the number 1.0, so bools become str)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    elif isinstance(value, Tensor):
+        value = value.tolist()
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, (bool, type(None))):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value).replace("torch.", "")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(_hparam_value(v)) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,417 @@
+"""The lecture's modes of learning, run on an MLP with hand-written gradients.
+
+    batch       all samples, one update per epoch: "all weight updates over all samples are computed and then GD is
+                run once, at the end of the epoch"
+    online      stochastic: one update per sample, in a fresh random order each epoch
+    minibatch   updates from b stochastically selected samples: by default the epoch's shuffled order cut into
+                batches of b (the last one partial, averaged over its true size); with ``replacement=True`` each
+                batch draws b samples uniformly with replacement, ceil(N / b) batches an epoch
+
+With a mean-over-samples loss (reduction="mean", the lecture's e(w)) a learning rate means the same in every mode:
+each update moves the weights by lr times an average gradient. The indices of a minibatch are sorted before use
+(a batch is a set), so minibatch with b = N is exactly batch mode and b = 1 is exactly online mode.
+
+Each epoch the trainer evaluates the cost (and accuracy, for classification) on the training split and on the
+held-out test split, because the cost that matters is the one on unseen data. It stops at ``epochs``, at
+``target_loss`` (on the training split), or on divergence: a NaN or inf loss stops the run with a message naming
+the epoch and the update, and the parameters are put back to the last state known good (the end of the previous
+epoch, whose losses were all finite).
+
+Per-update losses stay on the device and are read back once an epoch (no host-device synchronisation per update).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ._checks import check_positive_number
+from .losses import CrossEntropy, Loss, default_loss_for, get_loss
+from .network import MLP
+
+__all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
+           "load_checkpoint"]
+
+MODES = ("batch", "online", "minibatch")
+
+
+class Diverged(RuntimeError):
+    """Raised by ``Trainer.run(raise_on_divergence=True)``; the network holds its last good parameters."""
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run. Index 0 is the network before any update (epoch 0)."""
+
+    mode: str
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    updates: list = field(default_factory=list)  # cumulative number of updates at the end of each epoch
+    seconds: list = field(default_factory=list)  # cumulative wall time of training (evaluation excluded)
+    stop_reason: str = ""  # "max_epochs", "target_loss", "diverged", "interrupted"
+    message: str = ""
+
+    @property
+    def final(self) -> dict:
+        """The last epoch's figures."""
+        keys = ["epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"]
+        return {k: getattr(self, k)[-1] if getattr(self, k) else None for k in keys}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int, dtype: torch.dtype) -> Tensor:
+    """Targets in the form the loss and the output layer want.
+
+    Class indices stay indices for cross-entropy; for one output they become (N, 1) 0/1 floats; otherwise one-hot.
+    Regression targets (floating) are only cast.
+    """
+    if y.is_floating_point():
+        return y.to(dtype)
+    if isinstance(loss_fn, CrossEntropy):
+        return y
+    if n_out == 1:
+        if num_classes not in (None, 2):
+            raise ValueError(f"a network with one output can only learn 2 classes, but the data has {num_classes}")
+        return y.to(dtype).unsqueeze(1)
+    classes = num_classes if num_classes is not None else n_out
+    if classes != n_out:
+        raise ValueError(f"sizes[-1] must equal the number of classes ({classes}) for one-hot targets, but got {n_out}")
+    return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
+
+
+def accuracy(output: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label."""
+    predicted = (output[:, 0] >= 0.5).long() if output.shape[1] == 1 else output.argmax(dim=1)
+    return (predicted == labels).to(output.dtype).mean()
+
+
+class Trainer:
+    """Runs one learning mode on one network, with evaluation, stopping, logging and checkpoints.
+
+    Args:
+        net: the MLP to train (changed in place).
+        data: a Dataset (x_train, y_train, x_test, y_test, num_classes), moved once to the net's device and dtype.
+        mode: "batch", "online" or "minibatch".
+        lr: the learning rate eta.
+        epochs: the maximum number of epochs.
+        batch_size: b for minibatch mode (1 <= b <= N).
+        loss_fn: a Loss or a name; None picks cross-entropy for softmax outputs and squared error otherwise.
+        target_loss: stop once the training loss at the end of an epoch is at most this.
+        replacement: minibatch draws with replacement instead of shuffling.
+        seed: seeds the sample order (a CPU generator; the weights have their own seed in the MLP).
+        logger: a tblog.RunLogger, or None.
+        histogram_every: epochs between weight/gradient histograms and decision-boundary images.
+        checkpoint_path: where to write the training state atomically at the end of every ``checkpoint_every``
+            epochs (and on Ctrl-C); ``resume()`` continues from it to the same numbers as an unbroken run.
+        progress: show a tqdm progress bar over epochs; a string is used as its label.
+    """
+
+    def __init__(self, net: MLP, data, *, mode: str, lr: float, epochs: int, batch_size: Optional[int] = None,
+                 loss_fn: Union[str, Loss, None] = None, target_loss: Optional[float] = None,
+                 replacement: bool = False, seed: int = 0, logger=None, histogram_every: int = 10,
+                 checkpoint_path: Union[str, Path, None] = None, checkpoint_every: int = 1,
+                 progress: Union[bool, str] = False):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
+        self.net, self.mode = net, mode
+        self.lr = check_positive_number("lr", lr)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
+        self.epochs = epochs
+        self.loss_fn = net._check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
+        self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
+                                                                                 allow_zero=True)
+        self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
+        self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        n = self.x_train.shape[0]
+        if mode == "minibatch":
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+                raise ValueError(f"batch_size must be an int in [1, {n}] (the training set has {n} samples) "
+                                 f"for minibatch mode, but got {batch_size!r}")
+        self.batch_size = {"batch": n, "online": 1}.get(mode, batch_size)
+        self.replacement = bool(replacement)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.logger = logger
+        self.histogram_every = histogram_every
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.history = History(mode=mode)
+        self.epoch = 0
+        self.updates = 0
+        self.train_seconds = 0.0
+        self._good_state = None
+        self.last_grads = None
+
+    # ------------------------------------------------------------------ data
+    def _prepare(self, data, split: str):
+        x = getattr(data, f"x_{split}").to(device=self.net.device, dtype=self.net.dtype)
+        y = getattr(data, f"y_{split}").to(self.net.device)
+        x = self.net._check_x(x)
+        labels = None if y.is_floating_point() else y
+        y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), self.net.sizes[-1], self.net.dtype)
+        y = self.net._check_y(y, (x.shape[0], self.net.sizes[-1]), self.loss_fn)
+        return x, y, labels
+
+    def batches(self) -> list:
+        """The index tensors of this epoch's updates, in order, on the net's device (one copy per epoch).
+
+        Draws from the sample-order generator on the CPU, so the order does not depend on the device.
+        """
+        n, b = self.x_train.shape[0], self.batch_size
+        if self.mode == "batch":
+            return [None]  # all samples, in their stored order
+        if self.replacement:
+            order = torch.randint(0, n, (math.ceil(n / b), b), generator=self.generator).sort(dim=1).values.view(-1)
+        else:
+            order = torch.randperm(n, generator=self.generator)
+            if b > 1:
+                order = torch.cat([chunk.sort().values for chunk in order.split(b)])
+        return list(order.to(self.net.device).split(b))
+
+    # ------------------------------------------------------------------ one epoch
+    def _update(self, idx: Optional[Tensor]) -> Tensor:
+        """Forward, backward and one gradient-descent step on the samples idx; returns the loss (on the device)."""
+        x = self.x_train if idx is None else self.x_train.index_select(0, idx)
+        y = self.y_train if idx is None else self.y_train.index_select(0, idx)
+        loss, grads = self.net._loss_and_grads(x, y, self.loss_fn)
+        self.net._step(grads, self.lr)
+        self.last_grads = grads  # for the gradient histograms
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> tuple:
+        """(loss, accuracy or None) of the current network on the "train" or "test" split, as device tensors."""
+        x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
+            (self.x_test, self.y_test, self.labels_test)
+        cache = self.net._forward_cache(x)
+        loss = self.loss_fn.value(cache.logits, cache.output, y)
+        acc = accuracy(cache.output, labels) if labels is not None else None
+        return loss, acc
+
+    def _record_epoch(self) -> dict:
+        values = [*self.evaluate("train"), *self.evaluate("test")]
+        present = [v for v in values if v is not None]
+        numbers = torch.stack(present).tolist() if present else []  # one read-back for the epoch's figures
+        it = iter(numbers)
+        train_loss, train_acc, test_loss, test_acc = [next(it) if v is not None else None for v in values]
+        h = self.history
+        h.epoch.append(self.epoch)
+        h.train_loss.append(train_loss)
+        h.test_loss.append(test_loss)
+        h.train_accuracy.append(train_acc)
+        h.test_accuracy.append(test_acc)
+        h.updates.append(self.updates)
+        h.seconds.append(self.train_seconds)
+        metrics = {"loss/train": train_loss, "loss/test": test_loss}
+        if train_acc is not None:
+            metrics.update({"accuracy/train": train_acc, "accuracy/test": test_acc})
+        return metrics
+
+    def _log_epoch(self, metrics: dict, update_losses: Optional[Tensor], first_update: int) -> None:
+        if self.logger is None:
+            return
+        self.logger.log_epoch(self.epoch, {k: v for k, v in metrics.items() if v is not None})
+        if update_losses is not None and update_losses.numel():
+            self.logger.log_update_losses(first_update + 1, update_losses)  # update numbers count from 1
+        if self.epoch % self.histogram_every == 0 or self.epoch == self.epochs:
+            self.logger.log_histograms(self.epoch, self.net, self.last_grads, force=True)
+            if self.x_train.shape[1] == 2 and self.labels_train is not None:
+                self.logger.log_decision_boundary(self.epoch, self.net, self.x_train, self.labels_train)
+
+    def run(self, *, raise_on_divergence: bool = False) -> History:
+        """Train until a stopping condition holds; returns the History (also kept in ``self.history``)."""
+        if not self.history.epoch:
+            metrics = self._record_epoch()  # epoch 0: the initial network
+            self._log_epoch(metrics, None, 0)
+            self._good_state = [p.clone() for p in self.net.parameters()]
+        bar = self._progress_bar()
+        try:
+            while self.epoch < self.epochs and not self.history.stop_reason:
+                self._run_epoch()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.history.train_loss[-1]:.4g}", test=f"{self.history.test_loss[-1]:.4g}")
+                if self.checkpoint_path is not None and (self.epoch % self.checkpoint_every == 0
+                                                         or self.history.stop_reason or self.epoch == self.epochs):
+                    self.save_checkpoint(self.checkpoint_path)
+            if not self.history.stop_reason:
+                self.history.stop_reason = "max_epochs"
+                self.history.message = f"stopped at the epoch limit ({self.epochs})"
+        except KeyboardInterrupt:
+            self.history.stop_reason = "interrupted"
+            self.history.message = f"interrupted by the user during epoch {self.epoch + 1}"
+            self._restore_good_state()
+            if self.checkpoint_path is not None:
+                self.save_checkpoint(self.checkpoint_path)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.logger is not None:
+            self.logger.log_hparams(self.hparams(), self._final_metrics())
+            self.logger.flush()
+        if self.history.stop_reason == "diverged" and raise_on_divergence:
+            raise Diverged(self.history.message)
+        return self.history
+
+    def _run_epoch(self) -> None:
+        first_update = self.updates
+        losses = []
+        start = time.perf_counter()
+        with torch.no_grad():
+            for idx in self.batches():
+                losses.append(self._update(idx))
+        if self.net.device.type == "cuda":
+            torch.cuda.synchronize(self.net.device)
+        self.train_seconds += time.perf_counter() - start
+        self.updates += len(losses)
+        self.epoch += 1
+        update_losses = torch.stack(losses).cpu()  # the epoch's one read-back of per-update losses
+        finite = torch.isfinite(update_losses)
+        metrics = self._record_epoch()
+        if not bool(finite.all()) or not all(math.isfinite(v) for v in metrics.values() if v is not None):
+            self._diverged(update_losses, finite, first_update)
+            return
+        self._good_state = [p.clone() for p in self.net.parameters()]
+        self._log_epoch(metrics, update_losses, first_update)
+        if self.target_loss is not None and self.history.train_loss[-1] <= self.target_loss:
+            self.history.stop_reason = "target_loss"
+            self.history.message = (f"reached the target loss {self.target_loss:g} at epoch {self.epoch} "
+                                    f"(train loss {self.history.train_loss[-1]:.6g})")
+
+    def _diverged(self, update_losses: Tensor, finite: Tensor, first_update: int) -> None:
+        bad = (~finite).nonzero()
+        if bad.numel():
+            where = f"update {first_update + int(bad[0]) + 1} (loss {update_losses[int(bad[0])].item()})"
+        else:
+            where = "the end-of-epoch evaluation"
+        self._restore_good_state()
+        # The failed epoch is recorded with the restored network's figures, so the history ends on a good state.
+        for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
+            getattr(self.history, name).pop()
+        self.history.stop_reason = "diverged"
+        self.history.message = (f"diverged in epoch {self.epoch} at {where}: the loss is not finite; "
+                                f"the parameters were restored to the end of epoch {self.epoch - 1}, the last "
+                                f"good state. Try a smaller learning rate (lr={self.lr:g}).")
+        self.epoch -= 1
+        self.updates = first_update
+
+    def _restore_good_state(self) -> None:
+        if self._good_state is not None:
+            for p, good in zip(self.net.parameters(), self._good_state):
+                p.copy_(good)
+
+    def _final_metrics(self) -> dict:
+        f = self.history.final
+        metrics = {"final/loss_train": f["train_loss"], "final/loss_test": f["test_loss"],
+                   "final/updates": float(f["updates"]), "final/seconds": f["seconds"]}
+        if f["train_accuracy"] is not None:
+            metrics.update({"final/accuracy_train": f["train_accuracy"], "final/accuracy_test": f["test_accuracy"]})
+        return metrics
+
+    def hparams(self) -> dict:
+        spec = self.net.spec()
+        return {"mode": self.mode, "lr": self.lr, "batch_size": self.batch_size, "sizes": str(spec["sizes"]),
+                "activation": ",".join(spec["activation"]) or "none", "output_activation": spec["output_activation"],
+                "loss": self.loss_fn.name, "reduction": self.loss_fn.reduction, "seed": self.seed,
+                "net_seed": spec["seed"] if spec["seed"] is not None else -1, "replacement": self.replacement}
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        label = self.progress if isinstance(self.progress, str) else self.mode
+        return tqdm(total=self.epochs, initial=self.epoch, desc=label, unit="epoch", leave=True, dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run to the same numbers: parameters, counters, sample-order RNG."""
+        return {
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "net_spec": self.net.spec(),
+            "mode": self.mode, "lr": self.lr, "batch_size": self.batch_size, "replacement": self.replacement,
+            "seed": self.seed, "epoch": self.epoch, "updates": self.updates, "train_seconds": self.train_seconds,
+            "generator": self.generator.get_state(), "history": self.history.to_dict(),
+            "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("mode", "batch_size", "replacement"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"checkpoint was written with {key}={state[key]!r}, but this run has "
+                                 f"{key}={getattr(self, key)!r}")
+        self.net.load_state_dict(state["net"])
+        self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
+        self.generator.set_state(state["generator"])
+        self.history = History(**state["history"])
+        if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
+            self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
+        if self.history.stop_reason == "interrupted":
+            self.history.stop_reason, self.history.message = "", ""
+        if state.get("good_state") is not None:
+            self._good_state = [g.to(device=self.net.device, dtype=self.net.dtype) for g in state["good_state"]]
+
+    def save_checkpoint(self, path: Union[str, Path]) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path: Union[str, Path]) -> "Trainer":
+        self.load_state_dict(load_checkpoint(path))
+        return self
+
+
+def save_checkpoint(obj, path: Union[str, Path]) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader never sees half a file,
+    and a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def train(net: MLP, data, *, mode: str, lr: float, epochs: int, **kwargs) -> History:
+    """Train ``net`` in place in one learning mode; see ``Trainer`` for the arguments. Returns the History."""
+    return Trainer(net, data, mode=mode, lr=lr, epochs=epochs, **kwargs).run()
+
+
+def write_json(obj, path: Union[str, Path]) -> None:
+    """Write JSON atomically (temporary file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
