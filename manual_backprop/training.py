@@ -156,6 +156,7 @@ class Trainer:
         self.updates = 0
         self.train_seconds = 0.0
         self._good_state = None
+        self._epoch_start = None
         self.last_grads = None
 
     # ------------------------------------------------------------------ data
@@ -256,7 +257,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.history.stop_reason = "interrupted"
             self.history.message = f"interrupted by the user during epoch {self.epoch + 1}"
-            self._restore_good_state()
+            self._rewind_unfinished_epoch()
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             raise
@@ -272,6 +273,9 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         first_update = self.updates
+        # Where this epoch starts: Ctrl-C before the epoch is complete rewinds to it, so a resumed run redoes it.
+        self._epoch_start = (self.generator.get_state(), self.epoch, self.updates, self.train_seconds,
+                             len(self.history.epoch))
         losses = []
         start = time.perf_counter()
         with torch.no_grad():
@@ -289,6 +293,7 @@ class Trainer:
             self._diverged(update_losses, finite, first_update)
             return
         self._good_state = [p.clone() for p in self.net.parameters()]
+        self._epoch_start = None  # the epoch is complete: nothing to rewind from here on
         self._log_epoch(metrics, update_losses, first_update)
         if self.target_loss is not None and self.history.train_loss[-1] <= self.target_loss:
             self.history.stop_reason = "target_loss"
@@ -301,16 +306,24 @@ class Trainer:
             where = f"update {first_update + int(bad[0]) + 1} (loss {update_losses[int(bad[0])].item()})"
         else:
             where = "the end-of-epoch evaluation"
-        self._restore_good_state()
-        # The failed epoch is recorded with the restored network's figures, so the history ends on a good state.
-        for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
-            getattr(self.history, name).pop()
+        epoch = self.epoch
+        # The failed epoch is undone, so the history and the parameters end on the last good state.
+        self._rewind_unfinished_epoch()
         self.history.stop_reason = "diverged"
-        self.history.message = (f"diverged in epoch {self.epoch} at {where}: the loss is not finite; "
-                                f"the parameters were restored to the end of epoch {self.epoch - 1}, the last "
+        self.history.message = (f"diverged in epoch {epoch} at {where}: the loss is not finite; "
+                                f"the parameters were restored to the end of epoch {epoch - 1}, the last "
                                 f"good state. Try a smaller learning rate (lr={self.lr:g}).")
-        self.epoch -= 1
-        self.updates = first_update
+
+    def _rewind_unfinished_epoch(self) -> None:
+        """Undo an epoch that was cut short: parameters, sample-order RNG, counters and history as at its start."""
+        if self._epoch_start is None:
+            return
+        generator_state, self.epoch, self.updates, self.train_seconds, n_records = self._epoch_start
+        self.generator.set_state(generator_state)
+        self._restore_good_state()
+        for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
+            del getattr(self.history, name)[n_records:]
+        self._epoch_start = None
 
     def _restore_good_state(self) -> None:
         if self._good_state is not None:
