@@ -1,17 +1,9 @@
 """TensorBoard logging: event files read back exactly, update losses thinned, hparams without stray runs, a real
 tensorboard server serving the runs, the decision-boundary image, and writers closed on errors."""
 
-import json
 import math
-import os
 import shlex
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
@@ -21,6 +13,7 @@ from manual_backprop.network import MLP
 from manual_backprop.tblog import (
     PALETTE, RunLogger, decision_boundary_image, load_run, read_scalars, tensorboard_command,
 )
+from tbserver import get_json, scalars, tensorboard_server
 
 EXPERIMENT, RUN = "learning_modes", "xor_seed0"
 EPOCHS = 3  # epochs are numbered 1..EPOCHS, updates 1..EPOCHS * updates_per_epoch
@@ -187,66 +180,26 @@ def test_hparam_values_are_made_plugin_friendly(tmp_path):
 
 
 # ---------------------------------------------------------------------- a real tensorboard server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
-
-
-def _get_json(url: str, body: dict = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with _NO_PROXY.open(request, timeout=5) as response:
-        return json.loads(response.read().decode())
-
-
 def test_tensorboard_server_serves_every_mode(three_modes, tmp_path):
     run_dir = three_modes / EXPERIMENT / RUN
-    env = dict(os.environ, TMPDIR=str(tmp_path))  # tensorboard's .tensorboard-info files go to the test's tmp
-    for attempt in range(3):  # the free port may be taken between finding it and tensorboard binding it
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
-             "--port", str(port), "--load_fast=false", "--reload_interval", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-        )
-        try:
-            runs, deadline = None, time.monotonic() + 60
-            while time.monotonic() < deadline and server.poll() is None:
-                try:
-                    runs = _get_json(f"{base}/data/runs")
-                    tags = _get_json(f"{base}/data/plugin/scalars/tags")
-                    if set(runs) == set(MODES) and all("hparam/loss/test" in tags.get(m, {}) for m in MODES):
-                        break
-                except (urllib.error.URLError, ConnectionError, OSError):
-                    pass
-                time.sleep(0.25)
-            if server.poll() is not None:
-                continue  # exited (port taken): try another port
-            assert runs is not None and sorted(runs) == sorted(MODES), f"/data/runs gave {runs}"
-            for mode in MODES:
-                expected = read_scalars(run_dir / mode)
-                for tag in ("loss/train", "loss/update"):
-                    query = urllib.parse.urlencode({"run": mode, "tag": tag})
-                    served = _get_json(f"{base}/data/plugin/scalars/scalars?{query}")  # [[wall_time, step, value]]
-                    assert [(s, v) for _, s, v in served] == expected[tag], f"{mode} {tag}"
-            # The HPARAMS dashboard: exactly one session group per mode folder, with that mode's hparams.
-            groups = _get_json(f"{base}/data/plugin/hparams/session_groups", {
-                "experimentName": "", "startIndex": 0, "sliceSize": 100,
-                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-            })["sessionGroups"]
-            assert sorted(g["name"] for g in groups) == sorted(MODES)
-            for group in groups:
-                assert group["hparams"]["mode"] == group["name"] and group["hparams"]["sizes"] == "[2, 3, 1]"
-            return
-        finally:
-            server.kill()
-            output = server.communicate(timeout=10)[0].decode(errors="replace")
-    pytest.fail(f"tensorboard did not start on 127.0.0.1 in 3 attempts; last output:\n{output}")
+
+    def ready(runs, tags):
+        return set(runs) == set(MODES) and all("hparam/loss/test" in tags.get(m, {}) for m in MODES)
+
+    with tensorboard_server(run_dir, tmp_path, ready) as base:
+        assert sorted(get_json(f"{base}/data/runs")) == sorted(MODES)
+        for mode in MODES:
+            expected = read_scalars(run_dir / mode)
+            for tag in ("loss/train", "loss/update"):
+                assert scalars(base, mode, tag) == expected[tag], f"{mode} {tag}"
+        # The HPARAMS dashboard: exactly one session group per mode folder, with that mode's hparams.
+        groups = get_json(f"{base}/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        })["sessionGroups"]
+        assert sorted(g["name"] for g in groups) == sorted(MODES)
+        for group in groups:
+            assert group["hparams"]["mode"] == group["name"] and group["hparams"]["sizes"] == "[2, 3, 1]"
 
 
 def test_tensorboard_command_is_runnable(tmp_path):

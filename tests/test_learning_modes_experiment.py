@@ -1,0 +1,89 @@
+"""The main experiment: three modes from one initial network, logged so TensorBoard overlays them."""
+
+import json
+
+import pytest
+
+from experiments.learning_modes import main
+from manual_backprop.tblog import read_scalars
+from tbserver import get_json, scalars, tensorboard_server
+
+MODES = ["batch", "online", "minibatch"]
+QUICK = ["--dataset", "moons", "--n-samples", "80", "--sizes", "2", "8", "2", "--batch-size", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("runs")
+    assert main([*QUICK, "--epochs", "3", "--logdir", str(logdir), "--run", "quick"]) == 0
+    return logdir / "learning_modes" / "quick"
+
+
+def test_every_mode_writes_its_scalars(finished_run):
+    for mode in MODES:
+        series = read_scalars(finished_run / mode)
+        for tag in ("loss/train", "loss/test", "accuracy/train", "accuracy/test"):
+            assert [step for step, _ in series[tag]] == [0, 1, 2, 3], f"{mode} {tag}"
+        assert series["loss/update"], mode
+        results = json.loads((finished_run / "results.json").read_text())[mode]
+        assert [v for _, v in series["loss/train"]] == pytest.approx(results["train_loss"], rel=1e-6)
+        config = json.loads((finished_run / mode / "config.json").read_text())
+        assert config["mode"] == mode and config["sizes"] == [2, 8, 2]
+    # one update per epoch in batch mode, one per sample online, ceil(60 / 8) per epoch for minibatch
+    results = json.loads((finished_run / "results.json").read_text())
+    assert [results[m]["updates"][-1] for m in MODES] == [3, 3 * 60, 3 * 8]
+
+
+def test_modes_start_from_the_same_network(finished_run):
+    results = json.loads((finished_run / "results.json").read_text())
+    assert len({results[m]["train_loss"][0] for m in MODES}) == 1
+
+
+def test_real_tensorboard_serves_every_mode(finished_run, tmp_path):
+    def ready(runs, tags):
+        return set(runs) == set(MODES) and all("loss/train" in tags.get(m, {}) for m in MODES)
+
+    with tensorboard_server(finished_run, tmp_path, ready) as base:
+        assert sorted(get_json(f"{base}/data/runs")) == sorted(MODES)
+        for mode in MODES:
+            assert scalars(base, mode, "loss/train") == read_scalars(finished_run / mode)["loss/train"]
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    assert main([*QUICK, "--epochs", "4", "--logdir", str(tmp_path), "--run", "unbroken"]) == 0
+    assert main([*QUICK, "--epochs", "2", "--logdir", str(tmp_path), "--run", "stopped"]) == 0
+    assert main([*QUICK, "--epochs", "4", "--logdir", str(tmp_path), "--run", "stopped", "--resume"]) == 0
+    read = lambda run: json.loads((tmp_path / "learning_modes" / run / "results.json").read_text())  # noqa: E731
+    unbroken, resumed = read("unbroken"), read("stopped")
+    for mode in MODES:
+        assert resumed[mode]["train_loss"] == unbroken[mode]["train_loss"], mode
+        assert resumed[mode]["test_accuracy"] == unbroken[mode]["test_accuracy"], mode
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
+    assert main([*QUICK, "--epochs", "1", "--logdir", str(tmp_path), "--run", "r"]) == 0
+    assert main([*QUICK, "--epochs", "1", "--logdir", str(tmp_path), "--run", "r"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--dataset", "imagenet"], "must be one of"),
+    (["--lr-online", "-0.5"], "--lr-online must be a finite number > 0, but got -0.5"),
+    (["--batch-size", "1000"], r"--batch-size must be in [1, 60]"),
+    (["--epochs", "0"], "--epochs must be >= 1, but got 0"),
+])
+def test_bad_flags_are_refused_before_training(tmp_path, capsys, flags, message):
+    args = [*QUICK, "--epochs", "1", "--logdir", str(tmp_path), *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "learning_modes").exists(), "nothing was written"
+
+
+def test_default_settings_smoke(tmp_path, capsys):
+    """The README's first command, cut to one epoch: digits, 64-32-10, all modes, table and tensorboard command."""
+    assert main(["--epochs", "1", "--logdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "batch" in out and "online" in out and "minibatch" in out and "--logdir" in out
+    assert sorted(p.name for p in (tmp_path / "learning_modes" / "digits-seed0").iterdir()) == \
+        ["batch", "minibatch", "online", "results.json"]
