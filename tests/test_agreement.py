@@ -171,3 +171,14 @@ def test_finite_differences_sample_large_net():
         mask = fd.masks["weights"][k]
         assert int(mask.sum()) == min(50, mask.numel())
         assert norm_relative_error(manual.weights[k], fd.weights[k], mask) < 1e-7
+
+
+def test_twin_works_when_the_caller_turned_grad_mode_off():
+    net = MLP([3, 5, 2], activation="tanh", output_activation="softmax", dtype=torch.float64, seed=0)
+    x, y = make_problem(net.sizes, "index", 4, torch.float64, "cpu")
+    twin = TorchMLP.from_manual(net)
+    _, expected = twin.loss_and_grads(x, y, "cross_entropy")
+    with torch.no_grad():
+        _, got = twin.loss_and_grads(x, y, "cross_entropy")
+    assert_grads_agree(got, expected, rel=0.0)
+    assert all(p.grad is None for p in twin.parameters()), "the twin leaves .grad untouched"
