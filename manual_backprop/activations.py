@@ -4,7 +4,7 @@ Every activation here can compute its derivative from its own output x = f(net),
 the activities x^k of each layer and never the weighted inputs net (the lecture's "w . x"):
 
     sigmoid     f' = x (1 - x)
-    tanh        f' = 1 - x^2
+    tanh        f' = 1 - x^2 = (1 - x)(1 + x)
     relu        f' = 1 where x > 0, else 0          (x > 0 exactly where net > 0)
     leaky_relu  f' = 1 where x > 0, else slope      (needs slope >= 0, so that sign(x) = sign(net))
     identity    f' = 1                              (the lecture's linear neuron)
@@ -93,7 +93,9 @@ class Tanh(Activation):
         return torch.tanh(z)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return 1.0 - x * x
+        # (1 - x)(1 + x), not 1 - x*x: near saturation (|x| -> 1) the factor nearest 0 is exact (Sterbenz), so f'
+        # keeps full relative precision where 1 - x*x would lose the digits that x*x rounded away.
+        return (1.0 - x) * (1.0 + x)
 
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.Tanh()
