@@ -1,0 +1,248 @@
+"""A linear network is a single layer in disguise: the collapse, shown numerically, and what it costs on XOR.
+
+"If the network contains only linear neurons, it practically reduces to a single layer ... all those matrix
+multiplications would end up as a single resulting matrix." With identity activations,
+
+    x^L = W_L (... (W_2 (W_1 x + b_1) + b_2) ...) + b_L = W x + b,   W = W_L ... W_2 W_1,
+                                                                      b = W_L (... (W_2 b_1 + b_2) ...) + b_L
+
+Part 1 builds a random linear MLP, collapses it (``single_layer.collapse_linear_mlp``) and prints the largest
+difference between the network and its one matrix over many inputs: float64 rounding, about 1e-16.
+Part 2 trains the same architecture on XOR by backprop twice from the same seeds: with identity activations it is
+a single linear unit, so its squared error e(w) can never go below 0.25 (the least-squares minimum over all
+lines) and no seed classifies all four points; with a non-linear hidden activation (tanh) every seed solves XOR.
+
+    python -m experiments.linear_collapse                      # [2, 4, 4, 1], 10 seeds, a few seconds
+    python -m experiments.linear_collapse --hidden 8 8 --activation relu --seeds 20
+
+Runs go to <logdir>/linear_collapse/<run>/<activation>-seed<k> (loss/train, accuracy/train, weight histograms and
+decision-boundary images, written by the Trainer), plus a "summary" folder with the printed report as text.
+
+On the accuracy of a linear network: its outputs converge to 0.5 on every point, and a plain "output >= 0.5" test
+then decides each point by rounding (a few units in the last place), which can look like 100% accuracy. This
+script counts a point as right only when its output clears 0.5 by more than sqrt(machine epsilon) (1.5e-8 in
+float64), and reports the worst point's margin: for any affine map the four signed margins of XOR sum to exactly 0,
+so the worst one is never positive, up to rounding. (The Trainer's accuracy/train curve in TensorBoard uses the
+plain test, so for the linear net it can show rounding's verdict.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from manual_backprop import MLP
+from manual_backprop.datasets import load_dataset
+from manual_backprop.network import _resolve_device
+from manual_backprop.single_layer import collapse_linear_mlp
+from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.training import train, write_json
+
+EXPERIMENT = "linear_collapse"
+
+
+@dataclass
+class Config:
+    hidden: list = field(default_factory=lambda: [4, 4])  # hidden widths; the net is [2, *hidden, 1]
+    activation: str = "tanh"  # the non-linear hidden activation compared with identity
+    seeds: int = 10  # seeds 0 .. seeds-1, the same initial weights for both activations
+    lr: float = 0.1  # batch gradient descent on the mean squared error, the same for both networks
+    epochs: int = 500  # the linear net runs them all: it never reaches the target loss
+    # Stop once e(w) <= 0.06 < 1/16: then every |y - out| < 1/2 and every XOR point is on its side of 0.5.
+    target_loss: float = 0.06
+    demo_inputs: int = 1000  # random inputs (plus the four XOR points) on which the collapse is checked
+    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when present)
+    dtype: str = "float64"  # float64 shows the collapse to ~1e-16; float32 to ~1e-7
+    log_seeds: int = 1  # seeds (from 0) whose runs are written to TensorBoard; 0 writes none
+    logdir: str = "runs"
+    run: Optional[str] = None  # run folder name; None: <sizes>-seeds<N>
+    quiet: bool = False  # no progress line and no report
+
+
+def parse_args(argv=None) -> Config:
+    d = Config()
+    p = argparse.ArgumentParser(prog="python -m experiments.linear_collapse", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hidden", type=int, nargs="+", default=d.hidden, help="hidden layer widths")
+    p.add_argument("--activation", default=d.activation, help="the non-linear hidden activation")
+    p.add_argument("--seeds", type=int, default=d.seeds)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--target-loss", type=float, default=d.target_loss)
+    p.add_argument("--demo-inputs", type=int, default=d.demo_inputs)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--log-seeds", type=int, default=d.log_seeds)
+    p.add_argument("--logdir", default=d.logdir)
+    p.add_argument("--run", default=None)
+    p.add_argument("--quiet", action="store_true")
+    return Config(**vars(p.parse_args(argv)))
+
+
+def validate(cfg: Config) -> None:
+    if any(h < 1 for h in cfg.hidden):
+        raise ValueError(f"--hidden widths must be >= 1, but got {cfg.hidden}")
+    for name in ("seeds", "epochs", "demo_inputs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, but got {getattr(cfg, name)}")
+    if not cfg.lr > 0 or cfg.lr == float("inf"):
+        raise ValueError(f"--lr must be a finite number > 0, but got {cfg.lr}")
+    if cfg.activation.strip().lower() in ("identity", "linear"):
+        raise ValueError("--activation must be non-linear (sigmoid, tanh, relu, ...), but got "
+                         f"{cfg.activation!r}; the identity network is always trained alongside it")
+    if cfg.log_seeds < 0:
+        raise ValueError(f"--log-seeds must be >= 0, but got {cfg.log_seeds}")
+
+
+def collapse_report(net: MLP, x: torch.Tensor) -> dict:
+    """The one matrix of a linear net and how far the net's outputs are from it on x."""
+    unit = collapse_linear_mlp(net)
+    out = net(x)  # (N, n_L)
+    diff = (out - unit(x)).abs().max().item()
+    return {"weight": unit.weight.tolist(), "bias": unit.bias.tolist(), "max_abs_diff": diff,
+            "max_abs_output": out.abs().max().item(), "eps": torch.finfo(net.dtype).eps}
+
+
+def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Signed distance of each output from 0.5, positive on the correct side: (2y - 1)(out - 0.5), shape (N,)."""
+    out = net(x)[:, 0]
+    return (2.0 * labels.to(out.dtype) - 1.0) * (out - 0.5)
+
+
+def run(cfg: Config) -> dict:
+    validate(cfg)
+    device = _resolve_device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    sizes = [2, *cfg.hidden, 1]
+    tie = torch.finfo(dtype).eps ** 0.5  # a margin below this is decided by rounding, not by the weights
+    run_name = cfg.run or f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}"
+    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    write_json({**asdict(cfg), "run": run_name, "sizes": sizes, "device": str(device)}, run_dir / "config.json")
+    start = time.perf_counter()
+
+    # Part 1: the collapse of a random linear net, with non-zero biases so the composed bias is exercised.
+    demo = MLP(sizes, activation="identity", output_activation="identity", init="normal", init_scale=0.7,
+               bias_init="normal", dtype=dtype, device=device, seed=0)
+    g = torch.Generator().manual_seed(0)
+    data = load_dataset("xor", dtype=dtype)
+    x_demo = torch.cat([data.x_train, torch.randn(cfg.demo_inputs, 2, generator=g, dtype=torch.float64).to(dtype)])
+    collapse = collapse_report(demo, x_demo.to(device))
+
+    # Part 2: the same architecture trained on XOR, linear and non-linear, from the same seeds.
+    x, labels = data.x_train.to(device), data.y_train.to(device)
+    activations = ["identity", cfg.activation]
+    records = {a: [] for a in activations}
+    for seed in range(cfg.seeds):
+        for act in activations:
+            net = MLP(sizes, activation=act, output_activation="identity", dtype=dtype, device=device, seed=seed)
+            with RunLogger(cfg.logdir, EXPERIMENT, run_name, f"{act}-seed{seed}", updates_per_epoch=1,
+                           histogram_every=50, enabled=seed < cfg.log_seeds) as logger:
+                h = train(net, data, mode="batch", lr=cfg.lr, epochs=cfg.epochs, loss_fn="squared_error",
+                          target_loss=cfg.target_loss, seed=seed, logger=logger if logger.enabled else None,
+                          histogram_every=50)
+                last = h.final["epoch"]
+                if logger.enabled and last % 50 != 0 and last != cfg.epochs:
+                    logger.log_decision_boundary(last, net, x, labels)  # the Trainer draws none at target_loss
+            if h.stop_reason == "diverged" and not cfg.quiet:
+                print(f"\n{act} seed {seed}: {h.message}", file=sys.stderr)
+            m = margins(net, x, labels)
+            record = {"seed": seed, "final_loss": h.final["train_loss"], "lowest_loss": min(h.train_loss),
+                      "epochs": h.final["epoch"], "stop_reason": h.stop_reason,
+                      "worst_margin": m.min().item(), "right": int((m > tie).sum()),
+                      "undecided": int((m.abs() <= tie).sum())}
+            if act == "identity":
+                record["collapse"] = collapse_report(net, x_demo.to(device))
+            records[act].append(record)
+        if not cfg.quiet:
+            print(f"\rseed {seed + 1}/{cfg.seeds} trained", end="", flush=True)
+    if not cfg.quiet:
+        print()
+    seconds = time.perf_counter() - start
+    summary = {act: summarize(rows, tie) for act, rows in records.items()}
+    text = report(collapse, summary, sizes, cfg, tie)
+    write_json({"collapse": collapse, "summary": summary, "runs": records, "seconds": seconds},
+               run_dir / "results.json")
+    if cfg.log_seeds > 0:
+        with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
+            logger.add_text("summary", "```\n" + text + "\n```")
+    if not cfg.quiet:
+        print(text)
+        print(f"\n{seconds:.1f} s. Open the runs (loss/train, accuracy/train, decision_boundary):\n"
+              f"  {tensorboard_command(run_dir)}")
+    return {"collapse": collapse, "summary": summary}
+
+
+def summarize(rows: list, tie: float) -> dict:
+    stops = Counter(r["stop_reason"] for r in rows).most_common(1)[0]
+    return {
+        "stop_reason": f"{stops[0]} {stops[1]}/{len(rows)}",
+        "diverged": sum(r["stop_reason"] == "diverged" for r in rows),
+        "seeds": len(rows),
+        "solved": sum(r["worst_margin"] > tie for r in rows),
+        "right_mean": statistics.fmean(r["right"] for r in rows),
+        "undecided_mean": statistics.fmean(r["undecided"] for r in rows),
+        "final_loss_mean": statistics.fmean(r["final_loss"] for r in rows),
+        "lowest_loss": min(r["lowest_loss"] for r in rows),
+        "best_worst_margin": max(r["worst_margin"] for r in rows),
+        "epochs_median": statistics.median(r["epochs"] for r in rows),
+        "collapse_max_abs_diff": max((r["collapse"]["max_abs_diff"] for r in rows if "collapse" in r), default=None),
+    }
+
+
+def report(collapse: dict, summary: dict, sizes: list, cfg: Config, tie: float) -> str:
+    L = len(sizes) - 1
+    product = " ".join(f"W{k}" for k in range(L, 0, -1))
+    w = ", ".join(f"{v:+.4f}" for v in collapse["weight"][0])
+    lines = [
+        f"Part 1. A linear MLP {sizes} (identity activations, random weights and biases) is one matrix:",
+        f"  W = {product} = [[{w}]]   b = [{collapse['bias'][0]:+.4f}]",
+        f"  max |MLP(x) - (W x + b)| over {cfg.demo_inputs + 4} inputs: {collapse['max_abs_diff']:.2e} "
+        f"({cfg.dtype}, eps {collapse['eps']:.1e}; outputs up to {collapse['max_abs_output']:.2f})",
+        "",
+        f"Part 2. {sizes} trained on XOR by backprop (batch, lr {cfg.lr:g}, squared error, identity output), "
+        f"{cfg.seeds} seeds:",
+    ]
+    head = (f"{'hidden activation':<18} {'solved':>7} {'right':>5} {'undecided':>9} {'final e(w)':>10} "
+            f"{'lowest e(w)':>11} {'best worst-margin':>17} {'epochs':>6} {'|MLP - W x + b|':>15}  stopped")
+    lines += [head, "-" * len(head)]
+    for act, s in summary.items():
+        diff = f"{s['collapse_max_abs_diff']:.1e}" if s["collapse_max_abs_diff"] is not None else "-"
+        lines.append(f"{act:<18} {s['solved']:>3}/{s['seeds']:<3} {s['right_mean']:>5.2f} {s['undecided_mean']:>9.2f} "
+                     f"{_e(s['final_loss_mean']):>10} {_e(s['lowest_loss']):>11} {s['best_worst_margin']:>17.2e} "
+                     f"{s['epochs_median']:>6g} {diff:>15}  {s['stop_reason']}")
+    lines.append(
+        f"lowest e(w): over every epoch of every seed; a linear map cannot go below 0.25 on XOR (all outputs 0.5).\n"
+        f"right / undecided: of the 4 points at the end, mean over seeds; a point is right when its output is on "
+        f"its side of 0.5 by more than {tie:.1e},\n  undecided when it is closer to 0.5 than that (there rounding, "
+        f"not the weights, picks the side). solved: all 4 right.\n"
+        f"worst-margin: min over the four points of (2y - 1)(out - 0.5), best seed; never positive for a linear map.\n"
+        f"|MLP - W x + b|: the trained linear nets against their collapsed single layer, max over seeds."
+    )
+    return "\n".join(lines)
+
+
+def _e(value: float) -> str:
+    """An e(w) for the table: 4 decimals, or scientific once a diverged run made it huge."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.2e}"
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except (ValueError, TypeError) as err:
+        print(f"linear_collapse: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
