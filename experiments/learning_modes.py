@@ -7,10 +7,15 @@ digits, which ship inside the package). Every mode logs to its own TensorBoard r
     python -m experiments.learning_modes                      # defaults: digits, 64-32-10 tanh/softmax, 20 epochs
     python -m experiments.learning_modes --dataset moons --sizes 2 16 2 --epochs 50
     python -m experiments.learning_modes --run my_run --resume   # continue a stopped run to the same numbers
+    torchrun --standalone --nproc_per_node=2 -m experiments.learning_modes --distributed --modes batch minibatch
 
 What it shows: batch learning makes one update per epoch, so per epoch it learns slowest but each update is one
 big matrix product; online learning makes N noisy updates per epoch; minibatch sits between (the "minibatch
 compromise"). Per-mode learning rates differ because the number and noise of the updates differ.
+
+With --distributed (launched by torchrun) every batch is split over the processes, which reduce their gradient
+sums with all_reduce, so each update equals the single-process one (manual_backprop/distributed.py). Online mode
+is sequential and is refused. Only rank 0 writes logs, checkpoints, config.json, results.json and the table.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.network import MLP, _resolve_device
 from manual_backprop.tblog import RunLogger, tensorboard_command
@@ -54,6 +60,8 @@ class Config:
     run: Optional[str] = None  # run folder name; None: <dataset>-seed<seed>
     resume: bool = False  # continue the run's checkpoints instead of starting over
     quiet: bool = False  # no progress bars, no table
+    distributed: bool = False  # data-parallel over the processes torchrun starts (batch and minibatch modes only)
+    dist_timeout: float = 300.0  # seconds a rank waits for the others in a collective before the job fails
 
     def lr(self, mode: str) -> float:
         return {"batch": self.lr_batch, "online": self.lr_online, "minibatch": self.lr_minibatch}[mode]
@@ -80,9 +88,14 @@ def parse_args(argv=None) -> Config:
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", default=None, help="run name (default: <dataset>-seed<seed>)")
+    p.add_argument("--run", "--run-name", dest="run", default=None,
+                   help="run name (default: <dataset>-seed<seed>); --run-name also passes through torchrun")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table")
+    p.add_argument("--distributed", action="store_true",
+                   help="split every batch over the processes started by torchrun (nccl on GPUs, gloo on CPUs)")
+    p.add_argument("--dist-timeout", type=float, default=d.dist_timeout,
+                   help="seconds a rank waits for the others before the job fails (default %(default)s)")
     args = p.parse_args(argv)
     return Config(**{k: v for k, v in vars(args).items()})
 
@@ -100,9 +113,29 @@ def validate(cfg: Config, n_train: int) -> None:
         raise ValueError(f"--epochs must be >= 1, but got {cfg.epochs}")
 
 
+def validate_distributed(cfg: Config) -> None:
+    """Refuse what cannot run data-parallel, before any process group is joined."""
+    if "online" in cfg.modes:
+        raise ValueError(f"--distributed cannot run online mode: {distributed.ONLINE_IS_SEQUENTIAL}. "
+                         f"Pass --modes batch minibatch (or one of them) with --distributed, and run --modes online "
+                         f"without it")
+    if not cfg.dist_timeout > 0 or cfg.dist_timeout == float("inf"):
+        raise ValueError(f"--dist-timeout must be a finite number of seconds > 0, but got {cfg.dist_timeout}")
+
+
 def run(cfg: Config) -> dict:
-    """Train every mode from one initial network; returns {mode: History}."""
-    device = _resolve_device(cfg.device)
+    """Train every mode from one initial network; returns {mode: History}. With cfg.distributed, on every rank."""
+    if not cfg.distributed:
+        return _run(cfg, None)
+    validate_distributed(cfg)
+    with distributed.init_distributed(cfg.device, timeout=cfg.dist_timeout) as info:
+        return _run(cfg, info)
+
+
+def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
+    main = info is None or info.is_main  # only rank 0 writes files and prints
+    quiet = cfg.quiet or not main
+    device = _resolve_device(cfg.device) if info is None else info.device
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, n_samples=cfg.n_samples, noise=cfg.noise, seed=cfg.seed, dtype=dtype)
     validate(cfg, data.x_train.shape[0])
@@ -111,32 +144,41 @@ def run(cfg: Config) -> dict:
                   device=device, seed=cfg.seed)
     run_name = cfg.run or f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
     run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
-    if not cfg.quiet:
-        print(f"{data}\n{initial}\nlogging to {run_dir}")
+    if not quiet:
+        ranks = "" if info is None else f"\n{info.world_size} processes ({info.backend}), each batch split over them"
+        print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
     histories = {}
     for mode in cfg.modes:
         net = initial.copy()  # every mode starts from the same weights
         mode_dir = run_dir / mode
         checkpoint = mode_dir / "checkpoint.pt"
-        if not cfg.resume and checkpoint.exists():
+        # Only rank 0 sees its disk: every rank takes rank 0's answer, so all raise (or resume) together.
+        exists = distributed.from_rank0(checkpoint.exists() if main else None)
+        if not cfg.resume and exists:
             raise ValueError(f"run {run_name!r} already has a checkpoint for {mode} in {mode_dir}; pass --resume to "
                              f"continue it, or --run NAME for a new run")
-        write_json({**asdict(cfg), "run": run_name, "mode": mode, "lr": cfg.lr(mode), "sizes": sizes,
-                    "device": str(device), "net": initial.spec(), "data": repr(data)}, mode_dir / "config.json")
+        if main:
+            write_json({**asdict(cfg), "run": run_name, "mode": mode, "lr": cfg.lr(mode), "sizes": sizes,
+                        "device": str(device), "net": initial.spec(), "data": repr(data),
+                        "world_size": 1 if info is None else info.world_size}, mode_dir / "config.json")
         n_train = data.x_train.shape[0]
         updates_per_epoch = {"batch": 1, "online": n_train}.get(mode, -(-n_train // cfg.batch_size))
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, mode, updates_per_epoch=updates_per_epoch) as logger:
-            trainer = Trainer(net, data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs, batch_size=cfg.batch_size,
-                              loss_fn=cfg.loss, seed=cfg.seed, logger=logger, checkpoint_path=checkpoint,
-                              progress=False if cfg.quiet else f"{mode:>9}")
-            if cfg.resume and checkpoint.exists():
-                trainer.load_state_dict(load_checkpoint(checkpoint))
+        with RunLogger(cfg.logdir, EXPERIMENT, run_name, mode, updates_per_epoch=updates_per_epoch,
+                       enabled=main) as logger:
+            trainer_class = Trainer if info is None else distributed.DistributedTrainer
+            trainer = trainer_class(net, data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
+                                    batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed,
+                                    logger=logger if main else None, checkpoint_path=checkpoint if main else None,
+                                    progress=False if quiet else f"{mode:>9}")
+            if cfg.resume and exists:
+                trainer.load_state_dict(distributed.from_rank0(load_checkpoint(checkpoint) if main else None))
             history = trainer.run()
-        if history.stop_reason == "diverged":
+        if history.stop_reason == "diverged" and main:
             print(f"{mode}: {history.message}", file=sys.stderr)
         histories[mode] = history
-    write_json({mode: h.to_dict() for mode, h in histories.items()}, run_dir / "results.json")
-    if not cfg.quiet:
+    if main:
+        write_json({mode: h.to_dict() for mode, h in histories.items()}, run_dir / "results.json")
+    if not quiet:
         print(table(histories, cfg))
         print(f"\nOpen the overlaid loss curves:\n  {tensorboard_command(run_dir)}")
     return histories
