@@ -118,13 +118,15 @@ class Trainer:
         checkpoint_path: where to write the training state atomically at the end of every ``checkpoint_every``
             epochs (and on Ctrl-C); ``resume()`` continues from it to the same numbers as an unbroken run.
         progress: show a tqdm progress bar over epochs; a string is used as its label.
+        fast: False (the plain path), True/"auto", "c", "fused" or "cuda_graph": run each epoch's updates through
+            a fast path of manual_backprop.fast, which gives the same parameters (see that module).
     """
 
     def __init__(self, net: MLP, data, *, mode: str, lr: float, epochs: int, batch_size: Optional[int] = None,
                  loss_fn: Union[str, Loss, None] = None, target_loss: Optional[float] = None,
                  replacement: bool = False, seed: int = 0, logger=None, histogram_every: int = 10,
                  checkpoint_path: Union[str, Path, None] = None, checkpoint_every: int = 1,
-                 progress: Union[bool, str] = False):
+                 progress: Union[bool, str] = False, fast: Union[bool, str] = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
         self.net, self.mode = net, mode
@@ -158,6 +160,12 @@ class Trainer:
         self._good_state = None
         self._epoch_start = None
         self.last_grads = None
+        # Fast path switch (manual_backprop.fast): the same updates in the same order, less overhead per update.
+        self.fast = fast
+        self._fast_runner = None
+        if fast:
+            from .fast import EpochRunner
+            self._fast_runner = EpochRunner(self, fast)
 
     # ------------------------------------------------------------------ data
     def _prepare(self, data, split: str):
@@ -230,7 +238,7 @@ class Trainer:
         self.logger.log_epoch(self.epoch, {k: v for k, v in metrics.items() if v is not None})
         if update_losses is not None and update_losses.numel():
             self.logger.log_update_losses(first_update + 1, update_losses)  # update numbers count from 1
-        if self.epoch % self.histogram_every == 0 or self.epoch == self.epochs:
+        if self.epoch % self.histogram_every == 0 or self.epoch == self.epochs or self.history.stop_reason:
             self.logger.log_histograms(self.epoch, self.net, self.last_grads, force=True)
             if self.x_train.shape[1] == 2 and self.labels_train is not None:
                 self.logger.log_decision_boundary(self.epoch, self.net, self.x_train, self.labels_train)
@@ -279,14 +287,17 @@ class Trainer:
         losses = []
         start = time.perf_counter()
         with torch.no_grad():
-            for idx in self.batches():
-                losses.append(self._update(idx))
+            if self._fast_runner is not None:
+                losses = self._fast_runner.run_epoch()  # (U,) on the device; not read back here
+            else:
+                for idx in self.batches():
+                    losses.append(self._update(idx))
         if self.net.device.type == "cuda":
             torch.cuda.synchronize(self.net.device)
         self.train_seconds += time.perf_counter() - start
         self.updates += len(losses)
         self.epoch += 1
-        update_losses = torch.stack(losses).cpu()  # the epoch's one read-back of per-update losses
+        update_losses = (losses if isinstance(losses, Tensor) else torch.stack(losses)).cpu()  # one read-back
         finite = torch.isfinite(update_losses)
         metrics = self._record_epoch()
         if not bool(finite.all()) or not all(math.isfinite(v) for v in metrics.values() if v is not None):
@@ -294,11 +305,11 @@ class Trainer:
             return
         self._good_state = [p.clone() for p in self.net.parameters()]
         self._epoch_start = None  # the epoch is complete: nothing to rewind from here on
-        self._log_epoch(metrics, update_losses, first_update)
         if self.target_loss is not None and self.history.train_loss[-1] <= self.target_loss:
             self.history.stop_reason = "target_loss"
             self.history.message = (f"reached the target loss {self.target_loss:g} at epoch {self.epoch} "
                                     f"(train loss {self.history.train_loss[-1]:.6g})")
+        self._log_epoch(metrics, update_losses, first_update)
 
     def _diverged(self, update_losses: Tensor, finite: Tensor, first_update: int) -> None:
         bad = (~finite).nonzero()
