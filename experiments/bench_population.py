@@ -1,0 +1,237 @@
+"""Benchmark: K XOR networks trained in lockstep as one Population vs the same K runs one at a time.
+
+    python -m experiments.bench_population                       # K = 1024, online, 200 epochs, eager + compiled
+    python -m experiments.bench_population --engines eager --dtypes float32 float64
+    python -m experiments.bench_population --device cuda --engines eager cuda_graph
+    python -m experiments.bench_population --quick               # a few seconds: what the tests run
+
+The figure of merit is the cost of one member-update: the seconds of the lockstep run divided by K times the
+updates each member makes. It includes everything a run does: drawing each member's sample order, gathering its
+samples, the forward and backward phases and the update, the end-of-epoch evaluation, the divergence/target
+bookkeeping and the once-an-epoch read-back. The sequential baseline trains members one after another with
+``Trainer`` (the project's single-run path, evaluation included) and with a bare loop of
+``MLP._loss_and_grads`` + ``_step`` (no evaluation, no bookkeeping: the least a single run costs here). The
+sequential runs are timed on the first ``--sequential-runs`` members and extrapolated to K (per update, the cost
+of a run does not depend on which member it is); the table says so. Every ratio is taken within one process run.
+
+The timed sequential runs also serve as a check: they must end with the parameters of the same members of the
+population (norm-relative error, reported as ``check``).
+
+Threads: by default torch uses one thread (``--threads``): a lockstep update is a few dozen small kernels, which
+gain nothing from a second thread, and on a shared 2-core machine an OpenMP team waiting for a busy core makes them
+many times slower. For scale: issue 6 quotes about 60 ns per update for a compiled single-run JAX loop (not
+measured here) and aims below 50 ns per member-update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from manual_backprop.datasets import load_dataset
+from manual_backprop.losses import get_loss
+from manual_backprop.network import MLP, _resolve_device
+from manual_backprop.population import ENGINES, Population, PopulationTrainer
+from manual_backprop.training import Trainer, write_json
+from reference.compare import norm_relative_error
+
+
+@dataclass
+class Config:
+    K: int = 1024  # members of the population
+    sizes: list = field(default_factory=lambda: [2, 2, 1])  # the lecture's XOR network
+    mode: str = "online"  # one update per sample: the mode with the most, and smallest, updates
+    epochs: int = 200  # timed epochs (each member makes epochs * 4 updates on XOR)
+    warmup_epochs: int = 3  # untimed epochs first (allocations; compilation for the compiled engine)
+    lrs: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # member i gets lrs[i % len(lrs)]
+    engines: Optional[list] = None  # None: eager and, where a C++ compiler exists, compiled (cuda_graph on CUDA)
+    dtypes: list = field(default_factory=lambda: ["float64"])
+    device: str = "cpu"
+    threads: int = 1  # torch.set_num_threads; 0 leaves torch's default
+    sequential_runs: int = 8  # members also trained one at a time, timed and extrapolated to K
+    out: str = "runs/bench_population.json"
+    quick: bool = False  # K 64, 10 epochs, 2 sequential runs, eager only
+
+
+def parse_args(argv=None) -> Config:
+    d = Config()
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_population", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--K", type=int, default=d.K, help="population size")
+    p.add_argument("--sizes", type=int, nargs="+", default=d.sizes)
+    p.add_argument("--mode", default=d.mode, choices=["batch", "online", "minibatch"])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--lrs", type=float, nargs="+", default=d.lrs)
+    p.add_argument("--engines", nargs="+", default=None, choices=ENGINES)
+    p.add_argument("--dtypes", nargs="+", default=d.dtypes, choices=["float32", "float64"])
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--sequential-runs", type=int, default=d.sequential_runs)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--quick", action="store_true")
+    cfg = Config(**vars(p.parse_args(argv)))
+    if cfg.quick:
+        cfg.K, cfg.epochs, cfg.warmup_epochs, cfg.sequential_runs = 64, 10, 1, 2
+        cfg.engines = cfg.engines or ["eager"]
+    return cfg
+
+
+def default_engines(device: torch.device) -> list:
+    if device.type == "cuda":
+        return ["eager", "cuda_graph"]
+    has_compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("cc")
+    return ["eager", "compiled"] if has_compiler else ["eager"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_population(cfg: Config, data, dtype, device, engine: str) -> dict:
+    """Seconds of ``epochs`` lockstep epochs after ``warmup_epochs`` untimed ones."""
+    seeds = list(range(cfg.K))
+    lrs = [cfg.lrs[i % len(cfg.lrs)] for i in range(cfg.K)]
+    pop = Population(cfg.sizes, seeds=seeds, dtype=dtype, device=device)
+    trainer = PopulationTrainer(pop, data, mode=cfg.mode, lr=lrs, epochs=cfg.warmup_epochs, engine=engine,
+                                batch_size=2 if cfg.mode == "minibatch" else None)
+    start = time.perf_counter()
+    trainer.run()
+    warmup = time.perf_counter() - start
+    trainer.epochs = cfg.warmup_epochs + cfg.epochs
+    _sync(device)
+    start = time.perf_counter()
+    trainer.run()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    updates = cfg.epochs * len(trainer.chunks)  # per member
+    return {"engine": engine, "dtype": str(dtype).replace("torch.", ""), "K": cfg.K, "updates_per_member": updates,
+            "seconds": seconds, "warmup_seconds": warmup,
+            "ns_per_member_update": seconds / (cfg.K * updates) * 1e9, "population": pop}
+
+
+def time_sequential(cfg: Config, data, dtype, device) -> dict:
+    """The first ``sequential_runs`` members, one after another: with Trainer, and as a bare update loop."""
+    n = min(cfg.sequential_runs, cfg.K)
+    batch_size = 2 if cfg.mode == "minibatch" else None
+    total_epochs = cfg.warmup_epochs + cfg.epochs
+    nets, trainer_seconds, updates = [], 0.0, 0
+    for i in range(n):
+        net = MLP(cfg.sizes, seed=i, dtype=dtype, device=device)
+        trainer = Trainer(net, data, mode=cfg.mode, lr=cfg.lrs[i % len(cfg.lrs)], epochs=total_epochs, seed=i,
+                          batch_size=batch_size)
+        _sync(device)
+        start = time.perf_counter()
+        trainer.run()
+        _sync(device)
+        trainer_seconds += time.perf_counter() - start
+        updates += trainer.updates
+        nets.append(net)
+    # The bare loop: the same updates in the same order, without evaluation or bookkeeping.
+    bare_seconds, bare_updates = 0.0, 0
+    loss_fn = get_loss("squared_error")
+    for i in range(n):
+        net = MLP(cfg.sizes, seed=i, dtype=dtype, device=device)
+        order_source = Trainer(net, data, mode=cfg.mode, lr=1.0, epochs=1, seed=i, batch_size=batch_size)
+        x, y = order_source.x_train, order_source.y_train
+        epochs = [order_source.batches() for _ in range(total_epochs)]
+        lr = cfg.lrs[i % len(cfg.lrs)]
+        _sync(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for batches in epochs:
+                for idx in batches:
+                    xb = x if idx is None else x.index_select(0, idx)
+                    yb = y if idx is None else y.index_select(0, idx)
+                    _, grads = net._loss_and_grads(xb, yb, loss_fn)
+                    net._step(grads, lr)
+                    bare_updates += 1
+        _sync(device)
+        bare_seconds += time.perf_counter() - start
+    return {"runs_timed": n, "extrapolated_to": cfg.K, "updates": updates,
+            "trainer_seconds": trainer_seconds, "ns_per_update": trainer_seconds / updates * 1e9,
+            "bare_seconds": bare_seconds, "bare_ns_per_update": bare_seconds / bare_updates * 1e9,
+            "extrapolated_seconds_for_K": trainer_seconds / n * cfg.K, "nets": nets}
+
+
+def run(cfg: Config) -> dict:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = _resolve_device(cfg.device)
+    engines = cfg.engines or default_engines(device)
+    cases, sequential, check = [], {}, {"max_norm_relative_error": 0.0, "members_checked": 0}
+    for dtype_name in cfg.dtypes:
+        dtype = getattr(torch, dtype_name)
+        data = load_dataset("xor", dtype=dtype)
+        seq = time_sequential(cfg, data, dtype, device)
+        for engine in engines:
+            case = time_population(cfg, data, dtype, device, engine)
+            pop = case.pop("population")
+            case["speedup_vs_sequential_trainer"] = seq["ns_per_update"] / case["ns_per_member_update"]
+            case["speedup_vs_sequential_bare"] = seq["bare_ns_per_update"] / case["ns_per_member_update"]
+            cases.append(case)
+            if dtype == torch.float64:  # the timed runs are the same runs
+                for i, net in enumerate(seq["nets"]):
+                    member = pop.member(i)
+                    for key, value in net.state_dict().items():
+                        err = norm_relative_error(member.state_dict()[key], value)
+                        check["max_norm_relative_error"] = max(check["max_norm_relative_error"], err)
+                    check["members_checked"] += 1
+        seq.pop("nets")
+        sequential[dtype_name] = seq
+    result = {"config": asdict(cfg), "engines": engines, "device": str(device),
+              "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads()},
+              "cases": cases, "sequential": sequential[cfg.dtypes[0]], "sequential_by_dtype": sequential,
+              "check": check}
+    write_json(result, Path(cfg.out))
+    print(table(result, cfg))
+    print(f"\nwritten to {cfg.out}")
+    return result
+
+
+def table(result: dict, cfg: Config) -> str:
+    head = f"{'case':<34} {'K':>6} {'updates':>8} {'seconds':>8} {'ns per member-update':>21} {'speedup':>8}"
+    lines = [f"XOR {cfg.sizes} {cfg.mode}, {cfg.epochs} epochs, device {result['device']}, "
+             f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}", head, "-" * len(head)]
+    for dtype_name, seq in result["sequential_by_dtype"].items():
+        lines.append(f"{'sequential Trainer ' + dtype_name:<34} {seq['runs_timed']:>6} {seq['updates']:>8} "
+                     f"{seq['trainer_seconds']:>8.2f} {seq['ns_per_update']:>21.0f} {1.0:>8.1f}")
+        lines.append(f"{'sequential bare loop ' + dtype_name:<34} {seq['runs_timed']:>6} {seq['updates']:>8} "
+                     f"{seq['bare_seconds']:>8.2f} {seq['bare_ns_per_update']:>21.0f} "
+                     f"{seq['ns_per_update'] / seq['bare_ns_per_update']:>8.1f}")
+        for c in result["cases"]:
+            if c["dtype"] == dtype_name:
+                lines.append(f"{'population ' + c['engine'] + ' ' + dtype_name:<34} {c['K']:>6} "
+                             f"{c['K'] * c['updates_per_member']:>8} {c['seconds']:>8.2f} "
+                             f"{c['ns_per_member_update']:>21.1f} {c['speedup_vs_sequential_trainer']:>8.1f}")
+    seq = result["sequential"]
+    lines.append(f"sequential rows: {seq['runs_timed']} runs timed, per-update cost extrapolated to K = "
+                 f"{seq['extrapolated_to']} ({seq['extrapolated_seconds_for_K']:.1f} s for all K with Trainer); "
+                 f"speedup = sequential Trainer ns per update / this row's")
+    lines.append(f"check: {result['check']['members_checked']} timed single runs vs their population members, "
+                 f"max norm-relative error {result['check']['max_norm_relative_error']:.1e}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except (ValueError, TypeError, RuntimeError) as err:
+        print(f"bench_population: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
