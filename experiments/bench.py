@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import datetime
 import json
 import math
@@ -109,6 +110,7 @@ class Config:
     seed: int = 0
     out: str = "bench_results/bench.json"
     quiet: bool = False
+    population: bool = True  # also the population case: K = 1024 XOR nets online, vs the same runs one at a time
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -830,6 +832,8 @@ def parse_args(argv=None) -> Config:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=d.out, help="JSON file to write (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no table on stdout")
+    p.add_argument("--no-population", dest="population", action="store_false",
+                   help="skip the population case (experiments.bench_population)")
     return Config(**vars(p.parse_args(argv)))
 
 
@@ -866,6 +870,8 @@ def main(argv=None) -> dict:
               if argv is None else f"main({argv!r})", "config": asdict(cfg), "machine": machine,
               "quick": cfg.quick, "results": results}
     report["targets"] = targets(results)
+    if cfg.population:
+        report["population"] = population_case(cfg)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -877,8 +883,29 @@ def main(argv=None) -> dict:
         print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
               f"{cfg.dtype}{', quick' if cfg.quick else ''}\n")
         print(report["table"])
+        if cfg.population:
+            print(f"\nPopulation case (experiments.bench_population):\n{report['population']['table']}")
         print(f"\nwritten: {out}")
     return report
+
+
+def population_case(cfg: Config) -> dict:
+    """K = 1024 XOR networks trained online in lockstep (manual_backprop.population) against the same runs one at a
+    time, per device; the figures and table of experiments.bench_population, in this report."""
+    from experiments import bench_population
+
+    rows = {}
+    for dev in cfg.devices:
+        pop_cfg = bench_population.Config(device=dev, dtypes=[cfg.dtype], quick=cfg.quick, threads=cfg.threads or 0,
+                                          out=str(Path(cfg.out).with_name(f"bench_population_{dev}.json")))
+        if cfg.quick:
+            pop_cfg.K, pop_cfg.epochs, pop_cfg.warmup_epochs, pop_cfg.sequential_runs = 64, 10, 1, 2
+            pop_cfg.engines = ["eager"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = bench_population.run(pop_cfg)
+        result["table"] = bench_population.table(result, pop_cfg)
+        rows[dev] = result
+    return {"by_device": rows, "table": "\n\n".join(r["table"] for r in rows.values())}
 
 
 if __name__ == "__main__":

@@ -110,3 +110,14 @@ def test_cuda_device_is_refused_cleanly_without_cuda(tmp_path):
         pytest.skip("CUDA is available here")
     with pytest.raises(SystemExit, match="CUDA is not available"):
         bench.main(["--quick", "--device", "cuda", "--out", str(tmp_path / "b.json"), "--quiet"])
+
+
+def test_the_benchmark_carries_the_population_case(tmp_path):
+    """Issue 6's case inside the benchmark's report: K networks in lockstep vs the same runs one at a time."""
+    report = bench.main(["--quick", "--device", "cpu", "--threads", "1", "--cases", "online_tiny", "--dtype",
+                         "float64", "--out", str(tmp_path / "b.json"), "--quiet"])
+    cpu = report["population"]["by_device"]["cpu"]
+    assert cpu["cases"] and all(c["ns_per_member_update"] > 0 for c in cpu["cases"])
+    # the timed single runs are checked against their population members (float64)
+    assert cpu["check"]["members_checked"] > 0 and cpu["check"]["max_norm_relative_error"] < 1e-12
+    assert "population eager" in report["population"]["table"]
