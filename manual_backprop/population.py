@@ -60,7 +60,7 @@ from .activations import Activation, Softmax
 from .init import initial_parameters, resolve_init
 from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SquaredError, default_loss_for, get_loss
 from .network import MLP, Gradients, _resolve_activations, _resolve_device, _resolve_dtype
-from .training import MODES, History, encode_for
+from .training import MODES, History, encode_for, samples_per_update
 
 __all__ = [
     "Population", "PopulationCache", "PopulationTrainer", "PopulationHistory", "PopulationLogger",
@@ -947,11 +947,7 @@ class PopulationTrainer:
         self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
         self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
         n = self.x_train.shape[0]
-        if mode == "minibatch":
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-                raise ValueError(f"batch_size must be an int in [1, {n}] (the training set has {n} samples) "
-                                 f"for minibatch mode, but got {batch_size!r}")
-        self.batch_size = {"batch": n, "online": 1}.get(mode, batch_size)
+        self.batch_size = samples_per_update(mode, batch_size, n)
         self.replacement = bool(replacement)
         if isinstance(epochs_per_draw, bool) or not isinstance(epochs_per_draw, int) or epochs_per_draw < 1:
             raise ValueError(f"epochs_per_draw must be an int >= 1, but got {epochs_per_draw!r}")

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_positive_number
-from .losses import CrossEntropy, Loss, default_loss_for, get_loss
+from .losses import CrossEntropy, Loss, default_loss_for
 from .network import MLP
 
 __all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
@@ -93,6 +93,16 @@ def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int,
     return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
 
 
+def samples_per_update(mode: str, batch_size: Optional[int], n: int) -> int:
+    """b of a learning mode on n training samples: n for batch, 1 for online, the checked batch_size for minibatch."""
+    if mode == "minibatch":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+            raise ValueError(f"batch_size must be an int in [1, {n}] (the training set has {n} samples) "
+                             f"for minibatch mode, but got {batch_size!r}")
+        return batch_size
+    return n if mode == "batch" else 1
+
+
 def accuracy(output: Tensor, labels: Tensor) -> Tensor:
     """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label."""
     predicted = (output[:, 0] >= 0.5).long() if output.shape[1] == 1 else output.argmax(dim=1)
@@ -139,12 +149,7 @@ class Trainer:
                                                                                  allow_zero=True)
         self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
         self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
-        n = self.x_train.shape[0]
-        if mode == "minibatch":
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-                raise ValueError(f"batch_size must be an int in [1, {n}] (the training set has {n} samples) "
-                                 f"for minibatch mode, but got {batch_size!r}")
-        self.batch_size = {"batch": n, "online": 1}.get(mode, batch_size)
+        self.batch_size = samples_per_update(mode, batch_size, self.x_train.shape[0])
         self.replacement = bool(replacement)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
