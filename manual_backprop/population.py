@@ -316,22 +316,10 @@ class Population:
     def __len__(self) -> int:
         return self.size
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def output_activation(self) -> Activation:
-        return self.activation_functions[-1]
-
-    def parameters(self) -> list:
-        """[W[0], b[0], W[1], b[1], ...], each with a leading member axis."""
-        params = []
-        for k in range(self.num_layers):
-            params.append(self.weights[k])
-            if self.bias:
-                params.append(self.biases[k])
-        return params
+    # The layer structure is the MLP's: the same attributes, each tensor with a leading member axis.
+    num_layers = MLP.num_layers
+    output_activation = MLP.output_activation
+    parameters = MLP.parameters
 
     def member(self, i: int) -> MLP:
         """Member i as an independent MLP (copied parameters), with the population's spec and its own seed."""
