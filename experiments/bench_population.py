@@ -38,7 +38,8 @@ import torch
 
 from manual_backprop.datasets import load_dataset
 from manual_backprop.losses import get_loss
-from manual_backprop.network import MLP, _resolve_device
+from manual_backprop.checks import resolve_device
+from manual_backprop.network import MLP
 from manual_backprop.population import ENGINES, Population, PopulationTrainer
 from manual_backprop.training import Trainer, write_json
 from reference.compare import norm_relative_error
@@ -166,7 +167,7 @@ def time_sequential(cfg: Config, data, dtype, device) -> dict:
 def run(cfg: Config) -> dict:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     engines = cfg.engines or default_engines(device)
     cases, sequential, check = [], {}, {"max_norm_relative_error": 0.0, "members_checked": 0}
     for dtype_name in cfg.dtypes:

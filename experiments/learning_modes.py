@@ -30,7 +30,8 @@ import torch
 
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
-from manual_backprop.network import MLP, _resolve_device
+from manual_backprop.checks import resolve_device
+from manual_backprop.network import MLP
 from manual_backprop.tblog import RunLogger, tensorboard_command
 from manual_backprop.training import MODES, Trainer, load_checkpoint, write_json
 
@@ -134,7 +135,7 @@ def run(cfg: Config) -> dict:
 def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     main = info is None or info.is_main  # only rank 0 writes files and prints
     quiet = cfg.quiet or not main
-    device = _resolve_device(cfg.device) if info is None else info.device
+    device = resolve_device(cfg.device) if info is None else info.device
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, n_samples=cfg.n_samples, noise=cfg.noise, seed=cfg.seed, dtype=dtype)
     validate(cfg, data.x_train.shape[0])

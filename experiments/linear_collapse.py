@@ -41,7 +41,7 @@ import torch
 
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
-from manual_backprop.network import _resolve_device
+from manual_backprop.checks import resolve_device
 from manual_backprop.single_layer import collapse_linear_mlp
 from manual_backprop.tblog import RunLogger, tensorboard_command
 from manual_backprop.training import train, write_json
@@ -119,7 +119,7 @@ def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def run(cfg: Config) -> dict:
     validate(cfg)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     sizes = [2, *cfg.hidden, 1]
     tie = torch.finfo(dtype).eps ** 0.5  # a margin below this is decided by rounding, not by the weights

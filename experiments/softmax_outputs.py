@@ -31,7 +31,7 @@ import torch
 
 from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
-from manual_backprop.network import _resolve_device
+from manual_backprop.checks import resolve_device
 from manual_backprop.tblog import RunLogger, tensorboard_command
 from manual_backprop.training import Trainer, write_json
 
@@ -121,7 +121,7 @@ class RowSumLogger:
 
 
 def run(cfg: Config) -> dict:
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     options = {"num_classes": cfg.num_classes} if cfg.dataset == "blobs" else {}
     data = load_dataset(cfg.dataset, noise=cfg.noise, seed=cfg.seed, dtype=dtype, **options)

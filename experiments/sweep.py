@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from manual_backprop.datasets import DATASETS, load_dataset
-from manual_backprop.network import _resolve_device
+from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
 from manual_backprop.tblog import tensorboard_command
 from manual_backprop.training import MODES, write_json
@@ -109,7 +109,7 @@ def grid(cfg: Config):
 def run(cfg: Config) -> dict:
     """Train one population per mode; returns the results written to results.json."""
     validate(cfg)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
     n_out = 1 if data.num_classes == 2 and cfg.output_activation == "sigmoid" else (data.num_classes or

@@ -36,7 +36,8 @@ from typing import Optional
 import torch
 
 from manual_backprop.datasets import load_dataset
-from manual_backprop.network import MLP, _resolve_device
+from manual_backprop.checks import resolve_device
+from manual_backprop.network import MLP
 from manual_backprop.single_layer import SINGLE_LAYER_MODES, delta_rule_train, perceptron_train
 from manual_backprop.tblog import RunLogger, tensorboard_command
 from manual_backprop.training import train, write_json
@@ -169,7 +170,7 @@ def summarize(records: list) -> dict:
 def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
     validate(cfg)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     run_name = cfg.run or f"{cfg.mode}-seeds{cfg.seeds}"
     run_dir = Path(cfg.logdir) / EXPERIMENT / run_name

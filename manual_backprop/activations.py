@@ -31,6 +31,7 @@ __all__ = [
     "Softmax",
     "ACTIVATIONS",
     "get_activation",
+    "resolve_activations",
 ]
 
 
@@ -217,3 +218,21 @@ def get_activation(spec: "str | Activation", *, argument: str = "activation") ->
             raise ValueError(f"{argument} {spec!r}: the slope after ':' must be a number, but got {param!r}") from None
         return LeakyReLU(slope)
     return ACTIVATIONS[name]()
+
+def resolve_activations(sizes, activation, output_activation) -> list:
+    """f of every layer, hidden ones first and the output's last: one activation for all hidden layers or one each."""
+    hidden = len(sizes) - 2
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != hidden:
+            raise ValueError(
+                f"activation must be one activation or a list with one per hidden layer ({hidden} for sizes {sizes}), "
+                f"but got a list of {len(activation)}"
+            )
+        fs = [get_activation(a, argument=f"activation[{k}]") for k, a in enumerate(activation)]
+    else:
+        fs = [get_activation(activation, argument="activation")] * hidden
+    for k, f in enumerate(fs):
+        if isinstance(f, Softmax):
+            raise ValueError(f"softmax is only allowed as output_activation, but activation for hidden layer {k + 1} is softmax")
+    fs.append(get_activation(output_activation, argument="output_activation"))
+    return fs

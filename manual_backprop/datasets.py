@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import resolve_dtype
+
 __all__ = [
     "Dataset", "DATASETS", "load_dataset", "load_csv", "load_npz", "train_test_split", "standardize",
     "encode_targets", "ENCODINGS",
@@ -118,7 +120,7 @@ class Dataset:
 
     def to(self, device=None, dtype=None) -> "Dataset":
         """A new Dataset on ``device`` with inputs (and regression targets) of ``dtype``; class indices stay int64."""
-        dtype = None if dtype is None else _resolve_dtype(dtype)
+        dtype = None if dtype is None else resolve_dtype(dtype)
 
         def move(t: Tensor, cast: bool) -> Tensor:
             return t.to(device=device, dtype=dtype if cast else None)
@@ -232,7 +234,7 @@ def encode_targets(y: Tensor, num_classes: int, encoding: str, dtype: torch.dtyp
     y = y.long()
     if encoding == "index":
         return y
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if encoding == "onehot":
         return torch.nn.functional.one_hot(y, num_classes).to(dtype)    # (N, num_classes)
     if num_classes != 2:
@@ -481,7 +483,7 @@ def load_dataset(
     spec = _SPECS[key]
     seed = _check_seed(seed)
     test_fraction = _check_fraction(test_fraction)
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if standardize is None:
         standardize = spec.standardize
     elif not isinstance(standardize, bool):
@@ -763,7 +765,7 @@ def _from_arrays(name, x, y, classes, x_test, y_test, test_fraction, seed, stand
     """Split (unless a test split is given), standardize and wrap numpy arrays read from a user's file."""
     test_fraction = _check_fraction(test_fraction)
     seed = _check_seed(seed)
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if not isinstance(standardize, bool):
         raise ValueError(f"standardize must be True or False, but got {standardize!r}")
     x = torch.as_tensor(x, dtype=torch.float64)
@@ -943,14 +945,6 @@ def _check_noise(noise) -> float:
             or noise < 0):
         raise ValueError(f"noise must be a finite number >= 0 (a std), or None for the default, but got {noise!r}")
     return float(noise)
-
-
-def _resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch dtype like torch.float32, but got {dtype!r}")
-    return dtype
 
 
 def _import_extra(module: str, package: str, dataset: str):

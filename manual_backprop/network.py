@@ -32,8 +32,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_input, check_positive_number, check_sizes, check_tensor_like
-from .activations import Activation, Softmax, get_activation
+from .checks import (check_finite, check_input, check_positive_number, check_sizes, check_tensor_like, resolve_device,
+                     resolve_dtype)
+from .activations import Activation, resolve_activations
 from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
 
@@ -111,12 +112,12 @@ class MLP:
         seed: Optional[int] = None,
     ):
         self.sizes = check_sizes(sizes)
-        self.activation_functions = _resolve_activations(self.sizes, activation, output_activation)
+        self.activation_functions = resolve_activations(self.sizes, activation, output_activation)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, but got {bias!r}")
         self.bias = bias
-        self.dtype = _resolve_dtype(dtype)
-        self.device = _resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
         self.init, self.bias_init = resolve_init(init, bias_init)
         self.init_scale = check_positive_number("init_scale", init_scale)
         if seed is None:
@@ -153,7 +154,7 @@ class MLP:
             raise ValueError(f"weights[0] must be 2-D (n_1, n_0), but got shape {tuple(w0.shape)}")
         net = cls.__new__(cls)
         net.sizes = check_sizes(sizes)
-        net.activation_functions = _resolve_activations(net.sizes, activation, output_activation)
+        net.activation_functions = resolve_activations(net.sizes, activation, output_activation)
         net.bias = biases is not None
         net.dtype, net.device = w0.dtype, w0.device
         net.init, net.bias_init, net.init_scale, net.seed = "given", "given", None, None
@@ -347,8 +348,8 @@ class MLP:
         """Move (and/or cast) the parameters in place, like torch.nn.Module.to; returns self."""
         if isinstance(device, torch.dtype) and dtype is None:
             device, dtype = None, device
-        device = self.device if device is None else _resolve_device(device)
-        dtype = self.dtype if dtype is None else _resolve_dtype(dtype)
+        device = self.device if device is None else resolve_device(device)
+        dtype = self.dtype if dtype is None else resolve_dtype(dtype)
         self.weights = [w.to(device=device, dtype=dtype) for w in self.weights]
         self.biases = [b.to(device=device, dtype=dtype) for b in self.biases]
         self.device, self.dtype = device, dtype
@@ -381,44 +382,3 @@ class MLP:
         return y
 
 
-def _resolve_activations(sizes, activation, output_activation) -> list:
-    hidden = len(sizes) - 2
-    if isinstance(activation, (list, tuple)):
-        if len(activation) != hidden:
-            raise ValueError(
-                f"activation must be one activation or a list with one per hidden layer ({hidden} for sizes {sizes}), "
-                f"but got a list of {len(activation)}"
-            )
-        fs = [get_activation(a, argument=f"activation[{k}]") for k, a in enumerate(activation)]
-    else:
-        fs = [get_activation(activation, argument="activation")] * hidden
-    for k, f in enumerate(fs):
-        if isinstance(f, Softmax):
-            raise ValueError(f"softmax is only allowed as output_activation, but activation for hidden layer {k + 1} is softmax")
-    fs.append(get_activation(output_activation, argument="output_activation"))
-    return fs
-
-
-def _resolve_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.get_default_dtype()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch dtype like torch.float64, but got {dtype!r}")
-    return dtype
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', but got {device!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-    return device

@@ -55,11 +55,13 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_input, check_positive_number, check_sizes
+from .checks import check_finite, check_input, check_positive_number, check_sizes
 from .activations import Activation, Softmax
 from .init import initial_parameters, resolve_init
 from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SquaredError, default_loss_for, get_loss
-from .network import MLP, Gradients, _resolve_activations, _resolve_device, _resolve_dtype
+from .activations import resolve_activations
+from .checks import check_seeds as _check_seeds, resolve_device, resolve_dtype
+from .network import MLP, Gradients
 from .training import MODES, History, encode_for, samples_per_update
 
 __all__ = [
@@ -290,12 +292,12 @@ class Population:
         device: Union[str, torch.device, None] = "cpu",
     ):
         self.sizes = check_sizes(sizes)
-        self.activation_functions = _resolve_activations(self.sizes, activation, output_activation)
+        self.activation_functions = resolve_activations(self.sizes, activation, output_activation)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, but got {bias!r}")
         self.bias = bias
-        self.dtype = _resolve_dtype(dtype)
-        self.device = _resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
         self.init, self.bias_init = resolve_init(init, bias_init)
         self.init_scale = check_positive_number("init_scale", init_scale)
         self.seeds = _check_seeds("seeds", seeds)

@@ -48,9 +48,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_positive_number
+from .checks import check_finite, check_int, check_positive_number, resolve_device, resolve_dtype
 from .init import initial_parameters, resolve_init
-from .network import MLP, _resolve_device, _resolve_dtype
+from .modes import online_order
+from .network import MLP
 
 __all__ = [
     "Perceptron", "LinearUnit", "SingleLayerHistory", "perceptron_train", "delta_rule_train",
@@ -70,12 +71,12 @@ class _SingleLayer:
     def __init__(self, n_in: int, n_out: int = 1, *, init: str = "uniform", init_scale: float = 0.5,
                  bias_init: str = "uniform", dtype: Optional[torch.dtype] = torch.float64,
                  device: Union[str, torch.device, None] = "cpu", seed: int = 0):
-        self.n_in = _check_int("n_in", n_in, minimum=1)
-        self.n_out = _check_int("n_out", n_out, minimum=1)
-        self.seed = _check_int("seed", seed, minimum=0)
+        self.n_in = check_int("n_in", n_in, minimum=1)
+        self.n_out = check_int("n_out", n_out, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
         self.init_scale = check_positive_number("init_scale", init_scale)
-        self.dtype = _resolve_dtype(dtype)
-        self.device = _resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
         if isinstance(init, str) and init.lower() == "zeros":
             # The classic perceptron start; drawn like any other init so bias_init still applies.
             _, biases = initial_parameters([self.n_in, self.n_out], init="uniform", bias_init=bias_init,
@@ -379,9 +380,9 @@ def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bia
     if mode not in SINGLE_LAYER_MODES:
         raise ValueError(f"mode must be one of {list(SINGLE_LAYER_MODES)}, but got {mode!r}")
     lr = check_positive_number("lr", lr)
-    epochs = _check_int("epochs", epochs, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
-    image_every = _check_int("image_every", image_every, minimum=1)
+    epochs = check_int("epochs", epochs, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    image_every = check_int("image_every", image_every, minimum=1)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be True or False, but got {shuffle!r}")
     cls = Perceptron if rule == "perceptron" else LinearUnit
@@ -434,7 +435,7 @@ def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bia
         if mode == "batch":
             figures = [unit._step(x, y, lr)]
         else:
-            order = torch.randperm(n, generator=order_generator) if shuffle else torch.arange(n)
+            order, _ = online_order(n, order_generator if shuffle else None)  # the stored order unless shuffled
             order = order.to(unit.device)
             xs, ys = x.index_select(0, order), y.index_select(0, order)  # (N, n_in), (N, n_out)
             figures = [unit._step(xs[i:i + 1], ys[i:i + 1], lr) for i in range(n)]
@@ -537,14 +538,6 @@ def collapse_linear_mlp(net: MLP) -> LinearUnit:
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, but got {value}")
-    return int(value)
-
-
 def _check_data(x, y, *, n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> tuple:
     """x (N, n_in) finite floats of the unit's dtype and device; y (N,) or (N, n_out) of 0/1 -> (N, n_out) floats."""
     for name, t in (("x", x), ("y", y)):

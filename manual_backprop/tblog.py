@@ -39,6 +39,8 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from .checks import check_int
+
 __all__ = [
     "RunLogger",
     "decision_boundary_image",
@@ -103,12 +105,12 @@ class RunLogger:
             raise TypeError(f"logdir must be a str or os.PathLike, but got {type(logdir).__name__}: {logdir!r}")
         for name, value in (("experiment", experiment), ("run", run), ("mode", mode)):
             _check_folder_name(name, value)
-        self.histogram_every = _check_int("histogram_every", histogram_every, minimum=1)
-        self.max_update_points_per_epoch = _check_int(
+        self.histogram_every = check_int("histogram_every", histogram_every, minimum=1)
+        self.max_update_points_per_epoch = check_int(
             "max_update_points_per_epoch", max_update_points_per_epoch, minimum=2
         )
         if updates_per_epoch is not None:
-            updates_per_epoch = _check_int("updates_per_epoch", updates_per_epoch, minimum=1)
+            updates_per_epoch = check_int("updates_per_epoch", updates_per_epoch, minimum=1)
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be True or False, but got {enabled!r}")
         self.enabled = enabled
@@ -144,7 +146,7 @@ class RunLogger:
         skipped. Also writes the last ``loss/update`` point handed in so far (the end of the epoch's curve)."""
         if not self._active():
             return
-        epoch = _check_int("epoch", epoch, minimum=0)
+        epoch = check_int("epoch", epoch, minimum=0)
         if not isinstance(metrics, dict):
             raise TypeError(f"metrics must be a dict like {{'loss/train': 0.1}}, but got {type(metrics).__name__}")
         for tag, value in metrics.items():
@@ -164,8 +166,8 @@ class RunLogger:
         """
         if not self._active():
             return
-        first_update = _check_int("first_update", first_update, minimum=0)
-        stride = _check_int("stride", stride, minimum=1)
+        first_update = check_int("first_update", first_update, minimum=0)
+        stride = check_int("stride", stride, minimum=1)
         if not isinstance(losses, Tensor):
             raise TypeError(f"losses must be a 1-D torch.Tensor of losses, but got {type(losses).__name__}")
         if losses.dim() == 0:
@@ -232,7 +234,7 @@ class RunLogger:
         multiples of ``histogram_every``, or always with ``force=True``. Returns whether anything was written."""
         if not self._active():
             return False
-        epoch = _check_int("epoch", epoch, minimum=0)
+        epoch = check_int("epoch", epoch, minimum=0)
         if not force and epoch % self.histogram_every != 0:
             return False
         for k, w in enumerate(net.weights):
@@ -253,7 +255,7 @@ class RunLogger:
         (otherwise a no-op that returns None). Returns the (3, H, W) image written."""
         if not self._active():
             return None
-        epoch = _check_int("epoch", epoch, minimum=0)
+        epoch = check_int("epoch", epoch, minimum=0)
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2:
             return None
         image = decision_boundary_image(_predict_fn(net), x, y, resolution=resolution)
@@ -298,7 +300,7 @@ class RunLogger:
         """A text entry (Markdown), e.g. the config or a summary of the run."""
         if not self._active():
             return
-        self._writer.add_text(_check_tag("tag", tag), str(text), _check_int("step", step, minimum=0))
+        self._writer.add_text(_check_tag("tag", tag), str(text), check_int("step", step, minimum=0))
 
     # ------------------------------------------------------------------ lifetime
     def flush(self) -> None:
@@ -369,7 +371,7 @@ def decision_boundary_image(
     if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2 or x.shape[0] == 0:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape (N, 2) with N >= 1, but got {got}")
-    resolution = _check_int("resolution", resolution, minimum=8)
+    resolution = check_int("resolution", resolution, minimum=8)
     labels = _class_labels(y, x.shape[0])  # (N,) on the CPU
     xf = x.detach().to(torch.float64)
     lo, hi = xf.min(dim=0).values, xf.max(dim=0).values  # (2,), (2,)
@@ -402,7 +404,7 @@ def decision_boundary_image(
     image = (1 - alpha) + alpha * colours  # blend with white, (P, 3)
 
     # Data points: a dark square, then a smaller square of the label's colour inside it.
-    size = max(3, resolution // 40) if point_size is None else _check_int("point_size", point_size, minimum=1)
+    size = max(3, resolution // 40) if point_size is None else check_int("point_size", point_size, minimum=1)
     col = ((xf[:, 0].cpu() - lo[0].cpu()) / (hi[0] - lo[0]).cpu() * W).floor().long().clamp(0, W - 1)  # (N,)
     row = ((hi[1].cpu() - xf[:, 1].cpu()) / (hi[1] - lo[1]).cpu() * H).floor().long().clamp(0, H - 1)  # (N,)
     half = size // 2
@@ -460,7 +462,7 @@ def tensorboard_command(logdir: PathLike, *, port: Optional[int] = None, host: O
     if host is not None:
         args += ["--host", str(host)]
     if port is not None:
-        args += ["--port", str(_check_int("port", port, minimum=0))]
+        args += ["--port", str(check_int("port", port, minimum=0))]
     if os.name == "nt":
         return subprocess.list2cmdline(args)
     return " ".join(shlex.quote(a) for a in args)
@@ -492,14 +494,6 @@ def _check_folder_name(name: str, value) -> None:
         raise ValueError(f"{name} must be a non-empty folder name, but got {value!r}")
     if value in (".", "..") or "/" in value or "\\" in value or os.sep in value:
         raise ValueError(f"{name} must be one folder name without path separators, but got {value!r}")
-
-
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, but got {value}")
-    return int(value)
 
 
 def _check_tag(name: str, tag) -> str:

@@ -22,10 +22,7 @@ Per-update losses stay on the device and are read back once an epoch (no host-de
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,15 +31,14 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_positive_number
+from .checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: F401 (re-exported)
+from .checks import check_positive_number
 from .losses import CrossEntropy, Loss, default_loss_for
+from .modes import MODES, epoch_order, samples_per_update
 from .network import MLP
 
 __all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
            "load_checkpoint"]
-
-MODES = ("batch", "online", "minibatch")
-
 
 class Diverged(RuntimeError):
     """Raised by ``Trainer.run(raise_on_divergence=True)``; the network holds its last good parameters."""
@@ -91,16 +87,6 @@ def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int,
     if classes != n_out:
         raise ValueError(f"sizes[-1] must equal the number of classes ({classes}) for one-hot targets, but got {n_out}")
     return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
-
-
-def samples_per_update(mode: str, batch_size: Optional[int], n: int) -> int:
-    """b of a learning mode on n training samples: n for batch, 1 for online, the checked batch_size for minibatch."""
-    if mode == "minibatch":
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-            raise ValueError(f"batch_size must be an int in [1, {n}] (the training set has {n} samples) "
-                             f"for minibatch mode, but got {batch_size!r}")
-        return batch_size
-    return n if mode == "batch" else 1
 
 
 def accuracy(output: Tensor, labels: Tensor) -> Tensor:
@@ -185,18 +171,14 @@ class Trainer:
     def batches(self) -> list:
         """The index tensors of this epoch's updates, in order, on the net's device (one copy per epoch).
 
-        Draws from the sample-order generator on the CPU, so the order does not depend on the device.
+        The order is the learning mode's own (modes.py), drawn from the sample-order generator on the CPU, so it
+        does not depend on the device. Batch mode is one update on all samples: [None].
         """
-        n, b = self.x_train.shape[0], self.batch_size
         if self.mode == "batch":
             return [None]  # all samples, in their stored order
-        if self.replacement:
-            order = torch.randint(0, n, (math.ceil(n / b), b), generator=self.generator).sort(dim=1).values.view(-1)
-        else:
-            order = torch.randperm(n, generator=self.generator)
-            if b > 1:
-                order = torch.cat([chunk.sort().values for chunk in order.split(b)])
-        return list(order.to(self.net.device).split(b))
+        order, offsets = epoch_order(self.mode, self.x_train.shape[0], self.batch_size, self.generator,
+                                     replacement=self.replacement)
+        return list(order.to(self.net.device).split(offsets.diff().tolist()))
 
     # ------------------------------------------------------------------ one epoch
     def _update(self, idx: Optional[Tensor]) -> Tensor:
@@ -405,42 +387,6 @@ class Trainer:
         return self
 
 
-def save_checkpoint(obj, path: Union[str, Path]) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader never sees half a file,
-    and a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def train(net: MLP, data, *, mode: str, lr: float, epochs: int, **kwargs) -> History:
     """Train ``net`` in place in one learning mode; see ``Trainer`` for the arguments. Returns the History."""
     return Trainer(net, data, mode=mode, lr=lr, epochs=epochs, **kwargs).run()
-
-
-def write_json(obj, path: Union[str, Path]) -> None:
-    """Write JSON atomically (temporary file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)

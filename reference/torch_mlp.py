@@ -25,9 +25,9 @@ class TorchMLP(nn.Sequential):
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", bias=True,
                  dtype: Optional[torch.dtype] = None, device=None):
-        from manual_backprop.network import _resolve_activations  # the same spec rules as the manual network
+        from manual_backprop.activations import resolve_activations  # the same spec rules as the manual network
 
-        functions = _resolve_activations(list(sizes), activation, output_activation)
+        functions = resolve_activations(list(sizes), activation, output_activation)
         modules = []
         for n_in, n_out, f in zip(sizes[:-1], sizes[1:], functions):
             modules.append(nn.Linear(n_in, n_out, bias=bias, dtype=dtype, device=device))

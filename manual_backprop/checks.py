@@ -1,4 +1,5 @@
-"""Argument checks for the public edges: each error names the argument, what must hold and what was got."""
+"""Argument checks for the public edges, shared by every module: each error names the argument, what must hold and
+what was got. Public on purpose: the library, reference/ and experiments/ all check their inputs with these."""
 
 from __future__ import annotations
 
@@ -64,3 +65,52 @@ def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: to
         )
     check_finite(name, x)
     return x
+
+
+def check_int(name: str, value, *, minimum: int) -> int:
+    """An int (not a bool) that is at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, but got {value}")
+    return int(value)
+
+
+def check_seeds(name: str, seeds) -> list:
+    """A non-empty list of non-negative int seeds (one per population member, say)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"{name} must be a list of non-negative ints, one per member, but got {seeds!r}")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"{name} must hold at least one seed (one per member), but got an empty list")
+    for i, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"{name}[{i}] must be a non-negative int, but got {s!r}")
+    return [int(s) for s in seeds]
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """A floating-point torch dtype from a dtype or its name ("float64", "torch.float32"); None: torch's default."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype like torch.float64, but got {dtype!r}")
+    return dtype
+
+
+def resolve_device(device) -> torch.device:
+    """A torch.device from "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); "cuda" gets its index."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', but got {device!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device

@@ -1,0 +1,67 @@
+"""Checkpoint and JSON files: one atomic writer, and a loader that never runs code from a file.
+
+Every file a run writes (checkpoints, config.json, results.json) goes through ``atomic_write``: the bytes go to a
+temporary file in the same folder, are flushed to disk (fsync), and the temporary file is renamed over the target
+(os.replace, atomic on POSIX). A reader never sees half a file, and a crash mid-write leaves the previous version
+intact. The file gets the mode the user's umask gives (as ``open`` would), not mkstemp's private 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+
+__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "write_json"]
+
+PathLike = Union[str, Path]
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: PathLike, write: Callable, *, binary: bool = True) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _umask_mode())
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(obj, path: PathLike) -> None:
+    """torch.save ``obj`` to ``path`` atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: PathLike) -> dict:
+    """torch.load a checkpoint to the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_json(obj, path: PathLike) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    def write(f):
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+
+    atomic_write(path, write, binary=False)
