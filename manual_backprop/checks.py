@@ -72,7 +72,7 @@ def check_int(name: str, value, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, but got {value}")
+        raise ValueError(f"{name} must be an int >= {minimum}, but got {value}")
     return int(value)
 
 

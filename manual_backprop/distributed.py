@@ -58,7 +58,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .losses import Loss
-from .network import MLP, Gradients, _resolve_device
+from .checks import resolve_device
+from .network import MLP, Gradients
 from .training import MODES, Trainer
 
 __all__ = ["DistributedTrainer", "DistInfo", "init_distributed", "shard_bounds", "broadcast_parameters",
@@ -180,7 +181,7 @@ def _rank_device(device, local_rank: int) -> torch.device:
     if local_rank >= torch.cuda.device_count():
         raise ValueError(f"LOCAL_RANK {local_rank} needs GPU cuda:{local_rank}, but this machine shows "
                          f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node")
-    return _resolve_device(f"cuda:{local_rank}")
+    return resolve_device(f"cuda:{local_rank}")
 
 
 def from_rank0(obj):

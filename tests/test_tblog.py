@@ -335,7 +335,7 @@ def test_disabled_logger_writes_nothing(tmp_path):
 def test_bad_arguments_name_what_must_hold(tmp_path):
     with pytest.raises(ValueError, match="mode must be one folder name"):
         RunLogger(tmp_path, "e", "r", "a/b")
-    with pytest.raises(ValueError, match="max_update_points_per_epoch must be >= 2"):
+    with pytest.raises(ValueError, match="max_update_points_per_epoch must be an int >= 2"):
         RunLogger(tmp_path, "e", "r", "m", max_update_points_per_epoch=1)
     with pytest.raises(TypeError, match="histogram_every must be an int"):
         RunLogger(tmp_path, "e", "r", "m", histogram_every=2.5)
