@@ -59,7 +59,7 @@ from torch import Tensor
 
 from .losses import Loss
 from .checks import resolve_device
-from .network import MLP, Gradients
+from .network import MLP, Gradients, forward_phase, loss_and_gradients, update
 from .training import MODES, Trainer
 
 __all__ = ["DistributedTrainer", "DistInfo", "init_distributed", "shard_bounds", "broadcast_parameters",
@@ -282,7 +282,7 @@ class DistributedTrainer(Trainer):
         else:
             mine = idx[start:stop]
             x, y = self.x_train.index_select(0, mine), self.y_train.index_select(0, mine)  # (n_r, n_0)
-        loss_sum, grads = self.net._loss_and_grads(x, y, self._sum_loss)  # sums over this shard; zeros if empty
+        loss_sum, grads = loss_and_gradients(self.net, x, y, self._sum_loss)  # sums over this shard; zeros if empty
         pieces = grads.weights + grads.biases
         count = torch.full((1,), stop - start, dtype=loss_sum.dtype, device=loss_sum.device)
         # One buffer, one collective: [dE/dW[0], ..., dE/db[L-1], loss sum, sample count]. A float32 count is exact
@@ -296,9 +296,11 @@ class DistributedTrainer(Trainer):
         reduced = [piece.view_as(p) for piece, p in zip(flat[:-1].split(sizes), pieces)]
         L = self.net.num_layers
         global_grads = Gradients(weights=reduced[:L], biases=reduced[L:], deltas=[])
-        self.net._step(global_grads, self.lr)
+        update(self.net.weights, self.net.biases, global_grads, self.lr)
         self.last_grads = global_grads  # the whole batch's gradient, for the histograms
-        return flat[-1]  # E on the whole batch, the same number on every rank
+        # E on the whole batch, the same number on every rank. A copy: the view flat[-1] would keep the whole reduced
+        # gradient buffer alive as long as the epoch keeps its losses (about 2 GB for an epoch of 784-256-256-10).
+        return flat[-1].clone()
 
     # ------------------------------------------------------------------ evaluation, sharded
     @torch.no_grad()
@@ -307,7 +309,7 @@ class DistributedTrainer(Trainer):
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
         start, stop = shard_bounds(x.shape[0], self.rank, self.world_size)
-        cache = self.net._forward_cache(x[start:stop])
+        cache = forward_phase(self.net.weights, self.net.biases, self.net.activation_functions, x[start:stop])
         loss_sum = self._sum_loss.value(cache.logits, cache.output, y[start:stop])
         if labels is not None:
             out = cache.output  # the rule of training.accuracy: output >= 0.5 for one output, else argmax

@@ -13,6 +13,9 @@ The output-layer delta (autograd's sign, dE/dnet; the lecture's delta is its neg
 dE/dnet_j = 2c (x_j - y_j) f'(net_j), the lecture's delta_j = 2 (y_j - x_j) f'(net_j) with c the reduction's factor.
 For cross-entropy on softmax and binary cross-entropy on sigmoid, f' cancels and the fused delta is c (x - y).
 Only the "mean" reductions give a learning rate the same meaning in batch, online and minibatch learning.
+
+Tensors may carry leading axes before (B, n): a stack of K networks gives (K, B, n), and ``value`` then returns the
+K losses, each reduced over its own B samples, as the network functions in network.py expect.
 """
 
 from __future__ import annotations
@@ -58,11 +61,12 @@ class Loss:
         return y
 
     def value(self, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        """E as a 0-dim tensor, from the output layer's weighted input z and output x = f(z), both (B, n)."""
+        """E from the output layer's weighted input z and output x = f(z), both (..., B, n): a 0-dim tensor for
+        (B, n), one E per leading index otherwise."""
         raise NotImplementedError
 
     def output_delta(self, z: Tensor, x: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        """dE/dnet at the output layer, shape (B, n): the start of the backward phase."""
+        """dE/dnet at the output layer, shape (..., B, n): the start of the backward phase."""
         raise NotImplementedError
 
     def spec(self) -> dict:
@@ -95,10 +99,10 @@ class SquaredError(Loss):
 
     def value(self, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
         e = x - y
-        return (e * e).sum() * self.scale(*x.shape)
+        return (e * e).sum(dim=(-2, -1)) * self.scale(*x.shape[-2:])
 
     def output_delta(self, z: Tensor, x: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        grad_x = (x - y) * (2.0 * self.scale(*x.shape))  # dE/dx, (B, n)
+        grad_x = (x - y) * (2.0 * self.scale(*x.shape[-2:]))  # dE/dx, (B, n)
         return activation.backward(x, grad_x)  # dE/dnet = f'(net) dE/dx, (B, n)
 
     def spec(self) -> dict:
@@ -141,11 +145,11 @@ class CrossEntropy(Loss):
     def value(self, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
         # log softmax from z, not log(x): x can underflow to 0 where log x is still finite.
         log_p = z - torch.logsumexp(z, dim=-1, keepdim=True)
-        return -(y * log_p).sum() * self.scale(*x.shape)
+        return -(y * log_p).sum(dim=(-2, -1)) * self.scale(*x.shape[-2:])
 
     def output_delta(self, z: Tensor, x: Tensor, y: Tensor, activation: Activation) -> Tensor:
         # Fused softmax + cross-entropy: dE/dnet = c (p - y) for rows of y that sum to 1.
-        return (x - y) * self.scale(*x.shape)
+        return (x - y) * self.scale(*x.shape[-2:])
 
 
 class BinaryCrossEntropy(Loss):
@@ -163,10 +167,10 @@ class BinaryCrossEntropy(Loss):
     def value(self, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
         # -[y log s(z) + (1-y) log(1-s(z))] = max(z, 0) - y z + log(1 + exp(-|z|)), stable for any z.
         per_element = z.clamp_min(0) - y * z + torch.log1p(torch.exp(-z.abs()))
-        return per_element.sum() * self.scale(*x.shape)
+        return per_element.sum(dim=(-2, -1)) * self.scale(*x.shape[-2:])
 
     def output_delta(self, z: Tensor, x: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        return (x - y) * self.scale(*x.shape)
+        return (x - y) * self.scale(*x.shape[-2:])
 
 
 LOSSES = {"squared_error": SquaredError, "cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy}

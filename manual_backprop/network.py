@@ -7,12 +7,19 @@ The lecture's layer x^{k+1} = f(W^{k->k+1} x^k + b) is, with samples as rows (B 
 Forward phase: the weights are fixed and the input x^0 is propagated to the output x^L, keeping every activity x^k
 (f' is read off x^{k+1}, see activations.py) and the output layer's weighted input (for a stable loss).
 
-Backward phase: an error term is computed at the output and propagated back, one layer at a time:
+Backward phase: an error term is computed at the output and propagated back, one layer at a time. Each line of
+the slide is one function here, and ``backward_phase`` is their loop:
 
-    deltas[L-1] = dE/dnet^L                              output layer, from the loss (losses.py)
-    deltas[k-1] = f'(net^k) * (deltas[k] @ W[k])         earlier layer: f'(net_j) * sum_c delta_c w_cj
-    dE/dW[k]    = deltas[k].T @ x^k                      delta_j times the input activity x_k of that weight
-    dE/db[k]    = sum over samples of deltas[k]
+    output_delta     deltas[L-1] = dE/dnet^L                        output layer, from the loss (losses.py)
+    hidden_delta     deltas[k-1] = f'(net^k) * (deltas[k] @ W[k])   earlier layer: f'(net_j) * sum_c delta_c w_cj
+    weight_gradient  dE/dW[k]    = deltas[k]^T @ x^k                delta_j times the input activity x_k
+    bias_gradient    dE/db[k]    = sum over samples of deltas[k]
+    update           W <- W - lr * dE/dW,  b <- b - lr * dE/db      the lecture's Delta w = eta delta x
+
+Every function works over any leading batch axes: a stack of K networks, weights (K, n_{k+1}, n_k) and activities
+(K, B, n_k), runs through the same functions (the population does exactly that). ``MLP`` is a thin holder of the
+parameters that checks its inputs and calls them. The fast paths (manual_backprop.fast) are derivatives of these
+functions, proven update by update against them (tests/test_update_proof.py).
 
 Sign convention, said once: ``deltas[k]`` is dE/dnet, the gradient, which is what torch.autograd puts in
 ``z.grad``. The lecture's delta is its negative (delta = -d(e^2)/dnet), so the lecture's update
@@ -24,21 +31,21 @@ Backward is pure: it returns gradients and deltas; only ``step`` changes the par
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from .activations import Activation, resolve_activations
 from .checks import (check_finite, check_input, check_positive_number, check_sizes, check_tensor_like, resolve_device,
                      resolve_dtype)
-from .activations import Activation, resolve_activations
 from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
+from .parameter_state import ParameterState
 
-__all__ = ["MLP", "ForwardCache", "Gradients"]
+__all__ = ["MLP", "ForwardCache", "Gradients", "net_input", "forward_phase", "output_delta", "hidden_delta",
+           "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients"]
 
 ActivationSpec = Union[str, Activation]
 
@@ -73,7 +80,105 @@ class Gradients:
     deltas: list = field(default_factory=list)
 
 
-class MLP:
+
+# ---------------------------------------------------------------------------------------------------- the slide
+def net_input(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """net = W x + b with samples as rows: x @ W^T + b, (..., B, n_in) -> (..., B, n_out)."""
+    if x.dim() == 2:
+        return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+    if x.dim() == 3 and bias is not None:
+        return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-2, -1))
+    z = x @ weight.transpose(-2, -1)
+    return z if bias is None else z + bias.unsqueeze(-2)
+
+
+def forward_phase(weights: Sequence[Tensor], biases: Sequence[Tensor], functions: Sequence[Activation],
+                  x: Tensor) -> ForwardCache:
+    """Forward phase: the weights fixed, x^{k+1} = f(W x^k + b) from the input layer to the output layer.
+
+    x: x^0, (..., B, n_0); biases: one per layer, or empty for a network without biases.
+    """
+    activations = [x]  # x^0: (..., B, n_0)
+    z = x
+    for k, f in enumerate(functions):
+        z = net_input(x, weights[k], biases[k] if biases else None)  # net^{k+1}: (..., B, n_{k+1})
+        x = f.forward(z)  # x^{k+1}: (..., B, n_{k+1})
+        activations.append(x)
+    return ForwardCache(activations=activations, logits=z)
+
+
+def output_delta(loss_fn: Loss, cache: ForwardCache, y: Tensor, f: Activation) -> Tensor:
+    """The output layer's error term dE/dnet^L, (..., B, n_L): the slide's delta_j = 2 (y_j - x_j) f'(net_j) for
+    e^2, in the code's sign and with the loss's reduction factor (losses.py: Loss.output_delta)."""
+    return loss_fn.output_delta(cache.logits, cache.output, y, f)
+
+
+def hidden_delta(f: Activation, x: Tensor, delta: Tensor, weight: Tensor) -> Tensor:
+    """An earlier layer's error term: delta_j = f'(net_j) * sum_c delta_c w_cj.
+
+    f, x: the layer's activation and activity x^k (..., B, n_k); delta: the layer above's (..., B, n_{k+1});
+    weight: W[k] (..., n_{k+1}, n_k), the connections from this layer to the one above. Returns (..., B, n_k).
+    """
+    back = delta @ weight  # sum_c delta_c w_cj: (..., B, n_k)
+    return f.backward(x, back)  # times f'(net_j), read off x = f(net)
+
+
+def weight_gradient(delta: Tensor, x: Tensor) -> Tensor:
+    """dE/dW = delta_j x_k summed over samples: delta^T @ x, (..., n_out, n_in); Delta w_jk = -lr times this."""
+    return delta.transpose(-2, -1) @ x
+
+
+def bias_gradient(delta: Tensor) -> Tensor:
+    """dE/db = delta_j summed over samples, (..., n_out): a bias is a weight whose input activity is 1."""
+    return delta.sum(dim=-2)
+
+
+def backward_phase(weights: Sequence[Tensor], functions: Sequence[Activation], cache: ForwardCache, y: Tensor,
+                   loss_fn: Loss, *, bias: bool = True) -> Gradients:
+    """Backward phase: the output delta, then each earlier delta from the one above, and dE/dW, dE/db from them.
+
+    Pure: returns Gradients (weights[k], biases[k] and deltas[k] with the leading axes of the inputs).
+    """
+    L = len(weights)
+    x = cache.activations
+    deltas = [None] * L
+    grad_w = [None] * L
+    grad_b = [None] * L if bias else []
+    deltas[L - 1] = output_delta(loss_fn, cache, y, functions[L - 1])  # (..., B, n_L)
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = weight_gradient(deltas[k], x[k])  # (..., n_{k+1}, n_k)
+        if bias:
+            grad_b[k] = bias_gradient(deltas[k])  # (..., n_{k+1})
+        if k > 0:
+            deltas[k - 1] = hidden_delta(functions[k - 1], x[k], deltas[k], weights[k])  # (..., B, n_k)
+    return Gradients(weights=grad_w, biases=grad_b, deltas=deltas)
+
+
+def update(weights: Sequence[Tensor], biases: Sequence[Tensor], grads: Gradients, lr: Union[float, Tensor]) -> None:
+    """Gradient descent in place: W <- W - lr * dE/dW, b <- b - lr * dE/db (the lecture's Delta w = eta delta x).
+
+    lr: one number, or a (K,) tensor with one rate per network of a stack (0 leaves that network as it is).
+    """
+    if isinstance(lr, Tensor):
+        neg_lr = -lr
+        for p, g in zip([*weights, *biases], [*grads.weights, *grads.biases]):
+            p.addcmul_(g, neg_lr.view(-1, *([1] * (g.dim() - 1))))
+        return
+    for w, g in zip(weights, grads.weights):
+        w.add_(g, alpha=-lr)
+    for b, g in zip(biases, grads.biases):
+        b.add_(g, alpha=-lr)
+
+
+def loss_and_gradients(net: "MLP", x: Tensor, y: Tensor, loss_fn: Loss):
+    """Both phases on checked data: (E, Gradients). ``MLP.loss_and_grads`` checks its arguments, then calls this;
+    trainers that checked their data once where it entered call it directly. Call under torch.no_grad()."""
+    cache = forward_phase(net.weights, net.biases, net.activation_functions, x)
+    loss = loss_fn.value(cache.logits, cache.output, y)
+    return loss, backward_phase(net.weights, net.activation_functions, cache, y, loss_fn, bias=net.bias)
+
+
+class MLP(ParameterState):
     """A multilayer perceptron trained by hand-written backprop.
 
     Args:
@@ -131,46 +236,6 @@ class MLP:
         self.weights = [w.to(dtype=self.dtype).to(self.device) for w in weights]
         self.biases = [b.to(dtype=self.dtype).to(self.device) for b in biases]
 
-    # ------------------------------------------------------------------ construction from given tensors
-    @classmethod
-    def from_tensors(
-        cls,
-        weights: Sequence[Tensor],
-        biases: Optional[Sequence[Tensor]] = None,
-        activation: Union[ActivationSpec, Sequence[ActivationSpec]] = "sigmoid",
-        output_activation: ActivationSpec = "sigmoid",
-    ) -> "MLP":
-        """A network with the weights (and biases) the user gives; sizes, dtype and device are read off them.
-
-        ``weights[k]`` must be (n_{k+1}, n_k), the layout of torch.nn.Linear.weight. The tensors are copied.
-        """
-        if isinstance(weights, Tensor) or not weights:
-            raise ValueError("weights must be a non-empty list of 2-D tensors W[k] of shape (n_{k+1}, n_k)")
-        w0 = weights[0]
-        if not isinstance(w0, Tensor) or not w0.is_floating_point():
-            raise TypeError(f"weights[0] must be a floating-point torch.Tensor, but got {w0!r}")
-        sizes = [w0.shape[1]] + [w.shape[0] for w in weights] if w0.dim() == 2 else None
-        if sizes is None:
-            raise ValueError(f"weights[0] must be 2-D (n_1, n_0), but got shape {tuple(w0.shape)}")
-        net = cls.__new__(cls)
-        net.sizes = check_sizes(sizes)
-        net.activation_functions = resolve_activations(net.sizes, activation, output_activation)
-        net.bias = biases is not None
-        net.dtype, net.device = w0.dtype, w0.device
-        net.init, net.bias_init, net.init_scale, net.seed = "given", "given", None, None
-        net.weights = [torch.empty(n_out, n_in, dtype=net.dtype, device=net.device)
-                       for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
-        net.biases = [torch.empty(n, dtype=net.dtype, device=net.device) for n in net.sizes[1:]] if net.bias else []
-        state = OrderedDict()
-        for k, w in enumerate(weights):
-            state[f"{2 * k}.weight"] = w
-            if net.bias:
-                if len(biases) != len(weights):
-                    raise ValueError(f"biases must have one tensor per layer ({len(weights)}), but got {len(biases)}")
-                state[f"{2 * k}.bias"] = biases[k]
-        net.load_state_dict(state)
-        return net
-
     # ------------------------------------------------------------------ structure
     @property
     def num_layers(self) -> int:
@@ -209,61 +274,25 @@ class MLP:
         return (f"MLP(sizes={self.sizes}, activations={acts}, bias={self.bias}, "
                 f"dtype={self.dtype}, device={self.device})")
 
-    # ------------------------------------------------------------------ forward phase
+    # ------------------------------------------------------------------ the two phases and the update, checked
     @torch.no_grad()
     def forward_cache(self, x: Tensor) -> ForwardCache:
-        """Forward phase: x^{k+1} = f(x^k W[k]^T + b[k]) for every layer, keeping what backward needs."""
-        x = self._check_x(x)
-        return self._forward_cache(x)
-
-    def _forward_cache(self, x: Tensor) -> ForwardCache:
-        activations = [x]  # x^0: (B, n_0)
-        z = x
-        for k, f in enumerate(self.activation_functions):
-            z = self._net_input(k, x)  # net^{k+1}: (B, n_{k+1})
-            x = f.forward(z)  # x^{k+1}: (B, n_{k+1})
-            activations.append(x)
-        return ForwardCache(activations=activations, logits=z)
-
-    def _net_input(self, k: int, x: Tensor) -> Tensor:
-        """net = W x + b for layer k, with rows as samples: x @ W[k].T + b[k], shape (B, n_{k+1})."""
-        if self.bias:
-            return torch.addmm(self.biases[k], x, self.weights[k].t())
-        return x @ self.weights[k].t()
+        """Forward phase (``forward_phase``) on checked x, keeping what the backward phase needs."""
+        return forward_phase(self.weights, self.biases, self.activation_functions, self._check_x(x))
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         """The network's output g(w, x) = x^L, shape (B, sizes[-1]); a 1-D x is one sample and gives (1, n_L)."""
-        x = self._check_x(x)
-        for k, f in enumerate(self.activation_functions):
-            x = f.forward(self._net_input(k, x))
-        return x
+        return self.forward_cache(x).output
 
     __call__ = forward
 
-    # ------------------------------------------------------------------ backward phase
     @torch.no_grad()
     def backward(self, cache: ForwardCache, y: Tensor, loss_fn: Union[str, Loss, None] = None) -> Gradients:
-        """Backward phase: deltas from the output layer back to the first, and dE/dW, dE/db from them. Pure."""
+        """Backward phase (``backward_phase``): deltas from the output layer back to the first, dE/dW, dE/db. Pure."""
         loss_fn = self._check_loss(loss_fn)
         y = self._check_y(y, cache.output.shape, loss_fn)
-        return self._backward(cache, y, loss_fn)
-
-    def _backward(self, cache: ForwardCache, y: Tensor, loss_fn: Loss) -> Gradients:
-        L = self.num_layers
-        x = cache.activations
-        deltas = [None] * L
-        grad_w = [None] * L
-        grad_b = [None] * L if self.bias else []
-        deltas[L - 1] = loss_fn.output_delta(cache.logits, x[L], y, self.output_activation)  # (B, n_L)
-        for k in range(L - 1, -1, -1):
-            grad_w[k] = deltas[k].t() @ x[k]  # (n_{k+1}, n_k): delta_j times input activity x_k
-            if self.bias:
-                grad_b[k] = deltas[k].sum(dim=0)  # (n_{k+1},)
-            if k > 0:
-                back = deltas[k] @ self.weights[k]  # sum_c delta_c w_cj: (B, n_k)
-                deltas[k - 1] = self.activation_functions[k - 1].backward(x[k], back)  # times f'(net_j): (B, n_k)
-        return Gradients(weights=grad_w, biases=grad_b, deltas=deltas)
+        return backward_phase(self.weights, self.activation_functions, cache, y, loss_fn, bias=self.bias)
 
     @torch.no_grad()
     def loss(self, x: Tensor, y: Tensor, loss_fn: Union[str, Loss, None] = None) -> Tensor:
@@ -280,87 +309,25 @@ class MLP:
         ``loss_fn`` is a Loss or a name; None picks cross-entropy for a softmax output and squared error otherwise.
         """
         loss_fn = self._check_loss(loss_fn)
-        cache = self.forward_cache(x)
-        y = self._check_y(y, cache.output.shape, loss_fn)
-        return loss_fn.value(cache.logits, cache.output, y), self._backward(cache, y, loss_fn)
+        x = self._check_x(x)
+        y = self._check_y(y, (x.shape[0], self.sizes[-1]), loss_fn)
+        return loss_and_gradients(self, x, y, loss_fn)
 
-    def _loss_and_grads(self, x: Tensor, y: Tensor, loss_fn: Loss):
-        """loss_and_grads without argument checks, for trainers that checked their data once. Call under no_grad."""
-        cache = self._forward_cache(x)
-        return loss_fn.value(cache.logits, cache.output, y), self._backward(cache, y, loss_fn)
-
-    # ------------------------------------------------------------------ update
     @torch.no_grad()
     def step(self, grads: Gradients, lr: float) -> None:
-        """Gradient descent in place: W <- W - lr * dE/dW, b <- b - lr * dE/db (the lecture's Delta w = eta delta x)."""
+        """Gradient descent in place (``update``): W <- W - lr * dE/dW, b <- b - lr * dE/db."""
         lr = check_positive_number("lr", lr, allow_zero=True)
         if len(grads.weights) != self.num_layers or len(grads.biases) != len(self.biases):
             raise ValueError(
                 f"grads must hold {self.num_layers} weight and {len(self.biases)} bias gradients, "
                 f"but got {len(grads.weights)} and {len(grads.biases)}"
             )
-        for k, (w, g) in enumerate(zip(self.weights, grads.weights)):
-            if g.shape != w.shape:
-                raise ValueError(f"grads.weights[{k}] must have shape {tuple(w.shape)}, but got {tuple(g.shape)}")
-        self._step(grads, lr)
-
-    def _step(self, grads: Gradients, lr: float) -> None:
-        for w, g in zip(self.weights, grads.weights):
-            w.add_(g, alpha=-lr)
-        for b, g in zip(self.biases, grads.biases):
-            b.add_(g, alpha=-lr)
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> "OrderedDict[str, Tensor]":
-        """Parameters under the keys of torch.nn.Sequential(Linear, f, Linear, f, ...): '0.weight', '0.bias', '2.weight', ...
-
-        The tensors are the network's own (not copies), like torch.nn.Module.state_dict.
-        """
-        state = OrderedDict()
-        for k in range(self.num_layers):
-            state[f"{2 * k}.weight"] = self.weights[k]
-            if self.bias:
-                state[f"{2 * k}.bias"] = self.biases[k]
-        return state
-
-    @torch.no_grad()
-    def load_state_dict(self, state_dict) -> None:
-        """Copy parameters in from a state dict with the keys of ``state_dict()`` (also one of the twin or of an
-        equivalent torch.nn.Sequential). Values are cast to this network's dtype and device."""
-        expected = list(self.state_dict().keys())
-        got = list(state_dict.keys())
-        if sorted(expected) != sorted(got):
-            missing = [k for k in expected if k not in state_dict]
-            unexpected = [k for k in got if k not in expected]
-            raise ValueError(
-                f"state_dict keys do not match sizes {self.sizes} (bias={self.bias}): "
-                f"missing {missing}, unexpected {unexpected}"
-            )
-        for key, own in self.state_dict().items():
-            value = state_dict[key]
-            if not isinstance(value, Tensor):
-                raise TypeError(f"state_dict[{key!r}] must be a torch.Tensor, but got {type(value).__name__}")
-            if value.shape != own.shape:
-                raise ValueError(f"state_dict[{key!r}] must have shape {tuple(own.shape)}, but got {tuple(value.shape)}")
-            own.copy_(value.detach())
-
-    def to(self, device: Union[str, torch.device, None] = None, dtype: Optional[torch.dtype] = None) -> "MLP":
-        """Move (and/or cast) the parameters in place, like torch.nn.Module.to; returns self."""
-        if isinstance(device, torch.dtype) and dtype is None:
-            device, dtype = None, device
-        device = self.device if device is None else resolve_device(device)
-        dtype = self.dtype if dtype is None else resolve_dtype(dtype)
-        self.weights = [w.to(device=device, dtype=dtype) for w in self.weights]
-        self.biases = [b.to(device=device, dtype=dtype) for b in self.biases]
-        self.device, self.dtype = device, dtype
-        return self
-
-    def copy(self) -> "MLP":
-        """An independent copy with equal parameters (the same initial network for several runs)."""
-        new = copy.copy(self)
-        new.weights = [w.clone() for w in self.weights]
-        new.biases = [b.clone() for b in self.biases]
-        return new
+        for name, params, given in (("weights", self.weights, grads.weights), ("biases", self.biases, grads.biases)):
+            for k, (p, g) in enumerate(zip(params, given)):
+                if not isinstance(g, Tensor) or g.shape != p.shape:
+                    got = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+                    raise ValueError(f"grads.{name}[{k}] must have shape {tuple(p.shape)}, but got {got}")
+        update(self.weights, self.biases, grads, lr)
 
     # ------------------------------------------------------------------ checks at the public edge
     def _check_x(self, x) -> Tensor:

@@ -35,7 +35,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: F4
 from .checks import check_positive_number
 from .losses import CrossEntropy, Loss, default_loss_for
 from .modes import MODES, epoch_order, samples_per_update
-from .network import MLP
+from .network import MLP, forward_phase, loss_and_gradients, update
 
 __all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
            "load_checkpoint"]
@@ -185,8 +185,8 @@ class Trainer:
         """Forward, backward and one gradient-descent step on the samples idx; returns the loss (on the device)."""
         x = self.x_train if idx is None else self.x_train.index_select(0, idx)
         y = self.y_train if idx is None else self.y_train.index_select(0, idx)
-        loss, grads = self.net._loss_and_grads(x, y, self.loss_fn)
-        self.net._step(grads, self.lr)
+        loss, grads = loss_and_gradients(self.net, x, y, self.loss_fn)
+        update(self.net.weights, self.net.biases, grads, self.lr)
         self.last_grads = grads  # for the gradient histograms
         return loss
 
@@ -195,7 +195,7 @@ class Trainer:
         """(loss, accuracy or None) of the current network on the "train" or "test" split, as device tensors."""
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
-        cache = self.net._forward_cache(x)
+        cache = forward_phase(self.net.weights, self.net.biases, self.net.activation_functions, x)
         loss = self.loss_fn.value(cache.logits, cache.output, y)
         acc = accuracy(cache.output, labels) if labels is not None else None
         return loss, acc

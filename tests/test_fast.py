@@ -12,6 +12,7 @@ from manual_backprop import MLP
 from manual_backprop import fast
 from manual_backprop.datasets import load_dataset
 from manual_backprop.losses import get_loss
+from manual_backprop.network import loss_and_gradients, update
 from manual_backprop.training import Trainer
 from reference.compare import norm_relative_error
 
@@ -159,8 +160,8 @@ def test_c_loop_per_update_losses_and_last_gradients_match_the_plain_updates():
     plain_losses = []
     with torch.no_grad():
         for i in order.tolist():
-            loss, plain_grads = plain_net._loss_and_grads(x[i:i + 1], y[i:i + 1], loss_fn)
-            plain_net._step(plain_grads, s.lr)
+            loss, plain_grads = loss_and_gradients(plain_net, x[i:i + 1], y[i:i + 1], loss_fn)
+            update(plain_net.weights, plain_net.biases, plain_grads, s.lr)
             plain_losses.append(loss)
     plain_losses = torch.stack(plain_losses)
     assert norm_relative_error(losses, plain_losses) <= 1e-12, "per-update losses differ"
@@ -273,7 +274,7 @@ def test_kept_bytes_of_the_fast_paths_are_no_more_than_the_plain_cache():
     net = net_for(s, F64)
     x = data_for(s, F64).x_train[:8]
     with torch.no_grad():
-        plain = fast.kept_bytes(net._forward_cache(x))
+        plain = fast.kept_bytes(net.forward_cache(x))
     assert fast.FusedStep(net, get_loss(s.loss), 8).kept_bytes(8) <= plain
     if C_REASON is None:
         assert fast.CKernel(net, get_loss(s.loss)).kept_bytes(8) <= plain
