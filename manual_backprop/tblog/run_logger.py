@@ -1,26 +1,8 @@
-"""TensorBoard logging for training runs: one run folder per learning mode, so TensorBoard overlays the modes.
+"""RunLogger: one learning mode's run written for TensorBoard, to ``<logdir>/<experiment>/<run>/<mode>``.
 
-Layout (``RunLogger.path``)::
-
-    <logdir>/<experiment>/<run>/<mode>/events.out.tfevents...
-
-Point TensorBoard at ``<logdir>/<experiment>/<run>`` (``tensorboard_command``) and the batch, online and minibatch
-curves of one run share a chart, one colour per mode; point it at ``<logdir>/<experiment>`` to compare runs too.
-
-What a run folder holds:
-- per epoch (step = epoch): ``loss/train``, ``loss/test``, ``accuracy/train``, ``accuracy/test``, whatever
-  ``log_epoch`` is given;
-- ``loss/update`` (step = update count), thinned to about ``max_update_points_per_epoch`` points per epoch, so that
-  online mode (one update per sample) does not write one event per sample. The first point, and the last point
-  handed in before each epoch ends and before the logger closes, are always kept;
-- ``weights/layer{k}``, ``biases/layer{k}``, ``grads/weights/layer{k}``, ``grads/biases/layer{k}`` histograms every
-  ``histogram_every`` epochs. Layer k is the lecture's layer: ``weights[k-1]`` is W^{k-1 -> k}, input is layer 0;
-- ``decision_boundary``, an image for 2-D inputs, drawn without matplotlib (``decision_boundary_image``);
-- the hparams of the run and its final metrics (scalars ``hparam/<name>``), written into the run's own event file,
-  so the HPARAMS dashboard shows exactly one row per mode folder (``SummaryWriter.add_hparams`` would add a
-  timestamped sub-folder, i.e. a second, stray run).
-
-Left out: anything that needs TensorFlow, and images for inputs that are not 2-D (a no-op there).
+Per-epoch scalars, ``loss/update`` thinned to about ``max_update_points_per_epoch`` points per epoch, weight, bias
+and gradient histograms, the decision-boundary image (decision_boundary.py) and the run's hparams, plus the checks
+that turn what a caller logs into what TensorBoard stores.
 """
 
 from __future__ import annotations
@@ -28,39 +10,17 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import shlex
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .checks import check_int
-
-__all__ = [
-    "RunLogger",
-    "decision_boundary_image",
-    "tensorboard_command",
-    "read_scalars",
-    "load_run",
-    "PALETTE",
-]
+from ..checks import check_int
+from .decision_boundary import decision_boundary_image, grid_predict_fn
 
 PathLike = Union[str, os.PathLike]
-
-# Class colours (RGB in [0, 1]), the "tab10" cycle that matplotlib users know; class c gets PALETTE[c % 10].
-PALETTE = torch.tensor(
-    [
-        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
-    ],
-    dtype=torch.float32,
-) / 255.0
-_BORDER = torch.tensor([0.1, 0.1, 0.1])  # dark outline of a data point, visible on every class colour
 
 
 class RunLogger:
@@ -258,7 +218,7 @@ class RunLogger:
         epoch = check_int("epoch", epoch, minimum=0)
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2:
             return None
-        image = decision_boundary_image(_predict_fn(net), x, y, resolution=resolution)
+        image = decision_boundary_image(grid_predict_fn(net), x, y, resolution=resolution)
         self._writer.add_image("decision_boundary", image, epoch, dataformats="CHW")
         return image
 
@@ -338,154 +298,6 @@ class RunLogger:
         if self.closed and self.enabled:
             raise RuntimeError(f"RunLogger for {str(self.path)!r} is closed; log before leaving the `with` block")
         return self.enabled
-
-
-# ---------------------------------------------------------------------- decision boundary
-@torch.no_grad()
-def decision_boundary_image(
-    predict_fn: Callable[[Tensor], Tensor],
-    x: Tensor,
-    y: Tensor,
-    resolution: int = 128,
-    *,
-    margin: float = 0.1,
-    point_size: Optional[int] = None,
-) -> Tensor:
-    """An RGB image of the classifier's regions over 2-D data, with the data points on top.
-
-    Each pixel is coloured by the predicted class (argmax for several outputs, output >= 0.5 for one output),
-    blended with white by the confidence: the gap between the two largest outputs (several outputs) or |2p - 1|
-    (one output), so the boundary shows as a pale band. Data points are squares in their label's colour with a
-    dark border. Row 0 is the top, i.e. the largest x[:, 1]; column 0 is the smallest x[:, 0].
-
-    Args:
-        predict_fn: maps a (P, 2) grid (dtype and device of x) to outputs (P, C) or (P,).
-        x: (N, 2) inputs; the grid covers their range plus ``margin`` times it on each side.
-        y: labels: class indices (N,), one-hot or probabilities (N, C), or 0/1 targets (N,) or (N, 1).
-        resolution: the image is resolution x resolution pixels.
-        point_size: side of a point's square in pixels (default resolution // 40, at least 3).
-
-    Returns:
-        float32 tensor (3, resolution, resolution) on the CPU, values in [0, 1] (CHW, for SummaryWriter.add_image).
-    """
-    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2 or x.shape[0] == 0:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor of shape (N, 2) with N >= 1, but got {got}")
-    resolution = check_int("resolution", resolution, minimum=8)
-    labels = _class_labels(y, x.shape[0])  # (N,) on the CPU
-    xf = x.detach().to(torch.float64)
-    lo, hi = xf.min(dim=0).values, xf.max(dim=0).values  # (2,), (2,)
-    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    lo, hi = lo - margin * span, hi + margin * span
-    H = W = resolution
-    centres = (torch.arange(W, dtype=torch.float64, device=x.device) + 0.5) / W  # (W,)
-    gx = lo[0] + centres * (hi[0] - lo[0])  # (W,) left to right
-    gy = hi[1] - centres * (hi[1] - lo[1])  # (H,) top to bottom
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).reshape(H * W, 2).to(x.dtype)  # (H*W, 2)
-
-    out = predict_fn(grid)
-    if not isinstance(out, Tensor) or out.shape[0] != H * W or out.dim() > 2:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"predict_fn must return (P, C) or (P,) outputs for a (P, 2) grid with P={H * W}, but got {got}"
-        )
-    out = out.detach().to("cpu", torch.float32)
-    out = out.reshape(H * W, -1)  # (P, C)
-    if out.shape[1] == 1:
-        p = out[:, 0]
-        cls = (p >= 0.5).long()
-        confidence = (2 * p - 1).abs()
-    else:
-        top2 = out.topk(2, dim=1).values  # (P, 2)
-        cls = out.argmax(dim=1)
-        confidence = top2[:, 0] - top2[:, 1]
-    alpha = (0.2 + 0.6 * confidence.clamp(0, 1)).unsqueeze(1)  # (P, 1): pale near the boundary, strong far away
-    colours = PALETTE[cls % len(PALETTE)]  # (P, 3)
-    image = (1 - alpha) + alpha * colours  # blend with white, (P, 3)
-
-    # Data points: a dark square, then a smaller square of the label's colour inside it.
-    size = max(3, resolution // 40) if point_size is None else check_int("point_size", point_size, minimum=1)
-    col = ((xf[:, 0].cpu() - lo[0].cpu()) / (hi[0] - lo[0]).cpu() * W).floor().long().clamp(0, W - 1)  # (N,)
-    row = ((hi[1].cpu() - xf[:, 1].cpu()) / (hi[1] - lo[1]).cpu() * H).floor().long().clamp(0, H - 1)  # (N,)
-    half = size // 2
-    for radius, fill in ((half + 1, None), (half, labels)):
-        offsets = torch.arange(-radius, radius + 1)
-        dr, dc = torch.meshgrid(offsets, offsets, indexing="ij")
-        rr = row[:, None] + dr.reshape(1, -1)  # (N, K)
-        cc = col[:, None] + dc.reshape(1, -1)  # (N, K)
-        inside = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-        index = (rr * W + cc)[inside]
-        if fill is None:
-            image[index] = _BORDER
-        else:
-            image[index] = PALETTE[fill % len(PALETTE)][:, None, :].expand(-1, rr.shape[1], -1)[inside]
-    return image.reshape(H, W, 3).permute(2, 0, 1).contiguous().clamp_(0, 1)  # (3, H, W)
-
-
-def _class_labels(y, n: int) -> Tensor:
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a torch.Tensor of labels, but got {type(y).__name__}")
-    y = y.detach().cpu()
-    if y.dim() == 2 and y.shape[1] > 1:
-        labels = y.argmax(dim=1)
-    elif y.is_floating_point():
-        labels = (y.reshape(-1) >= 0.5).long()
-    else:
-        labels = y.reshape(-1).long()
-    if labels.shape[0] != n:
-        raise ValueError(f"y must hold one label per sample ({n}), but got shape {tuple(y.shape)}")
-    if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"y must hold class indices >= 0, but got {int(labels.min())}")
-    return labels
-
-
-def _predict_fn(net) -> Callable[[Tensor], Tensor]:
-    forward = getattr(net, "forward", net)
-    dtype, device = getattr(net, "dtype", None), getattr(net, "device", None)
-    if isinstance(dtype, torch.dtype):
-        return lambda grid: forward(grid.to(dtype=dtype, device=device))
-    return forward
-
-
-# ---------------------------------------------------------------------- reading back and opening TensorBoard
-def tensorboard_command(logdir: PathLike, *, port: Optional[int] = None, host: Optional[str] = None) -> str:
-    """The shell command that opens TensorBoard on ``logdir``, e.g. ``tensorboard --logdir runs/learning_modes/run1``.
-
-    Uses the ``tensorboard`` script when it is on PATH, else ``<this python> -m tensorboard.main``, which works
-    wherever tensorboard is importable (also when pip put its scripts outside PATH).
-    """
-    if shutil.which("tensorboard"):
-        prefix = ["tensorboard"]
-    else:
-        prefix = [sys.executable, "-m", "tensorboard.main"]
-    args = prefix + ["--logdir", str(logdir)]
-    if host is not None:
-        args += ["--host", str(host)]
-    if port is not None:
-        args += ["--port", str(check_int("port", port, minimum=0))]
-    if os.name == "nt":
-        return subprocess.list2cmdline(args)
-    return " ".join(shlex.quote(a) for a in args)
-
-
-def load_run(run_path: PathLike):
-    """The event files of one run folder, fully loaded (size_guidance 0: every event, no sampling)."""
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
-    run_path = Path(run_path)
-    if not run_path.is_dir():
-        raise FileNotFoundError(f"run_path must be a folder of event files, but {str(run_path)!r} is not a folder")
-    guidance = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0, ea.TENSORS: 0, ea.COMPRESSED_HISTOGRAMS: 0}
-    return ea.EventAccumulator(str(run_path), size_guidance=guidance).Reload()
-
-
-def read_scalars(run_path: PathLike) -> dict:
-    """Every scalar series in a run folder: {tag: [(step, value), ...]} sorted by step (values as stored, float32)."""
-    acc = load_run(run_path)
-    return {
-        tag: sorted(((e.step, e.value) for e in acc.Scalars(tag)), key=lambda sv: sv[0])
-        for tag in acc.Tags()["scalars"]
-    }
 
 
 # ---------------------------------------------------------------------- checks

@@ -1,0 +1,41 @@
+"""TensorBoard logging for training runs: one run folder per learning mode, so TensorBoard overlays the modes.
+
+Layout (``RunLogger.path``)::
+
+    <logdir>/<experiment>/<run>/<mode>/events.out.tfevents...
+
+Point TensorBoard at ``<logdir>/<experiment>/<run>`` (``tensorboard_command``) and the batch, online and minibatch
+curves of one run share a chart, one colour per mode; point it at ``<logdir>/<experiment>`` to compare runs too.
+
+What a run folder holds:
+- per epoch (step = epoch): ``loss/train``, ``loss/test``, ``accuracy/train``, ``accuracy/test``, whatever
+  ``log_epoch`` is given;
+- ``loss/update`` (step = update count), thinned to about ``max_update_points_per_epoch`` points per epoch, so that
+  online mode (one update per sample) does not write one event per sample. The first point, and the last point
+  handed in before each epoch ends and before the logger closes, are always kept;
+- ``weights/layer{k}``, ``biases/layer{k}``, ``grads/weights/layer{k}``, ``grads/biases/layer{k}`` histograms every
+  ``histogram_every`` epochs. Layer k is the lecture's layer: ``weights[k-1]`` is W^{k-1 -> k}, input is layer 0;
+- ``decision_boundary``, an image for 2-D inputs, drawn without matplotlib (``decision_boundary_image``);
+- the hparams of the run and its final metrics (scalars ``hparam/<name>``), written into the run's own event file,
+  so the HPARAMS dashboard shows exactly one row per mode folder (``SummaryWriter.add_hparams`` would add a
+  timestamped sub-folder, i.e. a second, stray run).
+
+Where things live: ``run_logger.py`` the RunLogger; ``decision_boundary.py`` the image and ``PALETTE``;
+``command.py`` the command that opens TensorBoard; ``reading.py`` the event files read back.
+
+Left out: anything that needs TensorFlow, and images for inputs that are not 2-D (a no-op there).
+"""
+
+from .command import tensorboard_command
+from .decision_boundary import PALETTE, decision_boundary_image
+from .reading import load_run, read_scalars
+from .run_logger import PathLike, RunLogger
+
+__all__ = [
+    "RunLogger",
+    "decision_boundary_image",
+    "tensorboard_command",
+    "read_scalars",
+    "load_run",
+    "PALETTE",
+]
