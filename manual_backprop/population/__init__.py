@@ -1,0 +1,20 @@
+"""Populations: K networks of the same sizes, stored stacked and trained in lockstep by network.py's functions.
+
+    stack.py     Population: weights[k] (K, n_{k+1}, n_k), the checked one-update API, member(i) as an MLP
+    trainer.py   PopulationTrainer: each member as a Trainer would train it; engines eager, compiled, cuda_graph
+    history.py   PopulationHistory: the per-epoch record of every member, and each member's own History
+    logger.py    PopulationLogger: TensorBoard curves per group of members and per member
+
+Sample orders come from modes.py (``EpochOrders``, one generator per member).
+"""
+
+from ..modes import EpochOrders
+from .history import PopulationHistory
+from .logger import PopulationLogger
+from .stack import Population, member_accuracy
+from .trainer import COMPILED_MAX_UPDATES, ENGINES, PopulationTrainer
+
+SampleOrders = EpochOrders  # the name this module used before the orders moved to modes.py
+
+__all__ = ["Population", "PopulationTrainer", "PopulationHistory", "PopulationLogger", "EpochOrders", "SampleOrders",
+           "ENGINES", "COMPILED_MAX_UPDATES", "member_accuracy"]

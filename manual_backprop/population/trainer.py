@@ -1,0 +1,399 @@
+"""PopulationTrainer: every member of a Population trained in one learning mode, in lockstep, as a Trainer would.
+
+One epoch is one function (``_EpochFunction``) of plain tensors: every update through network.py's forward_phase,
+backward_phase and update on the stacked parameters, the evaluation, and the freeze bookkeeping, all on the device.
+The three engines run that same function:
+
+    eager       as it is (torch.bmm and element-wise ops; CPU or CUDA);
+    compiled    through torch.compile (one graph per epoch; the updates are unrolled into it, so compile time grows
+                with the updates per epoch: refused above COMPILED_MAX_UPDATES);
+    cuda_graph  captured once as a CUDA graph on static buffers and replayed each epoch (CUDA only).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..checks import check_finite, check_input, check_positive_number, check_seeds
+from ..losses import Loss
+from ..modes import MODES, EpochOrders, samples_per_update
+from ..network import backward_phase, forward_phase, update
+from ..training import encode_for
+from .history import PopulationHistory
+from .logger import PopulationLogger
+from .stack import Population, member_accuracy
+
+__all__ = ["PopulationTrainer", "ENGINES", "COMPILED_MAX_UPDATES"]
+
+ENGINES = ("eager", "compiled", "cuda_graph")
+
+# torch.compile unrolls the epoch's Python loop over updates into one graph: compile time grows with the number of
+# updates per epoch (about a second per 10 updates on a small CPU). Above this, the compiled engine is refused.
+COMPILED_MAX_UPDATES = 256
+
+
+def _same_split(a: tuple, b: tuple) -> bool:
+    """Whether two (x, y, labels) splits hold the same samples in the same order."""
+    return all((u is None and v is None) or (u is not None and v is not None and u.shape == v.shape
+                                             and u.dtype == v.dtype and torch.equal(u, v)) for u, v in zip(a, b))
+
+
+def _evaluate(weights, biases, functions, loss_fn: Loss, x: Tensor, y: Tensor, labels):
+    """(losses (K,), accuracies (K,) or None) of every member on one split; x (N, n_0) is shared by all."""
+    K = weights[0].shape[0]
+    cache = forward_phase(weights, biases, functions, x.unsqueeze(0).expand(K, -1, -1))
+    losses = loss_fn.value(cache.logits, cache.output, y.unsqueeze(0).expand(K, -1, -1))
+    return losses, (member_accuracy(cache.output, labels) if labels is not None else None)
+
+
+class _EpochFunction:
+    """One epoch of the lockstep: every update, the evaluation, and the freeze bookkeeping, all on the device.
+
+    State (mutated in place): weights, biases, their last good copies, and ``active`` (K,) bool. Inputs: the
+    epoch's per-member samples and targets, xs (K, S, n_0) and ys (K, S, n_L). Returns (update losses (T, K),
+    figures (4, K): train loss, train accuracy, test loss, test accuracy, ok (K,), reached (K,)).
+    """
+
+    def __init__(self, population: Population, loss_fn: Loss, lr: Tensor, chunks: list, evals: dict,
+                 target_loss: Optional[float]):
+        self.functions = population.activation_functions
+        self.bias = population.bias
+        self.loss_fn, self.lr, self.chunks, self.evals = loss_fn, lr, chunks, evals
+        self.target_loss = target_loss
+
+    def __call__(self, weights, biases, good_w, good_b, active, xs, ys):
+        fs, dtype, loss_fn = self.functions, weights[0].dtype, self.loss_fn
+        lr = self.lr * active.to(dtype)  # (K,): a frozen member moves by 0
+        losses = []
+        for start, stop in self.chunks:
+            x, y = xs[:, start:stop], ys[:, start:stop]  # (K, b, n_0), (K, b, n_L)
+            cache = forward_phase(weights, biases, fs, x)
+            losses.append(loss_fn.value(cache.logits, cache.output, y))  # (K,)
+            update(weights, biases, backward_phase(weights, fs, cache, y, loss_fn, bias=self.bias), lr)
+        update_losses = torch.stack(losses)  # (T, K)
+        figures = []
+        for split in ("train", "test"):
+            if split == "test" and self.evals["test"] is None:  # the test split is the training split
+                figures += figures[:2]
+                continue
+            x, y, labels = self.evals[split]
+            loss, acc = _evaluate(weights, biases, fs, loss_fn, x, y, labels)
+            figures += [loss, acc if acc is not None else torch.zeros_like(loss)]
+        figures = torch.stack(figures)  # (4, K)
+        ok = active & torch.isfinite(update_losses).all(dim=0) & torch.isfinite(figures).all(dim=0)
+        # A member that is not ok now (diverged) or any more (frozen) goes back to its last good parameters.
+        for p, good in zip(weights + biases, good_w + good_b):
+            keep = ok.view(-1, *([1] * (p.dim() - 1)))
+            p.copy_(torch.where(keep, p, good))
+            good.copy_(p)
+        if self.target_loss is not None:
+            reached = ok & (figures[0].to(torch.float64) <= self.target_loss)
+        else:
+            reached = torch.zeros_like(ok)
+        active.copy_(ok & ~reached)
+        return update_losses, figures, ok, reached
+
+
+class PopulationTrainer:
+    """Trains every member of a Population in one learning mode, in lockstep, each exactly as a Trainer would.
+
+    Args:
+        population: the Population (changed in place).
+        data: a Dataset, moved once to the population's device and dtype.
+        mode: "batch", "online" or "minibatch".
+        lr: one learning rate for all members, or K of them (sequence or tensor).
+        epochs: the maximum number of epochs.
+        batch_size: b for minibatch mode.
+        loss_fn: a Loss or a name (squared_error, cross_entropy, binary_cross_entropy); None: the default for the
+            output activation.
+        target_loss: a member whose training loss at the end of an epoch is at most this reaches its target: it
+            is frozen there (a Trainer stops there) and counts as a success.
+        replacement: minibatch draws with replacement.
+        order_seeds: one sample-order seed per member (Trainer's ``seed``); None: the population's weight seeds.
+        logger: a PopulationLogger, or None.
+        engine: "eager" (network.py's functions with bmm, CPU or CUDA), "compiled" (the same epoch function
+            through torch.compile; compiles once, tens of seconds; needs a C++ compiler on the CPU; at most
+            COMPILED_MAX_UPDATES updates an epoch) or "cuda_graph" (CUDA only: the eager epoch is captured once as a
+            CUDA graph and replayed).
+        epochs_per_draw: epochs whose sample orders are drawn and gathered at once.
+        progress: a tqdm bar over epochs; a string is its label.
+    """
+
+    def __init__(self, population: Population, data, *, mode: str, lr, epochs: int,
+                 batch_size: Optional[int] = None, loss_fn=None, target_loss: Optional[float] = None,
+                 replacement: bool = False, order_seeds: Optional[Sequence[int]] = None,
+                 logger: Optional[PopulationLogger] = None, engine: str = "eager", epochs_per_draw: int = 64,
+                 progress: Union[bool, str] = False):
+        if not isinstance(population, Population):
+            raise TypeError(f"population must be a Population, but got {type(population).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, but got {engine!r}")
+        if engine == "cuda_graph" and population.device.type != "cuda":
+            raise ValueError(f"engine 'cuda_graph' needs a population on CUDA, but it is on {population.device}")
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement must be True or False, but got {replacement!r}")
+        self.pop, self.mode, self.engine = population, mode, engine
+        K = population.size
+        self.lr = population._check_lr(lr)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
+        self.epochs = epochs
+        self.loss_fn = population._check_loss(loss_fn)
+        self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
+                                                                                 allow_zero=True)
+        self.order_seeds = list(population.seeds) if order_seeds is None else check_seeds("order_seeds", order_seeds)
+        if len(self.order_seeds) != K:
+            raise ValueError(f"order_seeds must hold one seed per member ({K}), but got {len(self.order_seeds)}")
+        self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
+        self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        n = self.x_train.shape[0]
+        self.batch_size = samples_per_update(mode, batch_size, n)
+        self.replacement = replacement
+        if isinstance(epochs_per_draw, bool) or not isinstance(epochs_per_draw, int) or epochs_per_draw < 1:
+            raise ValueError(f"epochs_per_draw must be an int >= 1, but got {epochs_per_draw!r}")
+        self.epochs_per_draw = epochs_per_draw
+        self.orders = None if mode == "batch" else EpochOrders(self.order_seeds, n, self.batch_size,
+                                                               replacement=self.replacement)
+        S = n if self.orders is None else self.orders.epoch_length
+        b = self.batch_size
+        self.chunks = [(s, min(s + b, S)) for s in range(0, S, b)]
+        if engine == "compiled" and len(self.chunks) > COMPILED_MAX_UPDATES:
+            raise ValueError(f"engine 'compiled' unrolls every update of an epoch into one graph, so it takes at most "
+                             f"{COMPILED_MAX_UPDATES} updates an epoch, but this run has {len(self.chunks)}; use "
+                             f"engine='eager' (or 'cuda_graph' on CUDA), or a larger batch_size")
+        self.logger = logger
+        self.progress = progress
+        dtype, device = population.dtype, population.device
+        self.history = PopulationHistory(mode=mode, lr=self.lr.to("cpu", torch.float64).tolist(),
+                                         seeds=list(population.seeds), order_seeds=list(self.order_seeds),
+                                         target_loss=self.target_loss, last_epoch=[-1] * K,
+                                         stop_reason=[""] * K, epochs_to_target=[None] * K,
+                                         diverged_update=[None] * K, message=[""] * K)
+        self.epoch = 0
+        self.active = torch.ones(K, dtype=torch.bool, device=device)
+        self._active_host = torch.ones(K, dtype=torch.bool)  # the same mask, on the CPU, updated once an epoch
+        self._any_active = True
+        self.good_w = [w.clone() for w in population.weights]
+        self.good_b = [b_.clone() for b_ in population.biases]
+        evals = {"train": (self.x_train, self.y_train, self.labels_train),
+                 "test": (self.x_test, self.y_test, self.labels_test)}
+        if _same_split(evals["train"], evals["test"]):
+            evals["test"] = None  # the logic gates: evaluating the same samples twice would give the same figures
+        self._fn = _EpochFunction(population, self.loss_fn, self.lr, self.chunks, evals, self.target_loss)
+        self._call = self._fn
+        if engine == "compiled":
+            self._call = torch.compile(self._fn, dynamic=False)
+        self._graph, self._graph_bound_to = None, None
+        self._pending: list = []  # gathered epochs not yet trained: (xs, ys)
+        self.train_seconds = 0.0
+        self._dtype = dtype
+
+    # ------------------------------------------------------------------ data
+    def _prepare(self, data, split: str):
+        pop = self.pop
+        x = getattr(data, f"x_{split}").to(device=pop.device, dtype=pop.dtype)
+        y = getattr(data, f"y_{split}").to(pop.device)
+        x = check_input(f"x_{split}", x, n_features=pop.sizes[0], dtype=pop.dtype, device=pop.device, sizes=pop.sizes)
+        labels = None if y.is_floating_point() else y
+        y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), pop.sizes[-1], pop.dtype)
+        y = self.loss_fn.prepare_target(y, (x.shape[0], pop.sizes[-1]), pop.dtype)
+        check_finite(f"y_{split}", y)
+        return x, y, labels
+
+    def _next_epoch_data(self):
+        """(xs (K, S, n_0), ys (K, S, n_L)) of the next epoch, from blocks of epochs drawn and gathered at once."""
+        K = self.pop.size
+        if self.orders is None:  # batch mode: every member sees all samples in their stored order
+            return self.x_train.unsqueeze(0).expand(K, -1, -1), self.y_train.unsqueeze(0).expand(K, -1, -1)
+        if not self._pending:
+            count = min(self.epochs_per_draw, self.epochs - self.epoch)
+            order = self.orders.epochs(count).to(self.pop.device)  # (count, K, S)
+            xs = self.x_train[order]  # (count, K, S, n_0)
+            ys = self.y_train[order]  # (count, K, S, n_L)
+            xs, ys = xs.contiguous(), ys.contiguous()  # the same strides every block: no recompilation
+            self._pending = [(xs[e], ys[e]) for e in range(count)]
+        return self._pending.pop(0)
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> PopulationHistory:
+        """Train until every member has stopped or ``epochs`` ran; returns the PopulationHistory.
+
+        Calling it again after raising ``epochs`` continues the members that stopped at the epoch limit.
+        """
+        K = self.pop.size
+        h = self.history
+        for i in range(K):
+            if h.stop_reason[i] == "max_epochs":  # a longer run continues a finished one
+                h.stop_reason[i], h.message[i] = "", ""
+        if self.logger is not None:
+            self.logger.start(self.mode, K, len(self.chunks))
+        with torch.no_grad():
+            if not h.epoch:
+                self._record_initial()
+            bar = self._progress_bar()
+            try:
+                while self.epoch < self.epochs and self._any_active:
+                    self._run_epoch()
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(active=int(self._active_host.sum()),
+                                        reached=sum(e is not None for e in h.epochs_to_target))
+            finally:
+                if bar is not None:
+                    bar.close()
+        for i in range(K):
+            if not h.stop_reason[i]:
+                h.stop_reason[i] = "max_epochs"
+                h.message[i] = f"stopped at the epoch limit ({self.epochs})"
+                h.last_epoch[i] = self.epoch
+        if self.logger is not None:
+            self.logger.log_epoch(self.epoch, h, len(h.epoch) - 1, force=True)  # the curves end at the last epoch
+            self.logger.log_hparams(h, self.hparams())
+            self.logger.close()
+        return h
+
+    def _record_initial(self) -> None:
+        figures = []
+        for split in ("train", "test"):
+            if self._fn.evals[split] is None:
+                figures += figures[:2]
+                continue
+            x, y, labels = self._fn.evals[split]
+            loss, acc = _evaluate(self.pop.weights, self.pop.biases, self.pop.activation_functions, self.loss_fn,
+                                  x, y, labels)
+            figures += [loss, acc if acc is not None else torch.zeros_like(loss)]
+        self._append_row(torch.stack(figures).to("cpu", torch.float64), updates=0)
+
+    def _append_row(self, figures: Tensor, updates: int) -> None:
+        """Record one epoch: figures is (4, K) on the CPU (train loss, train accuracy, test loss, test accuracy)."""
+        h = self.history
+        classification = self.labels_train is not None
+        h.epoch.append(self.epoch)
+        h.train_loss.append(figures[0])
+        h.test_loss.append(figures[2])
+        h.train_accuracy.append(figures[1] if classification else None)
+        h.test_accuracy.append(figures[3] if classification else None)
+        h.updates.append(updates)
+        h.seconds.append(self.train_seconds)
+        if self.logger is not None:
+            self.logger.log_epoch(self.epoch, h, len(h.epoch) - 1, force=self.epoch == 0)
+
+    def _run_epoch(self) -> None:
+        xs, ys = self._next_epoch_data()
+        start = time.perf_counter()
+        if self.engine == "cuda_graph":
+            outputs = self._replay(xs, ys)
+        else:
+            outputs = self._call(self.pop.weights, self.pop.biases, self.good_w, self.good_b, self.active, xs, ys)
+        update_losses, figures, ok, reached = outputs
+        T = update_losses.shape[0]
+        # The epoch's one read-back: update losses, figures and the two masks together.
+        packed = torch.cat([update_losses.to(torch.float64), figures.to(torch.float64),
+                            ok.to(torch.float64).unsqueeze(0), reached.to(torch.float64).unsqueeze(0)]).cpu()
+        self.train_seconds += time.perf_counter() - start
+        update_losses, figures, ok, reached = packed[:T], packed[T:T + 4], packed[T + 4] > 0, packed[T + 5] > 0
+        self.epoch += 1
+        h = self.history
+        was_active = self._active_host
+        diverged = was_active & ~ok
+        reached = was_active & reached
+        for i in diverged.nonzero().flatten().tolist():
+            self._diverged(i, update_losses[:, i], (self.epoch - 1) * T)
+        for i in reached.nonzero().flatten().tolist():
+            h.stop_reason[i] = "target_loss"
+            h.epochs_to_target[i] = self.epoch
+            h.last_epoch[i] = self.epoch
+            h.message[i] = (f"reached the target loss {self.target_loss:g} at epoch {self.epoch} "
+                            f"(train loss {figures[0, i].item():.6g})")
+        self._active_host = was_active & ok & ~reached
+        self._any_active = bool(self._active_host.any())
+        if bool(diverged.any()):
+            # A diverged member was put back to its last good state: its row repeats that state's figures.
+            previous = torch.stack([h.train_loss[-1], h.train_accuracy[-1] if h.train_accuracy[-1] is not None
+                                    else figures[1], h.test_loss[-1],
+                                    h.test_accuracy[-1] if h.test_accuracy[-1] is not None else figures[3]])
+            figures = torch.where(diverged, previous, figures)
+        self._append_row(figures, updates=self.epoch * T)
+
+    def _diverged(self, i: int, losses: Tensor, first_update: int) -> None:
+        h = self.history
+        bad = (~torch.isfinite(losses)).nonzero()
+        if bad.numel():
+            h.diverged_update[i] = first_update + int(bad[0]) + 1
+            where = f"update {h.diverged_update[i]} (loss {losses[int(bad[0])].item()})"
+        else:
+            where = "the end-of-epoch evaluation"
+        h.stop_reason[i] = "diverged"
+        h.last_epoch[i] = self.epoch - 1
+        h.message[i] = (f"diverged in epoch {self.epoch} at {where}: the loss is not finite; the parameters were "
+                        f"restored to the end of epoch {self.epoch - 1}, the last good state. Try a smaller "
+                        f"learning rate (lr={h.lr[i]:g}).")
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def _graph_key(self, xs: Tensor, ys: Tensor) -> tuple:
+        """What a captured graph is bound to: every state tensor's address, and the inputs' shapes and strides."""
+        state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active]
+        return (tuple(t.data_ptr() for t in state), tuple(xs.shape), xs.stride(), tuple(ys.shape), ys.stride())
+
+    def _replay(self, xs: Tensor, ys: Tensor):
+        with torch.cuda.device(self.pop.device):  # capture and replay on the population's device, not the current one
+            if self._graph is None or self._graph_bound_to != self._graph_key(xs, ys):
+                self._graph = None  # the old graph (and its memory pool) goes before a new one is captured
+                self._capture(xs, ys)
+            if self.orders is not None:  # batch mode reads the training set itself, which never moves
+                self._static_x.copy_(xs)
+                self._static_y.copy_(ys)
+            self._graph.replay()
+        return self._static_out
+
+    def _capture(self, xs: Tensor, ys: Tensor) -> None:
+        """Capture one epoch as a CUDA graph on static buffers (the pattern of torch.cuda.graphs' documentation).
+
+        Warm-up and capture run on this trainer's own side stream: PyTorch's CUDA-graph notes ask for warm-up on a
+        side stream, and a private capture stream keeps this graph's cuBLAS workspace apart from other graphs'
+        (resetting one graph must not free memory another graph on the same stream replays with). Warm-up runs
+        change the state, so it is saved before and put back after the capture. In batch mode the inputs are the
+        training set itself (an expanded view, no copy per member).
+        """
+        if self.orders is None:
+            self._static_x, self._static_y = xs, ys
+        else:
+            self._static_x, self._static_y = xs.clone(), ys.clone()
+        state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active]
+        saved = [t.clone() for t in state]
+        args = (self.pop.weights, self.pop.biases, self.good_w, self.good_b, self.active)
+        stream = torch.cuda.Stream(device=self.pop.device)
+        stream.wait_stream(torch.cuda.current_stream(self.pop.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._fn(*args, self._static_x, self._static_y)
+        torch.cuda.current_stream(self.pop.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            self._static_out = self._fn(*args, self._static_x, self._static_y)
+        for t, s in zip(state, saved):
+            t.copy_(s)
+        self._graph, self._graph_bound_to = graph, self._graph_key(xs, ys)
+
+    # ------------------------------------------------------------------ misc
+    def hparams(self) -> dict:
+        pop = self.pop
+        return {"mode": self.mode, "batch_size": self.batch_size, "sizes": str(pop.sizes),
+                "activation": ",".join(f.spec() for f in pop.activation_functions[:-1]) or "none",
+                "output_activation": pop.output_activation.spec(), "loss": self.loss_fn.name,
+                "reduction": self.loss_fn.reduction, "replacement": self.replacement,
+                "target_loss": self.target_loss if self.target_loss is not None else -1.0, "engine": self.engine}
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        label = self.progress if isinstance(self.progress, str) else self.mode
+        return tqdm(total=self.epochs, initial=self.epoch, desc=label, unit="epoch", leave=True, dynamic_ncols=True)
