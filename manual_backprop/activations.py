@@ -10,8 +10,17 @@ the activities x^k of each layer and never the weighted inputs net (the lecture'
     identity    f' = 1                              (the lecture's linear neuron)
     softmax     a Jacobian, not a scalar f': backward applies it as J^T g = x * (g - sum(g * x))
 
-``backward(x, grad_x)`` turns dE/dx into dE/dnet for a whole layer, shape (B, n) -> (B, n). At net = 0 the
-derivatives of relu and leaky_relu follow torch.autograd (0 for relu, slope for leaky_relu), so the two agree.
+``backward(x, grad_x)`` turns dE/dx into dE/dnet for a whole layer, shape (..., B, n) -> (..., B, n). At net = 0
+the derivatives of relu and leaky_relu follow torch.autograd (0 for relu, slope for leaky_relu), so the two agree.
+
+Each class also carries its own kernel code for the fast paths (manual_backprop.fast), next to the reference
+formula it derives from, so that a new activation touches its class and nothing else:
+    forward_(z, out), backward_(x, g, scratch)   in-place torch versions for the fused step; the defaults call
+                                                 forward/backward and copy (correct for any activation, not fast)
+    c_forward, c_derivative                      C expressions (of the net input v, of the output x) that the C loop
+                                                 is generated from; None: the C loop refuses the activation
+    c_forward_row(), c_backward_row()            the C statements on one row (default: built from the two above)
+The per-update proof (tests/test_update_proof.py) checks every one of them against ``forward``/``backward``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,30 @@ class Activation:
         """The torch.nn module that computes the same f (used by the autograd twin and for export)."""
         raise NotImplementedError
 
+    # ---- kernel code of the fast paths, each derived from forward/backward above
+    c_forward: "str | None" = None  # C expression of the net input v (a REAL) giving f(v)
+    c_derivative: "str | None" = None  # C expression of the output x (a REAL) giving f'(net)
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        """out = f(z) without temporaries where the class can (``out`` may be ``z``); the fused step's forward."""
+        out.copy_(self.forward(z))
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        """g <- backward(x, g) in place, with the same arithmetic; scratch: two buffers shaped like x."""
+        g.copy_(self.backward(x, g))
+
+    def c_forward_row(self) -> "str | None":
+        """C statements that replace z[0..n) by f(z) in place (variables: z, n, i, slope)."""
+        if self.c_forward is None:
+            return None
+        return f"for (i = 0; i < n; i++) {{ const REAL v = z[i]; z[i] = {self.c_forward}; }}"
+
+    def c_backward_row(self) -> "str | None":
+        """C statements for g[0..n) <- f'(net) * g, f' read off x[0..n) (variables: x, g, n, i, slope)."""
+        if self.c_derivative is None:
+            return None
+        return f"for (i = 0; i < n; i++) {{ const REAL xi = x[i]; g[i] = g[i] * ({self.c_derivative}); }}"
+
     def spec(self) -> str:
         """A string that ``get_activation`` turns back into this activation."""
         return self.name
@@ -84,9 +117,19 @@ class Sigmoid(Activation):
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.Sigmoid()
 
+    c_forward = "(REAL)1 / ((REAL)1 + R_EXP(-v))"
+    c_derivative = "xi * ((REAL)1 - xi)"
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        torch.sigmoid(z, out=out)
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        d = torch.neg(x, out=scratch[0]).add_(1.0).mul_(x)  # x (1 - x), with 1 - x as (-x) + 1: the same rounding
+        g.mul_(d)
+
 
 class Tanh(Activation):
-    """f(net) = tanh(net); f' = 1 - x^2."""
+    """f(net) = tanh(net); f' = 1 - x^2, computed as (1 - x)(1 + x)."""
 
     name = "tanh"
 
@@ -100,6 +143,17 @@ class Tanh(Activation):
 
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.Tanh()
+
+    c_forward = "R_TANH(v)"
+    c_derivative = "((REAL)1 - xi) * ((REAL)1 + xi)"
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        torch.tanh(z, out=out)
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        one_minus = torch.neg(x, out=scratch[0]).add_(1.0)  # 1 - x
+        one_plus = torch.add(x, 1.0, out=scratch[1])  # 1 + x
+        g.mul_(one_minus.mul_(one_plus))
 
 
 class ReLU(Activation):
@@ -118,6 +172,18 @@ class ReLU(Activation):
 
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.ReLU()
+
+    c_forward = "v > 0 ? v : (v != v ? v : (REAL)0)"  # NaN stays NaN, as in torch.relu
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        torch.relu(z, out=out) if out is not z else z.relu_()
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        # x <= 0 ? 0 : g, masked_fill's values in one vectorised pass (masked_fill_ is not vectorised)
+        torch.ops.aten.threshold_backward.grad_input(g, x, 0.0, grad_input=g)
+
+    def c_backward_row(self) -> str:
+        return "for (i = 0; i < n; i++) if (x[i] <= 0) g[i] = 0;"  # masked_fill: exactly 0, never 0 * g
 
 
 class LeakyReLU(Activation):
@@ -143,6 +209,18 @@ class LeakyReLU(Activation):
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.LeakyReLU(self.negative_slope)
 
+    c_forward = "v > 0 ? v : v * slope"
+    c_derivative = "xi > 0 ? (REAL)1 : slope"
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        if out is not z:
+            out.copy_(z)
+        torch.nn.functional.leaky_relu_(out, self.negative_slope)
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        # x > 0 ? g : g * slope, the reference's g * where(x > 0, 1, slope) exactly
+        torch.ops.aten.leaky_relu_backward.grad_input(g, x, self.negative_slope, True, grad_input=g)
+
     def spec(self) -> str:
         return self.name if self.negative_slope == 0.01 else f"{self.name}:{self.negative_slope!r}"
 
@@ -167,6 +245,19 @@ class Identity(Activation):
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.Identity()
 
+    c_forward = "v"
+    c_derivative = "(REAL)1"
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        if out is not z:
+            out.copy_(z)
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        pass
+
+    def c_backward_row(self) -> str:
+        return ""
+
 
 class Softmax(Activation):
     """x_j = exp(net_j) / sum_c exp(net_c) over a row: outputs are probabilities that sum to 1.
@@ -189,6 +280,24 @@ class Softmax(Activation):
 
     def torch_module(self) -> torch.nn.Module:
         return torch.nn.Softmax(dim=-1)
+
+    def forward_(self, z: Tensor, out: Tensor) -> None:
+        torch.softmax(z, -1, out=out)
+
+    def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
+        row = scratch[1][..., :1]  # (..., B, 1)
+        torch.sum(torch.mul(g, x, out=scratch[0]), -1, keepdim=True, out=row)
+        g.sub_(row).mul_(x)  # x (g - sum(g x))
+
+    def c_forward_row(self) -> str:
+        # exp(net - max) * (1 / sum), as torch's softmax kernel does
+        return ("REAL m = z[0], sum = 0; for (i = 1; i < n; i++) m = z[i] > m ? z[i] : m; "
+                "for (i = 0; i < n; i++) { z[i] = R_EXP(z[i] - m); sum += z[i]; } "
+                "const REAL inv = (REAL)1 / sum; for (i = 0; i < n; i++) z[i] = z[i] * inv;")
+
+    def c_backward_row(self) -> str:
+        return ("REAL s = 0; for (i = 0; i < n; i++) s += g[i] * x[i]; "
+                "for (i = 0; i < n; i++) g[i] = x[i] * (g[i] - s);")
 
 
 ACTIVATIONS = {cls.name: cls for cls in (Sigmoid, Tanh, ReLU, LeakyReLU, Identity, Softmax)}

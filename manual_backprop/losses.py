@@ -16,6 +16,10 @@ Only the "mean" reductions give a learning rate the same meaning in batch, onlin
 
 Tensors may carry leading axes before (B, n): a stack of K networks gives (K, B, n), and ``value`` then returns the
 K losses, each reduced over its own B samples, as the network functions in network.py expect.
+
+Each class also carries its kernel code for the fast paths, beside the reference it derives from:
+``value_and_delta_`` (in place, for the fused step; the default calls value and output_delta and copies) and
+``c_output_row`` (the C loop's statements for one sample's row; None: the C loop refuses the loss).
 """
 
 from __future__ import annotations
@@ -69,6 +73,21 @@ class Loss:
         """dE/dnet at the output layer, shape (..., B, n): the start of the backward phase."""
         raise NotImplementedError
 
+    # ---- kernel code of the fast paths, derived from value and output_delta above
+    # C statements for one sample's row of the output layer (see SquaredError for the variables): add the row's
+    # terms of E / c to acc and write dE/dnet into d. None: the C loop refuses this loss.
+    c_output_row: "str | None" = None
+
+    def value_and_delta_(self, z: Tensor, x: Tensor, y: Tensor, f: Activation, d: Tensor, loss_out: Tensor,
+                         scratch: tuple) -> None:
+        """loss_out <- value(z, x, y) and d <- output_delta(z, x, y, f), in place where the class can."""
+        loss_out.copy_(self.value(z, x, y))
+        d.copy_(self.output_delta(z, x, y, f))
+
+    def c_factor(self) -> float:
+        """The constant factor of ``scale`` beside the reduction's 1/B or 1/(B n) (the C loop computes those)."""
+        return 1.0
+
     def spec(self) -> dict:
         return {"name": self.name, "reduction": self.reduction}
 
@@ -107,6 +126,22 @@ class SquaredError(Loss):
 
     def spec(self) -> dict:
         return {"name": self.name, "reduction": self.reduction, "half": self.half}
+
+    def c_factor(self) -> float:
+        return 0.5 if self.half else 1.0
+
+    # Variables of a C output row: z, x, y, d (rows of n values), c (the scale, a double), acc (REAL, the sum of
+    # the row terms; E = acc * c), and activation_backward(x, d) for the output layer's f.
+    c_output_row = ("const REAL c2 = (REAL)(2.0 * c); for (j = 0; j < n; j++) { const REAL e = x[j] - y[j]; "
+                    "acc += e * e; d[j] = e * c2; } activation_backward(x, d);")
+
+    def value_and_delta_(self, z, x, y, f, d, loss_out, scratch) -> None:
+        c = self.scale(*x.shape[-2:])
+        torch.sub(x, y, out=d)  # e = x - y
+        torch.sum(torch.mul(d, d, out=scratch[0]), dim=(-2, -1), out=loss_out)
+        loss_out.mul_(c)  # (e * e).sum() * c
+        d.mul_(2.0 * c)  # dE/dx
+        f.backward_(x, d, scratch)  # dE/dnet = f'(net) dE/dx
 
 
 class CrossEntropy(Loss):
@@ -151,6 +186,19 @@ class CrossEntropy(Loss):
         # Fused softmax + cross-entropy: dE/dnet = c (p - y) for rows of y that sum to 1.
         return (x - y) * self.scale(*x.shape[-2:])
 
+    c_output_row = ("REAL m = z[0], s = 0; for (j = 1; j < n; j++) m = z[j] > m ? z[j] : m; "
+                    "for (j = 0; j < n; j++) s += R_EXP(z[j] - m); const REAL lse = m + R_LOG(s); "
+                    "for (j = 0; j < n; j++) { acc -= y[j] * (z[j] - lse); d[j] = (x[j] - y[j]) * (REAL)c; }")
+
+    def value_and_delta_(self, z, x, y, f, d, loss_out, scratch) -> None:
+        c = self.scale(*x.shape[-2:])
+        row = scratch[1][..., :1]
+        torch.logsumexp(z, -1, keepdim=True, out=row)
+        torch.sub(z, row, out=scratch[0]).mul_(y)  # y * log softmax(z)
+        torch.sum(scratch[0], dim=(-2, -1), out=loss_out)
+        loss_out.neg_().mul_(c)
+        torch.sub(x, y, out=d).mul_(c)  # c (p - y)
+
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy of independent sigmoid outputs against targets in [0, 1]."""
@@ -171,6 +219,18 @@ class BinaryCrossEntropy(Loss):
 
     def output_delta(self, z: Tensor, x: Tensor, y: Tensor, activation: Activation) -> Tensor:
         return (x - y) * self.scale(*x.shape[-2:])
+
+    c_output_row = ("for (j = 0; j < n; j++) { const REAL zj = z[j]; const REAL relu = zj < 0 ? (REAL)0 : zj; "
+                    "acc += (relu - y[j] * zj) + R_LOG1P(R_EXP(-(zj < 0 ? -zj : zj))); "
+                    "d[j] = (x[j] - y[j]) * (REAL)c; }")
+
+    def value_and_delta_(self, z, x, y, f, d, loss_out, scratch) -> None:
+        c = self.scale(*x.shape[-2:])
+        t = torch.abs(z, out=scratch[0]).neg_().exp_().log1p_()  # log(1 + exp(-|z|))
+        t.add_(torch.clamp_min(z, 0, out=scratch[1]).sub_(torch.mul(y, z, out=d)))  # + (max(z, 0) - y z)
+        torch.sum(t, dim=(-2, -1), out=loss_out)
+        loss_out.mul_(c)
+        torch.sub(x, y, out=d).mul_(c)
 
 
 LOSSES = {"squared_error": SquaredError, "cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy}

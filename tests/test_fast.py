@@ -12,7 +12,7 @@ from manual_backprop import MLP
 from manual_backprop import fast
 from manual_backprop.datasets import load_dataset
 from manual_backprop.losses import get_loss
-from manual_backprop.network import loss_and_gradients, update
+from manual_backprop.network import Gradients, loss_and_gradients, update
 from manual_backprop.training import Trainer
 from reference.compare import norm_relative_error
 
@@ -154,7 +154,7 @@ def test_c_loop_per_update_losses_and_last_gradients_match_the_plain_updates():
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:300]
     fast_net, plain_net = net_for(s, F64), net_for(s, F64)
     kernel = fast.CKernel(fast_net, loss_fn)
-    grads = fast.Gradients(weights=[torch.zeros_like(w) for w in fast_net.weights],
+    grads = Gradients(weights=[torch.zeros_like(w) for w in fast_net.weights],
                            biases=[torch.zeros_like(b) for b in fast_net.biases])
     losses = kernel.run(x, y, order, torch.arange(order.numel() + 1), s.lr, grads=grads)
     plain_losses = []
@@ -188,25 +188,6 @@ def test_fast_path_keeps_the_last_updates_gradients_for_the_histograms(path):
             assert norm_relative_error(a, b) <= 1e-12, f"layer {k + 1} {kind} gradient of the last update"
 
 
-@pytest.mark.parametrize("mode,batch_size,replacement", [("online", None, False), ("minibatch", 7, False),
-                                                         ("minibatch", 7, True), ("batch", None, False)])
-def test_epoch_order_draws_exactly_what_trainer_batches_draws(mode, batch_size, replacement):
-    data = data_for(SCENARIOS[2], F64)
-    trainer = Trainer(net_for(SCENARIOS[2], F64), data, mode=mode, lr=0.1, epochs=1, batch_size=batch_size,
-                      replacement=replacement, seed=11)
-    state = trainer.generator.get_state()
-    expected = trainer.batches()
-    generator = torch.Generator().set_state(state)
-    order, offsets = fast.epoch_order(mode, data.x_train.shape[0], trainer.batch_size, replacement, generator)
-    if mode == "batch":
-        assert expected == [None] and order.tolist() == list(range(data.x_train.shape[0]))
-    else:
-        got = [order[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-        assert len(got) == len(expected)
-        assert all(torch.equal(g, e) for g, e in zip(got, expected))
-    assert torch.equal(generator.get_state(), trainer.generator.get_state()), "the generator must advance alike"
-
-
 def test_fast_path_builds_no_autograd_graph():
     s = SCENARIOS[2]
     data = data_for(s, F64)
@@ -222,7 +203,7 @@ def test_fast_path_builds_no_autograd_graph():
 # ---------------------------------------------------------------------------------------------------- fallback
 def test_no_compiler_falls_back_to_fused_with_a_clear_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("MANUAL_BACKPROP_CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setattr(fast, "_lib_cache", {})
+    monkeypatch.setattr(fast.c_loop, "_lib_cache", {})
     s = SCENARIOS[0]
     with pytest.warns(fast.FastPathWarning, match=r"fast='c' cannot run here: the C compiler .*no-such-cc.*"
                                                   r"using the 'fused' fast path"):

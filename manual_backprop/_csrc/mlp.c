@@ -1,11 +1,13 @@
-/* The hand-written backprop of manual_backprop.network.MLP, as one compiled loop over many updates.
+/* The hand-written backprop of manual_backprop.network, as one compiled loop over many updates: a declared
+ * derivative of network.py's functions, proven update by update against them (tests/test_update_proof.py).
  *
- * manual_backprop/fast.py compiles this file with the system C compiler at first use and calls it through ctypes.
- * It runs a chunk of updates (an epoch of online learning, or of minibatches) without returning to Python: for
- * every update, the forward phase over the update's samples, the loss, the output-layer delta, the backward phase
- * (deltas[k-1] = f'(net^k) * (deltas[k] @ W[k])) and the step W <- W - lr * dE/dW, b <- b - lr * dE/db, in that
- * order and with the same per-element arithmetic as network.py, activations.py and losses.py. Only summation order
- * inside a dot product differs from torch's matrix products (a few units in the last place per update).
+ * manual_backprop/fast/c_loop.py compiles this file with the system C compiler at first use and calls it through
+ * ctypes. It runs a chunk of updates (an epoch of online learning, or of minibatches) without returning to Python:
+ * for every update, the forward phase over the update's samples, the loss and the output delta, the hidden deltas
+ * (delta_j = f'(net_j) * sum_c delta_c w_cj) and the update W <- W - lr * dE/dW, b <- b - lr * dE/db, in that order
+ * and with the same per-element arithmetic as the activation and loss classes (whose C code kernels.h holds).
+ * Summation order inside a dot product differs from torch's matrix products, and torch's add(alpha) fuses a
+ * multiply-add that this loop rounds twice: a few units in the last place per update, the bound the proof states.
  *
  * mlp_body.c holds the loop; it is included twice, once for double (suffix _f64) and once for float (_f32), so
  * each dtype computes in its own precision as torch does. Parameters are updated in place in the caller's buffers.
@@ -15,22 +17,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Codes shared with fast.py (_ACT_CODES, _LOSS_CODES). */
-enum { ACT_IDENTITY = 0, ACT_SIGMOID = 1, ACT_TANH = 2, ACT_RELU = 3, ACT_LEAKY_RELU = 4, ACT_SOFTMAX = 5 };
-enum { LOSS_SQUARED_ERROR = 0, LOSS_CROSS_ENTROPY = 1, LOSS_BINARY_CROSS_ENTROPY = 2 };
+/* Reduction codes shared with fast/c_loop.py (the order of losses.REDUCTIONS). Activation and loss codes are the
+ * order of activations.ACTIVATIONS and losses.LOSSES; kernels.h switches on them. */
 enum { RED_MEAN = 0, RED_SUM = 1, RED_ELEMENTWISE_MEAN = 2 };
 
-/* Version of the calling convention; fast.py refuses a library that reports another. */
-int mbp_abi_version(void) { return 3; }
+/* Version of the calling convention; c_loop.py refuses a library that reports another. */
+int mbp_abi_version(void) { return 4; }
 
-/* What stays fixed between calls: the architecture, the loss, the parameters and the training set. fast.py fills
+/* What stays fixed between calls: the architecture, the loss, the parameters and the training set. c_loop.py fills
  * it once (ctypes.Structure _Plan) so that a call passes only what changes: the sample order and the updates. */
 typedef struct {
     int64_t n_layers;       /* L */
     const int64_t *sizes;   /* L + 1 widths */
     const int32_t *acts;    /* L activation codes, the output's last */
     const double *slopes;   /* L leaky_relu slopes */
-    int32_t loss_kind, reduction, half, unused;
+    int32_t loss_kind, reduction;
+    double factor;          /* the loss's constant factor (1/2 for half squared error) */
     void *const *weights;   /* L pointers to W[k], (n_{k+1}, n_k) row-major, updated in place */
     void *const *biases;    /* L pointers to b[k], or NULL without biases */
     const void *x_data;     /* (n_samples, sizes[0]) */

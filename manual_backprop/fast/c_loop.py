@@ -1,0 +1,306 @@
+"""The C loop: network.py's update, compiled with the system C compiler and run many updates per call.
+
+``_csrc/mlp.c`` and ``_csrc/mlp_body.c`` hold the loop, with one C function per function of network.py
+(net_input, hidden_delta, update); the activation and loss kernels come from the classes' own C code through
+csource.py (kernels.h). The library is compiled once per source, compiler and CPU, cached on disk, and loaded with
+ctypes. One call runs a whole epoch of updates (online or minibatch) on the CPU, float32 or float64, with no Python
+between updates.
+
+Proven update by update against network.py (tests/test_update_proof.py): the C loop sums dot products in its own
+order and rounds W + (-lr) g in two steps where torch's add fuses them, so one update's parameters agree with the
+reference within ``C_ULPS`` units in the last place of each tensor's largest entry, and its loss and gradients
+within ``C_ULPS`` ulps of their magnitude; on saturated units the same bound holds (f' is computed from the output
+with the reference's own formula, e.g. tanh' = (1 - x)(1 + x)).
+
+Security: the compiled library is code this process runs, so it is loaded only from a folder that the current user
+owns and nobody else can write, checked before every load; otherwise it is built in a fresh private temporary
+folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..losses import Loss
+from ..network import MLP, Gradients
+from .common import FastPathUnavailable
+from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
+
+__all__ = ["CKernel", "load_kernel", "c_unsupported", "C_ULPS"]
+
+# The per-update bound of the C loop against network.py, in units in the last place (see the module docstring).
+C_ULPS = 64
+_ABI_VERSION = 4
+_CSRC = Path(__file__).resolve().parent.parent / "_csrc"
+
+
+_lib_lock = threading.Lock()
+_lib_cache: dict = {}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MANUAL_BACKPROP_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "manual_backprop"
+
+
+def _compiler() -> Optional[str]:
+    """The C compiler: $MANUAL_BACKPROP_CC, else $CC, else gcc, cc or clang on the PATH."""
+    for cand in (os.environ.get("MANUAL_BACKPROP_CC"), os.environ.get("CC")):
+        if cand:
+            return shutil.which(cand) or cand
+    for name in ("gcc", "cc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _cpu_fingerprint() -> str:
+    """What -march=native compiles for: a library built on one CPU is never loaded on another."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "model name", "Features", "CPU part")):
+                    text += line
+                    if line.startswith(("flags", "Features")):
+                        break
+    except OSError:
+        pass
+    return text
+
+
+def load_kernel() -> ctypes.CDLL:
+    """Compile ``_csrc/mlp.c`` (once per source, compiler and CPU; cached on disk) and load it with ctypes.
+
+    The cache is ``$MANUAL_BACKPROP_CACHE``, else ``~/.cache/manual_backprop`` (``$XDG_CACHE_HOME`` honoured), used
+    only while it is this user's private folder; else a fresh private temporary folder. Raises FastPathUnavailable,
+    saying why, when no compiler is found or compilation fails.
+    """
+    cc = _compiler()
+    if cc is None:
+        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
+    with _lib_lock:
+        if cc in _lib_cache:
+            return _lib_cache[cc]
+        sources = sorted(_CSRC.glob("*.c"))
+        if not (_CSRC / "mlp.c").is_file():
+            raise FastPathUnavailable(f"the C sources are missing from {_CSRC} (an install without package data)")
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as err:
+            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
+        header = kernels_h()
+        digest = hashlib.sha256(header.encode())
+        for src in sources:
+            digest.update(src.name.encode() + src.read_bytes())
+        digest.update((cc + version + _cpu_fingerprint() + sys.platform).encode())
+        name = f"mlp_{digest.hexdigest()[:20]}.so"
+        errors = []
+        lib = None
+        for folder in (_cache_dir(), None):
+            try:
+                folder = _private_folder(folder)
+                target = folder / name
+                if not target.is_file():
+                    _compile(cc, target, header)
+                _check_private_file(target)
+                lib = ctypes.CDLL(str(target))
+                break
+            except (OSError, FastPathUnavailable) as err:
+                errors.append(f"{folder}: {err}")
+        if lib is None:
+            raise FastPathUnavailable("could not build the C loop: " + "; ".join(errors))
+        if lib.mbp_abi_version() != _ABI_VERSION:
+            raise FastPathUnavailable(f"the C loop at {target} reports ABI {lib.mbp_abi_version()}, "
+                                      f"expected {_ABI_VERSION}")
+        pointer = ctypes.c_void_p
+        for suffix in ("f64", "f32"):
+            fn = getattr(lib, f"mbp_train_{suffix}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [pointer, pointer, pointer, ctypes.c_int64, ctypes.c_double, pointer, pointer, pointer]
+        _lib_cache[cc] = lib
+        return lib
+
+
+def _private_folder(folder: Optional[Path]) -> Path:
+    """``folder``, created with mode 0700 if missing, if the current user owns it and nobody else can write to it
+    (nor to any folder on the way, which could swap it); None: a fresh private temporary folder."""
+    if folder is None:
+        return Path(tempfile.mkdtemp(prefix="manual_backprop_"))
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = os.lstat(folder)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
+        os.chmod(folder, stat.S_IMODE(info.st_mode) & ~0o022)  # our own folder, made group- or world-writable
+        info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise FastPathUnavailable(f"the cache folder {folder} is not a private folder of this user (owner uid "
+                                  f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}); not loading code from it")
+    return folder
+
+
+def _check_private_file(path: Path) -> None:
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise FastPathUnavailable(f"{path} is not a regular file of this user that only this user can write; "
+                                  "not loading it")
+
+
+def _compile(cc: str, target: Path, header: str) -> None:
+    """cc -O3 -march=native -shared; without -march=native if the compiler refuses it. No -ffast-math and no
+    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and
+    renames, so concurrent processes never see half a file."""
+    build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
+    try:
+        for src in _CSRC.glob("*.c"):
+            shutil.copyfile(src, build / src.name)
+        (build / "kernels.h").write_text(header)
+        tmp = build / "out.so"
+        base = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off", str(build / "mlp.c"),
+                "-o", str(tmp), "-lm"]
+        result = None
+        for extra in (["-march=native"], []):
+            try:
+                result = subprocess.run([cc, *extra, *base], capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.SubprocessError) as err:
+                raise FastPathUnavailable(f"the C compiler {cc!r} failed to run: {err}") from None
+            if result.returncode == 0:
+                os.chmod(tmp, 0o700)
+                os.replace(tmp, target)
+                return
+        raise FastPathUnavailable(f"{cc} failed to compile mlp.c: {result.stderr.strip()[-2000:]}")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def c_unsupported(net: MLP, loss_fn: Loss) -> Optional[str]:
+    """Why the C loop cannot run this network and loss, or None when it can."""
+    if net.device.type != "cpu":
+        return f"the C loop runs on the CPU, but the network is on {net.device}"
+    if net.dtype not in (torch.float32, torch.float64):
+        return f"the C loop supports float32 and float64, but the network is {net.dtype}"
+    for k, f in enumerate(net.activation_functions):
+        reason = c_unsupported_activation(f)
+        if reason:
+            return f"layer {k + 1}: {reason}"
+    return c_unsupported_loss(loss_fn)
+
+
+def _ptr_array(tensors) -> ctypes.Array:
+    return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
+
+
+class _Plan(ctypes.Structure):
+    """mbp_plan of _csrc/mlp.c: what stays fixed between calls."""
+
+    _fields_ = [("n_layers", ctypes.c_int64), ("sizes", ctypes.c_void_p), ("acts", ctypes.c_void_p),
+                ("slopes", ctypes.c_void_p), ("loss_kind", ctypes.c_int32), ("reduction", ctypes.c_int32),
+                ("factor", ctypes.c_double), ("weights", ctypes.c_void_p),
+                ("biases", ctypes.c_void_p), ("x_data", ctypes.c_void_p), ("y_data", ctypes.c_void_p),
+                ("n_samples", ctypes.c_int64)]
+
+
+class CKernel:
+    """The compiled training loop bound to one network and loss (CPU, float32 or float64).
+
+    ``run(x, y, order, offsets, lr)`` makes ``len(offsets) - 1`` updates; update u uses the samples
+    ``order[offsets[u]:offsets[u + 1]]`` of x (N, sizes[0]) and y (N, sizes[-1]) (targets as the Trainer keeps
+    them: one-hot rows for cross-entropy). The network's parameters change in place; returns the per-update losses.
+    """
+
+    def __init__(self, net: MLP, loss_fn: Loss):
+        reason = c_unsupported(net, loss_fn)
+        if reason:
+            raise FastPathUnavailable(reason)
+        lib = load_kernel()
+        self.net, self.loss_fn = net, loss_fn
+        self._fn = lib.mbp_train_f64 if net.dtype == torch.float64 else lib.mbp_train_f32
+        L = net.num_layers
+        self._sizes = (ctypes.c_int64 * (L + 1))(*net.sizes)
+        self._acts = (ctypes.c_int32 * L)(*[ACT_CODES[type(f)] for f in net.activation_functions])
+        self._slopes = (ctypes.c_double * L)(*[getattr(f, "negative_slope", 0.0) for f in net.activation_functions])
+        self._plan = _Plan(n_layers=L, sizes=ctypes.addressof(self._sizes), acts=ctypes.addressof(self._acts),
+                           slopes=ctypes.addressof(self._slopes), loss_kind=LOSS_CODES[type(loss_fn)],
+                           reduction=REDUCTION_CODES[loss_fn.reduction], factor=loss_fn.c_factor())
+        self._plan_ref = ctypes.byref(self._plan)
+        self._key = None
+        self._keep = ()
+
+    def bind(self, x: Tensor, y: Tensor) -> None:
+        """Check the data and the parameters and point the plan at them (only when they changed since last time)."""
+        net = self.net
+        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape),
+               *(p.data_ptr() for p in net.weights), *(p.data_ptr() for p in net.biases))
+        if key == self._key:
+            return
+        for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
+            if t.dtype != net.dtype or t.device.type != "cpu" or not t.is_contiguous() or t.dim() != 2 \
+                    or t.shape[1] != width or t.shape[0] != x.shape[0]:
+                raise ValueError(f"{name} must be a contiguous CPU {net.dtype} tensor of shape ({x.shape[0]}, "
+                                 f"{width}), but got {t.dtype} on {t.device}, shape {tuple(t.shape)}, "
+                                 f"contiguous={t.is_contiguous()}")
+        params = net.weights + net.biases
+        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
+            raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
+        weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
+        self._plan.weights = ctypes.addressof(weights)
+        self._plan.biases = ctypes.addressof(biases) if biases is not None else None
+        self._plan.x_data, self._plan.y_data, self._plan.n_samples = x.data_ptr(), y.data_ptr(), x.shape[0]
+        self._keep = (weights, biases, x, y)  # the plan points into these: keep them alive
+        self._key = key
+
+    def run(self, x: Tensor, y: Tensor, order: Tensor, offsets: Tensor, lr: float, *,
+            losses: Optional[Tensor] = None, grads: Optional[Gradients] = None) -> Tensor:
+        """Make the updates; ``grads``, if given, receives dE/dW and dE/db of the last update (preallocated).
+
+        Checks stay cheap (no pass over the data): the C loop itself checks the offsets and the sample indices.
+        """
+        self.bind(x, y)
+        n_updates = offsets.numel() - 1
+        for name, t in (("order", order), ("offsets", offsets)):
+            if t.dtype != torch.int64 or t.device.type != "cpu" or not t.is_contiguous() or t.dim() != 1:
+                raise ValueError(f"{name} must be a contiguous 1-D int64 CPU tensor, but got {t.dtype}, "
+                                 f"shape {tuple(t.shape)} on {t.device}")
+        if n_updates < 0:
+            raise ValueError("offsets must hold at least one value (0)")
+        if losses is None:
+            losses = torch.empty(n_updates, dtype=self.net.dtype)
+        elif losses.dtype != self.net.dtype or not losses.is_contiguous() or losses.numel() < n_updates:
+            raise ValueError(f"losses must be a contiguous {self.net.dtype} tensor of at least {n_updates} values")
+        gw = _ptr_array(grads.weights) if grads is not None else None
+        gb = _ptr_array(grads.biases) if grads is not None and grads.biases else None
+        self.call(order.data_ptr(), offsets.data_ptr(), n_updates, lr, losses.data_ptr(), gw, gb)
+        return losses
+
+    def call(self, order_ptr: int, offsets_ptr: int, n_updates: int, lr: float, losses_ptr: int,
+             grad_w=None, grad_b=None) -> None:
+        """The C call itself, on raw addresses, after ``bind``: no checks beyond the loop's own (for benchmarks)."""
+        status = self._fn(self._plan_ref, order_ptr, offsets_ptr, n_updates, lr, losses_ptr, grad_w, grad_b)
+        if status:
+            x_rows = self._plan.n_samples
+            raise {1: MemoryError("the C loop could not allocate its workspace"),
+                   2: ValueError("offsets must start at 0 and grow by at least 1 per update"),
+                   3: ValueError(f"order must hold sample indices in [0, {x_rows - 1}]")}.get(
+                status, RuntimeError(f"the C loop returned status {status}"))
+
+    def kept_bytes(self, batch: int) -> int:
+        """Bytes the loop keeps for its backward phase: x^1..x^L and the output logits for ``batch`` samples
+        (x^0 is read from the data in place)."""
+        return batch * (sum(self.net.sizes[1:]) + self.net.sizes[-1]) * self.net.weights[0].element_size()

@@ -1,0 +1,127 @@
+"""The fused step: network.py's update on preallocated buffers, with no temporary tensors.
+
+``FusedStep.update`` is ``loss_and_gradients`` followed by ``update`` (network.py), computed with the in-place
+kernels that each Activation and Loss class carries beside its reference formula (``forward_``, ``backward_``,
+``value_and_delta_``), on buffers allocated once. With ``keep_grads=True`` it runs the same operations as the
+reference, so one update is bit-equal to it. With ``keep_grads=False`` the step is fused into the weight-gradient
+product, W.addmm_(delta^T, x, alpha=-lr): one pass over W instead of two, and one rounding of W - lr delta^T x
+instead of two, so one update agrees with the reference within ``FUSED_ULPS`` units in the last place of each
+parameter tensor's largest entry (tests/test_update_proof.py).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..losses import BinaryCrossEntropy, CrossEntropy, Loss
+from ..network import MLP, Gradients
+from ..activations import Softmax
+
+__all__ = ["FusedStep", "FUSED_ULPS"]
+
+FUSED_ULPS = 4
+
+
+class FusedStep:
+    """One update of the hand-written backprop on preallocated buffers (see the module docstring).
+
+    Args:
+        net: the MLP (its parameter tensors are updated in place; rebuild the step if they are replaced).
+        loss_fn: a Loss.
+        max_batch: the largest batch the step will see (buffers are sized for it; smaller batches use views).
+        keep_grads: keep dE/dW, dE/db of the last update in ``self.grads`` (the same operations as the reference).
+    """
+
+    def __init__(self, net: MLP, loss_fn: Loss, max_batch: int, *, keep_grads: bool = False):
+        self.net, self.loss_fn, self.max_batch, self.keep_grads = net, loss_fn, int(max_batch), keep_grads
+        self.params = [*net.weights, *net.biases]
+        dt, dev, sizes = net.dtype, net.device, net.sizes
+
+        def buf(*shape):
+            return torch.empty(*shape, dtype=dt, device=dev)
+
+        B = self.max_batch
+        # The output keeps its logits apart from its activity only where the loss or the activation reads them.
+        self.separate_logits = (isinstance(loss_fn, (CrossEntropy, BinaryCrossEntropy))
+                                or isinstance(net.output_activation, Softmax))
+        self._bufs = {
+            "x0": buf(B, sizes[0]), "y": buf(B, sizes[-1]),
+            "acts": [buf(B, n) for n in sizes[1:]],  # x^1..x^L
+            "logits": buf(B, sizes[-1]) if self.separate_logits else None,
+            "deltas": [buf(B, n) for n in sizes[1:]],  # deltas[k]: (B, n_{k+1})
+            "scratch": [(buf(B, n), buf(B, n)) for n in sizes],  # per width, for the classes' in-place kernels
+        }
+        self._grad_b = [buf(n) for n in sizes[1:]]
+        self._weights_t = [w.t() for w in net.weights]
+        self.grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
+                               biases=[torch.zeros_like(b) for b in net.biases]) if keep_grads else None
+        self._views = {}
+
+    def is_bound_to(self, net: MLP) -> bool:
+        """Whether the step still works on the network's own parameter tensors (net.to() replaces them)."""
+        return len(self.params) == len(net.weights) + len(net.biases) and all(
+            a is b for a, b in zip(self.params, [*net.weights, *net.biases]))
+
+    def kept_bytes(self, batch: int) -> int:
+        """Bytes kept for the backward phase: x^0..x^L (and the logits where kept separately) for ``batch`` rows."""
+        n = sum(self.net.sizes) + (self.net.sizes[-1] if self.separate_logits else 0)
+        return batch * n * self.net.weights[0].element_size()
+
+    def _batch_views(self, B: int) -> dict:
+        views = self._views.get(B)
+        if views is None:
+            def narrow(t):
+                if t is None:
+                    return None
+                if isinstance(t, (list, tuple)):
+                    return type(t)(narrow(u) for u in t)
+                return t[:B]
+
+            views = {name: narrow(t) for name, t in self._bufs.items()}
+            views["deltas_t"] = [d.t() for d in views["deltas"]]
+            self._views[B] = views
+        return views
+
+    def update(self, x_all: Tensor, y_all: Tensor, idx: Optional[Tensor], lr: float, loss_out: Tensor) -> None:
+        """Forward phase, output delta, hidden deltas and update on the samples ``idx`` of (x_all, y_all) (None: all
+        of them, which must fit max_batch); the loss goes into the 0-dim ``loss_out``. Call under torch.no_grad()."""
+        net, loss_fn = self.net, self.loss_fn
+        L = net.num_layers
+        if idx is None:
+            v = self._batch_views(x_all.shape[0])
+            x, y = x_all, y_all
+        else:
+            v = self._batch_views(idx.shape[0])
+            x = torch.index_select(x_all, 0, idx, out=v["x0"])  # x^0: (B, n_0)
+            y = torch.index_select(y_all, 0, idx, out=v["y"])  # (B, n_L)
+        acts, scratch = [x] + v["acts"], v["scratch"]
+        # ---- forward phase (network.forward_phase)
+        for k, f in enumerate(net.activation_functions):
+            z = v["logits"] if k == L - 1 and self.separate_logits else acts[k + 1]
+            if net.bias:
+                torch.addmm(net.biases[k], acts[k], self._weights_t[k], out=z)  # net^{k+1}: (B, n_{k+1})
+            else:
+                torch.mm(acts[k], self._weights_t[k], out=z)
+            f.forward_(z, acts[k + 1])  # x^{k+1}, in place unless the logits are kept
+        # ---- the loss and the output delta (network.output_delta)
+        z = v["logits"] if self.separate_logits else acts[L]
+        deltas = v["deltas"]
+        loss_fn.value_and_delta_(z, acts[L], y, net.output_activation, deltas[L - 1], loss_out, scratch[L])
+        # ---- hidden deltas and the update, output layer first (network.hidden_delta, weight_gradient, update)
+        for k in range(L - 1, -1, -1):
+            if k > 0:
+                torch.mm(deltas[k], net.weights[k], out=deltas[k - 1])  # sum_c delta_c w_cj, before W[k] steps
+            if self.keep_grads:
+                torch.mm(v["deltas_t"][k], acts[k], out=self.grads.weights[k])
+                net.weights[k].add_(self.grads.weights[k], alpha=-lr)
+            else:
+                net.weights[k].addmm_(v["deltas_t"][k], acts[k], alpha=-lr)  # W <- W - lr delta^T x, one pass
+            if net.bias:
+                gb = self.grads.biases[k] if self.keep_grads else self._grad_b[k]
+                torch.sum(deltas[k], 0, out=gb)
+                net.biases[k].add_(gb, alpha=-lr)
+            if k > 0:
+                net.activation_functions[k - 1].backward_(acts[k], deltas[k - 1], scratch[k])  # times f'(net_j)

@@ -1,0 +1,144 @@
+"""The switch ``Trainer(fast=...)``: which fast path runs, and one epoch of updates through it.
+
+The epoch's sample order is the learning mode's own (modes.epoch_order, drawn from the trainer's generator), so a
+fast run and a plain run make the same updates in the same order, and checkpoints resume either way.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from ..losses import Loss
+from ..modes import epoch_order
+from ..network import MLP, Gradients
+from .c_loop import CKernel, c_unsupported, load_kernel
+from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarning, work_per_update
+from .cuda_graph import CudaGraphRunner
+from .fused import FusedStep
+
+__all__ = ["resolve_fast", "EpochRunner", "kept_bytes"]
+
+
+def resolve_fast(fast: Union[bool, str], net: MLP, loss_fn: Loss, batch: int, *, warn: bool = True) -> str:
+    """The fast path that will run: "c", "fused" or "cuda_graph" (or "" for the plain path, fast=False).
+
+    True or "auto" picks the best that applies; an explicit choice that cannot apply falls back, with a
+    FastPathWarning that says why.
+    """
+    if fast is False or fast is None or fast == "off":
+        return ""
+    if fast is True:
+        fast = "auto"
+    if fast not in ("auto", *FAST_PATHS):
+        raise ValueError(f"fast must be False, True, 'auto' or one of {list(FAST_PATHS)}, but got {fast!r}")
+
+    def fall_back(reason: str, to: str) -> str:
+        if warn:
+            warnings.warn(f"fast={fast!r} cannot run here: {reason}; using the {to!r} fast path instead",
+                          FastPathWarning, stacklevel=3)
+        return to
+
+    on_cuda = net.device.type == "cuda"
+    if fast == "fused":
+        return "fused"
+    if fast == "cuda_graph":
+        if not on_cuda:
+            return fall_back(f"CUDA graphs need a CUDA device, but the network is on {net.device}", "fused")
+        return "cuda_graph"
+    if fast == "auto" and on_cuda:
+        return "cuda_graph"
+    if fast == "auto" and work_per_update(net, batch) > C_WORK_LIMIT:
+        return "fused"
+    reason = c_unsupported(net, loss_fn)
+    if reason is None:
+        try:
+            load_kernel()
+            return "c"
+        except FastPathUnavailable as err:
+            reason = str(err)
+    if fast == "c" and on_cuda:
+        return fall_back(reason, "cuda_graph")
+    return fall_back(reason, "fused")
+
+
+class EpochRunner:
+    """What ``Trainer(fast=...)`` runs instead of its per-update loop: one epoch of updates through a fast path.
+
+    Holds its trainer by a weak reference: the trainer owns the runner, and a cycle between them would keep a dead
+    trainer's CUDA graph (and its memory pool) alive until Python's cyclic collector ran.
+    """
+
+    def __init__(self, trainer, fast: Union[bool, str]):
+        self._trainer = weakref.ref(trainer)
+        net = trainer.net
+        self.path = resolve_fast(fast, net, trainer.loss_fn, trainer.batch_size)
+        self.keep_grads = trainer.logger is not None  # the gradient histograms want the last update's gradients
+        self._engine = None
+
+    @property
+    def trainer(self):
+        trainer = self._trainer()
+        if trainer is None:
+            raise RuntimeError("the Trainer of this EpochRunner no longer exists")
+        return trainer
+
+    def _build(self):
+        t, net = self.trainer, self.trainer.net
+        if self.path == "c":
+            engine = CKernel(net, t.loss_fn)
+            engine.grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
+                                     biases=[torch.zeros_like(b) for b in net.biases]) if self.keep_grads else None
+        elif self.path == "cuda_graph":
+            engine = CudaGraphRunner(net, t.loss_fn, t.batch_size, keep_grads=self.keep_grads)
+        else:
+            engine = FusedStep(net, t.loss_fn, t.batch_size, keep_grads=self.keep_grads)
+        return engine
+
+    def run_epoch(self) -> Tensor:
+        """Make one epoch of updates; returns their losses (U,) on the network's device (not read back)."""
+        t, net = self.trainer, self.trainer.net
+        if self._engine is None or (self.path != "c" and not self._engine.is_bound_to(net)):
+            self.close()
+            self._engine = self._build()
+        n = t.x_train.shape[0]
+        order, offsets = epoch_order(t.mode, n, t.batch_size, t.generator, replacement=t.replacement)
+        n_updates = offsets.numel() - 1
+        engine = self._engine
+        if self.path == "c":
+            losses = engine.run(t.x_train.contiguous(), t.y_train.contiguous(), order, offsets, t.lr,
+                                grads=engine.grads)
+            t.last_grads = engine.grads
+            return losses
+        losses = torch.empty(n_updates, dtype=net.dtype, device=net.device)
+        order = order.to(net.device)
+        bounds = offsets.tolist()
+        if self.path == "cuda_graph":
+            engine.run(t.x_train, t.y_train, order, bounds, t.lr, losses)
+        else:
+            for u in range(n_updates):
+                idx = None if t.mode == "batch" else order[bounds[u]:bounds[u + 1]]
+                engine.update(t.x_train, t.y_train, idx, t.lr, losses[u])
+        t.last_grads = engine.grads
+        return losses
+
+    def close(self) -> None:
+        """Release the engine (a CUDA graph and its memory pool) now."""
+        if self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
+        self._engine = None
+
+
+def kept_bytes(cache) -> int:
+    """Bytes a plain ForwardCache keeps for the backward phase: its activations and logits (distinct storages)."""
+    seen, total = set(), 0
+    for t in [*cache.activations, cache.logits]:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
