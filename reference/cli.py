@@ -1,4 +1,4 @@
-"""The `manual-backprop` command.
+"""The `manual-backprop` command (console script ``manual-backprop = reference.cli:main``).
 
     manual-backprop check --sizes 64 128 128 10 --activation tanh --output-activation softmax \\
         --loss cross_entropy --batch 32 --dtype float32 --device cuda
@@ -6,6 +6,8 @@
 builds a network from the flags, runs the manual network, its autograd twin and float64 finite differences on
 seeded random data, prints the per-layer table, and exits 1 if any layer disagrees beyond its dtype's tolerance
 (1e-10 norm-relative in float64, 1e-5 in float32; 1e-6 against finite differences).
+
+It lives in reference/, beside the comparison it runs: the library (manual_backprop) never imports reference/.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import sys
 
 import torch
 
-from .activations import ACTIVATIONS
-from .init import BIAS_INITS, INITS
-from .losses import LOSSES, REDUCTIONS, get_loss
+from manual_backprop.activations import ACTIVATIONS
+from manual_backprop.init import BIAS_INITS, INITS
+from manual_backprop.losses import LOSSES, REDUCTIONS, get_loss
+from manual_backprop.network import MLP
+
+from .compare import compare
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -27,9 +32,11 @@ def _add_check(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 3], help="layer widths n_0 ... n_L (default 4 8 3)")
     p.add_argument("--activation", nargs="+", default=["tanh"],
-                   help=f"hidden activation, one for all or one per hidden layer: {sorted(set(ACTIVATIONS) - {'softmax'})}")
+                   help=f"hidden activation, one for all or one per hidden layer: "
+                        f"{sorted(set(ACTIVATIONS) - {'softmax'})}")
     p.add_argument("--output-activation", default="softmax", help=f"output activation: {sorted(ACTIVATIONS)}")
-    p.add_argument("--loss", default=None, help=f"{sorted(LOSSES)} (default: cross_entropy on softmax, else squared_error)")
+    p.add_argument("--loss", default=None,
+                   help=f"{sorted(LOSSES)} (default: cross_entropy on softmax, else squared_error)")
     p.add_argument("--reduction", default=None, choices=REDUCTIONS, help="loss reduction (default mean)")
     p.add_argument("--half", action="store_true", help="squared error with the 1/2 factor")
     p.add_argument("--no-bias", action="store_true", help="layers without biases")
@@ -47,10 +54,6 @@ def _add_check(sub) -> None:
 
 
 def run_check(args) -> int:
-    from reference.compare import compare  # the only place the command touches autograd
-
-    from .network import MLP
-
     if args.batch <= 0:
         raise ValueError(f"--batch must be a positive number of samples, but got {args.batch}")
     activation = args.activation[0] if len(args.activation) == 1 else args.activation

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from manual_backprop.cli import main
+from reference.cli import main
 
 
 @pytest.mark.parametrize("argv", [
@@ -39,7 +39,7 @@ def test_check_refuses_bad_flags(capsys):
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "manual_backprop.cli", "check", "--sizes", "2", "3", "1",
+    result = subprocess.run([sys.executable, "-m", "reference.cli", "check", "--sizes", "2", "3", "1",
                              "--output-activation", "sigmoid"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout
