@@ -20,14 +20,15 @@ is sequential and is refused. Only rank 0 writes logs, checkpoints, config.json,
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
+                                run_main)
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
@@ -40,68 +41,49 @@ EXPERIMENT = "learning_modes"
 
 @dataclass
 class Config:
-    dataset: str = "digits"  # a name from manual_backprop.datasets.DATASETS, or a .csv / .npz file
-    n_samples: Optional[int] = None  # for the generated datasets (None: the dataset's default)
-    noise: Optional[float] = None  # for the generated datasets (None: the dataset's default)
-    sizes: Optional[list] = None  # layer widths; None: [n_features, 32, n_classes]
-    activation: str = "tanh"  # hidden activation f
-    output_activation: str = "softmax"
-    loss: str = "cross_entropy"  # mean over samples, so lr means the same thing in every mode
-    lr_batch: float = 2.0  # one update per epoch: a large step is stable on the full-batch gradient
-    lr_online: float = 0.02  # N updates per epoch, each from one sample: small, noisy steps
-    lr_minibatch: float = 0.3
-    batch_size: int = 32  # b for minibatch mode
-    epochs: int = 20
-    modes: list = field(default_factory=lambda: list(MODES))
-    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when present)
-    dtype: str = "float32"
-    seed: int = 0  # weights, data split and sample order
-    logdir: str = "runs"
-    run: Optional[str] = None  # run folder name; None: <dataset>-seed<seed>
-    resume: bool = False  # continue the run's checkpoints instead of starting over
-    quiet: bool = False  # no progress bars, no table
-    distributed: bool = False  # data-parallel over the processes torchrun starts (batch and minibatch modes only)
-    dist_timeout: float = 300.0  # seconds a rank waits for the others in a collective before the job fails
+    dataset: str = option("digits", help=f"one of {list(DATASETS)}, or a .csv / .npz file")
+    n_samples: Optional[int] = option(None, help="samples of a generated dataset (default: the dataset's own)")
+    noise: Optional[float] = option(None, help="noise of a generated dataset (default: the dataset's own)")
+    sizes: Optional[list[int]] = option(None, help="layer widths (default: n_features 32 n_classes)")
+    activation: str = option("tanh", help="hidden activation f")
+    output_activation: str = option("softmax", help="activation of the output layer")
+    loss: str = option("cross_entropy", help="mean over samples, so lr means the same thing in every mode")
+    lr_batch: float = option(2.0, help="one update per epoch: a large step is stable on the full-batch gradient")
+    lr_online: float = option(0.02, help="N updates per epoch, each from one sample: small, noisy steps")
+    lr_minibatch: float = option(0.3, help="learning rate of minibatch mode")
+    batch_size: int = option(32, help="b, the samples per update of minibatch mode")
+    epochs: int = option(20, help="passes over the training split", check=at_least(1))
+    modes: list[str] = option(list(MODES), help="the learning modes to train, in this order", choices=MODES)
+    device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    dtype: str = option("float32", help="of the weights and the data", choices=DTYPES)
+    seed: int = option(0, help="weights, data split and sample order")
+    logdir: str = option("runs", help="TensorBoard runs go to <logdir>/learning_modes/<run>/<mode>")
+    run: Optional[str] = option(None, flags=("--run", "--run-name"),
+                                help="run folder name (default: <dataset>-seed<seed>); --run-name also passes "
+                                     "through torchrun")
+    resume: bool = option(False, help="continue the run's checkpoints instead of starting over")
+    quiet: bool = option(False, help="no progress bars and no table")
+    distributed: bool = option(False, help="split every batch over the processes torchrun starts (nccl on GPUs, "
+                                           "gloo on CPUs; batch and minibatch modes only)")
+    dist_timeout: float = option(300.0, help="seconds a rank waits for the others in a collective before the job "
+                                             "fails")
 
     def lr(self, mode: str) -> float:
         return {"batch": self.lr_batch, "online": self.lr_online, "minibatch": self.lr_minibatch}[mode]
 
 
+# What each mode's config.json holds beside the settings (for --config, which reads it back).
+CONFIG_EXTRAS = ("mode", "lr", "net", "data", "world_size")
+
+
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.learning_modes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {list(DATASETS)}, or a .csv/.npz file")
-    p.add_argument("--n-samples", type=int, default=None, help="samples for generated datasets")
-    p.add_argument("--noise", type=float, default=None, help="noise for generated datasets")
-    p.add_argument("--sizes", type=int, nargs="+", default=None, help="layer widths (default: n_in 32 n_classes)")
-    p.add_argument("--activation", default=d.activation)
-    p.add_argument("--output-activation", default=d.output_activation)
-    p.add_argument("--loss", default=d.loss)
-    p.add_argument("--lr-batch", type=float, default=d.lr_batch)
-    p.add_argument("--lr-online", type=float, default=d.lr_online)
-    p.add_argument("--lr-minibatch", type=float, default=d.lr_minibatch)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="minibatch size b")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--modes", nargs="+", default=d.modes, choices=MODES)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", "--run-name", dest="run", default=None,
-                   help="run name (default: <dataset>-seed<seed>); --run-name also passes through torchrun")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoints")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no table")
-    p.add_argument("--distributed", action="store_true",
-                   help="split every batch over the processes started by torchrun (nccl on GPUs, gloo on CPUs)")
-    p.add_argument("--dist-timeout", type=float, default=d.dist_timeout,
-                   help="seconds a rank waits for the others before the job fails (default %(default)s)")
-    args = p.parse_args(argv)
-    return Config(**{k: v for k, v in vars(args).items()})
+    return parse_config(Config, argv, prog="python -m experiments.learning_modes", description=__doc__,
+                        extra_keys=CONFIG_EXTRAS)
 
 
 def validate(cfg: Config, n_train: int) -> None:
     """Refuse bad settings before any training starts."""
+    check_config(cfg)
     for mode in cfg.modes:
         lr = cfg.lr(mode)
         if not lr > 0 or lr != lr or lr == float("inf"):
@@ -109,8 +91,6 @@ def validate(cfg: Config, n_train: int) -> None:
     if "minibatch" in cfg.modes and not 1 <= cfg.batch_size <= n_train:
         raise ValueError(f"--batch-size must be in [1, {n_train}] (the training split of {cfg.dataset!r} has "
                          f"{n_train} samples), but got {cfg.batch_size}")
-    if cfg.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, but got {cfg.epochs}")
 
 
 def validate_distributed(cfg: Config) -> None:
@@ -184,33 +164,29 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     return histories
 
 
+COLUMNS = [Column("mode", 10, "<"), Column("lr", 6, spec="g"), Column("batch", 5), Column("epochs", 6),
+           Column("updates", 8), Column("train loss", 10, spec=".4f"), Column("test loss", 9, spec=".4f"),
+           Column("train acc", 9, spec=".3f"), Column("test acc", 8, spec=".3f"), Column("seconds", 8, spec=".2f")]
+
+
 def table(histories: dict, cfg: Config) -> str:
-    head = (f"{'mode':<10} {'lr':>6} {'batch':>5} {'epochs':>6} {'updates':>8} {'train loss':>10} {'test loss':>9} "
-            f"{'train acc':>9} {'test acc':>8} {'seconds':>8}")
-    lines = [head, "-" * len(head)]
+    rows = []
     for mode, h in histories.items():
         f = h.final
-        acc = (f"{f['train_accuracy']:>9.3f} {f['test_accuracy']:>8.3f}" if f["train_accuracy"] is not None
-               else f"{'-':>9} {'-':>8}")
         batch = {"batch": "N", "online": "1"}.get(mode, str(cfg.batch_size))
-        lines.append(f"{mode:<10} {cfg.lr(mode):>6g} {batch:>5} {f['epoch']:>6} {f['updates']:>8} "
-                     f"{f['train_loss']:>10.4f} {f['test_loss']:>9.4f} {acc} {f['seconds']:>8.2f}")
-    return "\n".join(lines)
+        rows.append([mode, cfg.lr(mode), batch, f["epoch"], f["updates"], f["train_loss"], f["test_loss"],
+                     f["train_accuracy"], f["test_accuracy"], f["seconds"]])
+    return format_table(COLUMNS, rows)
+
+
+def interrupted(cfg: Config) -> str:
+    run_name = cfg.run or f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
+    return (f"\ninterrupted; the checkpoints are saved. Continue with:\n  python -m experiments.learning_modes "
+            f"--run {run_name} --resume (and the same flags)")
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"learning_modes: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        run_name = cfg.run or f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
-        print(f"\ninterrupted; the checkpoints are saved. Continue with:\n  python -m experiments.learning_modes "
-              f"--run {run_name} --resume (and the same flags)", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(EXPERIMENT, parse_args, run, argv, interrupted=interrupted)
 
 
 if __name__ == "__main__":

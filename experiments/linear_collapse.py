@@ -28,17 +28,18 @@ plain test, so for the linear net it can show rounding's verdict.)
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
+                                parse_config, run_main)
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
@@ -51,55 +52,44 @@ EXPERIMENT = "linear_collapse"
 
 @dataclass
 class Config:
-    hidden: list = field(default_factory=lambda: [4, 4])  # hidden widths; the net is [2, *hidden, 1]
-    activation: str = "tanh"  # the non-linear hidden activation compared with identity
-    seeds: int = 10  # seeds 0 .. seeds-1, the same initial weights for both activations
-    lr: float = 0.1  # batch gradient descent on the mean squared error, the same for both networks
-    epochs: int = 500  # the linear net runs them all: it never reaches the target loss
-    # Stop once e(w) <= 0.06 < 1/16: then every |y - out| < 1/2 and every XOR point is on its side of 0.5.
-    target_loss: float = 0.06
-    demo_inputs: int = 1000  # random inputs (plus the four XOR points) on which the collapse is checked
-    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when present)
-    dtype: str = "float64"  # float64 shows the collapse to ~1e-16; float32 to ~1e-7
-    log_seeds: int = 1  # seeds (from 0) whose runs are written to TensorBoard; 0 writes none
-    logdir: str = "runs"
-    run: Optional[str] = None  # run folder name; None: <sizes>-seeds<N>
-    quiet: bool = False  # no progress line and no report
+    hidden: list[int] = option([4, 4], help="hidden widths; the net is [2, *hidden, 1]")
+    activation: str = option("tanh", help="the non-linear hidden activation compared with identity")
+    seeds: int = option(10, help="seeds 0 .. N-1, the same initial weights for both activations", check=at_least(1))
+    lr: float = option(0.1, help="batch gradient descent on the mean squared error, the same for both networks",
+                       check=finite_positive)
+    epochs: int = option(500, help="the linear net runs them all: it never reaches the target loss",
+                         check=at_least(1))
+    # e(w) <= 0.06 < 1/16 gives every |y - out| < 1/2: every XOR point is on its side of 0.5.
+    target_loss: float = option(0.06, help="stop once e(w) <= this; below 1/16 every XOR point is on its side of "
+                                           "0.5")
+    demo_inputs: int = option(1000, help="random inputs (plus the four XOR points) on which the collapse is checked",
+                              check=at_least(1))
+    device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    dtype: str = option("float64", help="float64 shows the collapse to ~1e-16; float32 to ~1e-7", choices=DTYPES)
+    log_seeds: int = option(1, help="seeds (from 0) whose runs are written to TensorBoard; 0 writes none",
+                            check=at_least(0))
+    logdir: str = option("runs", help="TensorBoard runs go to <logdir>/linear_collapse/<run>")
+    run: Optional[str] = option(None, help="run folder name (default: <sizes>-seeds<N>)")
+    quiet: bool = option(False, help="no progress line and no report")
+
+
+# What config.json holds beside the settings (for --config, which reads it back).
+CONFIG_EXTRAS = ("sizes",)
 
 
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.linear_collapse", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hidden", type=int, nargs="+", default=d.hidden, help="hidden layer widths")
-    p.add_argument("--activation", default=d.activation, help="the non-linear hidden activation")
-    p.add_argument("--seeds", type=int, default=d.seeds)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--target-loss", type=float, default=d.target_loss)
-    p.add_argument("--demo-inputs", type=int, default=d.demo_inputs)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--log-seeds", type=int, default=d.log_seeds)
-    p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", default=None)
-    p.add_argument("--quiet", action="store_true")
-    return Config(**vars(p.parse_args(argv)))
+    return parse_config(Config, argv, prog="python -m experiments.linear_collapse", description=__doc__,
+                        extra_keys=CONFIG_EXTRAS)
 
 
 def validate(cfg: Config) -> None:
+    """Refuse bad settings before any training starts."""
+    check_config(cfg)
     if any(h < 1 for h in cfg.hidden):
         raise ValueError(f"--hidden widths must be >= 1, but got {cfg.hidden}")
-    for name in ("seeds", "epochs", "demo_inputs"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, but got {getattr(cfg, name)}")
-    if not cfg.lr > 0 or cfg.lr == float("inf"):
-        raise ValueError(f"--lr must be a finite number > 0, but got {cfg.lr}")
     if cfg.activation.strip().lower() in ("identity", "linear"):
         raise ValueError("--activation must be non-linear (sigmoid, tanh, relu, ...), but got "
                          f"{cfg.activation!r}; the identity network is always trained alongside it")
-    if cfg.log_seeds < 0:
-        raise ValueError(f"--log-seeds must be >= 0, but got {cfg.log_seeds}")
 
 
 def collapse_report(net: MLP, x: torch.Tensor) -> dict:
@@ -197,6 +187,12 @@ def summarize(rows: list, tie: float) -> dict:
     }
 
 
+COLUMNS = [Column("hidden activation", 18, "<"), Column("solved", 7), Column("right", 5, spec=".2f"),
+           Column("undecided", 9, spec=".2f"), Column("final e(w)", 10), Column("lowest e(w)", 11),
+           Column("best worst-margin", 17, spec=".2e"), Column("epochs", 6, spec="g"),
+           Column("|MLP - W x + b|", 15, spec=".1e"), Column("stopped", align="<", gap=2)]
+
+
 def report(collapse: dict, summary: dict, sizes: list, cfg: Config, tie: float) -> str:
     L = len(sizes) - 1
     product = " ".join(f"W{k}" for k in range(L, 0, -1))
@@ -210,14 +206,12 @@ def report(collapse: dict, summary: dict, sizes: list, cfg: Config, tie: float) 
         f"Part 2. {sizes} trained on XOR by backprop (batch, lr {cfg.lr:g}, squared error, identity output), "
         f"{cfg.seeds} seeds:",
     ]
-    head = (f"{'hidden activation':<18} {'solved':>7} {'right':>5} {'undecided':>9} {'final e(w)':>10} "
-            f"{'lowest e(w)':>11} {'best worst-margin':>17} {'epochs':>6} {'|MLP - W x + b|':>15}  stopped")
-    lines += [head, "-" * len(head)]
+    rows = []
     for act, s in summary.items():
-        diff = f"{s['collapse_max_abs_diff']:.1e}" if s["collapse_max_abs_diff"] is not None else "-"
-        lines.append(f"{act:<18} {s['solved']:>3}/{s['seeds']:<3} {s['right_mean']:>5.2f} {s['undecided_mean']:>9.2f} "
-                     f"{_e(s['final_loss_mean']):>10} {_e(s['lowest_loss']):>11} {s['best_worst_margin']:>17.2e} "
-                     f"{s['epochs_median']:>6g} {diff:>15}  {s['stop_reason']}")
+        rows.append([act, f"{s['solved']:>3}/{s['seeds']:<3}", s["right_mean"], s["undecided_mean"],
+                     _e(s["final_loss_mean"]), _e(s["lowest_loss"]), s["best_worst_margin"], s["epochs_median"],
+                     s["collapse_max_abs_diff"], s["stop_reason"]])
+    lines.append(format_table(COLUMNS, rows))
     lines.append(
         f"lowest e(w): over every epoch of every seed; a linear map cannot go below 0.25 on XOR (all outputs 0.5).\n"
         f"right / undecided: of the 4 points at the end, mean over seeds; a point is right when its output is on "
@@ -235,13 +229,7 @@ def _e(value: float) -> str:
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError) as err:
-        print(f"linear_collapse: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(EXPERIMENT, parse_args, run, argv)
 
 
 if __name__ == "__main__":

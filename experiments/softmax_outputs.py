@@ -20,7 +20,6 @@ Runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>, so TensorBoard overla
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,11 +28,12 @@ from typing import Optional
 
 import torch
 
+from experiments.common import DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main
 from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.tblog import RunLogger, tensorboard_command
-from manual_backprop.training import Trainer, write_json
+from manual_backprop.training import MODES, Trainer, write_json
 
 EXPERIMENT = "softmax_outputs"
 # The movie's ten output activations, as the lecture lists them, and the softmax it gives (rounded to 2 places).
@@ -45,50 +45,38 @@ VARIANTS = {"sigmoid_squared_error": ("sigmoid", "squared_error"),
 
 @dataclass
 class Config:
-    dataset: str = "blobs"  # a name from manual_backprop.datasets.DATASETS with 3 or more classes
-    num_classes: int = 3  # for blobs only
-    noise: Optional[float] = None  # for the generated datasets (None: the dataset's default)
-    hidden: int = 16  # one hidden layer of this width: [n_features, hidden, n_classes]
-    activation: str = "tanh"  # hidden activation, the same in both networks
-    mode: str = "minibatch"  # learning mode of both runs
-    batch_size: int = 16
+    dataset: str = option("blobs", help=f"one of {list(DATASETS)} with 3 or more classes")
+    num_classes: int = option(3, help="classes of blobs (other datasets have their own)")
+    noise: Optional[float] = option(None, help="noise of a generated dataset (default: the dataset's own)")
+    hidden: int = option(16, help="one hidden layer of this width: [n_features, hidden, n_classes]",
+                         check=at_least(1))
+    activation: str = option("tanh", help="hidden activation, the same in both networks")
+    mode: str = option("minibatch", help="learning mode of both runs", choices=MODES)
+    batch_size: int = option(16, help="b, the samples per update in minibatch mode", check=at_least(1))
     # Squared error on sigmoids has a small gradient (2 (x - y) f', f' <= 1/4); cross-entropy on a softmax has
     # (p - y). Each gets a learning rate that suits it; compare the curves, not the learning rates.
-    lr_sigmoid: float = 1.0
-    lr_softmax: float = 0.2
-    epochs: int = 30
-    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when present)
-    dtype: str = "float32"
-    seed: int = 0  # weights, data and sample order
-    logdir: str = "runs"
-    run: Optional[str] = None  # run folder name; None: <dataset>-seed<seed>
-    quiet: bool = False  # no progress bars and no tables
+    lr_sigmoid: float = option(1.0, help="learning rate of sigmoid outputs + squared error (a small gradient: "
+                                         "2 (x - y) f', f' <= 1/4)")
+    lr_softmax: float = option(0.2, help="learning rate of softmax outputs + cross-entropy (gradient p - y)")
+    epochs: int = option(30, help="passes over the training split", check=at_least(1))
+    device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    dtype: str = option("float32", help="of the weights and the data", choices=DTYPES)
+    seed: int = option(0, help="weights, data and sample order")
+    logdir: str = option("runs", help="TensorBoard runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>")
+    run: Optional[str] = option(None, help="run folder name (default: <dataset>-seed<seed>)")
+    quiet: bool = option(False, help="no progress bars and no tables")
 
     def lr(self, variant: str) -> float:
         return self.lr_sigmoid if variant.startswith("sigmoid") else self.lr_softmax
 
 
+# What each variant's config.json holds beside the settings (for --config, which reads it back).
+CONFIG_EXTRAS = ("variant", "sizes", "lr", "net", "data")
+
+
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.softmax_outputs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {list(DATASETS)} with 3 or more classes")
-    p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of blobs")
-    p.add_argument("--noise", type=float, default=None)
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--activation", default=d.activation)
-    p.add_argument("--mode", default=d.mode, choices=["batch", "online", "minibatch"])
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr-sigmoid", type=float, default=d.lr_sigmoid)
-    p.add_argument("--lr-softmax", type=float, default=d.lr_softmax)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", default=None)
-    p.add_argument("--quiet", action="store_true")
-    return Config(**vars(p.parse_args(argv)))
+    return parse_config(Config, argv, prog="python -m experiments.softmax_outputs", description=__doc__,
+                        extra_keys=CONFIG_EXTRAS)
 
 
 def lecture_example() -> dict:
@@ -128,9 +116,7 @@ def run(cfg: Config) -> dict:
     if data.num_classes is None or data.num_classes < 3:
         raise ValueError(f"--dataset must have 3 or more classes (a softmax over 2 outputs is one sigmoid), but "
                          f"{cfg.dataset!r} has {data.num_classes}")
-    for name in ("epochs", "hidden", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, but got {getattr(cfg, name)}")
+    check_config(cfg)
     sizes = [data.n_features, cfg.hidden, data.num_classes]
     run_name = cfg.run or f"{cfg.dataset}-seed{cfg.seed}"
     run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
@@ -185,28 +171,22 @@ def example_text(lecture: dict) -> str:
             f"distribution)")
 
 
+COLUMNS = [Column("output + loss", 22, "<"), Column("lr", 5, spec="g"), Column("epochs", 6),
+           Column("train acc", 9, spec=".3f"), Column("test acc", 8, spec=".3f"), Column("test e(w)", 9, spec=".4f"),
+           Column("row sum: mean", 13, spec=".3f"), Column("min", 6, spec=".3f"), Column("max", 6, spec=".3f"),
+           Column("max |sum-1|", 11, spec=".1e")]
+
+
 def table(results: dict) -> str:
-    head = (f"{'output + loss':<22} {'lr':>5} {'epochs':>6} {'train acc':>9} {'test acc':>8} {'test e(w)':>9} "
-            f"{'row sum: mean':>13} {'min':>6} {'max':>6} {'max |sum-1|':>11}")
-    lines = [head, "-" * len(head)]
-    for variant, r in results.items():
-        f = r["final"]
-        lines.append(f"{variant:<22} {r['lr']:>5g} {f['epoch']:>6} {f['train_accuracy']:>9.3f} "
-                     f"{f['test_accuracy']:>8.3f} {r['test_squared_error']:>9.4f} {r['row_sum_mean']:>13.3f} "
-                     f"{r['row_sum_min']:>6.3f} {r['row_sum_max']:>6.3f} {r['row_sum_max_deviation']:>11.1e}")
-    lines.append("test e(w): mean over test samples of sum_j (out_j - onehot_j)^2, a yardstick both share. "
-                 "row sum: of the outputs of each test sample.")
-    return "\n".join(lines)
+    rows = [[variant, r["lr"], r["final"]["epoch"], r["final"]["train_accuracy"], r["final"]["test_accuracy"],
+             r["test_squared_error"], r["row_sum_mean"], r["row_sum_min"], r["row_sum_max"],
+             r["row_sum_max_deviation"]] for variant, r in results.items()]
+    return (format_table(COLUMNS, rows) + "\ntest e(w): mean over test samples of sum_j (out_j - onehot_j)^2, a "
+            "yardstick both share. row sum: of the outputs of each test sample.")
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"softmax_outputs: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(EXPERIMENT, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,15 @@ every e_i^2 <= 0.16, |e_i| <= 0.4 < 0.5. TensorBoard gets one aggregate run per 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from experiments.common import DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
@@ -38,62 +38,40 @@ EXPERIMENT = "sweep"
 
 @dataclass
 class Config:
-    dataset: str = "xor"  # a name from manual_backprop.datasets.DATASETS, or a .csv / .npz file
-    sizes: Optional[list] = None  # layer widths; None: [2, 2, 1] for xor, else [n_features, 8, n_out]
-    activation: str = "sigmoid"  # hidden activation f
-    output_activation: str = "sigmoid"
-    loss: str = "squared_error"  # mean over samples: lr means the same in every mode
-    lrs: list = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0, 8.0])  # the learning-rate axis
-    seeds: int = 32  # seeds 0 .. seeds-1 (weights and sample order) for every learning rate
-    modes: list = field(default_factory=lambda: list(MODES))
-    batch_size: int = 2  # b for minibatch mode
-    epochs: int = 1000  # the epoch limit; a member that has not reached the target by then failed
-    target_loss: float = 0.04  # success: the training loss at the end of an epoch is at most this
-    device: str = "cpu"  # cpu, cuda, cuda:N, or auto
-    dtype: str = "float64"
-    engine: str = "eager"  # eager, compiled (torch.compile) or cuda_graph
-    logdir: str = "runs"
-    run: Optional[str] = None  # run folder name; None: <dataset>-<time stamp>
-    quiet: bool = False  # no progress bars
+    dataset: str = option("xor", help=f"one of {list(DATASETS)}, or a .csv / .npz file")
+    sizes: Optional[list[int]] = option(None, help="layer widths (default: 2 2 1 for xor, else n_features 8 n_out)")
+    activation: str = option("sigmoid", help="hidden activation f")
+    output_activation: str = option("sigmoid", help="activation of the output layer")
+    loss: str = option("squared_error", help="mean over samples: lr means the same in every mode")
+    lrs: list[float] = option([0.25, 0.5, 1.0, 2.0, 4.0, 8.0], help="the learning-rate axis of the grid")
+    seeds: int = option(32, help="seeds 0 .. N-1 (weights and sample order) for every learning rate",
+                        check=at_least(1))
+    modes: list[str] = option(list(MODES), help="one population per mode", choices=MODES)
+    batch_size: int = option(2, help="b, the samples per update of minibatch mode")
+    epochs: int = option(1000, help="the epoch limit; a member that has not reached the target by then failed",
+                         check=at_least(1))
+    target_loss: float = option(0.04, help="success: the training loss at the end of an epoch is at most this")
+    device: str = option("cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    dtype: str = option("float64", help="of the weights and the data", choices=DTYPES)
+    engine: str = option("eager", help="eager, compiled (torch.compile) or cuda_graph", choices=ENGINES)
+    logdir: str = option("runs", help="TensorBoard runs go to <logdir>/sweep/<run>/<mode>_lr<lr>")
+    run: Optional[str] = option(None, help="run folder name (default: <dataset>-<time stamp>)")
+    quiet: bool = option(False, help="no progress bars")
 
 
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {list(DATASETS)}, or a .csv/.npz file")
-    p.add_argument("--sizes", type=int, nargs="+", default=None, help="layer widths (default: 2 2 1 for xor)")
-    p.add_argument("--activation", default=d.activation)
-    p.add_argument("--output-activation", default=d.output_activation)
-    p.add_argument("--loss", default=d.loss)
-    p.add_argument("--lrs", type=float, nargs="+", default=d.lrs, help="learning rates of the grid")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per learning rate (0 .. N-1)")
-    p.add_argument("--modes", nargs="+", default=d.modes, choices=MODES)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="minibatch size b")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--target-loss", type=float, default=d.target_loss)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--engine", default=d.engine, choices=ENGINES)
-    p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", default=None, help="run name (default: <dataset>-<time stamp>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    cfg = Config(**vars(args))
+    cfg = parse_config(Config, argv, prog="python -m experiments.sweep", description=__doc__)
     if cfg.sizes is None and cfg.dataset == "xor":
         cfg.sizes = [2, 2, 1]
     return cfg
 
 
 def validate(cfg: Config) -> None:
-    if cfg.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, but got {cfg.seeds}")
+    check_config(cfg)
     if not cfg.lrs or any(not (lr > 0 and lr != float("inf")) for lr in cfg.lrs):
         raise ValueError(f"--lrs must be finite numbers > 0, but got {cfg.lrs}")
     if len(set(cfg.lrs)) != len(cfg.lrs):
         raise ValueError(f"--lrs must not repeat a learning rate, but got {cfg.lrs}")
-    if cfg.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, but got {cfg.epochs}")
 
 
 def grid(cfg: Config):
@@ -112,8 +90,8 @@ def run(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
-    n_out = 1 if data.num_classes == 2 and cfg.output_activation == "sigmoid" else (data.num_classes or
-                                                                                     data.y_train.shape[1])
+    n_out = (1 if data.num_classes == 2 and cfg.output_activation == "sigmoid"
+             else data.num_classes or data.y_train.shape[1])
     sizes = cfg.sizes or [data.n_features, 8, n_out]
     lrs, seeds, groups = grid(cfg)
     run_name = cfg.run or f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -155,25 +133,19 @@ def run(cfg: Config) -> dict:
     return results
 
 
+COLUMNS = [Column("mode", 10, "<"), Column("lr", 6, spec="g"), Column("success", 9), Column("rate", 6, spec=".2f"),
+           Column("median epochs", 13, spec=".1f"), Column("diverged", 8)]
+
+
 def table(rows: list, cfg: Config) -> str:
-    head = f"{'mode':<10} {'lr':>6} {'success':>9} {'rate':>6} {'median epochs':>13} {'diverged':>8}"
-    lines = [f"success: train loss <= {cfg.target_loss:g} within {cfg.epochs} epochs, over {cfg.seeds} seeds",
-             head, "-" * len(head)]
-    for r in rows:
-        median = f"{r['median_epochs']:.1f}" if r["median_epochs"] is not None else "-"
-        lines.append(f"{r['mode']:<10} {r['lr']:>6g} {r['successes']:>4}/{r['runs']:<4} {r['success_rate']:>6.2f} "
-                     f"{median:>13} {r['diverged']:>8}")
-    return "\n".join(lines)
+    cells = [[r["mode"], r["lr"], f"{r['successes']:>4}/{r['runs']:<4}", r["success_rate"], r["median_epochs"],
+              r["diverged"]] for r in rows]
+    return (f"success: train loss <= {cfg.target_loss:g} within {cfg.epochs} epochs, over {cfg.seeds} seeds\n"
+            + format_table(COLUMNS, cells))
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"sweep: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(EXPERIMENT, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -24,17 +24,18 @@ perceptron's and delta rule's errors/train and weights, and decision-boundary im
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
+                                parse_config, run_main)
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
@@ -50,68 +51,43 @@ METHOD_NAMES = {"perceptron": "perceptron rule", "delta": "delta rule", "mlp": "
 
 @dataclass
 class Config:
-    problems: list = field(default_factory=lambda: list(PROBLEMS))  # logic gates from manual_backprop.datasets
-    methods: list = field(default_factory=lambda: list(METHODS))  # perceptron, delta (rule), mlp (backprop)
-    seeds: int = 20  # seeds 0 .. seeds-1; success rates are over these, not one lucky run
-    mode: str = "online"  # learning mode of the two single-layer rules: online (the classic rules) or batch
-    lr_perceptron: float = 1.0  # eta of the error-correction rule (Rosenblatt's fixed increment)
-    epochs_perceptron: int = 100  # the epoch limit the perceptron runs into on XOR
-    lr_delta: float = 0.05  # eta of the delta rule; batch mode diverges above 0.63 on these four points
-    epochs_delta: int = 100  # enough to settle within 1e-3 of the least-squares line from the default init
-    hidden: int = 4  # hidden sigmoid units of the MLP [2, hidden, 1]; 2 is the classic, local-minimum-prone net
-    activation: str = "sigmoid"  # hidden activation of the MLP (its output is a sigmoid)
-    lr_mlp: float = 5.0  # batch gradient descent on the mean squared error
-    epochs_mlp: int = 3000  # epoch limit of the MLP; a seed still wrong by then counts as a failure
-    # Stop the MLP once e(w) = 1/4 sum (y - out)^2 <= 0.06 < 1/16: then every |y - out| < 1/2, so every point is
-    # on the right side of 0.5 and the net has solved the problem; going on would only sharpen the outputs.
-    target_loss: float = 0.06
-    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when present)
-    dtype: str = "float64"  # four points: float64 shows e(w) = 0.25 to the last digit
-    log_seeds: int = 1  # seeds (from 0) whose runs are written to TensorBoard; 0 writes none
-    image_every: int = 20  # epochs between decision-boundary images (and MLP histograms); the last is always drawn
-    logdir: str = "runs"
-    run: Optional[str] = None  # run folder name; None: <mode>-seeds<N>
-    quiet: bool = False  # no progress bar and no table
+    problems: list[str] = option(list(PROBLEMS), help="logic gates from manual_backprop.datasets", choices=PROBLEMS)
+    methods: list[str] = option(list(METHODS), help="perceptron (rule), delta (rule), mlp (backprop)",
+                                choices=METHODS)
+    seeds: int = option(20, help="seeds 0 .. N-1; success rates are over these, not one lucky run", check=at_least(1))
+    mode: str = option("online", help="learning mode of the two single-layer rules: online (the classic rules) or "
+                                      "batch", choices=SINGLE_LAYER_MODES)
+    lr_perceptron: float = option(1.0, help="eta of the error-correction rule (Rosenblatt's fixed increment)",
+                                  check=finite_positive)
+    epochs_perceptron: int = option(100, help="the epoch limit the perceptron runs into on XOR", check=at_least(1))
+    lr_delta: float = option(0.05, help="eta of the delta rule; batch mode diverges above 0.63 on these four points",
+                             check=finite_positive)
+    epochs_delta: int = option(100, help="enough to settle within 1e-3 of the least-squares line from the default "
+                                         "init", check=at_least(1))
+    hidden: int = option(4, help="hidden sigmoid units of the MLP [2, hidden, 1]; 2 is the classic, "
+                                 "local-minimum-prone net", check=at_least(1))
+    activation: str = option("sigmoid", help="hidden activation of the MLP (its output is a sigmoid)")
+    lr_mlp: float = option(5.0, help="eta of the MLP: batch gradient descent on the mean squared error",
+                           check=finite_positive)
+    epochs_mlp: int = option(3000, help="epoch limit of the MLP; a seed still wrong by then counts as a failure",
+                             check=at_least(1))
+    # e(w) = 1/4 sum (y - out)^2 <= 0.06 < 1/16 gives every |y - out| < 1/2: every point is on the right side of
+    # 0.5 and the net has solved the problem; going on would only sharpen the outputs.
+    target_loss: float = option(0.06, help="stop the MLP once e(w) <= this; below 1/16 every point is on its side "
+                                           "of 0.5")
+    device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    dtype: str = option("float64", help="four points: float64 shows e(w) = 0.25 to the last digit", choices=DTYPES)
+    log_seeds: int = option(1, help="seeds (from 0) whose runs are written to TensorBoard; 0 writes none",
+                            check=at_least(0))
+    image_every: int = option(20, help="epochs between decision-boundary images (and MLP histograms); the last is "
+                                       "always drawn", check=at_least(1))
+    logdir: str = option("runs", help="TensorBoard runs go to <logdir>/xor/<run>")
+    run: Optional[str] = option(None, help="run folder name (default: <mode>-seeds<N>)")
+    quiet: bool = option(False, help="no progress bar and no table")
 
 
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.xor", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--problems", nargs="+", default=d.problems, choices=PROBLEMS)
-    p.add_argument("--methods", nargs="+", default=d.methods, choices=METHODS)
-    p.add_argument("--seeds", type=int, default=d.seeds, help="number of seeds, 0 .. N-1")
-    p.add_argument("--mode", default=d.mode, choices=SINGLE_LAYER_MODES, help="mode of the single-layer rules")
-    p.add_argument("--lr-perceptron", type=float, default=d.lr_perceptron)
-    p.add_argument("--epochs-perceptron", type=int, default=d.epochs_perceptron)
-    p.add_argument("--lr-delta", type=float, default=d.lr_delta)
-    p.add_argument("--epochs-delta", type=int, default=d.epochs_delta)
-    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units of the MLP [2, hidden, 1]")
-    p.add_argument("--activation", default=d.activation, help="hidden activation of the MLP")
-    p.add_argument("--lr-mlp", type=float, default=d.lr_mlp)
-    p.add_argument("--epochs-mlp", type=int, default=d.epochs_mlp)
-    p.add_argument("--target-loss", type=float, default=d.target_loss)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--log-seeds", type=int, default=d.log_seeds, help="seeds written to TensorBoard")
-    p.add_argument("--image-every", type=int, default=d.image_every, help="epochs between decision boundaries")
-    p.add_argument("--logdir", default=d.logdir)
-    p.add_argument("--run", default=None, help="run name (default: <mode>-seeds<N>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    return Config(**vars(p.parse_args(argv)))
-
-
-def validate(cfg: Config) -> None:
-    """Refuse bad settings before any training starts."""
-    for name in ("seeds", "epochs_perceptron", "epochs_delta", "epochs_mlp", "hidden", "image_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, but got {getattr(cfg, name)}")
-    for name in ("lr_perceptron", "lr_delta", "lr_mlp"):
-        value = getattr(cfg, name)
-        if not value > 0 or value == float("inf"):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number > 0, but got {value}")
-    if cfg.log_seeds < 0:
-        raise ValueError(f"--log-seeds must be >= 0, but got {cfg.log_seeds}")
+    return parse_config(Config, argv, prog="python -m experiments.xor", description=__doc__)
 
 
 def run_one(cfg: Config, problem: str, method: str, seed: int, data, device, dtype, logger) -> dict:
@@ -169,7 +145,7 @@ def summarize(records: list) -> dict:
 
 def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
-    validate(cfg)
+    check_config(cfg)
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     run_name = cfg.run or f"{cfg.mode}-seeds{cfg.seeds}"
@@ -221,23 +197,24 @@ def run(cfg: Config) -> dict:
     return summaries
 
 
+COLUMNS = [Column("problem", 7, "<"), Column("method", 15, "<"), Column("solved", 7), Column("success", 7, spec=".0%"),
+           Column("epochs to solve", 16), Column("best acc", 8, spec=".0%"), Column("final acc", 9, spec=".0%"),
+           Column("final e(w)", 10), Column("line min e", 10, spec=".4f"), Column("stopped", align="<", gap=2)]
+
+
 def table(summaries: dict, least_squares: dict, cfg: Config) -> str:
-    head = (f"{'problem':<7} {'method':<15} {'solved':>7} {'success':>7} {'epochs to solve':>16} "
-            f"{'best acc':>8} {'final acc':>9} {'final e(w)':>10} {'line min e':>10}  stopped")
-    lines = [head, "-" * len(head)]
+    rows = []
     for problem, by_method in summaries.items():
         for method, s in by_method.items():
             epochs = (f"{s['epochs_to_solve_median']:g} (max {s['epochs_to_solve_max']})" if s["solved"] else "-")
-            lines.append(
-                f"{problem:<7} {METHOD_NAMES[method]:<15} {s['solved']:>3}/{s['seeds']:<3} {s['success_rate']:>7.0%} "
-                f"{epochs:>16} {s['best_accuracy']:>8.0%} {s['final_accuracy_mean']:>9.0%} "
-                f"{_e(s['final_loss_mean']):>10} {least_squares[problem]:>10.4f}  {s['stop_reason']}"
-            )
-    lines.append(f"epochs to solve: median (max) over the solved seeds of the first epoch with every point right. "
-                 f"best acc: the best any seed reached in any epoch.\nfinal e(w): mean over seeds of 1/N sum "
-                 f"(y - out)^2 (the perceptron's out is 0/1). line min e: the least-squares minimum over all lines. "
-                 f"Single-layer rules: {cfg.mode} mode; MLP: [2, {cfg.hidden}, 1] {cfg.activation}, batch.")
-    return "\n".join(lines)
+            rows.append([problem, METHOD_NAMES[method], f"{s['solved']:>3}/{s['seeds']:<3}", s["success_rate"],
+                         epochs, s["best_accuracy"], s["final_accuracy_mean"], _e(s["final_loss_mean"]),
+                         least_squares[problem], s["stop_reason"]])
+    return (format_table(COLUMNS, rows) + "\n"
+            f"epochs to solve: median (max) over the solved seeds of the first epoch with every point right. "
+            f"best acc: the best any seed reached in any epoch.\nfinal e(w): mean over seeds of 1/N sum "
+            f"(y - out)^2 (the perceptron's out is 0/1). line min e: the least-squares minimum over all lines. "
+            f"Single-layer rules: {cfg.mode} mode; MLP: [2, {cfg.hidden}, 1] {cfg.activation}, batch.")
 
 
 def notes(records: dict, summaries: dict, least_squares: dict, cfg: Config) -> str:
@@ -265,13 +242,7 @@ def _e(value: float) -> str:
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError) as err:
-        print(f"xor: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(EXPERIMENT, parse_args, run, argv)
 
 
 if __name__ == "__main__":
