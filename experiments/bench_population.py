@@ -10,7 +10,7 @@ updates each member makes. It includes everything a run does: drawing each membe
 samples, the forward and backward phases and the update, the end-of-epoch evaluation, the divergence/target
 bookkeeping and the once-an-epoch read-back. The sequential baseline trains members one after another with
 ``Trainer`` (the project's single-run path, evaluation included) and with a bare loop of
-``MLP._loss_and_grads`` + ``_step`` (no evaluation, no bookkeeping: the least a single run costs here). The
+``loss_and_gradients`` + ``update`` (no evaluation, no bookkeeping: the least a single run costs here). The
 sequential runs are timed on the first ``--sequential-runs`` members and extrapolated to K (per update, the cost
 of a run does not depend on which member it is); the table says so. Every ratio is taken within one process run.
 
@@ -25,61 +25,50 @@ measured here) and aims below 50 ns per member-update.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
+                                run_main)
 from manual_backprop.datasets import load_dataset
 from manual_backprop.losses import get_loss
 from manual_backprop.checks import resolve_device
-from manual_backprop.network import MLP
+from manual_backprop.network import MLP, loss_and_gradients, update
 from manual_backprop.population import ENGINES, Population, PopulationTrainer
-from manual_backprop.training import Trainer, write_json
+from manual_backprop.training import MODES, Trainer, write_json
 from reference.compare import norm_relative_error
 
 
 @dataclass
 class Config:
-    K: int = 1024  # members of the population
-    sizes: list = field(default_factory=lambda: [2, 2, 1])  # the lecture's XOR network
-    mode: str = "online"  # one update per sample: the mode with the most, and smallest, updates
-    epochs: int = 200  # timed epochs (each member makes epochs * 4 updates on XOR)
-    warmup_epochs: int = 3  # untimed epochs first (allocations; compilation for the compiled engine)
-    lrs: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # member i gets lrs[i % len(lrs)]
-    engines: Optional[list] = None  # None: eager and, where a C++ compiler exists, compiled (cuda_graph on CUDA)
-    dtypes: list = field(default_factory=lambda: ["float64"])
-    device: str = "cpu"
-    threads: int = 1  # torch.set_num_threads; 0 leaves torch's default
-    sequential_runs: int = 8  # members also trained one at a time, timed and extrapolated to K
-    out: str = "runs/bench_population.json"
-    quick: bool = False  # K 64, 10 epochs, 2 sequential runs, eager only
+    K: int = option(1024, help="members of the population", check=at_least(1))
+    sizes: list[int] = option([2, 2, 1], help="layer widths; the default is the lecture's XOR network")
+    mode: str = option("online", help="learning mode; online makes the most, and smallest, updates", choices=MODES)
+    epochs: int = option(200, help="timed epochs (each member makes epochs * 4 updates on XOR)", check=at_least(1))
+    warmup_epochs: int = option(3, help="untimed epochs first (allocations; compilation for the compiled engine)",
+                                check=at_least(0))
+    lrs: list[float] = option([0.5, 1.0, 2.0, 4.0], help="member i gets lrs[i % len(lrs)]")
+    engines: Optional[list[str]] = option(None, choices=ENGINES,
+                                          help="population engines to time (default: eager and, where a C++ "
+                                               "compiler exists, compiled; cuda_graph on CUDA)")
+    dtypes: list[str] = option(["float64"], help="each dtype is timed on its own", choices=DTYPES)
+    device: str = option("cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    threads: int = option(1, help="torch.set_num_threads; 0 leaves torch's default")
+    sequential_runs: int = option(8, help="members also trained one at a time, timed and extrapolated to K",
+                                  check=at_least(1))
+    out: str = option("runs/bench_population.json", help="JSON file to write")
+    quick: bool = option(False, help="K 64, 10 epochs, 2 sequential runs, eager only")
 
 
 def parse_args(argv=None) -> Config:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_population", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--K", type=int, default=d.K, help="population size")
-    p.add_argument("--sizes", type=int, nargs="+", default=d.sizes)
-    p.add_argument("--mode", default=d.mode, choices=["batch", "online", "minibatch"])
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
-    p.add_argument("--lrs", type=float, nargs="+", default=d.lrs)
-    p.add_argument("--engines", nargs="+", default=None, choices=ENGINES)
-    p.add_argument("--dtypes", nargs="+", default=d.dtypes, choices=["float32", "float64"])
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--sequential-runs", type=int, default=d.sequential_runs)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--quick", action="store_true")
-    cfg = Config(**vars(p.parse_args(argv)))
+    cfg = parse_config(Config, argv, prog="python -m experiments.bench_population", description=__doc__)
     if cfg.quick:
         cfg.K, cfg.epochs, cfg.warmup_epochs, cfg.sequential_runs = 64, 10, 1, 2
         cfg.engines = cfg.engines or ["eager"]
@@ -153,8 +142,8 @@ def time_sequential(cfg: Config, data, dtype, device) -> dict:
                 for idx in batches:
                     xb = x if idx is None else x.index_select(0, idx)
                     yb = y if idx is None else y.index_select(0, idx)
-                    _, grads = net._loss_and_grads(xb, yb, loss_fn)
-                    net._step(grads, lr)
+                    _, grads = loss_and_gradients(net, xb, yb, loss_fn)
+                    update(net.weights, net.biases, grads, lr)
                     bare_updates += 1
         _sync(device)
         bare_seconds += time.perf_counter() - start
@@ -165,6 +154,7 @@ def time_sequential(cfg: Config, data, dtype, device) -> dict:
 
 
 def run(cfg: Config) -> dict:
+    check_config(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -200,38 +190,35 @@ def run(cfg: Config) -> dict:
     return result
 
 
+COLUMNS = [Column("case", 34, "<"), Column("K", 6), Column("updates", 8), Column("seconds", 8, spec=".2f"),
+           Column("ns per member-update", 21), Column("speedup", 8, spec=".1f")]
+
+
 def table(result: dict, cfg: Config) -> str:
-    head = f"{'case':<34} {'K':>6} {'updates':>8} {'seconds':>8} {'ns per member-update':>21} {'speedup':>8}"
-    lines = [f"XOR {cfg.sizes} {cfg.mode}, {cfg.epochs} epochs, device {result['device']}, "
-             f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}", head, "-" * len(head)]
+    rows = []
     for dtype_name, seq in result["sequential_by_dtype"].items():
-        lines.append(f"{'sequential Trainer ' + dtype_name:<34} {seq['runs_timed']:>6} {seq['updates']:>8} "
-                     f"{seq['trainer_seconds']:>8.2f} {seq['ns_per_update']:>21.0f} {1.0:>8.1f}")
-        lines.append(f"{'sequential bare loop ' + dtype_name:<34} {seq['runs_timed']:>6} {seq['updates']:>8} "
-                     f"{seq['bare_seconds']:>8.2f} {seq['bare_ns_per_update']:>21.0f} "
-                     f"{seq['ns_per_update'] / seq['bare_ns_per_update']:>8.1f}")
-        for c in result["cases"]:
-            if c["dtype"] == dtype_name:
-                lines.append(f"{'population ' + c['engine'] + ' ' + dtype_name:<34} {c['K']:>6} "
-                             f"{c['K'] * c['updates_per_member']:>8} {c['seconds']:>8.2f} "
-                             f"{c['ns_per_member_update']:>21.1f} {c['speedup_vs_sequential_trainer']:>8.1f}")
+        rows.append([f"sequential Trainer {dtype_name}", seq["runs_timed"], seq["updates"], seq["trainer_seconds"],
+                     f"{seq['ns_per_update']:.0f}", 1.0])
+        rows.append([f"sequential bare loop {dtype_name}", seq["runs_timed"], seq["updates"], seq["bare_seconds"],
+                     f"{seq['bare_ns_per_update']:.0f}", seq["ns_per_update"] / seq["bare_ns_per_update"]])
+        rows += [[f"population {c['engine']} {dtype_name}", c["K"], c["K"] * c["updates_per_member"], c["seconds"],
+                  f"{c['ns_per_member_update']:.1f}", c["speedup_vs_sequential_trainer"]]
+                 for c in result["cases"] if c["dtype"] == dtype_name]
     seq = result["sequential"]
-    lines.append(f"sequential rows: {seq['runs_timed']} runs timed, per-update cost extrapolated to K = "
-                 f"{seq['extrapolated_to']} ({seq['extrapolated_seconds_for_K']:.1f} s for all K with Trainer); "
-                 f"speedup = sequential Trainer ns per update / this row's")
-    lines.append(f"check: {result['check']['members_checked']} timed single runs vs their population members, "
-                 f"max norm-relative error {result['check']['max_norm_relative_error']:.1e}")
-    return "\n".join(lines)
+    return "\n".join([
+        f"XOR {cfg.sizes} {cfg.mode}, {cfg.epochs} epochs, device {result['device']}, "
+        f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}",
+        format_table(COLUMNS, rows),
+        f"sequential rows: {seq['runs_timed']} runs timed, per-update cost extrapolated to K = "
+        f"{seq['extrapolated_to']} ({seq['extrapolated_seconds_for_K']:.1f} s for all K with Trainer); "
+        f"speedup = sequential Trainer ns per update / this row's",
+        f"check: {result['check']['members_checked']} timed single runs vs their population members, "
+        f"max norm-relative error {result['check']['max_norm_relative_error']:.1e}"])
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except (ValueError, TypeError, RuntimeError) as err:
-        print(f"bench_population: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    # RuntimeError too: an engine that cannot run here (torch.compile without a working compiler, say)
+    return run_main("bench_population", parse_args, run, argv, errors=(RuntimeError,))
 
 
 if __name__ == "__main__":

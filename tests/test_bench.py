@@ -9,9 +9,10 @@ import statistics
 import pytest
 import torch
 
-from experiments import bench
+from experiments import bench, bench_peers
 from manual_backprop import MLP
 from manual_backprop.losses import get_loss
+from manual_backprop.network import loss_and_gradients, update
 from reference.compare import norm_relative_error
 from reference.torch_mlp import TorchMLP
 
@@ -22,7 +23,7 @@ F64 = torch.float64
 def quick_report(tmp_path_factory):
     pytest.importorskip("sklearn")  # the small cases run on the digits
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    report = bench.main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet"])
+    report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet"]))
     return report, json.loads(out.read_text())
 
 
@@ -77,8 +78,8 @@ def test_autograd_counter_counts_what_autograd_saves():
     # (2 values, saved by sigmoid and by the second Linear: one storage), x^2 (1 value, by sigmoid and mse_loss)
     # and the target y (1 value); the weights it also packs are parameters and not counted.
     twin = TorchMLP([2, 2, 1], dtype=F64)
-    kept = bench.autograd_kept_bytes(twin, get_loss("squared_error"), torch.rand(1, 2, dtype=F64),
-                                     torch.rand(1, 1, dtype=F64))
+    kept = bench_peers.autograd_kept_bytes(twin, get_loss("squared_error"), torch.rand(1, 2, dtype=F64),
+                                           torch.rand(1, 1, dtype=F64))
     assert kept == (2 + 2 + 1 + 1) * 8
 
 
@@ -89,7 +90,7 @@ def test_numpy_peer_makes_the_same_updates_as_the_manual_path(name):
     net = MLP(sizes, activation=case.activation, output_activation=case.output_activation, dtype=F64, seed=0,
               bias_init="normal", init_scale=0.1)
     loss_fn = get_loss(case.loss)
-    peer = bench.NumpyMLP(net, loss_fn, case.lr)
+    peer = bench_peers.NumpyMLP(net, loss_fn, case.lr)
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
         x = torch.randn(4, sizes[0], generator=g, dtype=F64)
@@ -97,25 +98,26 @@ def test_numpy_peer_makes_the_same_updates_as_the_manual_path(name):
         expected = net.loss(x, y, loss_fn)
         got = peer.step(x.numpy(), y.numpy())
         with torch.no_grad():
-            _, grads = net._loss_and_grads(x, y, loss_fn)
-            net._step(grads, case.lr)
+            _, grads = loss_and_gradients(net, x, y, loss_fn)
+            update(net.weights, net.biases, grads, case.lr)
         assert abs(got - float(expected)) <= 1e-12 * max(1.0, abs(float(expected))), f"{name}: loss"
     for k, (w, b) in enumerate(zip(net.weights, net.biases)):
         assert norm_relative_error(torch.from_numpy(peer.W[k]), w) <= 1e-12, f"{name}: W[{k}]"
         assert norm_relative_error(torch.from_numpy(peer.b[k]), b) <= 1e-12, f"{name}: b[{k}]"
 
 
-def test_cuda_device_is_refused_cleanly_without_cuda(tmp_path):
+def test_cuda_device_is_refused_cleanly_without_cuda(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(SystemExit, match="CUDA is not available"):
-        bench.main(["--quick", "--device", "cuda", "--out", str(tmp_path / "b.json"), "--quiet"])
+    assert bench.main(["--quick", "--device", "cuda", "--out", str(tmp_path / "b.json"), "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_the_benchmark_carries_the_population_case(tmp_path):
     """Issue 6's case inside the benchmark's report: K networks in lockstep vs the same runs one at a time."""
-    report = bench.main(["--quick", "--device", "cpu", "--threads", "1", "--cases", "online_tiny", "--dtype",
-                         "float64", "--out", str(tmp_path / "b.json"), "--quiet"])
+    report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--cases", "online_tiny",
+                                         "--dtype", "float64", "--out", str(tmp_path / "b.json"), "--quiet"]))
     cpu = report["population"]["by_device"]["cpu"]
     assert cpu["cases"] and all(c["ns_per_member_update"] > 0 for c in cpu["cases"])
     # the timed single runs are checked against their population members (float64)
