@@ -40,10 +40,10 @@ from ..network import MLP, Gradients
 from .common import FastPathUnavailable
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
 
-__all__ = ["CKernel", "load_kernel", "c_unsupported", "C_ULPS"]
+__all__ = ["CKernel", "load_kernel", "c_unsupported", "c_function", "C_ULPS"]
 
 # The per-update bound of the C loop against network.py, in units in the last place (see the module docstring).
-C_ULPS = 64
+C_ULPS = 4
 _ABI_VERSION = 4
 _CSRC = Path(__file__).resolve().parent.parent / "_csrc"
 
@@ -131,11 +131,16 @@ def load_kernel() -> ctypes.CDLL:
         if lib.mbp_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable(f"the C loop at {target} reports ABI {lib.mbp_abi_version()}, "
                                       f"expected {_ABI_VERSION}")
-        pointer = ctypes.c_void_p
+        pointer, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
+        signatures = {"train": (ctypes.c_int, [pointer, pointer, pointer, i64, f64, pointer, pointer, pointer]),
+                      "activation_forward": (None, [i32, f64, pointer, i64]),
+                      "activation_backward": (None, [i32, f64, pointer, pointer, i64]),
+                      "output_delta": (f64, [i32, i32, f64, pointer, pointer, pointer, pointer, i64, f64]),
+                      "hidden_delta": (None, [i32, f64, pointer, pointer, pointer, pointer, i64, i64])}
         for suffix in ("f64", "f32"):
-            fn = getattr(lib, f"mbp_train_{suffix}")
-            fn.restype = ctypes.c_int
-            fn.argtypes = [pointer, pointer, pointer, ctypes.c_int64, ctypes.c_double, pointer, pointer, pointer]
+            for name, (restype, argtypes) in signatures.items():
+                fn = getattr(lib, f"mbp_{name}_{suffix}")
+                fn.restype, fn.argtypes = restype, argtypes
         _lib_cache[cc] = lib
         return lib
 
@@ -201,6 +206,12 @@ def c_unsupported(net: MLP, loss_fn: Loss) -> Optional[str]:
         if reason:
             return f"layer {k + 1}: {reason}"
     return c_unsupported_loss(loss_fn)
+
+
+def c_function(name: str, dtype: torch.dtype):
+    """One exported kernel of the C loop for ``dtype`` (mbp_activation_forward, mbp_activation_backward,
+    mbp_output_delta, mbp_hidden_delta): the per-kernel proof calls them on the reference's own rows."""
+    return getattr(load_kernel(), f"mbp_{name}_{'f64' if dtype == torch.float64 else 'f32'}")
 
 
 def _ptr_array(tensors) -> ctypes.Array:

@@ -64,7 +64,12 @@ from ..init import initial_parameters, resolve_init
 from ..losses import Loss, default_loss_for, get_loss
 from ..network import MLP, ForwardCache, Gradients, backward_phase, forward_phase, update
 
-__all__ = ["Population", "member_accuracy"]
+__all__ = ["Population", "member_accuracy", "POPULATION_ULPS"]
+
+# One population update agrees with each member's own update through network.py within this many units in the last
+# place of each tensor's largest entry (tests/test_update_proof.py): the batched kernels (bmm, and element-wise ops
+# vectorised over (K, B, n) where a small (B, n) tensor runs scalar code) round a few entries differently.
+POPULATION_ULPS = 4
 
 
 def member_accuracy(output: Tensor, labels: Tensor) -> Tensor:

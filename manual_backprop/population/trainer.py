@@ -197,8 +197,9 @@ class PopulationTrainer:
     # ------------------------------------------------------------------ data
     def _prepare(self, data, split: str):
         pop = self.pop
-        x = getattr(data, f"x_{split}").to(device=pop.device, dtype=pop.dtype)
-        y = getattr(data, f"y_{split}").to(pop.device)
+        # Detached where the data enters: the epoch function's ops must never see a tensor that requires grad.
+        x = getattr(data, f"x_{split}").detach().to(device=pop.device, dtype=pop.dtype)
+        y = getattr(data, f"y_{split}").detach().to(pop.device)
         x = check_input(f"x_{split}", x, n_features=pop.sizes[0], dtype=pop.dtype, device=pop.device, sizes=pop.sizes)
         labels = None if y.is_floating_point() else y
         y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), pop.sizes[-1], pop.dtype)
