@@ -137,7 +137,10 @@ def init_distributed(device: Union[str, torch.device] = "auto", *, init_method: 
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        return DistInfo(rank, world_size, local_rank, _rank_device(device, local_rank), dist.get_backend(), False)
+        device = _rank_device(device, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # as below: nccl's broadcast_object_list uses the current device
+        return DistInfo(rank, world_size, local_rank, device, dist.get_backend(), False)
 
     if rank is None or world_size is None:
         missing = [k for k in ("RANK", "WORLD_SIZE") if k not in os.environ]
@@ -165,7 +168,8 @@ def init_distributed(device: Union[str, torch.device] = "auto", *, init_method: 
 
 
 def _rank_device(device, local_rank: int) -> torch.device:
-    """cuda:LOCAL_RANK for "cuda"/"auto" with CUDA present, else the CPU: one GPU per rank."""
+    """cuda:LOCAL_RANK for "cuda"/"auto" with CUDA present, else the CPU: one GPU per rank (cuda:0 where the
+    process sees exactly one GPU, as launchers that give each task its own GPU arrange)."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device) if not isinstance(device, torch.device) else device
@@ -178,9 +182,15 @@ def _rank_device(device, local_rank: int) -> torch.device:
                          f"but got {str(device)!r}; choose the GPUs with CUDA_VISIBLE_DEVICES")
     if not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but CUDA is not available on this machine")
-    if local_rank >= torch.cuda.device_count():
-        raise ValueError(f"LOCAL_RANK {local_rank} needs GPU cuda:{local_rank}, but this machine shows "
-                         f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node")
+    count = torch.cuda.device_count()
+    if count == 1:
+        # A launcher (Slurm, a container per task) that shows each rank only its own GPU: that GPU is cuda:0,
+        # whatever LOCAL_RANK says.
+        return resolve_device("cuda:0")
+    if local_rank >= count:
+        raise ValueError(f"LOCAL_RANK {local_rank} needs GPU cuda:{local_rank}, but this process sees {count} GPUs; "
+                         f"start at most that many processes per node, or show each rank one GPU "
+                         f"(CUDA_VISIBLE_DEVICES)")
     return resolve_device(f"cuda:{local_rank}")
 
 

@@ -479,3 +479,18 @@ def test_the_readme_torchrun_command_runs_and_matches_one_process(torchrun_job, 
 
 if __name__ == "__main__":
     _worker(*sys.argv[1:])
+
+
+def test_rank_device_takes_the_one_visible_gpu_and_refuses_a_missing_one(monkeypatch):
+    """Launchers that give each task one visible GPU: LOCAL_RANK 3 with one GPU visible is cuda:0; with two
+    visible, LOCAL_RANK 3 names a GPU that is not there and is refused with a message (no CUDA needed: the device
+    count is what is decided on)."""
+    from manual_backprop import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed._rank_device("cuda", 3) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed._rank_device("cuda", 1) == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="LOCAL_RANK 3 needs GPU cuda:3, but this process sees 2 GPUs"):
+        distributed._rank_device("cuda", 3)
