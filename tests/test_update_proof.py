@@ -12,18 +12,11 @@ careless f' such as tanh' = 1 - x*x loses digits). Compared in float64:
                              step fused into the product (FUSED_ULPS), the C loop (C_ULPS), the population engines,
                              whose batched kernels are not the single network's (POPULATION_ULPS).
 
-A bound of u ulps means: for each tensor compared (loss, every gradient, every parameter after the update),
-max |fast - reference| <= u * eps * scale. The scale is the classical forward-error yardstick of the computation,
-the same network run on magnitudes (|x|, |W|, |b|, every f and f' at its bound 1): forward magnitudes
-F_0 = |x^0|, F_{k+1} = F_k |W[k]|^T + |b[k]|; backward magnitudes G_L = |dE/dx^L| + (its change per unit change of
-x^L) F_L, G_{k-1} = G_k |W[k]|; then dE/dW[k] is measured against the largest entry of G_k^T F_k, dE/db[k] against
-sum G_k, a parameter against the larger of its largest entry and lr times its gradient's scale, and the loss against
-its magnitude plus sum G_L F_L. Cancellation cannot shrink this scale, and near saturation it is honest: two correct
-implementations of f may differ by one ulp in x = f(net), and f' read off x (x (1 - x), (1 - x)(1 + x)) then has an
-absolute, not a relative, accuracy of about eps. So the per-kernel proof below checks, on the reference's own inputs, that
-each C kernel gives the reference's outputs bit for bit (that is what catches a drifted formula such as
-tanh' = 1 - x*x), and the whole-update proof bounds what different summation orders and libm add to it.
-Whole-run comparisons (test_fast.py, test_population.py) are smoke tests; this file is the contract.
+A bound of u ulps is measured against the absolute-value network's magnitudes (reference/update_proof.py says
+how, and why that is the honest yardstick near saturation). The per-kernel proof below checks, on the reference's
+own inputs, that each C kernel gives the reference's outputs bit for bit: that is what catches a drifted formula
+such as tanh' = 1 - x*x. Whole-run comparisons (test_fast.py, test_population.py) are smoke tests; this file is the
+contract.
 """
 
 import pytest
@@ -34,6 +27,7 @@ from manual_backprop.datasets import Dataset
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.network import Gradients, loss_and_gradients, update
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
+from reference.update_proof import named, path_update, reference_update, update_misses
 from test_autograd_off import GraphWatcher
 
 F64 = torch.float64
@@ -70,61 +64,20 @@ def _problem(hidden, output, loss_fn, regime, B, seed=0):
 
 
 def _reference_update(net, x, y, loss_fn):
-    """One update through network.py: returns ((loss, Gradients, parameters after), scales)."""
-    ref = net.copy()
-    with torch.no_grad():
-        cache = ref.forward_cache(x)
-        loss, grads = loss_and_gradients(ref, x, y, loss_fn)
-        # The absolute-value network: forward magnitudes F_k (what an error in net^k is relative to) and backward
-        # magnitudes G_k with every f' at its bound 1.
-        F = [x.abs()]
-        for k in range(ref.num_layers):
-            F.append(F[-1] @ ref.weights[k].abs().t() + (ref.biases[k].abs() if ref.bias else 0.0))
-        c = loss_fn.scale(*cache.output.shape)
-        if loss_fn.name == "squared_error":
-            g = 2.0 * c * ((cache.output - y).abs() + F[-1])
-            G = 2.0 * g.max(dim=1, keepdim=True).values.expand_as(g)  # |J^T g| <= 2 max |g| for softmax too
-        else:
-            G = c * (cache.output.abs() + y.abs() + F[-1])  # the fused delta c (x - y)
-        scales = {"loss": loss.abs().item() + (G * F[-1]).sum().item()}
-        for k in range(ref.num_layers - 1, -1, -1):
-            scales[f"dW[{k}]"] = (G.t() @ F[k]).max().item()
-            scales[f"db[{k}]"] = G.sum(0).max().item()
-            G = G @ ref.weights[k].abs()
-        update(ref.weights, ref.biases, grads, LR)
-    for k, p in enumerate(ref.parameters()):
-        grad_name = f"dW[{k // 2}]" if p.dim() == 2 else f"db[{k // 2}]"
-        scales[f"param[{k}]"] = max(p.abs().max().item(), LR * scales[grad_name])
-    return (loss, grads, ref.parameters()), scales
-
-
-def _ulps(got: torch.Tensor, ref: torch.Tensor, scale: float) -> float:
-    diff = (got - ref).abs().max().item() if ref.numel() else 0.0
-    if scale == 0.0:
-        return 0.0 if diff == 0.0 else float("inf")
-    return diff / (torch.finfo(ref.dtype).eps * scale)
+    return reference_update(net, x, y, loss_fn, LR)
 
 
 def assert_same_update(path, got: dict, ref: dict, ulps: int, scales: dict):
-    """got/ref: {name: tensor}; scales: {name: the magnitude of what was summed}. ulps == 0 asks for bit-equality."""
-    for name, r in ref.items():
-        g = got[name]
+    """got/ref: {name: tensor}; ulps == 0 asks for bit-equality (see reference/update_proof.py for the scale)."""
+    for name, miss, ok in update_misses(got, ref, scales, ulps):
+        g, r = got[name], ref[name]
         assert g.shape == r.shape and g.dtype == r.dtype, f"{path}: {name} is {g.shape}/{g.dtype}, not {r.shape}/{r.dtype}"
-        if ulps == 0:
-            assert torch.equal(g, r), \
-                f"{path}: {name} is not bit-equal to the reference ({_ulps(g, r, scales[name]):.2f} ulps)"
-        else:
-            miss = _ulps(g, r, scales[name])
-            assert miss <= ulps, f"{path}: {name} differs from the reference by {miss:.1f} ulps > the bound {ulps}"
+        assert ok, (f"{path}: {name} is not bit-equal to the reference ({miss:.2f} ulps)" if ulps == 0 else
+                    f"{path}: {name} differs from the reference by {miss:.1f} ulps > the bound {ulps}")
 
 
-def _named(loss, grads: Gradients, params) -> dict:
-    out = {"loss": loss.reshape(())}
-    if grads is not None:
-        out.update({f"dW[{k}]": g for k, g in enumerate(grads.weights)})
-        out.update({f"db[{k}]": g for k, g in enumerate(grads.biases)})
-    out.update({f"param[{k}]": p for k, p in enumerate(params)})
-    return out
+def _named(loss, grads, params) -> dict:
+    return named(loss, grads, params)
 
 
 def _fused_update(net, x, y, loss_fn, keep_grads):
@@ -162,8 +115,7 @@ needs_c = pytest.mark.skipif(_c_reason() is not None, reason=f"no working C comp
 @pytest.mark.parametrize("path", ["fused-exact", "fused", pytest.param("c", marks=needs_c)])
 def test_one_fast_update_is_the_reference_update(path, hidden, output, loss_fn, regime, B):
     net, x, y = _problem(hidden, output, loss_fn, regime, B)
-    reference, scales = _reference_update(net, x, y, loss_fn)
-    ref = _named(*reference)
+    ref, scales = _reference_update(net, x, y, loss_fn)
     if path == "fused-exact":
         got, ulps = _named(*_fused_update(net, x, y, loss_fn, keep_grads=True)), 0
     elif path == "fused":
@@ -326,7 +278,7 @@ def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_m
     y = _targets(loss_fn, B, gen)
     members = [pop.member(i).to("cpu") for i in range(pop.size)]
     updates = [_reference_update(m, x, y, loss_fn) for m in members]
-    refs, scales = [_named(*u[0]) for u in updates], [u[1] for u in updates]
+    refs, scales = [u[0] for u in updates], [u[1] for u in updates]
     xd, yd = x.to(pop.device), y.to(pop.device)
     if engine == "api":
         with torch.no_grad():
@@ -340,13 +292,9 @@ def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_m
         trainer = PopulationTrainer(pop, data, mode="batch", lr=LR, epochs=1, loss_fn=loss_fn, engine=engine)
         trainer.run()  # batch mode: one epoch is one update on the B samples in their stored order
         assert trainer.history.updates[-1] == 1 and not any(trainer.history.diverged())
-        gots = [_named(torch.tensor(trainer.history.member(i).train_loss[0], dtype=F64), None,
-                       [p[i] for p in pop.parameters()]) for i in range(pop.size)]
-        refs = [{k: v for k, v in r.items() if not k.startswith("d") and k != "loss"} for r in refs]
-        # the trainer's first record is the loss before any update, evaluated on the same batch
-        for i, m in enumerate(members):
-            with torch.no_grad():
-                gots[i].pop("loss")
+        # the loss of the update is the epoch-0 record: the same batch through the same forward phase
+        gots = [_named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
+                for i in range(pop.size)]
     for i, (got, ref) in enumerate(zip(gots, refs)):
         got = {k: v.to("cpu") for k, v in got.items()}
         assert_same_update(f"population {engine} member {i} {hidden}/{output}/{loss_fn!r} {regime}", got, ref,
@@ -373,8 +321,7 @@ def test_one_cuda_graph_update_is_the_reference_update(hidden, output, loss_fn, 
     net, x, y = _problem(hidden, output, loss_fn, regime, 2)
     net.to("cuda")
     xd, yd = x.to("cuda"), y.to("cuda")
-    reference, scales = _reference_update(net, xd, yd, loss_fn)
-    ref = _named(*reference)
+    ref, scales = _reference_update(net, xd, yd, loss_fn)
     runner = fast.CudaGraphRunner(net, loss_fn, 2, chunk=1, keep_grads=True)
     losses = torch.zeros(1, dtype=F64, device="cuda")
     with torch.no_grad():
@@ -421,3 +368,17 @@ def test_fast_paths_build_no_autograd_graph(path):
     assert watcher.graph_ops == [], f"{path}: ops that built autograd graph nodes: {sorted(set(watcher.graph_ops))}"
     assert saved == [], f"{path}: autograd saved tensors for a backward pass"
     assert all(not p.requires_grad and p.grad_fn is None for p in params)
+
+
+def test_prove_paths_reports_every_path_that_runs_here_and_each_passes():
+    """What `manual-backprop check --paths all` runs on the user's machine: every path of this device, each ok."""
+    from reference.update_proof import paths_for, prove_paths
+
+    loss_fn = get_loss("cross_entropy")
+    net, x, y = _problem("tanh", "softmax", loss_fn, "saturated", 6)
+    paths = paths_for(torch.device("cpu"), compiled=False)
+    assert {"fused-exact", "fused", "population-api", "population-eager"} <= set(paths)
+    results = prove_paths(net, x, y, loss_fn, LR, paths)
+    assert [r[0] for r in results] == paths
+    for path, bound, rows in results:
+        assert rows and all(ok for _, _, ok in rows), f"{path}: {[(n, u) for n, u, ok in rows if not ok]}"
