@@ -58,6 +58,7 @@ class Loss:
 
     def prepare_target(self, y: Tensor, out_shape: tuple, dtype: torch.dtype) -> Tensor:
         """Return y as a (B, n_out) tensor of the output's dtype, or raise ValueError saying what shape fits."""
+        _check_not_empty(out_shape)
         if y.shape != out_shape:
             raise ValueError(f"y must have shape {tuple(out_shape)} to match the output for {self.name}, but got {tuple(y.shape)}")
         if not y.is_floating_point():
@@ -158,8 +159,20 @@ class CrossEntropy(Loss):
             )
 
     def prepare_target(self, y: Tensor, out_shape: tuple, dtype: torch.dtype) -> Tensor:
+        """Class indices (B,) become one-hot rows; floating rows (B, C) must be probability distributions.
+
+        The fused delta c (p - y) is dE/dnet only where every row of y sums to 1 (the exact one is
+        c (p * sum_j y_j - y)), so rows that do not (one-hot x 2, all-zero rows) or that hold negative entries are
+        refused rather than given a silently wrong gradient.
+        """
         batch, classes = out_shape
-        if not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool:
+        _check_not_empty(out_shape)
+        if y.dtype == torch.bool or y.is_complex():
+            raise TypeError(
+                f"y for cross_entropy must be class indices (an integer tensor) or probability rows (a floating-point "
+                f"tensor), but got dtype {y.dtype}"
+            )
+        if not y.is_floating_point():
             if y.shape != (batch,):
                 raise ValueError(
                     f"class-index targets y for cross_entropy must have shape ({batch},), but got {tuple(y.shape)}"
@@ -175,6 +188,7 @@ class CrossEntropy(Loss):
                 f"y for cross_entropy must be class indices of shape ({batch},) or one-hot rows of shape "
                 f"({batch}, {classes}), but got {tuple(y.shape)} with dtype {y.dtype}"
             )
+        _check_distribution_rows(y)
         return y
 
     def value(self, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -231,6 +245,36 @@ class BinaryCrossEntropy(Loss):
         torch.sum(t, dim=(-2, -1), out=loss_out)
         loss_out.mul_(c)
         torch.sub(x, y, out=d).mul_(c)
+
+
+def _check_not_empty(out_shape: tuple) -> None:
+    if out_shape[-2] == 0:
+        raise ValueError("empty batch: x and y hold 0 samples; a cost averaged over samples needs at least one")
+
+
+def _check_distribution_rows(y: Tensor) -> None:
+    """Every finite row of y (B, C) is a probability distribution: no negative entry, sum 1 up to rounding.
+
+    Rows with a NaN or inf are left to the finiteness check that follows, which names the element.
+    """
+    finite = torch.isfinite(y).all(dim=-1)  # (B,)
+    negative = (y < 0).any(dim=-1) & finite
+    if bool(negative.any()):
+        i = int(negative.nonzero()[0])
+        j = int((y[i] < 0).nonzero()[0])
+        raise ValueError(
+            f"y for cross_entropy holds probabilities, which must not be negative, but row {i} has "
+            f"y[{i}, {j}] = {y[i, j].item():g}"
+        )
+    # Summing C entries rounds by at most about C ulps; 16 C ulps leaves room for rows computed by the user.
+    tol = 16 * y.shape[-1] * torch.finfo(y.dtype).eps
+    off = ((y.sum(dim=-1) - 1).abs() > tol) & finite
+    if bool(off.any()):
+        i = int(off.nonzero()[0])
+        raise ValueError(
+            f"y for cross_entropy must hold probability rows that sum to 1 (one-hot or soft labels), but row {i} "
+            f"sums to {y[i].sum().item():.10g}: the fused delta p - y is dE/dnet only for such rows"
+        )
 
 
 LOSSES = {"squared_error": SquaredError, "cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy}

@@ -149,3 +149,68 @@ def test_bad_step_and_state_dict(net):
     del state["2.weight"]
     with pytest.raises(ValueError, match=r"missing \['2.weight'\], unexpected \[\]"):
         net.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+def test_load_state_dict_is_all_or_nothing(net):
+    """A shape error on a later key leaves every parameter as it was (no half-loaded network)."""
+    before = [p.clone() for p in net.parameters()]
+    state = {k: torch.full_like(v, 7.0) for k, v in net.state_dict().items()}
+    state["2.weight"] = torch.zeros(3, 7, dtype=F64)
+    with pytest.raises(ValueError, match=r"state_dict\['2.weight'\] must have shape \(3, 8\)"):
+        net.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before)), "0.weight was overwritten"
+    state["2.weight"] = torch.zeros(3, 8, dtype=torch.complex128)
+    with pytest.raises(TypeError, match=r"state_dict\['2.weight'\] must hold real numbers"):
+        net.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+    with pytest.raises(TypeError, match="state_dict must be a mapping of parameter names to tensors, but got NoneType"):
+        net.load_state_dict(None)
+
+
+def test_step_checks_the_shape_of_every_bias_gradient(net):
+    _, grads = net.loss_and_grads(torch.zeros(2, 4, dtype=F64), torch.zeros(2, dtype=torch.long))
+    before = [p.clone() for p in net.parameters()]
+    grads.biases[1] = torch.ones(1, dtype=F64)  # would broadcast into all 3 biases of layer 2
+    with pytest.raises(ValueError, match=r"grads.biases\[1\] must have shape \(3,\), but got \(1,\)"):
+        net.step(grads, 0.1)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+
+@pytest.mark.parametrize("rows,what", [
+    ([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]], "sum to 1"),                    # one-hot x 2
+    ([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]], "sum to 1"),                    # an all-zero row
+    ([[1.5, -0.5, 0.0], [0.0, 1.0, 0.0]], "must not be negative"),       # sums to 1, with a negative entry
+])
+def test_cross_entropy_refuses_target_rows_that_are_not_distributions(net, rows, what):
+    """The fused delta c (p - y) is dE/dnet only for rows of y that are probability distributions."""
+    with pytest.raises(ValueError, match=rf"y for cross_entropy .*{what}.* row 0"):
+        net.loss_and_grads(torch.zeros(2, 4, dtype=F64), torch.tensor(rows, dtype=F64), "cross_entropy")
+
+
+def test_cross_entropy_takes_probability_rows_and_matches_autograd(net):
+    from reference import TorchMLP
+
+    x = torch.randn(3, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    y = torch.softmax(torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), dim=1)
+    _, grads = net.loss_and_grads(x, y, "cross_entropy")
+    _, expected = TorchMLP.from_manual(net).loss_and_grads(x, y, "cross_entropy")
+    for k in range(net.num_layers):
+        torch.testing.assert_close(grads.weights[k], expected.weights[k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex128])
+def test_cross_entropy_refuses_bool_or_complex_targets(net, dtype):
+    y = torch.eye(3, dtype=dtype)[[0, 1]]
+    with pytest.raises(TypeError, match=rf"y for cross_entropy must be class indices .* or probability rows .* "
+                                        rf"but got dtype {dtype}"):
+        net.loss_and_grads(torch.zeros(2, 4, dtype=F64), y, "cross_entropy")
+
+
+@pytest.mark.parametrize("loss,y", [
+    ("cross_entropy", torch.zeros(0, dtype=torch.long)),
+    ("squared_error", torch.zeros(0, 3, dtype=F64)),
+])
+def test_an_empty_batch_is_refused_naming_it(net, loss, y):
+    with pytest.raises(ValueError, match=r"empty batch: x and y hold 0 samples"):
+        net.loss_and_grads(torch.zeros(0, 4, dtype=F64), y, loss)
