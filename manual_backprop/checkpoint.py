@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Callable, Union
@@ -51,11 +52,37 @@ def save_checkpoint(obj, path: PathLike) -> None:
 
 
 def load_checkpoint(path: PathLike) -> dict:
-    """torch.load a checkpoint to the CPU."""
+    """torch.load a checkpoint to the CPU with ``weights_only=True``: plain data only, never code from the file.
+
+    A checkpoint holds tensors (the generator state is a uint8 tensor), numbers, strings, None, lists and dicts,
+    all of which the weights-only unpickler accepts. Raises ValueError naming the file for one that holds anything
+    else (a pickle that would call a function or build an object: refused, nothing of it runs) and for one that
+    is empty, truncated or not a checkpoint at all.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # the weights-only unpickler met a function or class: never run it
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds objects that are not plain data (a pickle that would run code when "
+                f"loaded), so it was not written by manual_backprop or was altered; refusing to load it. Delete it "
+                f"(or the run folder) and start the run again"
+            ) from None
+        reason = "not a checkpoint"
+    except EOFError:
+        reason = "the file is empty or cut short"
+    except PermissionError as err:
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({err.strerror}); check its permissions") from None
+    except Exception as err:  # noqa: BLE001 (zip reader, OS and format errors all mean a damaged file)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = f"{first[:120]}"
+    raise ValueError(
+        f"checkpoint {str(path)!r} cannot be read ({reason}): it is damaged (empty, truncated or overwritten). "
+        f"Restore it from a backup, or delete it to start that run over"
+    )
 
 
 def write_json(obj, path: PathLike) -> None:

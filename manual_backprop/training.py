@@ -23,6 +23,7 @@ Per-update losses stay on the device and are read back once an epoch (no host-de
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: F401 (re-exported)
-from .checks import check_positive_number
+from .activations import Softmax
+from .checks import check_int, check_positive_number
 from .losses import CrossEntropy, Loss, default_loss_for
 from .modes import MODES, epoch_order, samples_per_update
 from .network import MLP, forward_phase, loss_and_gradients, update
@@ -73,10 +75,18 @@ def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int,
     """Targets in the form the loss and the output layer want.
 
     Class indices stay indices for cross-entropy; for one output they become (N, 1) 0/1 floats; otherwise one-hot.
-    Regression targets (floating) are only cast.
+    Regression targets (floating) are only cast; cross-entropy refuses them unless every row is a probability
+    distribution (soft labels).
     """
     if y.is_floating_point():
-        return y.to(dtype)
+        y = y.to(dtype)
+        if isinstance(loss_fn, CrossEntropy) and not _probability_rows(y):
+            raise ValueError(
+                f"cross_entropy needs class labels, but the data holds regression targets (floating-point y of shape "
+                f"{tuple(y.shape)}, not rows of class probabilities); use loss 'squared_error' with output_activation "
+                f"'identity' for a regression target, or give class labels"
+            )
+        return y
     if isinstance(loss_fn, CrossEntropy):
         return y
     if n_out == 1:
@@ -87,6 +97,28 @@ def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int,
     if classes != n_out:
         raise ValueError(f"sizes[-1] must equal the number of classes ({classes}) for one-hot targets, but got {n_out}")
     return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
+
+
+def _probability_rows(y: Tensor) -> bool:
+    """Whether y (N, k) with k >= 2 holds rows of class probabilities: no negative entry, each row sums to 1."""
+    if y.dim() != 2 or y.shape[1] < 2 or not bool(torch.isfinite(y).all()):
+        return False
+    tol = 16 * y.shape[1] * torch.finfo(y.dtype).eps
+    return bool((y >= 0).all()) and bool(((y.sum(dim=1) - 1).abs() <= tol).all())
+
+
+# What a logger must offer the Trainer (tblog.RunLogger does; a wrapper such as softmax_outputs' may too).
+_LOGGER_METHODS = ("log_epoch", "log_update_losses", "log_histograms", "log_decision_boundary", "log_hparams", "flush")
+_SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+
+
+def check_seed(name: str, seed) -> int:
+    """A seed for torch.Generator: an int in [0, 2**63 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, but got {type(seed).__name__}: {seed!r}")
+    if not 0 <= seed <= _SEED_MAX:
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], but got {seed}")
+    return seed
 
 
 def accuracy(output: Tensor, labels: Tensor) -> Tensor:
@@ -116,6 +148,9 @@ class Trainer:
         progress: show a tqdm progress bar over epochs; a string is used as its label.
         fast: False (the plain path), True/"auto", "c", "fused" or "cuda_graph": run each epoch's updates through
             a fast path of manual_backprop.fast, which gives the same parameters (see that module).
+
+    Every argument is checked here, before anything runs. The Trainer follows its network: after ``net.to(...)``
+    (another device or dtype) the next epoch moves the data and the last good state along, once.
     """
 
     def __init__(self, net: MLP, data, *, mode: str, lr: float, epochs: int, batch_size: Optional[int] = None,
@@ -123,26 +158,44 @@ class Trainer:
                  replacement: bool = False, seed: int = 0, logger=None, histogram_every: int = 10,
                  checkpoint_path: Union[str, Path, None] = None, checkpoint_every: int = 1,
                  progress: Union[bool, str] = False, fast: Union[bool, str] = False):
+        if not isinstance(net, MLP):
+            raise TypeError(f"net must be a manual_backprop MLP, but got {type(net).__name__}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
         self.net, self.mode = net, mode
         self.lr = check_positive_number("lr", lr)
+        if self.lr > torch.finfo(net.dtype).max:
+            raise ValueError(f"lr={self.lr:g} does not fit the network's dtype {net.dtype} (largest finite number "
+                             f"{torch.finfo(net.dtype).max:g})")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
         self.epochs = epochs
+        if isinstance(net.output_activation, Softmax) and net.sizes[-1] == 1:
+            raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
+                             "output per class, or one 'sigmoid' output for two classes")
         self.loss_fn = net._check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement must be True or False, but got {replacement!r}")
+        self.seed = check_seed("seed", seed)
+        if logger is not None and not all(callable(getattr(logger, m, None)) for m in _LOGGER_METHODS):
+            raise TypeError(f"logger must be a tblog.RunLogger (or an object with its methods "
+                            f"{', '.join(_LOGGER_METHODS)}) or None, but got {type(logger).__name__}")
+        self.histogram_every = check_int("histogram_every", histogram_every, minimum=1)
+        self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
+        self.checkpoint_path = self._check_checkpoint_path(checkpoint_path)
+        if not isinstance(progress, (bool, str)):
+            raise TypeError(f"progress must be True, False or a label string, but got {type(progress).__name__}: "
+                            f"{progress!r}")
+        self._check_data(data)
         self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
         self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        self._data_device, self._data_dtype = net.device, net.dtype  # where the data lives: the net's place
         self.batch_size = samples_per_update(mode, batch_size, self.x_train.shape[0])
-        self.replacement = bool(replacement)
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.replacement = replacement
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.logger = logger
-        self.histogram_every = histogram_every
-        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-        self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.history = History(mode=mode)
         self.epoch = 0
@@ -159,6 +212,29 @@ class Trainer:
             self._fast_runner = EpochRunner(self, fast)
 
     # ------------------------------------------------------------------ data
+    @staticmethod
+    def _check_checkpoint_path(path) -> Optional[Path]:
+        if path is None:
+            return None
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_path must be a file path (str or os.PathLike) or None, but got "
+                            f"{type(path).__name__}: {path!r}")
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"checkpoint_path {str(path)!r} is a folder; give a file path such as "
+                             f"{str(path / 'checkpoint.pt')!r}")
+        return path
+
+    @staticmethod
+    def _check_data(data) -> None:
+        names = ("x_train", "y_train", "x_test", "y_test")
+        if not all(isinstance(getattr(data, n, None), Tensor) for n in names):
+            raise TypeError(f"data must be a Dataset (tensors x_train, y_train, x_test, y_test and num_classes), "
+                            f"such as manual_backprop.datasets.load_dataset gives, but got {type(data).__name__}")
+        for split in ("train", "test"):
+            if getattr(data, f"x_{split}").shape[0] == 0:
+                raise ValueError(f"data.x_{split} is empty (0 samples): the {split} split needs at least one sample")
+
     def _prepare(self, data, split: str):
         x = getattr(data, f"x_{split}").to(device=self.net.device, dtype=self.net.dtype)
         y = getattr(data, f"y_{split}").to(self.net.device)
@@ -230,8 +306,31 @@ class Trainer:
             if self.x_train.shape[1] == 2 and self.labels_train is not None:
                 self.logger.log_decision_boundary(self.epoch, self.net, self.x_train, self.labels_train)
 
+    def _follow_network(self) -> None:
+        """Move the data and the last good state to the network's device and dtype if ``net.to`` moved it."""
+        device, dtype = self.net.device, self.net.dtype
+        if (device, dtype) == (self._data_device, self._data_dtype):
+            return
+
+        def move(t: Optional[Tensor]) -> Optional[Tensor]:
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
+
+        for name in ("x_train", "y_train", "labels_train", "x_test", "y_test", "labels_test"):
+            setattr(self, name, move(getattr(self, name)))
+        if self._good_state is not None:
+            self._good_state = [move(g) for g in self._good_state]
+        self.last_grads = None
+        self._data_device, self._data_dtype = device, dtype
+        if self._fast_runner is not None:  # its engine was built for the old device and dtype
+            from .fast import EpochRunner
+            self._fast_runner.close()
+            self._fast_runner = EpochRunner(self, self.fast)
+
     def run(self, *, raise_on_divergence: bool = False) -> History:
         """Train until a stopping condition holds; returns the History (also kept in ``self.history``)."""
+        self._follow_network()
         if not self.history.epoch:
             metrics = self._record_epoch()  # epoch 0: the initial network
             self._log_epoch(metrics, None, 0)
@@ -239,6 +338,7 @@ class Trainer:
         bar = self._progress_bar()
         try:
             while self.epoch < self.epochs and not self.history.stop_reason:
+                self._follow_network()
                 self._run_epoch()
                 if bar is not None:
                     bar.update(1)
@@ -361,23 +461,56 @@ class Trainer:
             "seed": self.seed, "epoch": self.epoch, "updates": self.updates, "train_seconds": self.train_seconds,
             "generator": self.generator.get_state(), "history": self.history.to_dict(),
             "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
+            "loss": self.loss_fn.spec(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``'s dict. Everything is checked before anything changes (all or nothing).
+
+        A run that diverged continues from its last good state when this Trainer has another lr; with the same lr
+        it would only diverge again, so it stays finished (``run`` returns at once, with the divergence message).
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a Trainer.state_dict() dict, but got {type(state).__name__}")
+        required = ("net", "mode", "lr", "batch_size", "replacement", "epoch", "updates", "train_seconds",
+                    "generator", "history")
+        missing = [k for k in required if k not in state]
+        if missing:
+            raise ValueError(f"state is not a Trainer checkpoint: it lacks {missing}")
         for key in ("mode", "batch_size", "replacement"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"checkpoint was written with {key}={state[key]!r}, but this run has "
                                  f"{key}={getattr(self, key)!r}")
-        self.net.load_state_dict(state["net"])
+        if "loss" in state and state["loss"] != self.loss_fn.spec():
+            raise ValueError(f"checkpoint was written with loss {state['loss']!r}, but this run has "
+                             f"{self.loss_fn.spec()!r}")
+        generator = state["generator"]
+        if not isinstance(generator, Tensor) or generator.dtype != torch.uint8:
+            raise ValueError("checkpoint's sample-order generator state must be a uint8 tensor")
+        if not isinstance(state["history"], dict):
+            raise ValueError(f"checkpoint's history must be a dict, but got {type(state['history']).__name__}")
+        try:
+            history = History(**state["history"])
+        except TypeError as err:
+            raise ValueError(f"checkpoint's history does not fit History: {err}") from None
+        good = state.get("good_state")
+        if good is not None:
+            own = self.net.parameters()
+            if not isinstance(good, list) or len(good) != len(own) or not all(
+                    isinstance(g, Tensor) and g.shape == p.shape for g, p in zip(good, own)):
+                raise ValueError("checkpoint's good_state does not fit the network's parameters")
+        self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
         self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
-        self.generator.set_state(state["generator"])
-        self.history = History(**state["history"])
+        self.generator.set_state(generator)
+        self.history = history
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
         if self.history.stop_reason == "interrupted":
             self.history.stop_reason, self.history.message = "", ""
-        if state.get("good_state") is not None:
-            self._good_state = [g.to(device=self.net.device, dtype=self.net.dtype) for g in state["good_state"]]
+        if self.history.stop_reason == "diverged" and state["lr"] != self.lr:
+            self.history.stop_reason, self.history.message = "", ""  # the last good state, with another lr
+        if good is not None:
+            self._good_state = [g.to(device=self.net.device, dtype=self.net.dtype) for g in good]
 
     def save_checkpoint(self, path: Union[str, Path]) -> None:
         save_checkpoint(self.state_dict(), path)

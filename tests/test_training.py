@@ -239,3 +239,151 @@ def test_float32_training_works_and_learns(moons):
     net = fresh(dtype=torch.float32)
     h = train(net, data, mode="minibatch", batch_size=5, lr=0.3, epochs=20, loss_fn="cross_entropy")
     assert h.train_accuracy[-1] > 0.8
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"replacement": "no"}, TypeError, "replacement must be True or False, but got 'no'"),
+    ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be an int >= 1, but got 0"),
+    ({"histogram_every": 0}, ValueError, "histogram_every must be an int >= 1, but got 0"),
+    ({"seed": "abc"}, TypeError, "seed must be an int, but got str: 'abc'"),
+    ({"seed": 2 ** 70}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\], but got 1180591620717411303424"),
+    ({"seed": -1}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\], but got -1"),
+    ({"logger": "runs"}, TypeError, "logger must be a tblog.RunLogger .* but got str"),
+    ({"progress": 3}, TypeError, "progress must be True, False or a label string, but got int: 3"),
+])
+def test_every_trainer_argument_is_checked_in_the_constructor(moons, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Trainer(fresh(), moons, mode="minibatch", batch_size=5, lr=0.1, epochs=1, **kwargs)
+
+
+def test_a_folder_as_checkpoint_path_is_refused_in_the_constructor(moons, tmp_path):
+    with pytest.raises(ValueError, match=rf"checkpoint_path {str(tmp_path)!r} is a folder; give a file path"):
+        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1, checkpoint_path=tmp_path)
+
+
+def test_data_and_net_of_the_wrong_type_are_refused(moons):
+    with pytest.raises(TypeError, match="data must be a Dataset .* but got str"):
+        Trainer(fresh(), "moons", mode="batch", lr=0.1, epochs=1)
+    with pytest.raises(TypeError, match="net must be a manual_backprop MLP, but got str"):
+        Trainer("net", moons, mode="batch", lr=0.1, epochs=1)
+
+
+def test_an_empty_split_is_refused_naming_it(moons):
+    empty = type(moons)("empty", moons.x_train, moons.y_train, moons.x_test[:0], moons.y_test[:0], 2)
+    with pytest.raises(ValueError, match="data.x_test is empty"):
+        Trainer(fresh(), empty, mode="batch", lr=0.1, epochs=1)
+
+
+def test_a_learning_rate_beyond_the_dtype_is_refused(moons):
+    with pytest.raises(ValueError, match=r"lr=1e\+308 does not fit the network's dtype torch.float32"):
+        Trainer(fresh(dtype=torch.float32), moons.to(dtype=torch.float32), mode="batch", lr=1e308, epochs=1)
+
+
+def test_cross_entropy_on_regression_targets_is_refused(moons):
+    regression = type(moons)("r", moons.x_train, moons.y_train[:, None].double(), moons.x_test,
+                             moons.y_test[:, None].double(), None)
+    with pytest.raises(ValueError, match="cross_entropy needs class labels, but the data holds regression targets"):
+        Trainer(fresh(), regression, mode="batch", lr=0.1, epochs=1, loss_fn="cross_entropy")
+
+
+def test_softmax_on_a_single_output_is_refused_before_training(moons):
+    """Softmax of one number is 1: such a network "trains" with loss 0 and learns nothing (a CSV with float labels
+    and the default sizes made one)."""
+    one = MLP([2, 3, 1], output_activation="softmax", dtype=F64, seed=0)
+    binary = type(moons)("b", moons.x_train, moons.y_train[:, None].double(), moons.x_test,
+                         moons.y_test[:, None].double(), None)
+    for loss in ("cross_entropy", "squared_error"):
+        with pytest.raises(ValueError, match="output_activation 'softmax' on a single output is always 1"):
+            Trainer(one, binary, mode="batch", lr=0.1, epochs=1, loss_fn=loss)
+
+
+def test_trainer_state_dict_needs_a_mapping(moons):
+    with pytest.raises(TypeError, match="state must be a Trainer.state_dict\\(\\) dict, but got NoneType"):
+        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1).load_state_dict(None)
+
+
+def test_checkpoints_load_without_unpickling_code(moons, tmp_path, monkeypatch):
+    """Every field of a Trainer checkpoint loads under torch.load(weights_only=True)."""
+    path = tmp_path / "ckpt.pt"
+    trainer = Trainer(fresh(), moons, mode="minibatch", batch_size=7, lr=0.2, epochs=2, checkpoint_path=path)
+    trainer.run()
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 2 and state["history"]["epoch"] == [0, 1, 2] and state["generator"].dtype == torch.uint8
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    load_checkpoint(path)
+    assert loads == [True]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch pwned",))
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1, "payload": _RunsCode()}, path)
+    with pytest.raises(ValueError, match=rf"checkpoint {str(path)!r} holds objects that are not plain data"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists(), "the checkpoint ran code"
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", "truncated"])
+def test_a_damaged_checkpoint_is_one_error_naming_the_file(moons, tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    if content == "truncated":
+        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1, checkpoint_path=path).run()
+        content = path.read_bytes()[:len(path.read_bytes()) // 2]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"checkpoint {str(path)!r} cannot be read .*delete it"):
+        load_checkpoint(path)
+
+
+def test_trainer_follows_the_network_to_another_dtype(moons, monkeypatch):
+    """net.to(...) after the Trainer was built (issue 15, item 8): the data and the last good state follow it."""
+    unbroken = fresh().to(torch.float32)
+    train(unbroken, moons.to(dtype=torch.float32), mode="minibatch", batch_size=7, lr=0.2, epochs=2, seed=1)
+    net = fresh()
+    trainer = Trainer(net, moons, mode="minibatch", batch_size=7, lr=0.2, epochs=2, seed=1)
+    net.to(torch.float32)
+    history = trainer.run()
+    assert history.stop_reason == "max_epochs", history.message
+    assert trainer.x_train.dtype == torch.float32 and all(g.dtype == torch.float32 for g in trainer._good_state)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), unbroken.parameters()))
+
+    original = Trainer._run_epoch
+
+    def run_epoch(self):  # between two epochs of one run, too
+        original(self)
+        if self.epoch == 1:
+            self.net.to(torch.float64)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", run_epoch)
+    net = fresh().to(torch.float32)
+    trainer = Trainer(net, moons.to(dtype=torch.float32), mode="batch", lr=0.2, epochs=3)
+    history = trainer.run()
+    assert history.stop_reason == "max_epochs" and history.epoch == [0, 1, 2, 3], history.message
+    assert trainer.x_test.dtype == torch.float64 and net.weights[0].dtype == torch.float64
+
+
+def test_resuming_a_diverged_run_with_a_new_lr_continues_from_the_last_good_state(moons, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    regression = type(moons)(name="moons-regression", x_train=moons.x_train * 50, y_train=torch.randn(45, 1, dtype=F64),
+                             x_test=moons.x_test, y_test=torch.randn(15, 1, dtype=F64), num_classes=None)
+
+    def trainer(lr):
+        net = MLP([2, 8, 1], activation="relu", output_activation="identity", init="normal", init_scale=1.0,
+                  dtype=F64, seed=0)
+        return Trainer(net, regression, mode="online", lr=lr, epochs=3, loss_fn="squared_error")
+
+    first = trainer(0.5)
+    first.checkpoint_path = path
+    assert first.run().stop_reason == "diverged"
+    same = trainer(0.5).resume(path)
+    assert same.run().stop_reason == "diverged", "the same lr would only diverge again: the run stays finished"
+    history = trainer(1e-6).resume(path).run()
+    assert history.stop_reason == "max_epochs" and history.epoch == [0, 1, 2, 3], history.message
