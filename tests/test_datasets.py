@@ -272,6 +272,33 @@ def test_csv_bad_target_column(tmp_path):
         load_csv(path, target_column=5)
 
 
+def test_csv_values_that_overflow_standardization_name_the_file_and_column(tmp_path):
+    """Finite values near 1e308 make the float64 mean and std overflow: refused, not turned into NaN features."""
+    path = write(tmp_path, "a,big,y\n1,1e308,0\n2,1.5e308,1\n3,-1e308,0\n4,1.7e308,1\n")
+    with pytest.raises(ValueError, match=r"data\.csv, column 'big' \(index 1\): standardizing .* not finite.* "
+                                         r"values as large as 1\.7e\+308"):
+        load_csv(path, dtype=torch.float64)
+
+
+def test_csv_values_beyond_the_dtype_name_the_file_and_column(tmp_path):
+    path = write(tmp_path, "1,1e39,0\n2,2e39,1\n3,3e39,0\n4,4e39,1\n")
+    with pytest.raises(ValueError, match=r"data\.csv, column index 1: values as large as 4e\+39 do not fit "
+                                         r"torch\.float32"):
+        load_csv(path, standardize=False)
+    assert load_csv(path, standardize=False, dtype=torch.float64).x_train.abs().max() >= 1e39
+    reg = write(tmp_path, "1,5.5\n2,1e39\n3,7.5\n4,8.5\n", "reg.csv")
+    with pytest.raises(ValueError, match=r"reg\.csv, the target column index 1: values as large as 1e\+39 do "
+                                         r"not fit torch\.float32"):
+        load_csv(reg)
+
+
+def test_npz_values_that_overflow_name_the_file_and_array(tmp_path):
+    x = np.array([[1.0, 1e308], [2.0, -1e308], [3.0, 1.5e308], [4.0, 1.2e308]])
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(4) % 2)
+    with pytest.raises(ValueError, match=r"big\.npz, array 'x', column 1: standardizing .* not finite"):
+        load_npz(tmp_path / "big.npz")
+
+
 # ---------------------------------------------------------------------------------------------------- NPZ
 def test_npz_happy_path_and_given_test_split(tmp_path):
     rng = np.random.default_rng(0)

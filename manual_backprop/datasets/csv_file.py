@@ -132,7 +132,8 @@ def load_csv(
         "target_column": target,
     }
     return dataset_from_arrays(name or path.stem, x, y, classes, None, None, test_fraction, seed, standardize,
-                               dtype, info)
+                               dtype, info, columns=[column_name(j) for j in feature_cols],
+                               target=f"the target {column_name(target)}")
 
 
 def _resolve_target_column(target_column, width: int, names, path) -> int:

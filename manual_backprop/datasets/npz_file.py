@@ -126,12 +126,14 @@ def load_npz(
             )
         y, classes = y_all.astype(np.float64).reshape(len(y_all), -1), None
     info = {"source": f"NPZ file {path}", "x_key": x_key, "y_key": y_key}
+    names = {"columns": [f"array {x_key!r}, column {j}" for j in range(xs[0].shape[1])],
+             "target": f"array {y_key!r}"}
     if len(splits) == 2:
         n_train = xs[0].shape[0]
         return dataset_from_arrays(name or path.stem, xs[0], y[:n_train], classes, xs[1], y[n_train:],
-                                   test_fraction, seed, standardize, dtype, info)
+                                   test_fraction, seed, standardize, dtype, info, **names)
     return dataset_from_arrays(name or path.stem, xs[0], y, classes, None, None, test_fraction, seed, standardize,
-                               dtype, info)
+                               dtype, info, **names)
 
 
 def _check_finite_array(a: np.ndarray, path, key: str) -> None:

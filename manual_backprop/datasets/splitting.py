@@ -70,16 +70,42 @@ def standardize(x_train: Tensor, x_test: Tensor):
     return x_train_s, x_test_s, mean.to(x_train.dtype), std.to(x_train.dtype)
 
 
-def finish_dataset(name, x_tr, y_tr, x_te, y_te, num_classes, do_standardize, dtype, info) -> Dataset:
-    """Standardize in float64 (when asked), record the statistics, cast the inputs to dtype."""
+def finish_dataset(name, x_tr, y_tr, x_te, y_te, num_classes, do_standardize, dtype, info, *,
+                   columns: Optional[list] = None, target: str = "the target") -> Dataset:
+    """Standardize in float64 (when asked), record the statistics, cast the inputs to dtype.
+
+    The final tensors are checked: finite values can still overflow (a column near 1e308 makes the float64 mean
+    and std infinite; 1e39 is inf in float32), and the error then names the source and the column (``columns[j]``
+    describes feature j, ``target`` the target) instead of leaving NaN for a later error to find.
+    """
+    source = str(info.get("source", name))
+    source = source.split(" ", 2)[2] if source.startswith(("CSV file ", "NPZ file ")) else source
+    raw_tr, raw_te = x_tr, x_te
     if do_standardize:
         x_tr, x_te, mean, std = standardize(x_tr, x_te)
         info = {**info, "standardized": True, "mean": mean.tolist(), "std": std.tolist()}
     else:
         info = {**info, "standardized": False}
+    x_tr, x_te = x_tr.to(dtype), x_te.to(dtype)
+    for x in (x_tr, x_te):
+        bad = ~torch.isfinite(x).all(dim=0)  # (d,)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0])
+            column = columns[j] if columns is not None else f"column {j}"
+            largest = torch.cat([raw_tr[:, j], raw_te[:, j]]).abs().max().item()
+            if do_standardize:  # the float64 mean and std overflow, or a scaled outlier exceeds dtype
+                raise ValueError(f"{source}, {column}: standardizing gives values that are not finite in {dtype}: "
+                                 f"values as large as {largest:g} overflow the arithmetic; rescale the column, or "
+                                 f"pass standardize=False")
+            raise ValueError(f"{source}, {column}: values as large as {largest:g} do not fit {dtype} (largest finite "
+                             f"{torch.finfo(dtype).max:g}); rescale the column, or use dtype float64")
     if num_classes is None:
+        raw = torch.cat([y_tr, y_te])
         y_tr, y_te = y_tr.to(dtype), y_te.to(dtype)
-    return Dataset(name, x_tr.to(dtype), y_tr, x_te.to(dtype), y_te, num_classes, info)
+        if not (bool(torch.isfinite(y_tr).all()) and bool(torch.isfinite(y_te).all())):
+            raise ValueError(f"{source}, {target}: values as large as {raw.abs().max().item():g} do not fit {dtype} "
+                             f"(largest finite {torch.finfo(dtype).max:g}); rescale the target, or use dtype float64")
+    return Dataset(name, x_tr, y_tr, x_te, y_te, num_classes, info)
 
 
 def n_test_rows(n: int, test_fraction: float) -> int:

@@ -16,8 +16,12 @@ from .splitting import check_fraction, check_seed, finish_dataset, train_test_sp
 _TASKS = ("auto", "classification", "regression")
 
 
-def dataset_from_arrays(name, x, y, classes, x_test, y_test, test_fraction, seed, standardize, dtype, info) -> Dataset:
-    """Split (unless a test split is given), standardize and wrap numpy arrays read from a user's file."""
+def dataset_from_arrays(name, x, y, classes, x_test, y_test, test_fraction, seed, standardize, dtype, info, *,
+                        columns=None, target: str = "the target") -> Dataset:
+    """Split (unless a test split is given), standardize and wrap numpy arrays read from a user's file.
+
+    ``columns[j]`` names feature j as the file does and ``target`` the target, for errors about the final tensors.
+    """
     test_fraction = check_fraction(test_fraction)
     seed = check_seed(seed)
     dtype = resolve_dtype(dtype)
@@ -37,7 +41,8 @@ def dataset_from_arrays(name, x, y, classes, x_test, y_test, test_fraction, seed
     if classes is not None:
         info["classes"] = classes
     num_classes = len(classes) if classes is not None else None
-    return finish_dataset(name, x_tr, y_tr, x_te, y_te, num_classes, standardize, dtype, info)
+    return finish_dataset(name, x_tr, y_tr, x_te, y_te, num_classes, standardize, dtype, info, columns=columns,
+                          target=target)
 
 
 def class_indices(labels: list, path, column: str):
