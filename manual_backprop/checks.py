@@ -52,8 +52,10 @@ def check_finite(name: str, t: Tensor) -> None:
         raise ValueError(f"{name} must be finite, but {name}{bad} = {t[tuple(bad)].item()}")
 
 
-def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: torch.device, sizes: list) -> Tensor:
-    """x must be (B, n_0) or (n_0,), finite, with the network's dtype and device. Returns a 2-D view."""
+def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: torch.device, sizes: list,
+                finite: bool = True) -> Tensor:
+    """x must be (B, n_0) or (n_0,) with the network's dtype and device (and finite, unless ``finite=False``: that
+    check reads every value, and on CUDA synchronises with the device). Returns a 2-D view."""
     check_tensor_like(name, x, dtype=dtype, device=device)
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor of dtype {dtype}, but got dtype {x.dtype}")
@@ -63,7 +65,8 @@ def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: to
         raise ValueError(
             f"{name} must have shape (B, {n_features}) or ({n_features},) for sizes {sizes}, but got {tuple(x.shape)}"
         )
-    check_finite(name, x)
+    if finite:
+        check_finite(name, x)
     return x
 
 

@@ -278,7 +278,7 @@ class MLP(ParameterState):
     @torch.no_grad()
     def forward_cache(self, x: Tensor) -> ForwardCache:
         """Forward phase (``forward_phase``) on checked x, keeping what the backward phase needs."""
-        return forward_phase(self.weights, self.biases, self.activation_functions, self._check_x(x))
+        return forward_phase(self.weights, self.biases, self.activation_functions, self.check_x(x))
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
@@ -290,16 +290,16 @@ class MLP(ParameterState):
     @torch.no_grad()
     def backward(self, cache: ForwardCache, y: Tensor, loss_fn: Union[str, Loss, None] = None) -> Gradients:
         """Backward phase (``backward_phase``): deltas from the output layer back to the first, dE/dW, dE/db. Pure."""
-        loss_fn = self._check_loss(loss_fn)
-        y = self._check_y(y, cache.output.shape, loss_fn)
+        loss_fn = self.check_loss(loss_fn)
+        y = self.check_y(y, cache.output.shape, loss_fn)
         return backward_phase(self.weights, self.activation_functions, cache, y, loss_fn, bias=self.bias)
 
     @torch.no_grad()
     def loss(self, x: Tensor, y: Tensor, loss_fn: Union[str, Loss, None] = None) -> Tensor:
         """The cost E on (x, y) as a 0-dim tensor, without gradients."""
-        loss_fn = self._check_loss(loss_fn)
+        loss_fn = self.check_loss(loss_fn)
         cache = self.forward_cache(x)
-        y = self._check_y(y, cache.output.shape, loss_fn)
+        y = self.check_y(y, cache.output.shape, loss_fn)
         return loss_fn.value(cache.logits, cache.output, y)
 
     @torch.no_grad()
@@ -308,9 +308,9 @@ class MLP(ParameterState):
 
         ``loss_fn`` is a Loss or a name; None picks cross-entropy for a softmax output and squared error otherwise.
         """
-        loss_fn = self._check_loss(loss_fn)
-        x = self._check_x(x)
-        y = self._check_y(y, (x.shape[0], self.sizes[-1]), loss_fn)
+        loss_fn = self.check_loss(loss_fn)
+        x = self.check_x(x)
+        y = self.check_y(y, (x.shape[0], self.sizes[-1]), loss_fn)
         return loss_and_gradients(self, x, y, loss_fn)
 
     @torch.no_grad()
@@ -330,22 +330,31 @@ class MLP(ParameterState):
         update(self.weights, self.biases, grads, lr)
 
     # ------------------------------------------------------------------ checks at the public edge
-    def _check_x(self, x) -> Tensor:
-        return check_input("x", x, n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes)
+    # The one-update API checks what costs no pass over the data and no device synchronisation: types, dtypes,
+    # devices, shapes. NaN and inf are refused where data enters (Trainer, the loaders: ``finite=True``); in a
+    # user's own loop a non-finite input shows as a non-finite loss.
+    def check_x(self, x, *, finite: bool = False) -> Tensor:
+        """x as the network takes it: (B, n_0), or (n_0,) for one sample, of its dtype and on its device."""
+        return check_input("x", x, n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes,
+                           finite=finite)
 
-    def _check_loss(self, loss_fn) -> Loss:
+    def check_loss(self, loss_fn) -> Loss:
+        """A Loss from a Loss or a name (None: the default for the output activation), refused where it makes no
+        sense on the output activation."""
         loss_fn = default_loss_for(self.output_activation) if loss_fn is None else get_loss(loss_fn)
         loss_fn.check_output_activation(self.output_activation)
         return loss_fn
 
-    def _check_y(self, y, out_shape, loss_fn: Loss) -> Tensor:
+    def check_y(self, y, out_shape, loss_fn: Loss, *, finite: bool = False) -> Tensor:
+        """Targets prepared by the loss as (B, n_L) rows of the output's dtype (class indices become one-hot)."""
         check_tensor_like("y", y, dtype=self.dtype, device=self.device)
         if out_shape[0] == 1 and y.is_floating_point() and y.shape == (out_shape[1],):
             y = y.unsqueeze(0)  # the target of one sample given as a 1-D tensor
         elif out_shape[0] == 1 and y.dim() == 0:
             y = y.reshape(1)  # one class index
         y = loss_fn.prepare_target(y, tuple(out_shape), self.dtype)
-        check_finite("y", y)
+        if finite:
+            check_finite("y", y)
         return y
 
-
+    _check_x, _check_y, _check_loss = check_x, check_y, check_loss  # the names before they became public

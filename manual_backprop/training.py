@@ -173,7 +173,7 @@ class Trainer:
         if isinstance(net.output_activation, Softmax) and net.sizes[-1] == 1:
             raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
                              "output per class, or one 'sigmoid' output for two classes")
-        self.loss_fn = net._check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
+        self.loss_fn = net.check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)
         if not isinstance(replacement, bool):
@@ -238,10 +238,10 @@ class Trainer:
     def _prepare(self, data, split: str):
         x = getattr(data, f"x_{split}").to(device=self.net.device, dtype=self.net.dtype)
         y = getattr(data, f"y_{split}").to(self.net.device)
-        x = self.net._check_x(x)
+        x = self.net.check_x(x, finite=True)
         labels = None if y.is_floating_point() else y
         y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), self.net.sizes[-1], self.net.dtype)
-        y = self.net._check_y(y, (x.shape[0], self.net.sizes[-1]), self.loss_fn)
+        y = self.net.check_y(y, (x.shape[0], self.net.sizes[-1]), self.loss_fn, finite=True)
         return x, y, labels
 
     def batches(self) -> list:

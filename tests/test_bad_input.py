@@ -61,14 +61,18 @@ def test_mixed_devices_without_cuda(net):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nan_or_inf_in_inputs_or_targets(net, bad):
+    """Refused where data enters (the checks the Trainer makes once, finite=True); the one-update API does not read
+    every value on every call (on CUDA that would synchronise), and a non-finite input gives a non-finite loss."""
     x = torch.zeros(3, 4, dtype=F64)
     x[1, 2] = bad
     with pytest.raises(ValueError, match=rf"x must be finite, but x\[1, 2\] = {bad}"):
-        net(x)
+        net.check_x(x, finite=True)
     y = torch.full((3, 3), 1 / 3, dtype=F64)
     y[2, 0] = bad
     with pytest.raises(ValueError, match=rf"y must be finite, but y\[2, 0\] = {bad}"):
-        net.loss_and_grads(torch.zeros(3, 4, dtype=F64), y, "squared_error")
+        net.check_y(y, (3, 3), net.check_loss("squared_error"), finite=True)
+    loss, _ = net.loss_and_grads(torch.zeros(3, 4, dtype=F64), y, "squared_error")
+    assert not torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("sizes,message", [
