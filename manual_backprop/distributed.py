@@ -269,7 +269,7 @@ class DistributedTrainer(Trainer):
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("DistributedTrainer needs a process group: call "
                                "manual_backprop.distributed.init_distributed() first (and launch with torchrun)")
-        super().__init__(net, data, mode=mode, **kwargs)
+        super().__init__(net, data, mode=mode, **{**kwargs, "fast": False})  # every update goes through all_reduce
         self.group = group
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         if self.rank < 0:

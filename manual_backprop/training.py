@@ -146,8 +146,10 @@ class Trainer:
         checkpoint_path: where to write the training state atomically at the end of every ``checkpoint_every``
             epochs (and on Ctrl-C); ``resume()`` continues from it to the same numbers as an unbroken run.
         progress: show a tqdm progress bar over epochs; a string is used as its label.
-        fast: False (the plain path), True/"auto", "c", "fused" or "cuda_graph": run each epoch's updates through
-            a fast path of manual_backprop.fast, which gives the same parameters (see that module).
+        fast: "auto" (the default: the fastest path proven for this network and device, see manual_backprop.fast),
+            "c", "fused" or "cuda_graph", or False for the plain per-update loop of network.py's functions. Every
+            fast path makes the plain path's update within a stated bound of a few ulps, proven update by update
+            (tests/test_update_proof.py); whole runs agree as far as rounding lets a trajectory.
 
     Every argument is checked here, before anything runs. The Trainer follows its network: after ``net.to(...)``
     (another device or dtype) the next epoch moves the data and the last good state along, once.
@@ -157,7 +159,7 @@ class Trainer:
                  loss_fn: Union[str, Loss, None] = None, target_loss: Optional[float] = None,
                  replacement: bool = False, seed: int = 0, logger=None, histogram_every: int = 10,
                  checkpoint_path: Union[str, Path, None] = None, checkpoint_every: int = 1,
-                 progress: Union[bool, str] = False, fast: Union[bool, str] = False):
+                 progress: Union[bool, str] = False, fast: Union[bool, str] = "auto"):
         if not isinstance(net, MLP):
             raise TypeError(f"net must be a manual_backprop MLP, but got {type(net).__name__}")
         if mode not in MODES:

@@ -179,7 +179,7 @@ def run_both(data, sizes, hidden, output, loss, mode, lrs, epochs, *, batch_size
         net = MLP(sizes, seed=seeds[i], **kwargs)
         singles.append((net, Trainer(net, data, mode=mode, lr=lrs[i], epochs=1, batch_size=batch_size,
                                      loss_fn=loss, replacement=replacement, target_loss=target_loss,
-                                     seed=order_seeds[i])))
+                                     seed=order_seeds[i], fast=False)))  # the plain reference, as the population
     for epoch in range(1, epochs + 1):
         trainer.epochs = epoch
         history = trainer.run()
@@ -267,7 +267,7 @@ def test_float32_population_follows_float32_single_runs():
     PopulationTrainer(pop, data, mode="minibatch", batch_size=2, lr=[0.5, 1.0, 2.0], epochs=20).run()
     for i, lr in enumerate([0.5, 1.0, 2.0]):
         net = MLP([2, 3, 1], seed=pop.seeds[i], dtype=torch.float32)
-        Trainer(net, data, mode="minibatch", batch_size=2, lr=lr, epochs=20, seed=pop.seeds[i]).run()
+        Trainer(net, data, mode="minibatch", batch_size=2, lr=lr, epochs=20, seed=pop.seeds[i], fast=False).run()
         for key, value in net.state_dict().items():
             torch.testing.assert_close(pop.member(i).state_dict()[key], value)
 

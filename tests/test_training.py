@@ -84,7 +84,8 @@ def test_minibatch_keeps_the_last_partial_batch_and_averages_over_its_size(moons
     # The partial batch's update is its own mean gradient: compare with loss_and_grads on exactly those samples.
     net = fresh()
     ref = fresh()
-    trainer = Trainer(net, moons, mode="minibatch", batch_size=8, lr=0.1, epochs=1, loss_fn="cross_entropy")
+    trainer = Trainer(net, moons, mode="minibatch", batch_size=8, lr=0.1, epochs=1, loss_fn="cross_entropy",
+                      fast=False)  # the plain loop, op for op the same as loss_and_grads + step
     for idx in trainer.batches():
         y = moons.targets("train", "index")[idx]
         _, g = ref.loss_and_grads(moons.x_train[idx], y, "cross_entropy")
@@ -189,7 +190,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(moons, tmp_pa
     path = tmp_path / "ckpt.pt"
     net = fresh()
     trainer = Trainer(net, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
-                      checkpoint_path=path)
+                      checkpoint_path=path, fast=False)  # interrupted inside the plain per-update loop
     original = Trainer._update
     calls = {"n": 0}
 
@@ -206,11 +207,12 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(moons, tmp_pa
     state = load_checkpoint(path)
     assert state["epoch"] == 2 and state["history"]["stop_reason"] == "interrupted"
     resumed = fresh(seed=9)
-    t2 = Trainer(resumed, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy")
+    t2 = Trainer(resumed, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
+                 fast=False)
     t2.resume(path)
     t2.run()
     unbroken = fresh()
-    train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy")
+    train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy", fast=False)
     assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters()))
 
 
@@ -387,3 +389,31 @@ def test_resuming_a_diverged_run_with_a_new_lr_continues_from_the_last_good_stat
     assert same.run().stop_reason == "diverged", "the same lr would only diverge again: the run stays finished"
     history = trainer(1e-6).resume(path).run()
     assert history.stop_reason == "max_epochs" and history.epoch == [0, 1, 2, 3], history.message
+
+
+def test_ctrl_c_inside_a_fast_epoch_resumes_to_the_unbroken_fast_run(moons, tmp_path, monkeypatch):
+    """The default Trainer runs a fast path (fast="auto"); Ctrl-C inside its epoch rewinds that epoch as well."""
+    from manual_backprop.fast import EpochRunner
+
+    path = tmp_path / "ckpt.pt"
+    trainer = Trainer(fresh(), moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
+                      checkpoint_path=path)
+    assert trainer._fast_runner is not None
+    original, calls = EpochRunner.run_epoch, {"n": 0}
+
+    def interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(EpochRunner, "run_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 2
+    resumed = fresh(seed=9)
+    Trainer(resumed, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy").resume(path).run()
+    unbroken = fresh()
+    train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy")
+    assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters()))
