@@ -31,8 +31,11 @@ def _umask_mode() -> int:
 def atomic_write(path: PathLike, write: Callable, *, binary: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a read-only or missing folder: name the file that could not be written
+        raise type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     try:
         os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -40,9 +43,11 @@ def atomic_write(path: PathLike, write: Callable, *, binary: bool = True) -> Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:  # disk full, folder turned read-only, ...
+            raise type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") from None
         raise
 
 

@@ -417,3 +417,20 @@ def test_ctrl_c_inside_a_fast_epoch_resumes_to_the_unbroken_fast_run(moons, tmp_
     unbroken = fresh()
     train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy")
     assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters()))
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_file_and_keeps_the_last_one(tmp_path, monkeypatch):
+    """A folder that turns read-only (or a full disk): the error names the checkpoint, the previous one stays."""
+    from manual_backprop import checkpoint
+
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError, match=rf"cannot write {path}: Permission denied"):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"epoch": 1}
