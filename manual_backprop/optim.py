@@ -37,7 +37,8 @@ from torch import Tensor
 from .network import Gradients, update
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "OPTIMIZERS", "apply_step", "attach_optimizer",
-           "optimizer_snapshot", "restore_optimizer", "optimizer_checkpoint", "load_optimizer_checkpoint"]
+           "optimizer_snapshot", "restore_optimizer", "optimizer_checkpoint", "check_optimizer_checkpoint",
+           "load_optimizer_checkpoint"]
 
 Number = Union[float, Tensor]
 # torch.optim's group keys that these optimizers do not implement, with the only value they accept.
@@ -160,8 +161,10 @@ class Optimizer:
         state = {i: {k: v.detach().clone() for k, v in s.items()} for i, s in self.state.items() if s}
         return {"state": state, "param_groups": [group]}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Put back settings and state from ``state_dict()`` (or from the torch.optim optimizer of the twin)."""
+    def load_state_dict(self, state_dict: dict, *, check_only: bool = False) -> None:
+        """Put back settings and state from ``state_dict()`` (or from the torch.optim optimizer of the twin).
+
+        All or nothing: everything is checked before anything changes; ``check_only=True`` only checks."""
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError("an optimizer state must be a dict with keys 'state' and 'param_groups'")
         groups = state_dict["param_groups"]
@@ -192,20 +195,27 @@ class Optimizer:
                 if key == "step":  # a CPU float tensor in torch.optim's scalar dtype
                     new_state[i][key] = torch.as_tensor(t, dtype=_step_dtype()).detach().clone().cpu()
                     continue
-                if t.shape != params[i].shape:
-                    raise ValueError(f"optimizer state {key!r} of parameter {i} has shape {tuple(t.shape)}, but the "
+                if not isinstance(t, Tensor) or t.shape != params[i].shape:
+                    shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                    raise ValueError(f"optimizer state {key!r} of parameter {i} has shape {shape}, but the "
                                      f"parameter has {tuple(params[i].shape)}")
                 new_state[i][key] = t.detach().to(dtype=params[i].dtype, device=params[i].device).clone()
         before = {k: getattr(self, k) for k in (*self._numeric, *self._flags)}
         try:
-            self._set_group(group)
+            self._set_group(group)  # checks every setting
         except (TypeError, ValueError):
-            for k, v in before.items():  # all or nothing: the settings as they were
-                object.__setattr__(self, k, v)
-                if k in self._numeric:
-                    self._zero[k] = not any(_plain(v)) if isinstance(v, Tensor) else v == 0
+            self._put_back(before)
             raise
+        if check_only:
+            self._put_back(before)
+            return
         self.state = new_state
+
+    def _put_back(self, settings: dict) -> None:
+        for k, v in settings.items():
+            object.__setattr__(self, k, v)
+            if k in self._numeric:
+                self._zero[k] = not any(_plain(v)) if isinstance(v, Tensor) else v == 0
 
     def _set_group(self, group: dict) -> None:
         for key, value in group.items():
@@ -305,8 +315,8 @@ class Adam(Optimizer):
 
     def settings(self) -> dict:
         s = super().settings()
-        s["betas"] = [s.pop("beta1"), s.pop("beta2")]
-        return s
+        betas = [s.pop("beta1"), s.pop("beta2")]
+        return {"name": s.pop("name"), "lr": s.pop("lr"), "betas": betas, **s}  # torch.optim's order
 
     def _group(self) -> dict:
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
@@ -434,20 +444,31 @@ def optimizer_checkpoint(optimizer: "Optimizer | None"):
     return None if optimizer is None else {"settings": optimizer.settings(), "state": optimizer.state_dict()}
 
 
-def load_optimizer_checkpoint(optimizer: "Optimizer | None", saved) -> None:
-    """Resume the optimizer from a checkpoint; a different optimizer, different settings, or an optimizer on one
-    side only are refused with ValueError (a resume refuses changed settings), and then nothing is changed."""
+def check_optimizer_checkpoint(optimizer: "Optimizer | None", saved) -> None:
+    """Raise ValueError unless a checkpoint's optimizer entry fits this run: the same optimizer (or none on both
+    sides) with the same settings, the learning rate aside (a resume may change lr, as a plain Trainer's may),
+    and a state that fits the network. Changes nothing."""
     mine = "no optimizer (plain SGD)" if optimizer is None else repr(optimizer)
     if saved is None:
         if optimizer is not None:
             raise ValueError(f"the checkpoint was written with no optimizer (plain SGD), but this run has {mine}")
         return
-    if not isinstance(saved, dict) or set(saved) != {"settings", "state"}:
+    if not isinstance(saved, dict) or set(saved) != {"settings", "state"} or not isinstance(saved["settings"], dict):
         raise ValueError("the checkpoint's optimizer entry is damaged: it must hold 'settings' and 'state'")
-    if optimizer is None or saved["settings"] != optimizer.settings():
+    if optimizer is None or {**saved["settings"], "lr": None} != {**optimizer.settings(), "lr": None}:
         theirs = ", ".join(f"{k}={v!r}" for k, v in saved["settings"].items())
         raise ValueError(f"the checkpoint was written with optimizer {theirs}, but this run has {mine}")
-    optimizer.load_state_dict(saved["state"])
+    optimizer.load_state_dict(saved["state"], check_only=True)
+
+
+def load_optimizer_checkpoint(optimizer: "Optimizer | None", saved) -> None:
+    """Resume the optimizer from a checkpoint entry that ``check_optimizer_checkpoint`` accepts (it is called
+    first); the optimizer keeps this run's learning rate."""
+    check_optimizer_checkpoint(optimizer, saved)
+    if optimizer is not None:
+        lr = optimizer.lr
+        optimizer.load_state_dict(saved["state"])
+        optimizer.lr = lr
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

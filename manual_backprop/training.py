@@ -37,7 +37,9 @@ from .activations import Softmax
 from .checks import check_int, check_positive_number
 from .losses import CrossEntropy, Loss, default_loss_for
 from .modes import MODES, epoch_order, samples_per_update
-from .network import MLP, forward_phase, loss_and_gradients, update
+from .network import MLP, forward_phase, loss_and_gradients
+from .optim import (apply_step, attach_optimizer, check_optimizer_checkpoint, load_optimizer_checkpoint,
+                    optimizer_checkpoint, optimizer_snapshot, restore_optimizer)
 
 __all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
            "load_checkpoint"]
@@ -150,6 +152,9 @@ class Trainer:
             "c", "fused" or "cuda_graph", or False for the plain per-update loop of network.py's functions. Every
             fast path makes the plain path's update within a stated bound of a few ulps, proven update by update
             (tests/test_update_proof.py); whole runs agree as far as rounding lets a trajectory.
+        optimizer: a manual_backprop.optim optimizer built on ``net`` (SGD with momentum, Adam, AdamW), or None for
+            plain gradient descent with lr. Its lr must equal ``lr``; it runs the plain loop (fast "auto" is off);
+            checkpoints carry its state, and a resume refuses another optimizer or other settings (lr aside).
 
     Every argument is checked here, before anything runs. The Trainer follows its network: after ``net.to(...)``
     (another device or dtype) the next epoch moves the data and the last good state along, once.
@@ -159,7 +164,7 @@ class Trainer:
                  loss_fn: Union[str, Loss, None] = None, target_loss: Optional[float] = None,
                  replacement: bool = False, seed: int = 0, logger=None, histogram_every: int = 10,
                  checkpoint_path: Union[str, Path, None] = None, checkpoint_every: int = 1,
-                 progress: Union[bool, str] = False, fast: Union[bool, str] = "auto"):
+                 progress: Union[bool, str] = False, fast: Union[bool, str] = "auto", optimizer=None):
         if not isinstance(net, MLP):
             raise TypeError(f"net must be a manual_backprop MLP, but got {type(net).__name__}")
         if mode not in MODES:
@@ -206,6 +211,7 @@ class Trainer:
         self._good_state = None
         self._epoch_start = None
         self.last_grads = None
+        self.optimizer, _, fast = attach_optimizer(optimizer, net, self.lr, fast)  # fast paths run plain SGD
         # Fast path switch (manual_backprop.fast): the same updates in the same order, less overhead per update.
         self.fast = fast
         self._fast_runner = None
@@ -264,7 +270,7 @@ class Trainer:
         x = self.x_train if idx is None else self.x_train.index_select(0, idx)
         y = self.y_train if idx is None else self.y_train.index_select(0, idx)
         loss, grads = loss_and_gradients(self.net, x, y, self.loss_fn)
-        update(self.net.weights, self.net.biases, grads, self.lr)
+        apply_step(self.optimizer, self.net.weights, self.net.biases, grads, self.lr)  # network.update without one
         self.last_grads = grads  # for the gradient histograms
         return loss
 
@@ -373,6 +379,7 @@ class Trainer:
         # Where this epoch starts: Ctrl-C before the epoch is complete rewinds to it, so a resumed run redoes it.
         self._epoch_start = (self.generator.get_state(), self.epoch, self.updates, self.train_seconds,
                              len(self.history.epoch))
+        self._optimizer_start = optimizer_snapshot(self.optimizer)
         losses = []
         start = time.perf_counter()
         with torch.no_grad():
@@ -421,6 +428,7 @@ class Trainer:
         generator_state, self.epoch, self.updates, self.train_seconds, n_records = self._epoch_start
         self.generator.set_state(generator_state)
         self._restore_good_state()
+        restore_optimizer(self.optimizer, self._optimizer_start)
         for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
             del getattr(self.history, name)[n_records:]
         self._epoch_start = None
@@ -463,7 +471,7 @@ class Trainer:
             "seed": self.seed, "epoch": self.epoch, "updates": self.updates, "train_seconds": self.train_seconds,
             "generator": self.generator.get_state(), "history": self.history.to_dict(),
             "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
-            "loss": self.loss_fn.spec(),
+            "loss": self.loss_fn.spec(), "optimizer": optimizer_checkpoint(self.optimizer),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -501,9 +509,11 @@ class Trainer:
             if not isinstance(good, list) or len(good) != len(own) or not all(
                     isinstance(g, Tensor) and g.shape == p.shape for g, p in zip(good, own)):
                 raise ValueError("checkpoint's good_state does not fit the network's parameters")
+        check_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
         self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
         self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
         self.generator.set_state(generator)
+        load_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
         self.history = history
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
