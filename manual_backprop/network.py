@@ -310,7 +310,7 @@ class MLP(ParameterState):
         """
         loss_fn = self.check_loss(loss_fn)
         x = self.check_x(x)
-        y = self.check_y(y, (x.shape[0], self.sizes[-1]), loss_fn)
+        y = self.check_y(y, (*x.shape[:-1], self.sizes[-1]), loss_fn)
         return loss_and_gradients(self, x, y, loss_fn)
 
     @torch.no_grad()

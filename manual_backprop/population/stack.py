@@ -61,8 +61,8 @@ from ..activations import resolve_activations
 from ..checks import (check_finite, check_input, check_positive_number, check_seeds, check_sizes, resolve_device,
                       resolve_dtype)
 from ..init import initial_parameters, resolve_init
-from ..losses import Loss, default_loss_for, get_loss
-from ..network import MLP, ForwardCache, Gradients, backward_phase, forward_phase, update
+from ..losses import Loss
+from ..network import MLP, Gradients, update
 
 __all__ = ["Population", "member_accuracy", "POPULATION_ULPS"]
 
@@ -158,46 +158,16 @@ class Population:
         return (f"Population(K={self.size}, sizes={self.sizes}, activations={acts}, bias={self.bias}, "
                 f"dtype={self.dtype}, device={self.device})")
 
-    # ------------------------------------------------------------------ the two phases
-    @torch.no_grad()
-    def forward_cache(self, x: Tensor) -> ForwardCache:
-        """Forward phase for every member: x^{k+1} = f(x^k W[k]^T + b[k]), keeping what backward needs."""
-        return forward_phase(self.weights, self.biases, self.activation_functions, self._check_x(x))
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        """Every member's output, (K, B, sizes[-1])."""
-        return self.forward_cache(x).output
-
-    __call__ = forward
-
-    @torch.no_grad()
-    def backward(self, cache: ForwardCache, y: Tensor, loss_fn=None) -> Gradients:
-        """Backward phase for every member: Gradients whose tensors have a leading member axis K. Pure."""
-        loss_fn = self._check_loss(loss_fn)
-        y = self._check_y(y, cache.output.shape, loss_fn)
-        return backward_phase(self.weights, self.activation_functions, cache, y, loss_fn, bias=self.bias)
-
-    @torch.no_grad()
-    def losses(self, x: Tensor, y: Tensor, loss_fn=None) -> Tensor:
-        """E_i of every member on (x, y), shape (K,)."""
-        loss_fn = self._check_loss(loss_fn)
-        cache = self.forward_cache(x)
-        y = self._check_y(y, cache.output.shape, loss_fn)
-        return loss_fn.value(cache.logits, cache.output, y)
-
-    @torch.no_grad()
-    def loss_and_grads(self, x: Tensor, y: Tensor, loss_fn=None):
-        """Forward and backward phase: (losses (K,), Gradients with a leading K axis). Changes nothing.
-
-        x: (B, n_0) for the same samples in every member, or (K, B, n_0). y: targets as MLP.loss_and_grads takes
-        them, for one batch (shared) or with a leading K axis; class indices (B,) or (K, B) for cross-entropy.
-        """
-        loss_fn = self._check_loss(loss_fn)
-        cache = self.forward_cache(x)
-        y = self._check_y(y, cache.output.shape, loss_fn)
-        grads = backward_phase(self.weights, self.activation_functions, cache, y, loss_fn, bias=self.bias)
-        return loss_fn.value(cache.logits, cache.output, y), grads
+    # ------------------------------------------------------------------ the two phases: MLP's own methods
+    # They call network.py's functions on the stacked tensors, after this class's checks (check_x, check_y,
+    # check_loss), so shapes gain a leading K: forward_cache(x).activations[k] is (K, B, n_k), backward and
+    # loss_and_grads return Gradients whose tensors are (K, ...), and losses (MLP.loss) is (K,).
+    forward_cache = MLP.forward_cache
+    forward = MLP.forward
+    __call__ = MLP.forward
+    backward = MLP.backward
+    losses = MLP.loss
+    loss_and_grads = MLP.loss_and_grads
 
     @torch.no_grad()
     def step(self, grads: Gradients, lr) -> None:
@@ -220,26 +190,28 @@ class Population:
             raise IndexError(f"member index must be an int in [0, {self.size - 1}], but got {i!r}")
         return i % self.size
 
-    def _check_x(self, x) -> Tensor:
+    # As MLP's: types, dtypes, devices and shapes per call; NaN and inf only with finite=True (where data enters).
+    check_loss = MLP.check_loss
+
+    def check_x(self, x, *, finite: bool = False) -> Tensor:
+        """x as (K, B, n_0): one batch shared by every member, (B, n_0), or one per member, (K, B, n_0)."""
         if isinstance(x, Tensor) and x.dim() == 3:
             if x.shape[0] != self.size:
                 raise ValueError(f"x with a member axis must have shape ({self.size}, B, {self.sizes[0]}) for "
                                  f"K={self.size}, but got {tuple(x.shape)}")
-            check_input("x", x[0], n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes)
+            check_input("x", x[0], n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes,
+                        finite=False)
             if x.shape[2] != self.sizes[0]:
                 raise ValueError(f"x must have shape ({self.size}, B, {self.sizes[0]}) for sizes {self.sizes}, "
                                  f"but got {tuple(x.shape)}")
-            check_finite("x", x)
+            if finite:
+                check_finite("x", x)
             return x
-        x = check_input("x", x, n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes)
+        x = check_input("x", x, n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes,
+                        finite=finite)
         return x.unsqueeze(0).expand(self.size, -1, -1)  # the same samples for every member: (K, B, n_0)
 
-    def _check_loss(self, loss_fn) -> Loss:
-        loss_fn = default_loss_for(self.output_activation) if loss_fn is None else get_loss(loss_fn)
-        loss_fn.check_output_activation(self.output_activation)
-        return loss_fn
-
-    def _check_y(self, y, out_shape, loss_fn: Loss) -> Tensor:
+    def check_y(self, y, out_shape, loss_fn: Loss, *, finite: bool = False) -> Tensor:
         """Targets as (K, B, n_L) floats: one batch's targets (shared) or one per member, prepared by the loss."""
         K, B, n = out_shape
         if not isinstance(y, Tensor):
@@ -256,7 +228,8 @@ class Population:
             y = loss_fn.prepare_target(y, (B, n), self.dtype).unsqueeze(0).expand(K, -1, -1)
         if y.is_floating_point() and y.dtype != self.dtype:
             raise TypeError(f"y has dtype {y.dtype}, but the population has dtype {self.dtype}")
-        check_finite("y", y)
+        if finite:
+            check_finite("y", y)
         return y
 
     def _check_lr(self, lr, *, allow_zero: bool = False) -> Tensor:

@@ -144,7 +144,7 @@ class PopulationTrainer:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
         self.epochs = epochs
-        self.loss_fn = population._check_loss(loss_fn)
+        self.loss_fn = population.check_loss(loss_fn)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)
         self.order_seeds = list(population.seeds) if order_seeds is None else check_seeds("order_seeds", order_seeds)
