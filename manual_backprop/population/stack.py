@@ -175,7 +175,7 @@ class Population:
 
         lr: one number for all members, or K numbers (a sequence or a (K,) tensor).
         """
-        lr = self._check_lr(lr, allow_zero=True)
+        lr = self.check_lr(lr, allow_zero=True)
         if len(grads.weights) != self.num_layers or len(grads.biases) != len(self.biases):
             raise ValueError(f"grads must hold {self.num_layers} weight and {len(self.biases)} bias gradients, "
                              f"but got {len(grads.weights)} and {len(grads.biases)}")
@@ -232,7 +232,7 @@ class Population:
             check_finite("y", y)
         return y
 
-    def _check_lr(self, lr, *, allow_zero: bool = False) -> Tensor:
+    def check_lr(self, lr, *, allow_zero: bool = False) -> Tensor:
         """lr as a (K,) tensor of the population's dtype and device."""
         if isinstance(lr, Tensor):
             values = lr.detach().to("cpu", torch.float64).reshape(-1).tolist()

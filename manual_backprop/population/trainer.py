@@ -140,7 +140,7 @@ class PopulationTrainer:
             raise TypeError(f"replacement must be True or False, but got {replacement!r}")
         self.pop, self.mode, self.engine = population, mode, engine
         K = population.size
-        self.lr = population._check_lr(lr)
+        self.lr = population.check_lr(lr)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
         self.epochs = epochs
