@@ -4,6 +4,7 @@
     trainer.py   PopulationTrainer: each member as a Trainer would train it; engines eager, compiled, cuda_graph
     history.py   PopulationHistory: the per-epoch record of every member, and each member's own History
     logger.py    PopulationLogger: TensorBoard curves per group of members and per member
+    sharding.py  member_shard, gather_population_history: members split over torchrun ranks, gathered on rank 0
 
 Sample orders come from modes.py (``EpochOrders``, one generator per member).
 """
