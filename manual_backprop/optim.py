@@ -56,7 +56,6 @@ class Optimizer:
     name = ""
     _numeric: tuple = ()  # the settings that may be per member
     _flags: tuple = ()  # boolean settings
-    _lower: dict = {}  # the smallest value each numeric setting may take (all are >= 0)
 
     def __init__(self, net, settings: dict):
         if not hasattr(net, "parameters") or not hasattr(net, "weights"):
@@ -97,9 +96,9 @@ class Optimizer:
     def _check_scalar(self, label: str, key: str, value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{label} must be a finite number, but got {value!r}")
-        low, high = self._lower.get(key, 0.0), (1.0 if key.startswith("beta") else math.inf)
-        if not low <= value < high:
-            where = f"in [{low:g}, 1)" if high == 1.0 else f">= {low:g}"
+        high = 1.0 if key.startswith("beta") else math.inf  # every setting is >= 0; betas are < 1
+        if not 0.0 <= value < high:
+            where = "in [0, 1)" if high == 1.0 else ">= 0"
             raise ValueError(f"{label} must be {where} (as torch.optim requires), but got {value!r}")
         return float(value)
 
@@ -115,9 +114,7 @@ class Optimizer:
 
     def settings(self) -> dict:
         """The settings as plain numbers and lists (for hparams, config files and the resume check)."""
-        def plain(v):
-            return v.tolist() if isinstance(v, Tensor) else v
-        return {"name": self.name, **{k: plain(getattr(self, k)) for k in (*self._numeric, *self._flags)}}
+        return {"name": self.name, **{k: _plain(getattr(self, k)) for k in (*self._numeric, *self._flags)}}
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "name")
@@ -125,8 +122,12 @@ class Optimizer:
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
-    def step(self, grads) -> None:
-        """Update the parameters in place from dE/dW, dE/db (a Gradients, or a list in net.parameters() order)."""
+    def step(self, grads, *, members: "Tensor | None" = None) -> None:
+        """Update the parameters in place from dE/dW, dE/db (a Gradients, or a list in net.parameters() order).
+
+        members: for a population, a (K,) bool tensor; members where it is False keep their parameters (their
+        optimizer state still advances: meant for members frozen for good, as PopulationTrainer freezes them).
+        """
         params = self.net.parameters()
         given = _in_parameter_order(grads, self.net.bias)
         if len(given) != len(params):
@@ -136,12 +137,19 @@ class Optimizer:
                 got = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
                 raise ValueError(f"gradient {i} (net.parameters()[{i}]) must have shape {tuple(p.shape)}, "
                                  f"but got {got}")
+        if members is not None and (self.members is None or members.shape != (self.members,)):
+            raise ValueError(f"members must be a ({self.members},) bool tensor for a population of {self.members}, "
+                             f"but got shape {tuple(members.shape)}" if self.members else
+                             "members applies to a population, not to one network")
         for i, (p, g) in enumerate(zip(params, given)):
+            before = None if members is None else p.clone()
             state = self.state.setdefault(i, {})
             for key, t in state.items():  # the network moved (net.to): its state follows, once
                 if key != "step" and (t.device != p.device or t.dtype != p.dtype):
                     state[key] = t.to(device=p.device, dtype=p.dtype)
             self._update(i, p, g, state)
+            if before is not None:
+                p.copy_(torch.where(members.view(-1, *([1] * (p.dim() - 1))), p, before))
 
     def _update(self, i: int, p: Tensor, g: Tensor, state: dict) -> None:
         raise NotImplementedError
@@ -247,7 +255,6 @@ class SGD(Optimizer):
     name = "sgd"
     _numeric = ("lr", "momentum", "dampening", "weight_decay")
     _flags = ("nesterov",)
-    _lower = {}
 
     def __init__(self, net, lr: Number, momentum: Number = 0.0, dampening: Number = 0.0, nesterov: bool = False,
                  weight_decay: Number = 0.0):
@@ -299,7 +306,6 @@ class Adam(Optimizer):
     name = "adam"
     _numeric = ("lr", "beta1", "beta2", "eps", "weight_decay")
     _flags = ("amsgrad",)
-    _lower = {}
     decoupled = False
 
     def __init__(self, net, lr: Number = 1e-3, betas: Sequence[Number] = (0.9, 0.999), eps: Number = 1e-8,
@@ -400,18 +406,22 @@ def get_optimizer(name: str, net, **settings) -> Optimizer:
 # ---------------------------------------------------------------------------------------------------- training loops
 # What Trainer (and PopulationTrainer's eager engine) call, one line each, so that a training loop takes an optimizer
 # and plain SGD stays its default with the same numbers.
-def apply_step(optimizer: "Optimizer | None", weights, biases, grads: Gradients, lr) -> None:
+def apply_step(optimizer: "Optimizer | None", weights, biases, grads: Gradients, lr, members=None) -> None:
     """One update: network.update (plain gradient descent, bit for bit as before) without an optimizer, else its
-    step. ``weights`` and ``biases`` must be the optimizer's network's own tensors."""
+    step. ``weights`` and ``biases`` must be the optimizer's network's own tensors; ``members`` (populations): the
+    (K,) bool mask of the members that move (the plain update gets that mask inside lr, as lr * active)."""
     if optimizer is None:
         update(weights, biases, grads, lr)
-    else:
+    elif members is None:
         optimizer.step(grads)
+    else:
+        optimizer.step(grads, members=members)
 
 
-def attach_optimizer(optimizer: "Optimizer | None", net, lr, fast) -> tuple:
+def attach_optimizer(optimizer: "Optimizer | None", net, lr, fast, *, switch: str = "fast") -> tuple:
     """(optimizer, lr, fast) for a trainer of ``net``: the optimizer checked; lr, when given, must be the
-    optimizer's (None takes it); the fast paths run plain SGD, so "auto"/True turn off and a named one is refused."""
+    optimizer's (None takes it); the fast paths run plain SGD, so "auto"/True turn off and a named one is refused.
+    ``switch="engine"`` (PopulationTrainer): ``fast`` is the engine, and only "eager" runs an optimizer."""
     if optimizer is None:
         return None, lr, fast
     if not isinstance(optimizer, Optimizer):
@@ -420,9 +430,13 @@ def attach_optimizer(optimizer: "Optimizer | None", net, lr, fast) -> tuple:
     if optimizer.net is not net:
         raise ValueError("optimizer steps another network: build it on the network this trainer trains, "
                          "e.g. Adam(net, lr=1e-3)")
-    if lr is not None and _plain(lr) != _plain(optimizer.lr):
+    if lr is not None and not _same_numbers(lr, optimizer.lr, optimizer.members):
         raise ValueError(f"lr={_plain(lr)} differs from the optimizer's lr={_plain(optimizer.lr)}; give the same "
                          f"number or leave lr out")
+    if switch == "engine":
+        if fast != "eager":
+            raise ValueError(f"engine={fast!r} runs plain SGD; with an optimizer use engine='eager'")
+        return optimizer, optimizer.lr, fast
     if fast not in (False, True, "auto"):
         raise ValueError(f"fast={fast!r} runs plain SGD; with an optimizer use fast=False")
     return optimizer, optimizer.lr, False
@@ -480,6 +494,16 @@ def _axpy(y: Tensor, a: Number, x: Tensor) -> Tensor:
 def _axpy_(y: Tensor, a: Number, x: Tensor) -> Tensor:
     """y += a x in place, as ``_axpy``."""
     return y.addcmul_(x, a) if isinstance(a, Tensor) else y.add_(x, alpha=a)
+
+
+def _same_numbers(given, mine: Number, members) -> bool:
+    """Whether a trainer's lr (a number, or K numbers in the network's dtype) is the optimizer's."""
+    values = _plain(given) if isinstance(given, Tensor) else given
+    values = values if isinstance(values, list) else [values] * (members or 1)
+    ours = _plain(mine) if isinstance(mine, list) or isinstance(mine, Tensor) else [mine] * (members or 1)
+    if isinstance(given, Tensor):  # compare in the dtype the trainer keeps them in
+        ours = torch.tensor(ours, dtype=torch.float64).to(given.dtype).tolist()
+    return list(values) == list(ours)
 
 
 def _all_positive(x: Number) -> bool:

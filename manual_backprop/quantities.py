@@ -64,9 +64,9 @@ __all__ = ["per_sample_gradients", "per_sample_norms", "GradientNoise", "gradien
 # ---------------------------------------------------------------------------------------------------- checked entry
 def _phases(net, x, y, loss_fn):
     """Checked data and both phases: (loss_fn, cache, y, Gradients). ``net`` is an MLP or a Population."""
-    loss_fn = net._check_loss(loss_fn)
-    cache = forward_phase(net.weights, net.biases, net.activation_functions, net._check_x(x))
-    y = net._check_y(y, tuple(cache.output.shape), loss_fn)
+    loss_fn = net.check_loss(loss_fn)
+    cache = forward_phase(net.weights, net.biases, net.activation_functions, net.check_x(x))
+    y = net.check_y(y, tuple(cache.output.shape), loss_fn)
     grads = backward_phase(net.weights, net.activation_functions, cache, y, loss_fn, bias=net.bias)
     return loss_fn, cache, y, grads
 

@@ -48,7 +48,7 @@ def test_direction_spread_is_the_sampling_variance_of_the_mode():
     g = torch.Generator().manual_seed(0)
     for mode, b in (("online", 1), ("minibatch", 2), ("minibatch", 3)):
         weights = gradient_noise.direction_weights(mode, 4, b, 256, g)
-        spread = gradient_noise.measure(pop, x, y, pop._check_loss("squared_error"), weights)["variance"]
+        spread = gradient_noise.measure(pop, x, y, pop.check_loss("squared_error"), weights)["variance"]
         torch.testing.assert_close(spread, trace / b * (4 - b) / 3, rtol=1e-12, atol=0)
 
 

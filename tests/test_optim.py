@@ -83,7 +83,7 @@ def test_hundred_steps_equal_torch_optim_on_the_autograd_twin(setting, device):
         opt.step(grads)
         with torch.enable_grad():
             out, zs = twin.forward_with_logits(x)
-            expected = torch_loss(net._check_loss("cross_entropy"), zs[-1], out, y)
+            expected = torch_loss(net.check_loss("cross_entropy"), zs[-1], out, y)
             reference.zero_grad()
             expected.backward()
         reference.step()
@@ -482,3 +482,76 @@ def test_trainer_refuses_a_resume_with_another_optimizer(tmp_path):
         Trainer(other, data, mode="batch", lr=0.5, epochs=1, optimizer=Adam(other, lr=1e-2))
     with pytest.raises(ValueError, match="fast='fused' runs plain SGD"):
         Trainer(other, data, mode="batch", lr=1e-2, epochs=1, optimizer=Adam(other, lr=1e-2), fast="fused")
+
+
+def test_members_mask_leaves_frozen_members_where_they_are():
+    """PopulationTrainer freezes members (target reached, diverged): a masked member keeps its parameters, even where
+    its gradient is NaN, and the others make the update they make without the mask."""
+    from manual_backprop.optim import apply_step
+
+    def pop():
+        return Population(SIZES, activation="tanh", output_activation="softmax", bias_init="uniform",
+                          seeds=[1, 2, 3], dtype=F64)
+
+    masked, free = pop(), pop()
+    opt_masked, opt_free = Adam(masked, lr=[1e-2, 2e-2, 3e-2]), Adam(free, lr=[1e-2, 2e-2, 3e-2])
+    x, y = make_problem("cpu")
+    frozen = [p[1].clone() for p in masked.parameters()]
+    active = torch.tensor([True, False, True])
+    for _ in range(5):
+        _, grads = masked.loss_and_grads(x, y, "cross_entropy")
+        for g in grads.weights:
+            g[1] = float("nan")  # a diverged member's gradient
+        apply_step(opt_masked, masked.weights, masked.biases, grads, None, members=active)
+        opt_free.step(free.loss_and_grads(x, y, "cross_entropy")[1])
+    for j, (p, q, f) in enumerate(zip(masked.parameters(), free.parameters(), frozen)):
+        assert torch.equal(p[1], f), f"parameter {j}: the frozen member moved"
+        assert torch.equal(p[0], q[0]) and torch.equal(p[2], q[2]), f"parameter {j}: an active member differs"
+    with pytest.raises(ValueError, match=r"members must be a \(3,\) bool tensor"):
+        opt_free.step(free.loss_and_grads(x, y, "cross_entropy")[1], members=torch.tensor([True, False]))
+
+
+def test_attach_optimizer_to_a_population_trainer():
+    from manual_backprop.optim import attach_optimizer
+
+    pop = Population([2, 2, 1], seeds=[0, 1], dtype=torch.float32)
+    opt = SGD(pop, lr=[0.1, 0.5], momentum=0.9)
+    lr = torch.tensor([0.1, 0.5], dtype=torch.float32)  # as PopulationTrainer keeps it: the population's dtype
+    assert attach_optimizer(opt, pop, lr, "eager", switch="engine")[2] == "eager"
+    assert attach_optimizer(SGD(pop, lr=0.1), pop, torch.tensor([0.1, 0.1]), "eager", switch="engine")
+    with pytest.raises(ValueError, match="differs from the optimizer's lr"):
+        attach_optimizer(opt, pop, torch.tensor([0.1, 0.1]), "eager", switch="engine")
+    with pytest.raises(ValueError, match="engine='compiled' runs plain SGD; with an optimizer use engine='eager'"):
+        attach_optimizer(opt, pop, lr, "compiled", switch="engine")
+
+
+def _population_trainer_takes_an_optimizer() -> bool:
+    import inspect
+
+    from manual_backprop.population import PopulationTrainer
+
+    return "optimizer" in inspect.signature(PopulationTrainer).parameters
+
+
+@pytest.mark.skipif(not _population_trainer_takes_an_optimizer(), reason="PopulationTrainer has no optimizer hook yet")
+def test_population_trainer_with_per_member_adam_follows_each_members_trainer():
+    from manual_backprop.datasets import load_dataset
+    from manual_backprop.population import PopulationTrainer
+    from manual_backprop.training import Trainer
+
+    data = load_dataset("xor", dtype=F64)
+    lrs, beta1s = [0.01, 0.05, 0.1], [0.9, 0.8, 0.5]
+    pop = Population([2, 3, 1], seeds=[0, 1, 2], dtype=F64)
+    PopulationTrainer(pop, data, mode="minibatch", batch_size=2, lr=lrs, epochs=40, loss_fn="squared_error",
+                      optimizer=Adam(pop, lr=lrs, betas=(beta1s, 0.999))).run()
+    for i, (lr, beta1) in enumerate(zip(lrs, beta1s)):
+        net = MLP([2, 3, 1], dtype=F64, seed=i)
+        Trainer(net, data, mode="minibatch", batch_size=2, lr=lr, epochs=40, seed=i, loss_fn="squared_error",
+                optimizer=Adam(net, lr=lr, betas=(beta1, 0.999))).run()
+        for j, (p, q) in enumerate(zip(pop.parameters(), net.parameters())):
+            assert norm_relative_error(p[i], q) <= 1e-12, f"member {i} parameter {j}"
+    plain, with_sgd = (Population([2, 2, 1], seeds=list(range(4)), dtype=F64) for _ in range(2))
+    PopulationTrainer(plain, data, mode="online", lr=2.0, epochs=30, loss_fn="squared_error").run()
+    PopulationTrainer(with_sgd, data, mode="online", lr=2.0, epochs=30, loss_fn="squared_error",
+                      optimizer=SGD(with_sgd, lr=2.0)).run()
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), with_sgd.parameters()))

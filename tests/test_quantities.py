@@ -312,3 +312,36 @@ def test_population_with_one_batch_per_member():
     for i in range(2):
         expected = hvp_double_backward(pop.member(i), x[i], y[i], "squared_error", [t[i] for t in v])
         assert norm_relative_error(flat([t[i] for t in hv]), flat(expected)) <= 1e-10
+
+
+# ---------------------------------------------------------------------------------------------------- property
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def random_problem(draw):
+    depth = draw(st.integers(1, 4))
+    sizes = [draw(st.integers(1, 8)) for _ in range(depth + 1)]
+    hidden = [draw(st.sampled_from(HIDDEN + ["leaky_relu:0.3"])) for _ in range(depth - 1)]
+    case = draw(st.sampled_from(sorted(OUTPUT_LOSSES)))
+    return sizes, hidden, case, draw(st.integers(2, 12)), draw(st.integers(0, 2**20)), draw(st.floats(0.1, 1.5))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_problem())
+def test_property_random_networks(problem):
+    sizes, hidden, case, batch, seed, scale = problem
+    output_activation, loss_fn, target_kind = OUTPUT_LOSSES[case]
+    net = MLP(sizes, activation=hidden, output_activation=output_activation, init="normal", init_scale=scale,
+              bias_init="normal", dtype=F64, seed=seed)
+    x, y = make_problem(sizes, target_kind, batch, F64, "cpu", seed=seed)
+    if output_activation == "softmax" and isinstance(loss_fn, SquaredError):
+        assume(float(1.0 - net(x).max()) > 1e-4)  # the agreement suite's conditioning exclusion, same reason
+    v = random_vector(net, seed=seed)
+    hv = flat(hessian_vector_product(net, x, y, loss_fn, v))
+    expected = flat(hvp_double_backward(net, x, y, loss_fn, v))
+    assert norm_relative_error(hv, expected) <= 1e-10 or (expected.norm() < 1e-300 and hv.norm() < 1e-300)
+    mine = in_parameter_order(per_sample_gradients(net, x, y, loss_fn))
+    for i, theirs in enumerate(per_sample_contributions(net, x, y, loss_fn)):
+        assert_tensors_agree(f"parameter {i} per-sample", mine[i], theirs)
