@@ -20,7 +20,7 @@ Conventions, said once:
     noise           Sigma = covariance of the g_i over the batch, estimated entry by entry as
                     sum_i (g_i - G)^2 / (B - correction), G = mean_i g_i (correction=1: Bessel's, like torch.var;
                     correction=0: the batch is the whole distribution, as in the experiment on XOR's four points).
-                    B_simple = tr(Sigma) / |G|^2, the simple noise scale of McCandlish et al. (2018, eq. 2.8), a
+                    B_simple = tr(Sigma) / |G|^2, the simple noise scale of McCandlish et al. (2018), a
                     plug-in estimate on this batch. Both numbers are invariant to rescaling the g_i, so the choice
                     of reduction does not change B_simple.
     Hv              ``hessian_vector_product`` returns H v for the Hessian H of E (the loss as reduced) with respect
@@ -136,7 +136,7 @@ def gradient_noise(net, x: Tensor, y: Tensor, loss_fn=None, *, correction: int =
     """The per-parameter variance of the per-sample gradients g_i and the simple noise scale B_simple.
 
     sum_i g_i^2 is formed entry by entry without the per-sample tensors: for W[k] it is (delta^2)^T (x^2) times
-    the square of the per-sample factor (BackPACK's "sum of squared gradients"); variance = (sum_i g_i^2 - B G^2)
+    the square of the per-sample factor (BackPACK's SumGradSquared); variance = (sum_i g_i^2 - B G^2)
     / (B - correction), clamped at 0 against rounding. This one-pass formula loses relative accuracy where the
     variance is tiny next to G^2 (all samples agreeing); near a minimum, where G is small, it is accurate.
     """
