@@ -25,7 +25,11 @@ under "config") and takes its values as the defaults; flags on the command line 
 a setting refuses the file, except the keys the script itself writes beside its settings (``extra_keys``).
 
 ``run_main`` runs a script: a bad flag, file or setting (ValueError, TypeError, OSError, ImportError, raised by
-the script or the library) ends in one line, ``<script>: error: <message>``, and exit status 2.
+the script or the library) ends in one line, ``<script>: error: <message>``, and exit status 2. A script may
+give its own status for a finished run (``status``): learning_modes exits 3 when a mode diverged.
+
+Run folders (names checked before any write, a new folder for the default name, a lock while a run uses one,
+results kept across runs) are in run_folder.py.
 """
 
 from __future__ import annotations
@@ -73,6 +77,11 @@ def at_least(low):
     def check(value):
         return None if value is None or value >= low else f"must be >= {low}"
     return check
+
+
+def seed_range(value) -> Optional[str]:
+    """Validator: a seed torch.Generator takes, an int in [0, 2**63 - 1]."""
+    return None if value is None or 0 <= value <= 2 ** 63 - 1 else "must be an int in [0, 2**63 - 1]"
 
 
 def finite_positive(value) -> Optional[str]:
@@ -290,25 +299,28 @@ def parse_config(config_class, argv=None, *, prog: str, description: Optional[st
 
 # ---------------------------------------------------------------------------------------------------- running
 def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
-             interrupted: Optional[Callable[[Any], str]] = None) -> int:
+             interrupted: Optional[Callable[[Any], str]] = None,
+             status: Optional[Callable[[Any], int]] = None) -> int:
     """Parse, run, and turn a bad flag, file or setting into one line and exit status 2.
 
     ``errors``: further exception types this script reports the same way. ``interrupted(cfg)``: the message for
-    Ctrl-C (exit status 130); without it, KeyboardInterrupt propagates.
+    Ctrl-C (exit status 130); without it, KeyboardInterrupt propagates. ``status(result)``: the exit status of a
+    run that finished (default 0), from what ``run`` returned.
     """
     cfg = None
     try:
         cfg = parse(argv)
-        run(cfg)
+        result = run(cfg)
     except (*USER_ERRORS, *errors) as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        if not getattr(err, "reported_by_rank0", False):  # under torchrun, one line for the job, not one per rank
+            print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if interrupted is None or cfg is None:
             raise
         print(interrupted(cfg), file=sys.stderr)
         return 130
-    return 0
+    return status(result) if status is not None else 0
 
 
 # ---------------------------------------------------------------------------------------------------- tables

@@ -33,13 +33,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
                                 parse_config, run_main)
+from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
@@ -108,13 +108,19 @@ def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def run(cfg: Config) -> dict:
+    check_run_name(cfg.run)
     validate(cfg)
+    sizes = [2, *cfg.hidden, 1]
+    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}") as f:
+        return _run(cfg, f)
+
+
+def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     sizes = [2, *cfg.hidden, 1]
     tie = torch.finfo(dtype).eps ** 0.5  # a margin below this is decided by rounding, not by the weights
-    run_name = cfg.run or f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}"
-    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    run_name, run_dir = folder.name, folder.path
     write_json({**asdict(cfg), "run": run_name, "sizes": sizes, "device": str(device)}, run_dir / "config.json")
     start = time.perf_counter()
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from experiments.common import DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main
+from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main,
+                                seed_range)
+from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
@@ -61,7 +62,7 @@ class Config:
     epochs: int = option(30, help="passes over the training split", check=at_least(1))
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float32", help="of the weights and the data", choices=DTYPES)
-    seed: int = option(0, help="weights, data and sample order")
+    seed: int = option(0, help="weights, data and sample order", check=seed_range)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>")
     run: Optional[str] = option(None, help="run folder name (default: <dataset>-seed<seed>)")
     quiet: bool = option(False, help="no progress bars and no tables")
@@ -109,6 +110,7 @@ class RowSumLogger:
 
 
 def run(cfg: Config) -> dict:
+    check_run_name(cfg.run)
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     options = {"num_classes": cfg.num_classes} if cfg.dataset == "blobs" else {}
@@ -117,9 +119,13 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"--dataset must have 3 or more classes (a softmax over 2 outputs is one sigmoid), but "
                          f"{cfg.dataset!r} has {data.num_classes}")
     check_config(cfg)
+    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.dataset}-seed{cfg.seed}") as folder:
+        return _run(cfg, folder, device, dtype, data)
+
+
+def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
     sizes = [data.n_features, cfg.hidden, data.num_classes]
-    run_name = cfg.run or f"{cfg.dataset}-seed{cfg.seed}"
-    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    run_name, run_dir = folder.name, folder.path
     lecture = lecture_example()
     if not cfg.quiet:
         print(example_text(lecture))

@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 
 from experiments.common import DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main
+from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
@@ -86,7 +87,14 @@ def grid(cfg: Config):
 
 def run(cfg: Config) -> dict:
     """Train one population per mode; returns the results written to results.json."""
+    check_run_name(cfg.run)
     validate(cfg)
+    default = f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default) as folder:
+        return _run(cfg, folder)
+
+
+def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
@@ -94,8 +102,7 @@ def run(cfg: Config) -> dict:
              else data.num_classes or data.y_train.shape[1])
     sizes = cfg.sizes or [data.n_features, 8, n_out]
     lrs, seeds, groups = grid(cfg)
-    run_name = cfg.run or f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    run_name, run_dir = folder.name, folder.path
     if not cfg.quiet:
         print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds 0..{cfg.seeds - 1}, sizes {sizes}, "
               f"{cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss {cfg.target_loss:g}\n"

@@ -29,13 +29,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
                                 parse_config, run_main)
+from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
@@ -145,11 +145,16 @@ def summarize(records: list) -> dict:
 
 def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
+    check_run_name(cfg.run)
     check_config(cfg)
+    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.mode}-seeds{cfg.seeds}") as folder:
+        return _run(cfg, folder)
+
+
+def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
-    run_name = cfg.run or f"{cfg.mode}-seeds{cfg.seeds}"
-    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    run_name, run_dir = folder.name, folder.path
     write_json({**asdict(cfg), "run": run_name, "device": str(device)}, run_dir / "config.json")
     if not cfg.quiet:
         print(f"{len(cfg.problems)} problems x {len(cfg.methods)} methods x {cfg.seeds} seeds on {device}; "
