@@ -7,7 +7,7 @@ digits, which ship inside the package). Every mode logs to its own TensorBoard r
     python -m experiments.learning_modes                      # defaults: digits, 64-32-10 tanh/softmax, 20 epochs
     python -m experiments.learning_modes --dataset moons --sizes 2 16 2 --epochs 50
     python -m experiments.learning_modes --run my_run --resume   # continue a stopped run to the same numbers
-    torchrun --standalone --nproc_per_node=2 -m experiments.learning_modes --distributed --modes batch minibatch
+    torchrun --standalone --nproc_per_node=2 -m experiments.learning_modes --distributed
 
 What it shows: batch learning makes one update per epoch, so per epoch it learns slowest but each update is one
 big matrix product; online learning makes N noisy updates per epoch; minibatch sits between (the "minibatch
@@ -15,7 +15,15 @@ compromise"). Per-mode learning rates differ because the number and noise of the
 
 With --distributed (launched by torchrun) every batch is split over the processes, which reduce their gradient
 sums with all_reduce, so each update equals the single-process one (manual_backprop/distributed.py). Online mode
-is sequential and is refused. Only rank 0 writes logs, checkpoints, config.json, results.json and the table.
+is sequential: --distributed trains batch and minibatch by default, and refuses --modes online. Only rank 0 writes
+logs, checkpoints, config.json, results.json and the table.
+
+What a run keeps safe (run_folder.py): without --run every run gets a new folder (<dataset>-seed<seed>, then -2,
+-3, ...); a folder is locked while a run uses it; a mode added to an existing run must share its settings, and its
+results join the others in results.json. --resume continues each mode's checkpoint and refuses any setting that
+differs from the mode's config.json, naming each one; --allow-changes lr epochs lets a new learning rate or
+epoch limit through, recorded as a new segment in config.json. Nothing is written until every checkpoint has been
+read and accepted. Exit status: 0 done, 2 a bad flag, file or folder (one line), 3 a mode diverged, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from typing import Optional
 
 import torch
 
-from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
-                                run_main)
+from experiments.common import (DTYPES, USER_ERRORS, Column, at_least, check_config, flag_name, format_table, option,
+                                parse_config, run_main, seed_range)
+from experiments.run_folder import changed_settings, check_run_name, merge_results, open_run_folder, read_json
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
@@ -37,6 +46,13 @@ from manual_backprop.tblog import RunLogger, tensorboard_command
 from manual_backprop.training import MODES, Trainer, load_checkpoint, write_json
 
 EXPERIMENT = "learning_modes"
+
+
+CHANGEABLE = ("lr", "epochs")  # what --allow-changes can let through on --resume
+# The settings every mode of a run shares, and what a resume compares with the mode's config.json (plus its lr).
+SHARED_SETTINGS = ("dataset", "n_samples", "noise", "sizes", "activation", "output_activation", "loss", "dtype", "seed",
+                   "epochs")
+DISTRIBUTED_MODES = ["batch", "minibatch"]  # online is sequential
 
 
 @dataclass
@@ -53,15 +69,21 @@ class Config:
     lr_minibatch: float = option(0.3, help="learning rate of minibatch mode")
     batch_size: int = option(32, help="b, the samples per update of minibatch mode")
     epochs: int = option(20, help="passes over the training split", check=at_least(1))
-    modes: list[str] = option(list(MODES), help="the learning modes to train, in this order", choices=MODES)
+    modes: Optional[list[str]] = option(None, help="the learning modes to train, in this order (default: batch "
+                                                   "online minibatch; with --distributed: batch minibatch)",
+                                        choices=MODES)
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float32", help="of the weights and the data", choices=DTYPES)
-    seed: int = option(0, help="weights, data split and sample order")
+    seed: int = option(0, help="weights, data split and sample order", check=seed_range)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/learning_modes/<run>/<mode>")
     run: Optional[str] = option(None, flags=("--run", "--run-name"),
                                 help="run folder name (default: <dataset>-seed<seed>); --run-name also passes "
                                      "through torchrun")
-    resume: bool = option(False, help="continue the run's checkpoints instead of starting over")
+    resume: bool = option(False, help="continue the run's checkpoints instead of starting over (the settings must "
+                                      "be the run's own)")
+    allow_changes: list[str] = option([], choices=CHANGEABLE,
+                                      help="settings --resume may change: lr (of each mode), epochs; each resume is "
+                                           "a segment in the mode's config.json (default: none)")
     quiet: bool = option(False, help="no progress bars and no table")
     distributed: bool = option(False, help="split every batch over the processes torchrun starts (nccl on GPUs, "
                                            "gloo on CPUs; batch and minibatch modes only)")
@@ -73,7 +95,7 @@ class Config:
 
 
 # What each mode's config.json holds beside the settings (for --config, which reads it back).
-CONFIG_EXTRAS = ("mode", "lr", "net", "data", "world_size")
+CONFIG_EXTRAS = ("mode", "lr", "net", "data", "world_size", "segments")
 
 
 def parse_args(argv=None) -> Config:
@@ -81,21 +103,33 @@ def parse_args(argv=None) -> Config:
                         extra_keys=CONFIG_EXTRAS)
 
 
+def resolved_modes(cfg: Config) -> list:
+    """--modes as given, else all three (batch and minibatch with --distributed)."""
+    if cfg.modes:
+        return list(cfg.modes)
+    return list(DISTRIBUTED_MODES) if cfg.distributed else list(MODES)
+
+
+def default_run_name(cfg: Config) -> str:
+    return f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
+
+
 def validate(cfg: Config, n_train: int) -> None:
     """Refuse bad settings before any training starts."""
     check_config(cfg)
-    for mode in cfg.modes:
+    modes = resolved_modes(cfg)
+    for mode in modes:
         lr = cfg.lr(mode)
         if not lr > 0 or lr != lr or lr == float("inf"):
             raise ValueError(f"--lr-{mode} must be a finite number > 0, but got {lr}")
-    if "minibatch" in cfg.modes and not 1 <= cfg.batch_size <= n_train:
+    if "minibatch" in modes and not 1 <= cfg.batch_size <= n_train:
         raise ValueError(f"--batch-size must be in [1, {n_train}] (the training split of {cfg.dataset!r} has "
                          f"{n_train} samples), but got {cfg.batch_size}")
 
 
 def validate_distributed(cfg: Config) -> None:
     """Refuse what cannot run data-parallel, before any process group is joined."""
-    if "online" in cfg.modes:
+    if cfg.modes and "online" in cfg.modes:
         raise ValueError(f"--distributed cannot run online mode: {distributed.ONLINE_IS_SEQUENTIAL}. "
                          f"Pass --modes batch minibatch (or one of them) with --distributed, and run --modes online "
                          f"without it")
@@ -105,6 +139,7 @@ def validate_distributed(cfg: Config) -> None:
 
 def run(cfg: Config) -> dict:
     """Train every mode from one initial network; returns {mode: History}. With cfg.distributed, on every rank."""
+    check_run_name(cfg.run)  # before anything is written
     if not cfg.distributed:
         return _run(cfg, None)
     validate_distributed(cfg)
@@ -117,47 +152,164 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     quiet = cfg.quiet or not main
     device = resolve_device(cfg.device) if info is None else info.device
     dtype = getattr(torch, cfg.dtype)
+    modes = resolved_modes(cfg)
     data = load_dataset(cfg.dataset, n_samples=cfg.n_samples, noise=cfg.noise, seed=cfg.seed, dtype=dtype)
     validate(cfg, data.x_train.shape[0])
     sizes = cfg.sizes or [data.n_features, 32, data.num_classes or data.y_train.shape[1]]
     initial = MLP(sizes, activation=cfg.activation, output_activation=cfg.output_activation, dtype=dtype,
                   device=device, seed=cfg.seed)
-    run_name = cfg.run or f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
+    probes = _probe_trainers(cfg, modes, data, initial)
+    folder = None
+
+    def open_folder():  # rank 0 alone sees its disk and holds the lock; every rank learns the folder's name
+        nonlocal folder
+        folder = open_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default_run_name(cfg), resume=cfg.resume)
+        return folder.name
+
+    run_name = _on_rank0(main, open_folder)
+    cfg._run_name = run_name  # for the Ctrl-C message
     run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
+    try:
+        plan = _on_rank0(main, lambda: _check_run_folder(cfg, run_dir, modes, sizes))
+        _check_checkpoints_fit(probes, run_dir, plan)  # the same states on every rank: the same outcome
+        del probes
+        return _train_modes(cfg, info, modes, data, initial, sizes, run_dir, plan, main, quiet)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _on_rank0(main: bool, fn):
+    """``fn()`` on rank 0 only (the disk is rank 0's); its result, or its one-line error, on every rank."""
+    outcome = None
+    if main:
+        try:
+            outcome = ("ok", fn())
+        except USER_ERRORS as err:
+            outcome = ("error", str(err))
+    outcome = distributed.from_rank0(outcome)
+    if outcome[0] == "error":
+        error = ValueError(outcome[1])
+        error.reported_by_rank0 = not main  # rank 0 prints the line; the other ranks exit with the same status
+        raise error
+    return outcome[1]
+
+
+def _settings(cfg: Config, mode: str, sizes: list) -> dict:
+    """What a mode's config.json records and a resume compares: the shared settings, its lr and batch size."""
+    return {**{k: getattr(cfg, k) for k in SHARED_SETTINGS}, "sizes": sizes, "lr": cfg.lr(mode),
+            "batch_size": cfg.batch_size}
+
+
+def _flag(key: str, mode: str) -> str:
+    return f"--lr-{mode}" if key == "lr" else flag_name(key)
+
+
+def _check_run_folder(cfg: Config, run_dir: Path, modes: list, sizes: list) -> dict:
+    """Before anything is written: each mode's checkpoint (resumed or refused), its settings against the run's
+    config.json, results.json readable. Returns {mode: (checkpoint state or None, segments for config.json)}."""
+    read_json(run_dir / "results.json", "the results file")
+    saved = {m: read_json(run_dir / m / "config.json", f"the {m} settings file") for m in MODES}
+    plan = {}
+    for mode in modes:
+        mode_dir, now = run_dir / mode, _settings(cfg, mode, sizes)
+        checkpoint = mode_dir / "checkpoint.pt"
+        first = {"from_epoch": 0, "epochs": cfg.epochs, "lr": cfg.lr(mode)}
+        if not checkpoint.exists():
+            others = next((c for m, c in saved.items() if c is not None and m != mode), None)
+            changes = changed_settings(others, now, SHARED_SETTINGS) if others is not None else {}
+            _refuse(changes, cfg, f"run {run_dir.name!r} in {run_dir} holds modes trained with other settings",
+                    "pass the run's settings to add a mode to it", mode, resume=False)
+            plan[mode] = (None, [first])
+            continue
+        if not cfg.resume:
+            raise ValueError(f"run {run_dir.name!r} already has a checkpoint for {mode} in {mode_dir}; pass --resume "
+                             f"to continue it, or --run NAME for a new run")
+        old = saved[mode]
+        if old is None:
+            raise ValueError(f"--resume: {checkpoint} has no config.json beside it, so its settings cannot be "
+                             f"checked; start a new run with --run NAME")
+        keys = SHARED_SETTINGS + ("lr",) + (("batch_size",) if mode == "minibatch" else ())
+        changes = changed_settings(old, now, keys)
+        _refuse(changes, cfg, f"--resume: the {mode} run in {mode_dir} was started with other settings",
+                f"resume with the run's own settings (--config {mode_dir / 'config.json'} replays them)", mode,
+                resume=True)
+        state = load_checkpoint(checkpoint)
+        history = state.get("history") if isinstance(state, dict) else None
+        if isinstance(history, dict) and history.get("stop_reason") == "diverged" and "lr" not in changes:
+            raise ValueError(f"--resume: the {mode} run in {mode_dir} diverged after epoch {state.get('epoch')}, and "
+                             f"with the same --lr-{mode} {cfg.lr(mode):g} it would diverge again; pass a smaller "
+                             f"--lr-{mode} with --allow-changes lr to continue from its last good state, or start a "
+                             f"new run with --run NAME")
+        segment = {"from_epoch": state.get("epoch"), "epochs": cfg.epochs, "lr": cfg.lr(mode)}
+        if changes:
+            segment["changed"] = {k: list(v) for k, v in sorted(changes.items())}
+        segments = old.get("segments") or [{"from_epoch": 0, "epochs": old.get("epochs"), "lr": old.get("lr")}]
+        plan[mode] = (state, [*segments, segment])
+    return plan
+
+
+def _refuse(changes: dict, cfg: Config, what: str, how: str, mode: str, *, resume: bool) -> None:
+    """Raise one line naming every changed setting that --allow-changes does not let through."""
+    refused = {k: v for k, v in changes.items() if k not in cfg.allow_changes}
+    if not refused:
+        return
+    listed = ", ".join(f"{_flag(k, mode)} {a} (now {b})" for k, (a, b) in refused.items())
+    allow = ", pass --allow-changes lr epochs to let a new lr or epoch limit through" if resume else ""
+    raise ValueError(f"{what}: {listed}; {how}{allow}, or start a new run with --run NAME")
+
+
+def _probe_trainers(cfg: Config, modes: list, data, initial: MLP) -> dict:
+    """Each mode's Trainer on the plain path, with no logger and no files: a setting the Trainer refuses ends the
+    run before a folder is made."""
+    return {mode: Trainer(initial.copy(), data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed, fast=False) for mode in modes}
+
+
+def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
+    """Load every checkpoint into its probe before anything is written: one that does not fit this run (another
+    architecture, loss or batch size) is refused now, naming it."""
+    for mode, probe in probes.items():
+        state = plan[mode][0]
+        if state is not None:
+            try:
+                probe.load_state_dict(state)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"--resume: {run_dir / mode / 'checkpoint.pt'} does not fit this run: {err}") \
+                    from None
+
+
+def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list, run_dir: Path, plan: dict,
+                 main: bool, quiet: bool) -> dict:
     if not quiet:
         ranks = "" if info is None else f"\n{info.world_size} processes ({info.backend}), each batch split over them"
         print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
+    n_train = data.x_train.shape[0]
     histories = {}
-    for mode in cfg.modes:
-        net = initial.copy()  # every mode starts from the same weights
-        mode_dir = run_dir / mode
-        checkpoint = mode_dir / "checkpoint.pt"
-        # Only rank 0 sees its disk: every rank takes rank 0's answer, so all raise (or resume) together.
-        exists = distributed.from_rank0(checkpoint.exists() if main else None)
-        if not cfg.resume and exists:
-            raise ValueError(f"run {run_name!r} already has a checkpoint for {mode} in {mode_dir}; pass --resume to "
-                             f"continue it, or --run NAME for a new run")
+    for mode in modes:
+        mode_dir, (state, segments) = run_dir / mode, plan[mode]
         if main:
-            write_json({**asdict(cfg), "run": run_name, "mode": mode, "lr": cfg.lr(mode), "sizes": sizes,
-                        "device": str(device), "net": initial.spec(), "data": repr(data),
-                        "world_size": 1 if info is None else info.world_size}, mode_dir / "config.json")
-        n_train = data.x_train.shape[0]
+            write_json({**asdict(cfg), "run": run_dir.name, "mode": mode, "lr": cfg.lr(mode), "sizes": sizes,
+                        "device": str(initial.device), "net": initial.spec(), "data": repr(data),
+                        "world_size": 1 if info is None else info.world_size, "segments": segments},
+                       mode_dir / "config.json")
         updates_per_epoch = {"batch": 1, "online": n_train}.get(mode, -(-n_train // cfg.batch_size))
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, mode, updates_per_epoch=updates_per_epoch,
+        with RunLogger(cfg.logdir, EXPERIMENT, run_dir.name, mode, updates_per_epoch=updates_per_epoch,
                        enabled=main) as logger:
             trainer_class = Trainer if info is None else distributed.DistributedTrainer
-            trainer = trainer_class(net, data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
+            trainer = trainer_class(initial.copy(), data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
                                     batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed,
-                                    logger=logger if main else None, checkpoint_path=checkpoint if main else None,
+                                    logger=logger if main else None,
+                                    checkpoint_path=mode_dir / "checkpoint.pt" if main else None,
                                     progress=False if quiet else f"{mode:>9}")
-            if cfg.resume and exists:
-                trainer.load_state_dict(distributed.from_rank0(load_checkpoint(checkpoint) if main else None))
+            if state is not None:
+                trainer.load_state_dict(state)
             history = trainer.run()
         if history.stop_reason == "diverged" and main:
             print(f"{mode}: {history.message}", file=sys.stderr)
         histories[mode] = history
-    if main:
-        write_json({mode: h.to_dict() for mode, h in histories.items()}, run_dir / "results.json")
+        if main:  # after every mode, so a later failure loses nothing; earlier runs' modes are kept
+            merge_results(run_dir / "results.json", {mode: history.to_dict()})
     if not quiet:
         print(table(histories, cfg))
         print(f"\nOpen the overlaid loss curves:\n  {tensorboard_command(run_dir)}")
@@ -180,13 +332,18 @@ def table(histories: dict, cfg: Config) -> str:
 
 
 def interrupted(cfg: Config) -> str:
-    run_name = cfg.run or f"{Path(cfg.dataset).stem}-seed{cfg.seed}"
+    run_name = getattr(cfg, "_run_name", None) or cfg.run or default_run_name(cfg)
     return (f"\ninterrupted; the checkpoints are saved. Continue with:\n  python -m experiments.learning_modes "
             f"--run {run_name} --resume (and the same flags)")
 
 
+def exit_status(histories: dict) -> int:
+    """3 when a mode diverged (its message is printed, its results written), else 0."""
+    return 3 if any(h.stop_reason == "diverged" for h in histories.values()) else 0
+
+
 def main(argv=None) -> int:
-    return run_main(EXPERIMENT, parse_args, run, argv, interrupted=interrupted)
+    return run_main(EXPERIMENT, parse_args, run, argv, interrupted=interrupted, status=exit_status)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,8 @@ class Trainer:
         self.epochs = epochs
         if isinstance(net.output_activation, Softmax) and net.sizes[-1] == 1:
             raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
-                             "output per class, or one 'sigmoid' output for two classes")
+                             "output per class, one 'sigmoid' output for two classes, or an 'identity' output with "
+                             "loss 'squared_error' for a regression target")
         self.loss_fn = net.check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)

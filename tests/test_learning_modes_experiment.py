@@ -52,7 +52,8 @@ def test_real_tensorboard_serves_every_mode(finished_run, tmp_path):
 def test_resume_continues_to_the_same_result(tmp_path):
     assert main([*QUICK, "--epochs", "4", "--logdir", str(tmp_path), "--run", "unbroken"]) == 0
     assert main([*QUICK, "--epochs", "2", "--logdir", str(tmp_path), "--run", "stopped"]) == 0
-    assert main([*QUICK, "--epochs", "4", "--logdir", str(tmp_path), "--run", "stopped", "--resume"]) == 0
+    assert main([*QUICK, "--epochs", "4", "--logdir", str(tmp_path), "--run", "stopped", "--resume",
+                 "--allow-changes", "epochs"]) == 0  # more epochs: a change that must be allowed
     read = lambda run: json.loads((tmp_path / "learning_modes" / run / "results.json").read_text())  # noqa: E731
     unbroken, resumed = read("unbroken"), read("stopped")
     for mode in MODES:
@@ -86,4 +87,4 @@ def test_default_settings_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "batch" in out and "online" in out and "minibatch" in out and "--logdir" in out
     assert sorted(p.name for p in (tmp_path / "learning_modes" / "digits-seed0").iterdir()) == \
-        ["batch", "minibatch", "online", "results.json"]
+        [".lock", "batch", "minibatch", "online", "results.json"]
