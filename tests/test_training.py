@@ -372,6 +372,22 @@ def test_trainer_follows_the_network_to_another_dtype(moons, monkeypatch):
     assert trainer.x_test.dtype == torch.float64 and net.weights[0].dtype == torch.float64
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_trainer_follows_the_network_to_cuda(moons):
+    """net.to("cuda") after the Trainer was built on the CPU: the data, the last good state and the fast path follow."""
+    net = fresh()
+    trainer = Trainer(net, moons, mode="minibatch", batch_size=7, lr=0.2, epochs=2, seed=1)
+    net.to("cuda")
+    history = trainer.run()
+    assert history.stop_reason == "max_epochs", history.message
+    assert trainer.x_train.is_cuda and trainer.labels_test.is_cuda and all(g.is_cuda for g in trainer._good_state)
+    expected = fresh(device="cuda")
+    train(expected, moons.to("cuda"), mode="minibatch", batch_size=7, lr=0.2, epochs=2, seed=1)
+    for p, q in zip(net.parameters(), expected.parameters()):
+        torch.testing.assert_close(p, q)
+
+
 def test_resuming_a_diverged_run_with_a_new_lr_continues_from_the_last_good_state(moons, tmp_path):
     path = tmp_path / "ckpt.pt"
     regression = type(moons)(name="moons-regression", x_train=moons.x_train * 50, y_train=torch.randn(45, 1, dtype=F64),
