@@ -97,6 +97,9 @@ def _add_check(sub) -> None:
     p.add_argument("--fd-samples", type=int, default=200,
                    help="finite differences on at most this many entries per tensor (0: every entry)")
     p.add_argument("--no-fd", action="store_true", help="skip the finite-difference oracle")
+    p.add_argument("--paths", choices=("plain", "all"), default=None,
+                   help="all: also prove, update by update, every fast path and population engine that runs on this "
+                        "device (default: all on CUDA, plain on the CPU)")
     p.set_defaults(func=run_check)
 
 
@@ -107,7 +110,34 @@ def run_check(args) -> int:
     report = compare(net, x, y, loss_fn, finite_diff=not args.no_fd,
                      fd_max_per_tensor=args.fd_samples or None, seed=args.seed)
     print(report.table())
-    return 0 if report.passed else 1
+    passed = report.passed
+    if (args.paths or ("all" if net.device.type == "cuda" else "plain")) == "all":
+        passed = run_path_proof(net, loss_fn, x, y) and passed
+    return 0 if passed else 1
+
+
+PATH_PROOF_LR = 0.1
+
+
+def run_path_proof(net, loss_fn, x, y) -> bool:
+    """One update through every fast path and population engine of this device against network.py's update
+    (reference/update_proof.py); prints one row per path. True when every path is within its bound."""
+    from .update_proof import paths_for, prove_paths
+
+    if net.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    y = net.check_y(y, (x.shape[0], net.sizes[-1]), loss_fn)
+    paths = paths_for(net.device)
+    print(f"\nOne update (lr {PATH_PROOF_LR}) through each path of {net.device} against network.py's update:")
+    print(f"{'path':24} {'bound':>10} {'worst tensor':>14} {'ulps':>10}  ok")
+    ok_all = True
+    for path, bound, rows in prove_paths(net, x, y, loss_fn, PATH_PROOF_LR, paths):
+        name, miss, _ = max(rows, key=lambda r: r[1])
+        ok = all(r[2] for r in rows)
+        ok_all = ok_all and ok
+        print(f"{path:24} {'bit-equal' if bound == 0 else f'{bound} ulps':>10} {name:>14} {miss:10.2f}  "
+              f"{'yes' if ok else 'NO'}")
+    return ok_all
 
 
 TRACE_DEFAULTS = dict(CHECK_DEFAULTS, sizes=[2, 2, 1], activation=["sigmoid"], output_activation="sigmoid", batch=4,

@@ -43,3 +43,14 @@ def test_console_script_runs():
                              "--output-activation", "sigmoid"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout
+
+
+def test_check_paths_all_proves_every_path_of_the_device(capsys):
+    """`check --paths all` adds one row per fast path and population engine of this device, each proven."""
+    from reference.cli import main
+
+    assert main(["check", "--paths", "all", "--no-fd", "--sizes", "3", "4", "2", "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    for path in ("fused-exact", "fused", "population-api", "population-eager", "population-compiled"):
+        assert f"\n{path} " in out, path
+    assert " NO" not in out
