@@ -345,6 +345,7 @@ def test_unknown_name_lists_the_valid_names():
         ({"test_fraction": 0}, r"test_fraction must be .* but got 0"),
         ({"noise": -0.1}, r"noise must be a finite number >= 0 .* but got -0\.1"),
         ({"seed": -1}, r"seed must be a non-negative int, but got -1"),
+        ({"seed": 2 ** 70}, r"seed must be a non-negative int of at most 64 bits \(<= 2\*\*63 - 1\), but got 1180"),
         ({"dtype": torch.int64}, r"dtype must be a floating-point torch dtype .* but got torch\.int64"),
         ({"factor": 0.5}, r"unknown option 'factor' for dataset 'moons'; its options are: none"),
     ],

@@ -143,6 +143,8 @@ def split_indices(y: Tensor, n_test: int, generator: torch.Generator, stratify: 
 def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, but got {seed!r}")
+    if seed > 2 ** 63 - 1:  # torch.Generator.manual_seed takes 64 bits
+        raise ValueError(f"seed must be a non-negative int of at most 64 bits (<= 2**63 - 1), but got {seed!r}")
     return int(seed)
 
 
