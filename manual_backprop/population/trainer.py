@@ -21,7 +21,8 @@ from torch import Tensor
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
 from ..losses import Loss
 from ..modes import MODES, EpochOrders, samples_per_update
-from ..network import backward_phase, forward_phase, update
+from ..network import backward_phase, forward_phase
+from ..optim import apply_step, attach_optimizer
 from ..training import encode_for
 from .history import PopulationHistory
 from .logger import PopulationLogger
@@ -59,8 +60,9 @@ class _EpochFunction:
     """
 
     def __init__(self, population: Population, loss_fn: Loss, lr: Tensor, chunks: list, evals: dict,
-                 target_loss: Optional[float]):
+                 target_loss: Optional[float], optimizer=None):
         self.functions = population.activation_functions
+        self.optimizer = optimizer  # None: plain gradient descent with lr * active
         self.bias = population.bias
         self.loss_fn, self.lr, self.chunks, self.evals = loss_fn, lr, chunks, evals
         self.target_loss = target_loss
@@ -73,7 +75,8 @@ class _EpochFunction:
             x, y = xs[:, start:stop], ys[:, start:stop]  # (K, b, n_0), (K, b, n_L)
             cache = forward_phase(weights, biases, fs, x)
             losses.append(loss_fn.value(cache.logits, cache.output, y))  # (K,)
-            update(weights, biases, backward_phase(weights, fs, cache, y, loss_fn, bias=self.bias), lr)
+            grads = backward_phase(weights, fs, cache, y, loss_fn, bias=self.bias)
+            apply_step(self.optimizer, weights, biases, grads, lr, active)  # a frozen member does not move
         update_losses = torch.stack(losses)  # (T, K)
         figures = []
         for split in ("train", "test"):
@@ -120,6 +123,8 @@ class PopulationTrainer:
             COMPILED_MAX_UPDATES updates an epoch) or "cuda_graph" (CUDA only: the eager epoch is captured once as a
             CUDA graph and replayed).
         epochs_per_draw: epochs whose sample orders are drawn and gathered at once.
+        optimizer: a manual_backprop.optim optimizer built on this population (settings one per member or shared);
+            None: plain gradient descent. Only the eager engine runs one.
         progress: a tqdm bar over epochs; a string is its label.
     """
 
@@ -127,7 +132,7 @@ class PopulationTrainer:
                  batch_size: Optional[int] = None, loss_fn=None, target_loss: Optional[float] = None,
                  replacement: bool = False, order_seeds: Optional[Sequence[int]] = None,
                  logger: Optional[PopulationLogger] = None, engine: str = "eager", epochs_per_draw: int = 64,
-                 progress: Union[bool, str] = False):
+                 progress: Union[bool, str] = False, optimizer=None):
         if not isinstance(population, Population):
             raise TypeError(f"population must be a Population, but got {type(population).__name__}")
         if mode not in MODES:
@@ -141,6 +146,7 @@ class PopulationTrainer:
         self.pop, self.mode, self.engine = population, mode, engine
         K = population.size
         self.lr = population.check_lr(lr)
+        self.optimizer, _, _ = attach_optimizer(optimizer, population, self.lr, engine, switch="engine")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
         self.epochs = epochs
@@ -185,7 +191,8 @@ class PopulationTrainer:
                  "test": (self.x_test, self.y_test, self.labels_test)}
         if _same_split(evals["train"], evals["test"]):
             evals["test"] = None  # the logic gates: evaluating the same samples twice would give the same figures
-        self._fn = _EpochFunction(population, self.loss_fn, self.lr, self.chunks, evals, self.target_loss)
+        self._fn = _EpochFunction(population, self.loss_fn, self.lr, self.chunks, evals, self.target_loss,
+                                  self.optimizer)
         self._call = self._fn
         if engine == "compiled":
             self._call = torch.compile(self._fn, dynamic=False)
