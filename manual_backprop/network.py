@@ -227,8 +227,8 @@ class MLP(ParameterState):
         self.init_scale = check_positive_number("init_scale", init_scale)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None, but got {seed!r}")
+        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an int in [0, 2**63 - 1] or None, but got {seed!r}")
         self.seed = seed
         weights, biases = initial_parameters(
             self.sizes, init=self.init, bias_init=self.bias_init, scale=self.init_scale, seed=seed, bias=bias

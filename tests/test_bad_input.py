@@ -133,8 +133,10 @@ def test_bad_constructor_arguments():
         MLP([2, 1], init="orthogonal")
     with pytest.raises(ValueError, match="dtype must be a floating-point torch dtype"):
         MLP([2, 1], dtype=torch.int32)
-    with pytest.raises(ValueError, match="seed must be a non-negative int or None, but got -1"):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63 - 1\] or None, but got -1"):
         MLP([2, 1], seed=-1)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63 - 1\] or None, but got 1180591620717411303424"):
+        MLP([2, 1], seed=2**70)  # torch's generator takes 64 bits; it would say "Overflow when unpacking long"
     with pytest.raises(ValueError, match="init_scale must be a finite number > 0, but got 0.0"):
         MLP([2, 1], init_scale=0)
     if not torch.cuda.is_available():
