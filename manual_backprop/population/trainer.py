@@ -1,6 +1,6 @@
 """PopulationTrainer: every member of a Population trained in one learning mode, in lockstep, as a Trainer would.
 
-One epoch is one function (``_EpochFunction``) of plain tensors: every update through network.py's forward_phase,
+One epoch is one function (epoch.py's ``EpochFunction``) of plain tensors: every update through network.py's forward_phase,
 backward_phase and update on the stacked parameters, the evaluation, and the freeze bookkeeping, all on the device.
 The three engines run that same function:
 
@@ -19,14 +19,13 @@ import torch
 from torch import Tensor
 
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
-from ..losses import Loss
 from ..modes import MODES, EpochOrders, samples_per_update
-from ..network import backward_phase, forward_phase
-from ..optim import apply_step, attach_optimizer
+from ..optim import attach_optimizer
 from ..training import encode_for
 from .history import PopulationHistory
 from .logger import PopulationLogger
-from .stack import Population, member_accuracy
+from .epoch import EpochFunction, evaluate_members, same_split
+from .stack import Population
 
 __all__ = ["PopulationTrainer", "ENGINES", "COMPILED_MAX_UPDATES"]
 
@@ -35,70 +34,6 @@ ENGINES = ("eager", "compiled", "cuda_graph")
 # torch.compile unrolls the epoch's Python loop over updates into one graph: compile time grows with the number of
 # updates per epoch (about a second per 10 updates on a small CPU). Above this, the compiled engine is refused.
 COMPILED_MAX_UPDATES = 256
-
-
-def _same_split(a: tuple, b: tuple) -> bool:
-    """Whether two (x, y, labels) splits hold the same samples in the same order."""
-    return all((u is None and v is None) or (u is not None and v is not None and u.shape == v.shape
-                                             and u.dtype == v.dtype and torch.equal(u, v)) for u, v in zip(a, b))
-
-
-def _evaluate(weights, biases, functions, loss_fn: Loss, x: Tensor, y: Tensor, labels):
-    """(losses (K,), accuracies (K,) or None) of every member on one split; x (N, n_0) is shared by all."""
-    K = weights[0].shape[0]
-    cache = forward_phase(weights, biases, functions, x.unsqueeze(0).expand(K, -1, -1))
-    losses = loss_fn.value(cache.logits, cache.output, y.unsqueeze(0).expand(K, -1, -1))
-    return losses, (member_accuracy(cache.output, labels) if labels is not None else None)
-
-
-class _EpochFunction:
-    """One epoch of the lockstep: every update, the evaluation, and the freeze bookkeeping, all on the device.
-
-    State (mutated in place): weights, biases, their last good copies, and ``active`` (K,) bool. Inputs: the
-    epoch's per-member samples and targets, xs (K, S, n_0) and ys (K, S, n_L). Returns (update losses (T, K),
-    figures (4, K): train loss, train accuracy, test loss, test accuracy, ok (K,), reached (K,)).
-    """
-
-    def __init__(self, population: Population, loss_fn: Loss, lr: Tensor, chunks: list, evals: dict,
-                 target_loss: Optional[float], optimizer=None):
-        self.functions = population.activation_functions
-        self.optimizer = optimizer  # None: plain gradient descent with lr * active
-        self.bias = population.bias
-        self.loss_fn, self.lr, self.chunks, self.evals = loss_fn, lr, chunks, evals
-        self.target_loss = target_loss
-
-    def __call__(self, weights, biases, good_w, good_b, active, xs, ys):
-        fs, dtype, loss_fn = self.functions, weights[0].dtype, self.loss_fn
-        lr = self.lr * active.to(dtype)  # (K,): a frozen member moves by 0
-        losses = []
-        for start, stop in self.chunks:
-            x, y = xs[:, start:stop], ys[:, start:stop]  # (K, b, n_0), (K, b, n_L)
-            cache = forward_phase(weights, biases, fs, x)
-            losses.append(loss_fn.value(cache.logits, cache.output, y))  # (K,)
-            grads = backward_phase(weights, fs, cache, y, loss_fn, bias=self.bias)
-            apply_step(self.optimizer, weights, biases, grads, lr, active)  # a frozen member does not move
-        update_losses = torch.stack(losses)  # (T, K)
-        figures = []
-        for split in ("train", "test"):
-            if split == "test" and self.evals["test"] is None:  # the test split is the training split
-                figures += figures[:2]
-                continue
-            x, y, labels = self.evals[split]
-            loss, acc = _evaluate(weights, biases, fs, loss_fn, x, y, labels)
-            figures += [loss, acc if acc is not None else torch.zeros_like(loss)]
-        figures = torch.stack(figures)  # (4, K)
-        ok = active & torch.isfinite(update_losses).all(dim=0) & torch.isfinite(figures).all(dim=0)
-        # A member that is not ok now (diverged) or any more (frozen) goes back to its last good parameters.
-        for p, good in zip(weights + biases, good_w + good_b):
-            keep = ok.view(-1, *([1] * (p.dim() - 1)))
-            p.copy_(torch.where(keep, p, good))
-            good.copy_(p)
-        if self.target_loss is not None:
-            reached = ok & (figures[0].to(torch.float64) <= self.target_loss)
-        else:
-            reached = torch.zeros_like(ok)
-        active.copy_(ok & ~reached)
-        return update_losses, figures, ok, reached
 
 
 class PopulationTrainer:
@@ -189,9 +124,9 @@ class PopulationTrainer:
         self.good_b = [b_.clone() for b_ in population.biases]
         evals = {"train": (self.x_train, self.y_train, self.labels_train),
                  "test": (self.x_test, self.y_test, self.labels_test)}
-        if _same_split(evals["train"], evals["test"]):
+        if same_split(evals["train"], evals["test"]):
             evals["test"] = None  # the logic gates: evaluating the same samples twice would give the same figures
-        self._fn = _EpochFunction(population, self.loss_fn, self.lr, self.chunks, evals, self.target_loss,
+        self._fn = EpochFunction(population, self.loss_fn, self.lr, self.chunks, evals, self.target_loss,
                                   self.optimizer)
         self._call = self._fn
         if engine == "compiled":
@@ -273,7 +208,7 @@ class PopulationTrainer:
                 figures += figures[:2]
                 continue
             x, y, labels = self._fn.evals[split]
-            loss, acc = _evaluate(self.pop.weights, self.pop.biases, self.pop.activation_functions, self.loss_fn,
+            loss, acc = evaluate_members(self.pop.weights, self.pop.biases, self.pop.activation_functions, self.loss_fn,
                                   x, y, labels)
             figures += [loss, acc if acc is not None else torch.zeros_like(loss)]
         self._append_row(torch.stack(figures).to("cpu", torch.float64), updates=0)
