@@ -27,11 +27,13 @@ __all__ = ["resolve_fast", "EpochRunner", "kept_bytes"]
 def resolve_fast(fast: Union[bool, str], net: MLP, loss_fn: Loss, batch: int, *, warn: bool = True) -> str:
     """The fast path that will run: "c", "fused" or "cuda_graph" (or "" for the plain path, fast=False).
 
-    True or "auto" picks the best that applies; an explicit choice that cannot apply falls back, with a
-    FastPathWarning that says why.
+    "auto" (the Trainer's default) picks the best that applies, silently; True asks for a fast path, and it and an
+    explicit choice that cannot apply fall back with a FastPathWarning that says why.
     """
     if fast is False or fast is None or fast == "off":
         return ""
+    if fast == "auto":
+        warn = False  # the default: no warning for a machine without a C compiler
     if fast is True:
         fast = "auto"
     if fast not in ("auto", *FAST_PATHS):
