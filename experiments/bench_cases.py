@@ -38,8 +38,6 @@ CASES = {
     "large": Case("large", [1024, 2048, 2048, 1024], "tanh", "identity", "squared_error", 512, "synthetic", 1e-4, 15,
                   note="random regression data"),
 }
-# Cases that also time the whole Trainer per epoch (its per-epoch work matters where epochs are short).
-TRAINER_CASES = ("online_tiny", "online_small", "minibatch_small")
 # --quick: the same code paths in seconds (the large and medium nets shrunk, few repeats).
 QUICK_SIZES = {"medium": ([196, 64, 64, 10], 32), "large": ([128, 256, 256, 128], 64)}
 

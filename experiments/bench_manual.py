@@ -1,17 +1,13 @@
-"""The hand-written update as the benchmark times it: the plain path (the Trainer's per-update loop), each fast
-path of manual_backprop.fast on its own, and whole Trainer epochs (updates plus the per-epoch evaluation)."""
+"""The hand-written update as the benchmark times it: the plain path (the Trainer's per-update loop) and each fast
+path of manual_backprop.fast on its own. Whole Trainer epochs (evaluation included) are bench_epochs.py's."""
 
 from __future__ import annotations
-
-import math
-import warnings
 
 import torch
 
 from experiments.bench_cases import Impl
 from manual_backprop import fast
 from manual_backprop.network import forward_phase, loss_and_gradients, update
-from manual_backprop.training import Trainer
 
 
 class ManualPlain(Impl):
@@ -102,11 +98,14 @@ class ManualCudaGraph(Impl):
         self.x, self.y, self.lr, self.batch = x, y, lr, batch
         self.order = order.to(x.device)
         self.losses = torch.zeros(order.numel() // batch, dtype=x.dtype, device=x.device)
-        self.chunk_note = f"graphs of {chunk} updates"
+        self.granule = chunk  # timed on whole graphs only (bench_timing): a replay per chunk, no eager tail
+        self.eager_updates = 0  # updates that ran eagerly, outside a graph (0 in every timed run)
+        self.chunk_note = f"graphs of {chunk} updates, replayed"
 
     def run(self, u0, n):
         b = self.batch
         offsets = list(range(0, n * b + 1, b))
+        self.eager_updates += n % self.runner.chunk
         with torch.no_grad():
             self.runner.run(self.x, self.y, self.order[u0 * b:(u0 + n) * b], offsets, self.lr,
                             self.losses[u0:u0 + n])
@@ -116,33 +115,3 @@ class ManualCudaGraph(Impl):
 
     def final_loss(self):
         return float(self.losses[-1])
-
-
-class TrainerEpochs(Impl):
-    """The whole Trainer, epoch by epoch (Trainer._run_epoch): the updates plus what the Trainer does once an epoch
-    (drawing the order, evaluating the cost on the training and test splits, reading the losses back, keeping the
-    last good parameters). The updates alone are what the other rows time."""
-
-    def __init__(self, net, loss_fn, x, y, order, batch, lr, fast_switch):
-        from manual_backprop.datasets import Dataset
-
-        n = x.shape[0]
-        data = Dataset(name="bench", x_train=x, y_train=y, x_test=x[:max(4, n // 3)], y_test=y[:max(4, n // 3)],
-                       num_classes=None)
-        mode = "online" if batch == 1 else "minibatch"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fast.FastPathWarning)
-            self.trainer = Trainer(net, data, mode=mode, lr=lr, epochs=10**9, batch_size=batch, loss_fn=loss_fn,
-                                   fast=fast_switch)
-        self.trainer.run = None  # only whole epochs are run, one by one
-        self.updates_per_epoch = math.ceil(n / batch)
-        self.chunk_note = f"whole epochs of {self.updates_per_epoch} updates"
-
-    def run(self, u0, n):
-        epochs = max(1, round(n / self.updates_per_epoch))
-        for _ in range(epochs):
-            self.trainer._run_epoch()
-        return epochs * self.updates_per_epoch
-
-    def final_loss(self):
-        return self.trainer.history.train_loss[-1] if self.trainer.history.train_loss else None

@@ -1,7 +1,9 @@
 """The peers the hand-written update is timed against: autograd with torch.optim.SGD, the same update in plain
-numpy, the bare matrix products (torch and numpy), and a jitted JAX update where JAX is installed."""
+numpy, and the bare matrix products (torch and numpy). The JAX peer is in bench_jax.py."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -102,6 +104,32 @@ class NumpyMLP:
         self.acts = [f.spec() for f in net.activation_functions]
         self.loss_fn, self.lr = loss_fn, lr
 
+    def forward(self, x: np.ndarray) -> tuple:
+        """(z^L, x^L): the output layer's logits and activity."""
+        h = z = x
+        for k in range(len(self.W)):
+            z = h @ self.W[k].T
+            if self.b:
+                z = z + self.b[k]
+            h = _np_act(self.acts[k], z)
+        return z, h
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, labels: Optional[np.ndarray]) -> list:
+        """[loss] or [loss, accuracy] of the current network on (x, y), as the Trainer's evaluation reports them."""
+        z, out = self.forward(x)
+        c = self.loss_fn.scale(*out.shape)
+        if isinstance(self.loss_fn, SquaredError):
+            loss = ((out - y) ** 2).sum() * c
+        elif isinstance(self.loss_fn, CrossEntropy):
+            m = z.max(axis=1, keepdims=True)
+            loss = -(y * (z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True)))).sum() * c
+        else:
+            loss = (np.maximum(z, 0) - y * z + np.log1p(np.exp(-np.abs(z)))).sum() * c
+        if labels is None:
+            return [float(loss)]
+        predicted = (out[:, 0] >= 0.5) if out.shape[1] == 1 else out.argmax(axis=1)
+        return [float(loss), float((predicted == labels).mean())]
+
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
         L, lr, loss_fn = len(self.W), self.lr, self.loss_fn
         acts = [x]
@@ -174,6 +202,11 @@ class MatmulFloor(Impl):
         self.Wt = [w.t() for w in self.W]
         self.dt = [d.t() for d in self.deltas]
 
+    def forward_only(self) -> None:
+        """The L products of one forward phase (an evaluation)."""
+        for k in range(len(self.W)):
+            torch.mm(self.acts[k], self.Wt[k], out=self.acts[k + 1])
+
     def run(self, u0, n):
         L = len(self.W)
         for _ in range(n):
@@ -209,60 +242,3 @@ class NumpyMatmulFloor(Impl):
                 if k > 0:
                     np.matmul(self.deltas[k], self.W[k], out=self.backs[k - 1])
                 np.matmul(self.deltas[k].T, self.acts[k], out=self.grads[k])
-
-
-class Jax(Impl):
-    """A jitted JAX update, scanned over the chunk (lax.scan); only where JAX is installed."""
-
-    name = "jax"
-    compiles_per_size = True  # jit compiles once per chunk length: warm it at the measured length
-
-    def __init__(self, net, loss_fn, x, y, order, batch, lr):
-        import jax
-        import jax.numpy as jnp
-
-        if net.dtype == torch.float64:
-            jax.config.update("jax_enable_x64", True)
-        self.jax, self.jnp = jax, jnp
-        acts = [f.spec() for f in net.activation_functions]
-        params = [(jnp.asarray(w.cpu().numpy()), jnp.asarray(b.cpu().numpy()) if net.bias else None)
-                  for w, b in zip(net.weights, net.biases or [None] * len(net.weights))]
-        loss_name = type(loss_fn).__name__
-
-        def f(name, z):
-            return {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda t: t,
-                    "softmax": lambda t: jax.nn.softmax(t, axis=-1)}[name](z)
-
-        def loss_of(ps, xb, yb):
-            h = xb
-            for (w, b), name in zip(ps, acts):
-                z = h @ w.T + (b if b is not None else 0)
-                h = f(name, z)
-            c = loss_fn.scale(*h.shape)
-            if loss_name == "SquaredError":
-                return ((h - yb) ** 2).sum() * c
-            if loss_name == "CrossEntropy":
-                return -(yb * jax.nn.log_softmax(z, axis=-1)).sum() * c
-            return (jnp.maximum(z, 0) - yb * z + jnp.log1p(jnp.exp(-jnp.abs(z)))).sum() * c
-
-        grad = jax.value_and_grad(loss_of)
-        X, Y = jnp.asarray(x.cpu().numpy()), jnp.asarray(y.cpu().numpy())
-
-        def body(ps, idx):
-            value, g = grad(ps, X[idx], Y[idx])
-            ps = jax.tree_util.tree_map(lambda p, gp: p - lr * gp, ps, g)
-            return ps, value
-
-        self._scan = jax.jit(lambda ps, idx: jax.lax.scan(body, ps, idx))
-        self.params = params
-        self.idx = jnp.asarray(order.numpy().reshape(-1, batch))
-        self.last = None
-        self.chunk_note = "lax.scan over the chunk"
-
-    def run(self, u0, n):
-        self.params, values = self._scan(self.params, self.idx[u0:u0 + n])
-        values.block_until_ready()
-        self.last = values
-
-    def final_loss(self):
-        return float(self.last[-1]) if self.last is not None else None

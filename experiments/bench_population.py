@@ -14,6 +14,11 @@ bookkeeping and the once-an-epoch read-back. The sequential baseline trains memb
 sequential runs are timed on the first ``--sequential-runs`` members and extrapolated to K (per update, the cost
 of a run does not depend on which member it is); the table says so. Every ratio is taken within one process run.
 
+``--epochs-per-call E ...`` adds rows for the compiled engine's epoch function with E epochs unrolled into one
+torch.compile'd call (benchmark only: the library compiles one epoch per call). Those rows draw and gather the
+samples and read the results back once per call, but skip PopulationTrainer's per-epoch Python (history rows,
+messages); in float64 their parameters are checked against the eager engine's after as many epochs.
+
 The timed sequential runs also serve as a check: they must end with the parameters of the same members of the
 population (norm-relative error, reported as ``check``).
 
@@ -63,6 +68,10 @@ class Config:
     threads: int = option(1, help="torch.set_num_threads; 0 leaves torch's default")
     sequential_runs: int = option(8, help="members also trained one at a time, timed and extrapolated to K",
                                   check=at_least(1))
+    epochs_per_call: list[int] = option([0], help="also time the compiled engine's epoch function with E epochs "
+                                                  "unrolled into one torch.compile'd call, for each E (0: none; "
+                                                  "benchmark only: PopulationTrainer compiles one epoch per call)",
+                                        check=lambda v: None if all(e >= 0 for e in v) else "must all be >= 0")
     out: str = option("runs/bench_population.json", help="JSON file to write")
     quick: bool = option(False, help="K 64, 10 epochs, 2 sequential runs, eager only")
 
@@ -107,6 +116,69 @@ def time_population(cfg: Config, data, dtype, device, engine: str) -> dict:
     return {"engine": engine, "dtype": str(dtype).replace("torch.", ""), "K": cfg.K, "updates_per_member": updates,
             "seconds": seconds, "warmup_seconds": warmup,
             "ns_per_member_update": seconds / (cfg.K * updates) * 1e9, "population": pop}
+
+
+def time_compiled_block(cfg: Config, data, dtype, device, E: int) -> dict:
+    """The compiled engine's epoch function (PopulationTrainer's ``_fn``) with E epochs unrolled into one
+    torch.compile'd call: what several epochs per compiled call would gain (benchmark only; the library compiles
+    one epoch per call).
+
+    Each call draws and gathers its E epochs' sample orders, runs them, and reads back their update losses,
+    figures and masks in one transfer, as the trainer does once an epoch; the per-epoch Python of
+    PopulationTrainer (history rows, divergence messages, the logger) is not run. The first call (compilation) is
+    the warm-up; then ceil(epochs / E) calls are timed. Returns the figures and the population, for the check.
+    """
+    seeds = list(range(cfg.K))
+    lrs = [cfg.lrs[i % len(cfg.lrs)] for i in range(cfg.K)]
+    calls = -(-cfg.epochs // E)
+    pop = Population(cfg.sizes, seeds=seeds, dtype=dtype, device=device)
+    trainer = PopulationTrainer(pop, data, mode=cfg.mode, lr=lrs, epochs=(calls + 1) * E, engine="eager",
+                                batch_size=2 if cfg.mode == "minibatch" else None)
+    fn, K = trainer._fn, cfg.K
+
+    def block(weights, biases, good_w, good_b, active, xs, ys):  # xs (E, K, S, n_0), ys (E, K, S, n_L)
+        outs = [fn(weights, biases, good_w, good_b, active, xs[e], ys[e]) for e in range(E)]
+        return tuple(torch.stack([o[i] for o in outs]) for i in range(4))
+
+    compiled = torch.compile(block, dynamic=False)
+    args = (pop.weights, pop.biases, trainer.good_w, trainer.good_b, trainer.active)
+
+    def one_call():
+        if trainer.orders is None:  # batch mode: every member sees all samples
+            xs = trainer.x_train.expand(E, K, -1, -1)
+            ys = trainer.y_train.expand(E, K, -1, -1)
+        else:
+            order = trainer.orders.epochs(E).to(device)  # (E, K, S)
+            xs, ys = trainer.x_train[order].contiguous(), trainer.y_train[order].contiguous()
+        outputs = compiled(*args, xs, ys)
+        torch.cat([o.flatten().to(torch.float64) for o in outputs]).cpu()  # the one read-back
+
+    with torch.no_grad():
+        start = time.perf_counter()
+        one_call()
+        warmup = time.perf_counter() - start
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            one_call()
+        _sync(device)
+        seconds = time.perf_counter() - start
+    updates = calls * E * len(trainer.chunks)  # per member
+    return {"engine": f"compiled, {E} epochs/call", "dtype": str(dtype).replace("torch.", ""), "K": cfg.K,
+            "epochs_per_call": E, "updates_per_member": updates, "seconds": seconds, "warmup_seconds": warmup,
+            "ns_per_member_update": seconds / (cfg.K * updates) * 1e9, "population": pop,
+            "epochs_run": (calls + 1) * E, "benchmark_only": True}
+
+
+def block_check(cfg: Config, data, dtype, device, case: dict) -> float:
+    """Max norm-relative error between the E-epoch block's population and the library's eager engine run for as
+    many epochs (float64: the same updates, so they agree to rounding)."""
+    pop = Population(cfg.sizes, seeds=list(range(cfg.K)), dtype=dtype, device=device)
+    PopulationTrainer(pop, data, mode=cfg.mode, lr=[cfg.lrs[i % len(cfg.lrs)] for i in range(cfg.K)],
+                      epochs=case["epochs_run"], engine="eager",
+                      batch_size=2 if cfg.mode == "minibatch" else None).run()
+    block = case["population"]
+    return max(norm_relative_error(a, b) for a, b in zip(block.weights + block.biases, pop.weights + pop.biases))
 
 
 def time_sequential(cfg: Config, data, dtype, device) -> dict:
@@ -170,6 +242,15 @@ def run(cfg: Config) -> dict:
             case["speedup_vs_sequential_trainer"] = seq["ns_per_update"] / case["ns_per_member_update"]
             case["speedup_vs_sequential_bare"] = seq["bare_ns_per_update"] / case["ns_per_member_update"]
             cases.append(case)
+            if engine == "compiled":
+                for E in [e for e in cfg.epochs_per_call if e > 0]:
+                    block = time_compiled_block(cfg, data, dtype, device, E)
+                    block["speedup_vs_sequential_trainer"] = seq["ns_per_update"] / block["ns_per_member_update"]
+                    block["speedup_vs_sequential_bare"] = seq["bare_ns_per_update"] / block["ns_per_member_update"]
+                    if dtype == torch.float64:
+                        block["check_vs_eager"] = block_check(cfg, data, dtype, device, block)
+                    block.pop("population")
+                    cases.append(block)
             if dtype == torch.float64:  # the timed runs are the same runs
                 for i, net in enumerate(seq["nets"]):
                     member = pop.member(i)
@@ -190,7 +271,7 @@ def run(cfg: Config) -> dict:
     return result
 
 
-COLUMNS = [Column("case", 34, "<"), Column("K", 6), Column("updates", 8), Column("seconds", 8, spec=".2f"),
+COLUMNS = [Column("case", 40, "<"), Column("K", 6), Column("updates", 8), Column("seconds", 8, spec=".2f"),
            Column("ns per member-update", 21), Column("speedup", 8, spec=".1f")]
 
 
@@ -213,7 +294,12 @@ def table(result: dict, cfg: Config) -> str:
         f"{seq['extrapolated_to']} ({seq['extrapolated_seconds_for_K']:.1f} s for all K with Trainer); "
         f"speedup = sequential Trainer ns per update / this row's",
         f"check: {result['check']['members_checked']} timed single runs vs their population members, "
-        f"max norm-relative error {result['check']['max_norm_relative_error']:.1e}"])
+        f"max norm-relative error {result['check']['max_norm_relative_error']:.1e}"] + [
+        f"{c['engine']} ({c['dtype']}): benchmark only, E epochs unrolled into one compiled call, no per-epoch "
+        f"Python; compilation {c['warmup_seconds']:.0f} s"
+        + (f"; vs the eager engine after {c['epochs_run']} epochs: max norm-relative error "
+           f"{c['check_vs_eager']:.1e}" if "check_vs_eager" in c else "")
+        for c in result["cases"] if c.get("benchmark_only")])
 
 
 def main(argv=None) -> int:
