@@ -4,12 +4,14 @@
     python -m experiments.gpu_check --out bench_results/gpu_check.json
     python -m experiments.gpu_check --cpu-dry-run                # without CUDA: the same steps, tiny, on the CPU
 
-Steps, each a subprocess with its own timeout (a hang costs its step, never the whole check):
+Steps, each a subprocess with its own timeout (a hang costs its step, never the whole check; the timeouts share
+a budget of 450 s, so the whole check ends within it):
 
     tests       python -m pytest -m cuda tests: every CUDA test (tests/test_cuda_paths.py, the CUDA tests of
                 tests/test_update_proof.py and the CUDA parametrizations of the other files)
     check64     manual-backprop check --device cuda --dtype float64: the manual network against autograd and
-                finite differences, layer by layer (and, where the command proves them, the fast paths)
+                finite differences, layer by layer, and (--paths all, its default on CUDA) one update through
+                every fast path and population engine against network.py's
     check32     the same in float32
     bench       python -m experiments.bench --device cuda --no-jax: the update-level cases on CUDA (the fused
                 step, the CUDA graphs timed on whole replays with their memory pool, autograd, numpy, the
@@ -43,8 +45,18 @@ from experiments.common import Column, finite_positive, format_table, option, pa
 
 EXPERIMENT = "gpu_check"
 STEPS = ("tests", "check64", "check32", "bench", "population")
-# Seconds each step may take on one GPU; together under the 8-minute promise (480 s) with room for start-up.
-TIMEOUTS = {"tests": 170, "check64": 50, "check32": 50, "bench": 120, "population": 60}
+# The whole check's budget in seconds: under the 8-minute promise (480 s), with room for start-up and the summary.
+BUDGET = 450
+# Each step's timeout: at most its cap, and never so long that the steps after it lose their reserve; a step that
+# finishes early leaves its time to the next (check --paths all compiles the population engine on CUDA).
+CAPS = {"tests": 170, "check64": 75, "check32": 75, "bench": 150, "population": 90}
+RESERVES = {"tests": 60, "check64": 30, "check32": 30, "bench": 70, "population": 30}
+
+
+def step_timeout(name: str, later: list, elapsed: float, scale: float = 1.0) -> float:
+    """The timeout of step ``name`` when ``elapsed`` seconds are spent and the steps ``later`` are still to run."""
+    left = BUDGET * scale - elapsed - sum(RESERVES[s] * scale for s in later)
+    return max(RESERVES[name] * scale / 2, min(CAPS[name] * scale, left))
 POPULATION_SPEEDUP_TARGET = 4000.0
 GRAPH_UPDATE_TARGET_US = 3.0
 
@@ -55,7 +67,7 @@ class Config:
     cpu_dry_run: bool = option(False, help="without CUDA: run every step on the CPU, shrunk to seconds, to test this "
                                            "command itself (its figures say nothing about a GPU)")
     steps: list[str] = option(list(STEPS), choices=STEPS, help="which steps to run")
-    timeout_scale: float = option(1.0, help="multiplies every step's timeout", check=finite_positive)
+    timeout_scale: float = option(1.0, help="multiplies the budget and every step's timeout", check=finite_positive)
     quiet: bool = option(False, help="no progress lines and no table")
 
 
@@ -222,8 +234,9 @@ def run(cfg: Config) -> int:
     commands = step_commands(cfg, out.parent)
     start = time.perf_counter()
     steps = {}
-    for name in cfg.steps:
-        step = run_step(name, commands[name], TIMEOUTS[name] * cfg.timeout_scale, cfg.quiet)
+    for i, name in enumerate(cfg.steps):
+        timeout = step_timeout(name, cfg.steps[i + 1:], time.perf_counter() - start, cfg.timeout_scale)
+        step = run_step(name, commands[name], timeout, cfg.quiet)
         if name == "tests":
             step["counts"] = pytest_counts(step["tail"])
         steps[name] = step

@@ -31,7 +31,19 @@ def test_on_cuda_it_runs_the_cuda_tests_both_checks_and_the_gpu_benchmarks(tmp_p
     assert cmds["bench"][cmds["bench"].index("--device") + 1] == "cuda" and "online_tiny" in cmds["bench"]
     assert cmds["population"][cmds["population"].index("--device") + 1] == "cuda"
     assert "--quick" not in cmds["bench"] and "--K" not in cmds["population"]  # full size on the GPU
-    assert sum(gpu_check.TIMEOUTS.values()) < 8 * 60, "every step's timeout together must fit in 8 minutes"
+    assert gpu_check.BUDGET < 8 * 60, "the steps' timeouts share a budget under 8 minutes"
+
+
+def test_step_timeouts_share_the_budget_and_keep_a_reserve_for_later_steps():
+    steps = list(gpu_check.STEPS)
+    assert gpu_check.step_timeout("tests", steps[1:], 0.0) == gpu_check.CAPS["tests"]
+    # every step ran to its timeout: the check still ends within the budget
+    elapsed = 0.0
+    for i, name in enumerate(steps):
+        elapsed += gpu_check.step_timeout(name, steps[i + 1:], elapsed)
+    assert elapsed <= gpu_check.BUDGET
+    # tests that ended early leave their time to the checks (a compile on CUDA may need it)
+    assert gpu_check.step_timeout("check64", steps[2:], 20.0) == gpu_check.CAPS["check64"]
 
 
 def test_cpu_dry_run_writes_the_summary_with_steps_and_targets(tmp_path, capsys):
