@@ -72,6 +72,16 @@ class History:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __repr__(self) -> str:
+        """One line: the mode, how far the run went and its last figures, not every epoch's (``to_dict`` has them)."""
+        if not self.epoch:
+            return f"History(mode={self.mode!r}, no epochs recorded)"
+        f = self.final
+        figures = ", ".join(f"{k}={f[k]:.4g}" for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+                            if f[k] is not None)
+        stop = f", stop_reason={self.stop_reason!r}" if self.stop_reason else ""
+        return f"History(mode={self.mode!r}, epochs={f['epoch']}, updates={f['updates']}, {figures}{stop})"
+
 
 def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int, dtype: torch.dtype) -> Tensor:
     """Targets in the form the loss and the output layer want.

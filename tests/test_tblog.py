@@ -1,5 +1,6 @@
-"""TensorBoard logging: event files read back exactly, update losses thinned, hparams without stray runs, a real
-tensorboard server serving the runs, the decision-boundary image, and writers closed on errors."""
+"""TensorBoard logging: event files read back exactly, update losses thinned (and against the samples seen), hparams
+without stray runs or extra scalars, an experiment's dashboard (layout, HPARAMS table, link), a real tensorboard server
+serving the runs, the decision-boundary image, and writers closed on errors."""
 
 import math
 import shlex
@@ -11,7 +12,8 @@ import torch
 
 from manual_backprop.network import MLP
 from manual_backprop.tblog import (
-    PALETTE, RunLogger, decision_boundary_image, load_run, read_scalars, tensorboard_command,
+    PALETTE, Band, Category, Chart, Dashboard, RunLogger, decision_boundary_image, load_run, read_scalars,
+    tensorboard_command,
 )
 from tbserver import get_json, scalars, tensorboard_server
 
@@ -87,17 +89,15 @@ def all_update_losses(mode: str) -> dict:
 @pytest.mark.parametrize("mode", list(MODES))
 def test_epoch_scalars_read_back_exactly(three_modes, mode):
     scalars = read_scalars(three_modes / EXPERIMENT / RUN / mode)
-    expected_tags = {"loss/train", "loss/test", "loss/update", "hparam/loss/test"}
+    expected_tags = {"loss/train", "loss/test", "loss/update"}  # hparams add no scalars
     if mode != "online":
-        expected_tags |= {"accuracy/train", "accuracy/test", "hparam/accuracy/test"}
+        expected_tags |= {"accuracy/train", "accuracy/test"}
     assert set(scalars) == expected_tags
     for tag in ("loss/train", "loss/test", "accuracy/train", "accuracy/test"):
         if tag not in expected_tags:
             continue
         expected = [(e, f32(float(epoch_metrics(mode, e)[tag]))) for e in range(1, EPOCHS + 1)]
         assert scalars[tag] == expected, f"{mode} {tag}"
-    final = epoch_metrics(mode, EPOCHS)
-    assert scalars["hparam/loss/test"] == [(EPOCHS, f32(final["loss/test"]))]
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -144,6 +144,29 @@ def test_update_thinning_bound_holds_for_any_read_back(tmp_path, upe, stride, ch
         assert count <= n_max, f"epoch {epoch}: {count} points > {n_max}"
 
 
+@pytest.mark.parametrize("upe, n, tell", [(1, 12, True), (12, 12, False), (3, 12, True), (4, 10, True)])
+def test_update_losses_against_the_samples_seen(tmp_path, upe, n, tell):
+    """loss/by_samples_seen holds the loss/update points at step = samples seen: every mode reaches epoch * N at the
+    end of an epoch, whatever its updates per epoch (batch 1, online N, minibatch ceil(N / b))."""
+    epochs, b = 3, -(-n // upe)
+    with RunLogger(tmp_path, "e", "r", "m", samples_per_epoch=n, updates_per_epoch=upe if tell else None) as log:
+        for epoch in range(1, epochs + 1):
+            first = (epoch - 1) * upe + 1
+            log.log_update_losses(first, torch.arange(first, first + upe, dtype=torch.float64))
+            log.log_epoch(epoch, {"loss/train": 1.0})
+    scalars = read_scalars(log.path)
+    by_update = dict(scalars["loss/update"])
+    assert len(scalars["loss/by_samples_seen"]) == len(by_update)
+    for (samples, value), update in zip(scalars["loss/by_samples_seen"], sorted(by_update)):
+        assert value == by_update[update] == update
+        epoch, into = divmod(update, upe)
+        assert samples == epoch * n + min(into * b, n), f"update {update}"
+    assert scalars["loss/by_samples_seen"][-1][0] == epochs * n
+    with RunLogger(tmp_path, "e", "r", "plain", updates_per_epoch=upe) as log:
+        log.log_update_losses(1, torch.ones(upe))
+    assert "loss/by_samples_seen" not in read_scalars(log.path)
+
+
 def test_hparams_make_no_extra_folders_and_carry_plugin_data(three_modes):
     from tensorboard.plugins.hparams import metadata
 
@@ -160,23 +183,28 @@ def test_hparams_make_no_extra_folders_and_carry_plugin_data(three_modes):
         expected = dict(hparams_of(mode), sizes="[2, 3, 1]")
         assert got == expected, mode
         experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-        metric_tags = {m.name.tag for m in experiment.metric_infos}
-        assert "hparam/loss/test" in metric_tags
+        metric_tags = [m.name.tag for m in experiment.metric_infos]
+        # The metric columns point at tags the run wrote; online never logged accuracy/test, so it has no column.
+        assert metric_tags == (["loss/test"] if mode == "online" else ["loss/test", "accuracy/test"]), mode
 
 
 def test_hparam_values_are_made_plugin_friendly(tmp_path):
     from tensorboard.plugins.hparams import metadata
 
     with RunLogger(tmp_path, "e", "r", "m") as log:
+        log.log_epoch(1, {"loss/train": 0.5, "errors/train": 1})
         log.log_hparams({"flag": True, "none": None, "dtype": torch.float64, "sizes": (2, 3, 1),
                          "np": np.float32(0.25), "t": torch.tensor(3), "acts": ["tanh", "sigmoid"]},
-                        {"hparam/loss": torch.tensor(0.5)})
+                        {"final/loss_train": torch.tensor(0.5), "final/errors": 1.0, "final/updates": 3.0})
     content = load_run(log.path).PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     got = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
     assert got == {"flag": "True", "none": "None", "dtype": "float64", "sizes": "[2, 3, 1]", "np": 0.25, "t": 3,
                    "acts": "[tanh, sigmoid]"}
-    assert read_scalars(log.path) == {"hparam/loss": [(0, 0.5)]}
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    # A trainer's "final/..." names point at the tags they summarise; one that names no tag is left out.
+    assert [m.name.tag for m in experiment.metric_infos] == ["loss/train", "errors/train"]
+    assert read_scalars(log.path) == {"loss/train": [(1, 0.5)], "errors/train": [(1, 1.0)]}
 
 
 # ---------------------------------------------------------------------- a real tensorboard server
@@ -184,7 +212,7 @@ def test_tensorboard_server_serves_every_mode(three_modes, tmp_path):
     run_dir = three_modes / EXPERIMENT / RUN
 
     def ready(runs, tags):
-        return set(runs) == set(MODES) and all("hparam/loss/test" in tags.get(m, {}) for m in MODES)
+        return set(runs) == set(MODES) and all("loss/update" in tags.get(m, {}) for m in MODES)
 
     with tensorboard_server(run_dir, tmp_path, ready) as base:
         assert sorted(get_json(f"{base}/data/runs")) == sorted(MODES)
@@ -200,6 +228,9 @@ def test_tensorboard_server_serves_every_mode(three_modes, tmp_path):
         assert sorted(g["name"] for g in groups) == sorted(MODES)
         for group in groups:
             assert group["hparams"]["mode"] == group["name"] and group["hparams"]["sizes"] == "[2, 3, 1]"
+            # The metric column loss/test holds the last loss/test the run wrote.
+            values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            assert values["loss/test"] == pytest.approx(f32(epoch_metrics(group["name"], EPOCHS)["loss/test"]))
 
 
 def test_tensorboard_command_is_runnable(tmp_path):

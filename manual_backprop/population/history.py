@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -45,6 +46,18 @@ class PopulationHistory:
     @property
     def size(self) -> int:
         return len(self.lr)
+
+    def __repr__(self) -> str:
+        """One line: the population's size, how far it went and how its members ended, not every (K,) row."""
+        if not self.epoch:
+            return f"PopulationHistory(mode={self.mode!r}, K={self.size}, no epochs recorded)"
+        stops = ", ".join(f"{reason} {count}" for reason, count in Counter(self.stop_reason).most_common())
+        losses = self.train_loss[-1]
+        finite = losses[torch.isfinite(losses)]
+        median = f", median final train_loss={finite.median().item():.4g}" if finite.numel() else ""
+        target = f", success_rate={self.success_rate():.3g}" if self.target_loss is not None else ""
+        return (f"PopulationHistory(mode={self.mode!r}, K={self.size}, epochs={self.epoch[-1]}{target}{median}, "
+                f"stop_reason: {stops or 'running'})")
 
     def table(self, name: str) -> Optional[Tensor]:
         """A per-epoch field as one (epochs + 1, K) tensor (None for the accuracies of a regression)."""

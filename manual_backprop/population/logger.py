@@ -19,10 +19,11 @@ class PopulationLogger:
     - ``<mode>`` (or ``<mode>_<group>`` for each named group, e.g. one per learning rate): per epoch
       ``loss/train/mean``, ``loss/train/median``, ``loss/train/q10``, ``loss/train/q90`` (and the same for
       ``loss/test``), ``accuracy/train/mean``, ``success/fraction`` (members that have reached the target loss),
-      ``diverged/fraction``; hparams of the group (mode, lr, K, ...) with its success rate and median epochs;
+      ``diverged/fraction``; hparams of the group (mode, lr, K, ...), with its last success fraction, median
+      training loss and diverged fraction as HPARAMS metrics;
     - ``<mode>_m<i>`` for each member when K <= ``member_runs``: its own ``loss/train``, ``loss/test``,
       ``accuracy/...`` curves (ending where the member stopped), and its hparams (mode, lr, seed, order seed) with
-      its final figures, so the HPARAMS dashboard has one row per member.
+      its last losses and accuracies, so the HPARAMS dashboard has one row per member.
 
     Args:
         logdir, experiment, run: as for RunLogger.
@@ -30,11 +31,12 @@ class PopulationLogger:
         member_runs: the largest K that still gets one run per member.
         log_every: write the curves every this many epochs (and always epoch 0 and the last one): a sweep of
             thousands of epochs does not need a point per epoch.
+        dashboard: a tblog.Dashboard every folder gets (its layout; its HPARAMS keys and metric tags).
         enabled: False makes it a no-op.
     """
 
     def __init__(self, logdir, experiment: str, run: str, *, groups: Optional[dict] = None, member_runs: int = 16,
-                 log_every: int = 1, enabled: bool = True):
+                 log_every: int = 1, dashboard=None, enabled: bool = True):
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
             raise ValueError(f"log_every must be an int >= 1, but got {log_every!r}")
         self.log_every = log_every
@@ -45,6 +47,7 @@ class PopulationLogger:
             raise ValueError(f"member_runs must be an int >= 0, but got {member_runs!r}")
         self.member_runs = member_runs
         self.enabled = enabled
+        self.dashboard = dashboard
         self._group_loggers: dict = {}
         self._member_loggers: dict = {}
         self._mode: Optional[str] = None
@@ -60,12 +63,14 @@ class PopulationLogger:
                 raise ValueError(f"group {name!r} must list member indices in [0, {size - 1}], but got {members!r}")
             folder = mode if name == "" else f"{mode}_{name}"
             self._group_loggers[name] = (RunLogger(self.logdir, self.experiment, self.run, folder,
-                                                   updates_per_epoch=updates_per_epoch, enabled=self.enabled), members)
+                                                   updates_per_epoch=updates_per_epoch, dashboard=self.dashboard,
+                                                   enabled=self.enabled), members)
         if size <= self.member_runs:
             width = len(str(size - 1))
             for i in range(size):
                 self._member_loggers[i] = RunLogger(self.logdir, self.experiment, self.run, f"{mode}_m{i:0{width}d}",
-                                                    updates_per_epoch=updates_per_epoch, enabled=self.enabled)
+                                                    updates_per_epoch=updates_per_epoch, dashboard=self.dashboard,
+                                                    enabled=self.enabled)
 
     def log_epoch(self, epoch: int, history: PopulationHistory, row: int, *, force: bool = False) -> None:
         """Aggregates (and member curves) of history row ``row`` (= epoch), if the epoch is one to log."""
@@ -84,28 +89,18 @@ class PopulationLogger:
             logger.log_epoch(epoch, metrics)
 
     def log_hparams(self, history: PopulationHistory, common: dict) -> None:
-        """Hparams and final figures: one row per group, and one per member run."""
+        """Hparams, one row per group and one per member run; the metric columns are the curves' last values."""
         # Every run gets the same keys (TensorBoard takes the columns from one run); -1 marks "not one value".
         for name, (logger, members) in self._group_loggers.items():
             lrs = sorted({history.lr[i] for i in members})
             hp = {**common, "group": name or "all", "K": len(members), "member": -1,
                   "lr": lrs[0] if len(lrs) == 1 else -1.0, "seed": -1, "order_seed": -1}
-            median = history.median_epochs_to_target(members)
-            logger.log_hparams(hp, {"final/success_rate": history.success_rate(members),
-                                    "final/median_epochs_to_target": median,
-                                    "final/diverged_fraction": sum(history.diverged()[i] for i in members)
-                                    / len(members)})
+            logger.log_hparams(hp, ["success/fraction", "loss/train/median", "diverged/fraction",
+                                    "accuracy/train/mean"])
         for i, logger in self._member_loggers.items():
-            h = history.member(i)
-            f = h.final
             hp = {**common, "group": f"m{i}", "K": 1, "member": i, "lr": history.lr[i], "seed": history.seeds[i],
                   "order_seed": history.order_seeds[i]}
-            metrics = {"final/loss_train": f["train_loss"], "final/loss_test": f["test_loss"],
-                       "final/epochs_to_target": history.epochs_to_target[i],
-                       "final/diverged": float(history.stop_reason[i] == "diverged")}
-            if f["train_accuracy"] is not None:
-                metrics.update({"final/accuracy_train": f["train_accuracy"], "final/accuracy_test": f["test_accuracy"]})
-            logger.log_hparams(hp, metrics)
+            logger.log_hparams(hp, ["loss/train", "loss/test", "accuracy/train", "accuracy/test"])
 
     def folders(self) -> list:
         return [lg.path for lg, _ in self._group_loggers.values()] + [lg.path for lg in self._member_loggers.values()]

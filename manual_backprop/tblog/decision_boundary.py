@@ -30,6 +30,7 @@ def decision_boundary_image(
     *,
     margin: float = 0.1,
     point_size: Optional[int] = None,
+    extent: Optional[tuple] = None,
 ) -> Tensor:
     """An RGB image of the classifier's regions over 2-D data, with the data points on top.
 
@@ -40,10 +41,12 @@ def decision_boundary_image(
 
     Args:
         predict_fn: maps a (P, 2) grid (dtype and device of x) to outputs (P, C) or (P,).
-        x: (N, 2) inputs; the grid covers their range plus ``margin`` times it on each side.
+        x: (N, 2) inputs; the grid covers their range plus ``margin`` times it on each side, or ``extent``.
         y: labels: class indices (N,), one-hot or probabilities (N, C), or 0/1 targets (N,) or (N, 1).
         resolution: the image is resolution x resolution pixels.
         point_size: side of a point's square in pixels (default resolution // 40, at least 3).
+        extent: (x0_min, x0_max, x1_min, x1_max), the region drawn instead of the data's range (a fixed view for
+            every frame of an animation, say); points outside it are drawn on its border.
 
     Returns:
         float32 tensor (3, resolution, resolution) on the CPU, values in [0, 1] (CHW, for SummaryWriter.add_image).
@@ -54,9 +57,15 @@ def decision_boundary_image(
     resolution = check_int("resolution", resolution, minimum=8)
     labels = _class_labels(y, x.shape[0])  # (N,) on the CPU
     xf = x.detach().to(torch.float64)
-    lo, hi = xf.min(dim=0).values, xf.max(dim=0).values  # (2,), (2,)
-    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    lo, hi = lo - margin * span, hi + margin * span
+    if extent is not None:
+        if len(extent) != 4 or not (extent[0] < extent[1] and extent[2] < extent[3]):
+            raise ValueError(f"extent must be (x0_min, x0_max, x1_min, x1_max) with min < max, but got {extent!r}")
+        lo = torch.tensor([extent[0], extent[2]], dtype=torch.float64, device=x.device)
+        hi = torch.tensor([extent[1], extent[3]], dtype=torch.float64, device=x.device)
+    else:
+        lo, hi = xf.min(dim=0).values, xf.max(dim=0).values  # (2,), (2,)
+        span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+        lo, hi = lo - margin * span, hi + margin * span
     H = W = resolution
     centres = (torch.arange(W, dtype=torch.float64, device=x.device) + 0.5) / W  # (W,)
     gx = lo[0] + centres * (hi[0] - lo[0])  # (W,) left to right

@@ -1,8 +1,9 @@
 """RunLogger: one learning mode's run written for TensorBoard, to ``<logdir>/<experiment>/<run>/<mode>``.
 
-Per-epoch scalars, ``loss/update`` thinned to about ``max_update_points_per_epoch`` points per epoch, weight, bias
-and gradient histograms, the decision-boundary image (decision_boundary.py) and the run's hparams, plus the checks
-that turn what a caller logs into what TensorBoard stores.
+Per-epoch scalars, ``loss/update`` thinned to about ``max_update_points_per_epoch`` points per epoch (and the same
+points against the samples seen, ``loss/by_samples_seen``), weight, bias and gradient histograms, the
+decision-boundary image (decision_boundary.py), the run's hparams and its experiment's dashboard (dashboard.py),
+plus the checks that turn what a caller logs into what TensorBoard stores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_int
+from .dashboard import Dashboard, hparam_value, layout_summary
 from .decision_boundary import decision_boundary_image, grid_predict_fn
 
 PathLike = Union[str, os.PathLike]
@@ -35,6 +37,14 @@ class RunLogger:
         max_update_points_per_epoch: upper bound (>= 2) on ``loss/update`` points per epoch.
         updates_per_epoch: updates in one epoch (1 for batch mode, n_samples for online mode). If None, it is
             learned at the first ``log_epoch`` that follows update losses (they are held back until then).
+        samples_per_epoch: N, the samples one epoch sees. When given, every ``loss/update`` point is also written
+            as ``loss/by_samples_seen`` with step = the samples seen by the end of that update: the axis on which
+            batch (N per update), minibatch (b) and online (1) mode cover the same range, epoch by epoch. Within an
+            epoch an update is counted as ceil(N / updates_per_epoch) samples, the last one of an epoch as the rest.
+        dashboard: the experiment's Dashboard: its custom-scalars layout is written when the logger opens, and
+            ``log_hparams`` writes its HPARAMS table with exactly its keys and metric tags.
+        run_hparams: hparams of this run that ``log_hparams`` adds to what it is given (the problem and method of
+            one xor run, say, when a trainer logs its own hparams).
         enabled: False makes every method a no-op that creates no folder (quiet tests, non-zero ranks).
 
     The logger is a context manager: on leaving the ``with`` block, also by an exception or Ctrl-C, everything
@@ -59,6 +69,9 @@ class RunLogger:
         histogram_every: int = 5,
         max_update_points_per_epoch: int = 100,
         updates_per_epoch: Optional[int] = None,
+        samples_per_epoch: Optional[int] = None,
+        dashboard: Optional[Dashboard] = None,
+        run_hparams: Optional[dict] = None,
         enabled: bool = True,
     ):
         if not isinstance(logdir, (str, os.PathLike)):
@@ -71,9 +84,19 @@ class RunLogger:
         )
         if updates_per_epoch is not None:
             updates_per_epoch = check_int("updates_per_epoch", updates_per_epoch, minimum=1)
+        if samples_per_epoch is not None:
+            samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, minimum=1)
+        if dashboard is not None and not isinstance(dashboard, Dashboard):
+            raise TypeError(f"dashboard must be a tblog.Dashboard or None, but got {type(dashboard).__name__}")
+        if run_hparams is not None and not isinstance(run_hparams, dict):
+            raise TypeError(f"run_hparams must be a dict or None, but got {type(run_hparams).__name__}")
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be True or False, but got {enabled!r}")
         self.enabled = enabled
+        self.samples_per_epoch = samples_per_epoch
+        self.dashboard = dashboard
+        self.run_hparams = dict(run_hparams or {})
+        self._scalar_tags: set = set()  # every scalar tag written, for log_hparams' metric columns
         self.experiment, self.run, self.mode = experiment, run, mode
         self.path = Path(logdir) / experiment / run / mode
         self.closed = False
@@ -90,6 +113,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter  # imported here: `enabled=False` stays light
 
             self._writer = SummaryWriter(log_dir=str(self.path), flush_secs=10)
+            if dashboard is not None and dashboard.layout:
+                self._writer.file_writer.add_summary(layout_summary(dashboard.layout), 0)
 
     @property
     def run_dir(self) -> Path:
@@ -112,7 +137,7 @@ class RunLogger:
         for tag, value in metrics.items():
             if value is None:
                 continue
-            self._writer.add_scalar(_check_tag("metrics key", tag), _scalar("metrics", tag, value), epoch)
+            self._add_scalar(_check_tag("metrics key", tag), _scalar("metrics", tag, value), epoch)
         self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
         if self._every is None and self._held:
             self._learn_interval()
@@ -173,7 +198,7 @@ class RunLogger:
         values = torch.cat([kept, losses[-1:]]).to("cpu", torch.float64).tolist()  # one transfer
         m = len(values) - 1
         for i in range(m):
-            self._writer.add_scalar("loss/update", values[i], first_update + (start + i * step) * stride)
+            self._add_update_point(first_update + (start + i * step) * stride, values[i])
         last_index = n - 1
         if m:
             last_kept = start + (m - 1) * step
@@ -184,9 +209,23 @@ class RunLogger:
 
     def _write_pending(self) -> None:
         if self._pending is not None:
-            update, value = self._pending
-            self._writer.add_scalar("loss/update", value, update)
+            self._add_update_point(*self._pending)
             self._pending = None
+
+    def _add_update_point(self, update: int, value: float) -> None:
+        self._add_scalar("loss/update", value, update)
+        if self.samples_per_epoch is not None:
+            self._add_scalar("loss/by_samples_seen", value, self.samples_seen(update))
+
+    def samples_seen(self, update: int) -> int:
+        """The samples seen by the end of update ``update`` (counted from 1); see ``samples_per_epoch``."""
+        n, per_epoch = self.samples_per_epoch, self._updates_per_epoch
+        epochs, into = divmod(update, per_epoch)
+        return epochs * n + min(into * -(-n // per_epoch), n)
+
+    def _add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._writer.add_scalar(tag, value, step)
+        self._scalar_tags.add(tag)
 
     # ------------------------------------------------------------------ histograms and images
     def log_histograms(self, epoch: int, net, grads=None, *, force: bool = False) -> bool:
@@ -222,39 +261,64 @@ class RunLogger:
         self._writer.add_image("decision_boundary", image, epoch, dataformats="CHW")
         return image
 
-    # ------------------------------------------------------------------ hparams and text
-    def log_hparams(self, hparams: dict, metrics: dict) -> None:
-        """The run's hyperparameters and final metrics, for TensorBoard's HPARAMS dashboard (one row per run).
+    def log_image(self, tag: str, image: Tensor, step: int) -> None:
+        """An RGB image (3, H, W) with values in [0, 1] at ``step``, e.g. one drawn by decision_boundary_image."""
+        if not self._active():
+            return
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"image must be a (3, H, W) tensor, but got {got}")
+        self._writer.add_image(_check_tag("tag", tag), image.detach().cpu(), check_int("step", step, minimum=0),
+                               dataformats="CHW")
 
-        ``hparams`` values become int, float or str: lists and tuples (sizes) are written as "[2, 3, 1]", bools and
-        None as "True"/"False"/"None", dtypes as "float64". ``metrics`` (e.g. {"loss/test": 0.02}) are written as
-        scalars ``hparam/<name>`` at the last epoch logged, so they do not add a point to the per-epoch charts;
-        None values are skipped.
-        Call it once per run, at the end. Give every mode of a run the same hparams keys: TensorBoard takes the
-        column list from one run.
+    # ------------------------------------------------------------------ hparams and text
+    def log_hparams(self, hparams: dict, metrics=None) -> None:
+        """The run's hyperparameters, for TensorBoard's HPARAMS dashboard (one row per run), with metric columns
+        that point at scalar tags this run already wrote: HPARAMS shows their last values, no scalar is added.
+
+        ``hparams`` (with ``run_hparams`` added) values become int, float or str: lists and tuples (sizes) are
+        written as "[2, 3, 1]", bools and None as "True"/"False"/"None", dtypes as "float64".
+        With a ``dashboard``, the run writes exactly the dashboard's keys and metric tags (its HPARAMS table, the same
+        in every run of the experiment). Without one, it writes its own keys, and ``metrics`` names the metric
+        columns: tags (``["loss/test"]``), or a dict whose keys are tags or the "final/<what>_<split>" names trainers
+        use for the last value of "<what>/<split>" (``final/loss_test`` -> ``loss/test``; ``final/loss`` ->
+        ``loss/train``); its values are the figures of the last epoch, which the tags already hold. A name that
+        matches no tag this run wrote is left out (the plugin reads metric values from scalar tags). None: every
+        per-epoch tag written.
+        Call it once per run, at the end.
         """
         if not self._active():
             return
-        if not isinstance(hparams, dict) or not isinstance(metrics, dict):
-            raise TypeError(
-                f"hparams and metrics must be dicts, but got {type(hparams).__name__} and {type(metrics).__name__}"
-            )
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+        if not isinstance(hparams, dict) or not (metrics is None or isinstance(metrics, (dict, list, tuple))):
+            raise TypeError(f"hparams must be a dict and metrics a dict, list of tags or None, but got "
+                            f"{type(hparams).__name__} and {type(metrics).__name__}")
+        merged = {**{_check_tag("hparams key", k): v for k, v in hparams.items()}, **self.run_hparams}
+        if self.dashboard is not None:
+            summaries = self.dashboard.summaries(merged)
+        else:
+            from .dashboard import hparams_summaries
 
-        clean = {_check_tag("hparams key", k): _hparam_value(v) for k, v in hparams.items()}
-        metric_values = {}
-        for name, value in metrics.items():
-            if value is None:
-                continue
-            tag = _check_tag("metrics key", name)
-            tag = tag if tag.startswith("hparam/") else f"hparam/{tag}"
-            metric_values[tag] = _scalar("metrics", name, value)
+            values = {k: hparam_value(v) for k, v in merged.items()}
+            columns = [(k, not isinstance(v, str), False) for k, v in values.items()]
+            summaries = hparams_summaries(values, columns, self._metric_tags(metrics))
         step = 0 if self._last_epoch is None else self._last_epoch
-        # The three summaries of SummaryWriter.add_hparams, written to this run's own file: no stray sub-folder.
-        for summary in hparams_summaries(clean, metric_values):
+        for summary in summaries:
             self._writer.file_writer.add_summary(summary, step)
-        for tag, value in metric_values.items():
-            self._writer.add_scalar(tag, value, step)
+
+    def _metric_tags(self, metrics) -> list:
+        """The scalar tags ``metrics`` names (see log_hparams), in order, each once."""
+        if metrics is None:
+            return sorted(t for t in self._scalar_tags if t not in ("loss/update", "loss/by_samples_seen"))
+        tags = []
+        for name in metrics:
+            name = _check_tag("metrics key", name)
+            short = name[len("final/"):] if name.startswith("final/") else name
+            what, _, split = short.rpartition("_")
+            candidates = [name, short, f"{what}/{split}", f"{short}/train"]
+            tag = next((t for t in candidates if t in self._scalar_tags), None)
+            if tag is not None and tag not in tags:
+                tags.append(tag)
+        return tags
 
     def add_text(self, tag: str, text: str, step: int = 0) -> None:
         """A text entry (Markdown), e.g. the config or a summary of the run."""
@@ -324,26 +388,3 @@ def _scalar(name: str, key, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}[{key!r}] must be a number, but got {type(value).__name__}: {value!r}")
     return float(value)
-
-
-def _hparam_value(value):
-    """int, float or str for the hparams plugin (which stores a bool as the number 1.0, so bools become str)."""
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    elif isinstance(value, Tensor):
-        value = value.tolist()
-    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, (bool, type(None))):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, torch.dtype):
-        return str(value).replace("torch.", "")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(_hparam_value(v)) for v in value) + "]"
-    return str(value)
