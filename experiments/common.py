@@ -298,6 +298,12 @@ def parse_config(config_class, argv=None, *, prog: str, description: Optional[st
 
 
 # ---------------------------------------------------------------------------------------------------- running
+def progress_bars(quiet: bool = False) -> bool:
+    """Whether a script draws progress bars: not with --quiet, and not when stderr (where tqdm draws) is not a
+    terminal, where every redraw would be one more line of a log file."""
+    return not quiet and sys.stderr.isatty()
+
+
 def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
              interrupted: Optional[Callable[[Any], str]] = None,
              status: Optional[Callable[[Any], int]] = None) -> int:

@@ -6,6 +6,7 @@ digits, which ship inside the package). Every mode logs to its own TensorBoard r
 
     python -m experiments.learning_modes                      # defaults: digits, 64-32-10 tanh/softmax, 20 epochs
     python -m experiments.learning_modes --dataset moons --sizes 2 16 2 --epochs 50
+    python -m experiments.learning_modes --plots plots/modes  # also PNG and SVG figures and report.html
     python -m experiments.learning_modes --run my_run --resume   # continue a stopped run to the same numbers
     torchrun --standalone --nproc_per_node=2 -m experiments.learning_modes --distributed
 
@@ -35,14 +36,17 @@ from typing import Optional
 
 import torch
 
+from experiments import dashboards
+from experiments.plotting import require_matplotlib, write_plots
 from experiments.common import (DTYPES, USER_ERRORS, Column, at_least, check_config, flag_name, format_table, option,
-                                parse_config, run_main, seed_range)
+                                parse_config, progress_bars, run_main, seed_range)
 from experiments.run_folder import changed_settings, check_run_name, merge_results, open_run_folder, read_json
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
-from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.modes import samples_per_update
+from manual_backprop.tblog import RunLogger
 from manual_backprop.training import MODES, Trainer, load_checkpoint, write_json
 
 EXPERIMENT = "learning_modes"
@@ -85,6 +89,8 @@ class Config:
                                       help="settings --resume may change: lr (of each mode), epochs; each resume is "
                                            "a segment in the mode's config.json (default: none)")
     quiet: bool = option(False, help="no progress bars and no table")
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
     distributed: bool = option(False, help="split every batch over the processes torchrun starts (nccl on GPUs, "
                                            "gloo on CPUs; batch and minibatch modes only)")
     dist_timeout: float = option(300.0, help="seconds a rank waits for the others in a collective before the job "
@@ -155,6 +161,8 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     modes = resolved_modes(cfg)
     data = load_dataset(cfg.dataset, n_samples=cfg.n_samples, noise=cfg.noise, seed=cfg.seed, dtype=dtype)
     validate(cfg, data.x_train.shape[0])
+    if cfg.plots and main:
+        require_matplotlib()  # before any training: a missing matplotlib is one line, not a lost run
     sizes = cfg.sizes or [data.n_features, 32, data.num_classes or data.y_train.shape[1]]
     initial = MLP(sizes, activation=cfg.activation, output_activation=cfg.output_activation, dtype=dtype,
                   device=device, seed=cfg.seed)
@@ -285,6 +293,8 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
         ranks = "" if info is None else f"\n{info.world_size} processes ({info.backend}), each batch split over them"
         print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
     n_train = data.x_train.shape[0]
+    dashboard = dashboards.learning_modes(modes, [cfg.lr(m) for m in modes],
+                                          [samples_per_update(m, cfg.batch_size, n_train) for m in modes])
     histories = {}
     for mode in modes:
         mode_dir, (state, segments) = run_dir / mode, plan[mode]
@@ -295,13 +305,14 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
                        mode_dir / "config.json")
         updates_per_epoch = {"batch": 1, "online": n_train}.get(mode, -(-n_train // cfg.batch_size))
         with RunLogger(cfg.logdir, EXPERIMENT, run_dir.name, mode, updates_per_epoch=updates_per_epoch,
+                       samples_per_epoch=n_train, dashboard=dashboard,
                        enabled=main) as logger:
             trainer_class = Trainer if info is None else distributed.DistributedTrainer
             trainer = trainer_class(initial.copy(), data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
                                     batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed,
                                     logger=logger if main else None,
                                     checkpoint_path=mode_dir / "checkpoint.pt" if main else None,
-                                    progress=False if quiet else f"{mode:>9}")
+                                    progress=f"{mode:>9}" if progress_bars(quiet) else False)
             if state is not None:
                 trainer.load_state_dict(state)
             history = trainer.run()
@@ -310,9 +321,13 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
         histories[mode] = history
         if main:  # after every mode, so a later failure loses nothing; earlier runs' modes are kept
             merge_results(run_dir / "results.json", {mode: history.to_dict()})
+    if main and cfg.plots:
+        write_plots(EXPERIMENT, run_dir, cfg.plots, text=table(histories, cfg), config=asdict(cfg))
     if not quiet:
         print(table(histories, cfg))
-        print(f"\nOpen the overlaid loss curves:\n  {tensorboard_command(run_dir)}")
+        if cfg.plots:
+            print(f"\nfigures and report.html in {cfg.plots}")
+        print("\n" + dashboard.instructions(run_dir))
     return histories
 
 

@@ -14,6 +14,7 @@ lines) and no seed classifies all four points; with a non-linear hidden activati
 
     python -m experiments.linear_collapse                      # [2, 4, 4, 1], 10 seeds, a few seconds
     python -m experiments.linear_collapse --hidden 8 8 --activation relu --seeds 20
+    python -m experiments.linear_collapse --plots plots/linear   # also PNG and SVG figures and report.html
 
 Runs go to <logdir>/linear_collapse/<run>/<activation>-seed<k> (loss/train, accuracy/train, weight histograms and
 decision-boundary images, written by the Trainer), plus a "summary" folder with the printed report as text.
@@ -37,14 +38,16 @@ from typing import Optional
 
 import torch
 
+from experiments import dashboards
+from experiments.plotting import require_matplotlib, write_plots
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, run_main)
+                                parse_config, progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.single_layer import collapse_linear_mlp
-from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.tblog import RunLogger
 from manual_backprop.training import train, write_json
 
 EXPERIMENT = "linear_collapse"
@@ -71,6 +74,8 @@ class Config:
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/linear_collapse/<run>")
     run: Optional[str] = option(None, help="run folder name (default: <sizes>-seeds<N>)")
     quiet: bool = option(False, help="no progress line and no report")
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
 
 
 # What config.json holds beside the settings (for --config, which reads it back).
@@ -110,6 +115,8 @@ def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def run(cfg: Config) -> dict:
     check_run_name(cfg.run)
     validate(cfg)
+    if cfg.plots:
+        require_matplotlib()
     sizes = [2, *cfg.hidden, 1]
     with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}") as f:
         return _run(cfg, f)
@@ -135,12 +142,14 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     # Part 2: the same architecture trained on XOR, linear and non-linear, from the same seeds.
     x, labels = data.x_train.to(device), data.y_train.to(device)
     activations = ["identity", cfg.activation]
+    dashboard = dashboards.linear_collapse(activations, min(cfg.log_seeds, cfg.seeds))
     records = {a: [] for a in activations}
     for seed in range(cfg.seeds):
         for act in activations:
             net = MLP(sizes, activation=act, output_activation="identity", dtype=dtype, device=device, seed=seed)
             with RunLogger(cfg.logdir, EXPERIMENT, run_name, f"{act}-seed{seed}", updates_per_epoch=1,
-                           histogram_every=50, enabled=seed < cfg.log_seeds) as logger:
+                           histogram_every=50, dashboard=dashboard, run_hparams={"hidden_activation": act},
+                           enabled=seed < cfg.log_seeds) as logger:
                 h = train(net, data, mode="batch", lr=cfg.lr, epochs=cfg.epochs, loss_fn="squared_error",
                           target_loss=cfg.target_loss, seed=seed, logger=logger if logger.enabled else None,
                           histogram_every=50)
@@ -157,10 +166,10 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
             if act == "identity":
                 record["collapse"] = collapse_report(net, x_demo.to(device))
             records[act].append(record)
-        if not cfg.quiet:
-            print(f"\rseed {seed + 1}/{cfg.seeds} trained", end="", flush=True)
-    if not cfg.quiet:
-        print()
+        if progress_bars(cfg.quiet):
+            print(f"\rseed {seed + 1}/{cfg.seeds} trained", end="", flush=True, file=sys.stderr)
+    if progress_bars(cfg.quiet):
+        print(file=sys.stderr)
     seconds = time.perf_counter() - start
     summary = {act: summarize(rows, tie) for act, rows in records.items()}
     text = report(collapse, summary, sizes, cfg, tie)
@@ -169,10 +178,13 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     if cfg.log_seeds > 0:
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
             logger.add_text("summary", "```\n" + text + "\n```")
+    if cfg.plots:
+        write_plots(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg))
     if not cfg.quiet:
         print(text)
-        print(f"\n{seconds:.1f} s. Open the runs (loss/train, accuracy/train, decision_boundary):\n"
-              f"  {tensorboard_command(run_dir)}")
+        if cfg.plots:
+            print(f"\nfigures and report.html in {cfg.plots}")
+        print(f"\n{seconds:.1f} s. " + dashboard.instructions(run_dir))
     return {"collapse": collapse, "summary": summary}
 
 

@@ -14,6 +14,7 @@ Besides loss and accuracy, both runs log the row sums of their outputs on the te
 
     python -m experiments.softmax_outputs                      # 3 Gaussian blobs, [2, 16, 3], a few seconds
     python -m experiments.softmax_outputs --dataset digits --hidden 32 --epochs 30   # needs the datasets extra
+    python -m experiments.softmax_outputs --plots plots/softmax  # also PNG and SVG figures and report.html
 
 Runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>, so TensorBoard overlays the two.
 """
@@ -27,13 +28,15 @@ from typing import Optional
 
 import torch
 
-from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main,
-                                seed_range)
+from experiments import dashboards
+from experiments.plotting import require_matplotlib, write_plots
+from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
+                                progress_bars, run_main, seed_range)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
-from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.tblog import RunLogger
 from manual_backprop.training import MODES, Trainer, write_json
 
 EXPERIMENT = "softmax_outputs"
@@ -66,6 +69,8 @@ class Config:
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>")
     run: Optional[str] = option(None, help="run folder name (default: <dataset>-seed<seed>)")
     quiet: bool = option(False, help="no progress bars and no tables")
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
 
     def lr(self, variant: str) -> float:
         return self.lr_sigmoid if variant.startswith("sigmoid") else self.lr_softmax
@@ -119,6 +124,8 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"--dataset must have 3 or more classes (a softmax over 2 outputs is one sigmoid), but "
                          f"{cfg.dataset!r} has {data.num_classes}")
     check_config(cfg)
+    if cfg.plots:
+        require_matplotlib()
     with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.dataset}-seed{cfg.seed}") as folder:
         return _run(cfg, folder, device, dtype, data)
 
@@ -132,6 +139,7 @@ def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
         print(f"\n{data}\nlogging to {run_dir}")
     x_test = data.x_test.to(device=device, dtype=dtype)
     onehot_test = data.targets("test", "onehot").to(device=device, dtype=dtype)
+    dashboard = dashboards.softmax_outputs(VARIANTS, [cfg.lr(v) for v in VARIANTS])
     results = {}
     start = time.perf_counter()
     for variant, (output, loss) in VARIANTS.items():
@@ -140,11 +148,12 @@ def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
                   seed=cfg.seed)
         write_json({**asdict(cfg), "run": run_name, "variant": variant, "sizes": sizes, "lr": cfg.lr(variant),
                     "device": str(device), "net": net.spec(), "data": repr(data)}, run_dir / variant / "config.json")
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, variant) as base:
+        with RunLogger(cfg.logdir, EXPERIMENT, run_name, variant, dashboard=dashboard) as base:
             logger = RowSumLogger(base, net, x_test)
             trainer = Trainer(net, data, mode=cfg.mode, lr=cfg.lr(variant), epochs=cfg.epochs,
                               batch_size=cfg.batch_size if cfg.mode == "minibatch" else None, loss_fn=loss,
-                              seed=cfg.seed, logger=logger, progress=False if cfg.quiet else f"{variant:>22}")
+                              seed=cfg.seed, logger=logger,
+                              progress=f"{variant:>22}" if progress_bars(cfg.quiet) else False)
             history = trainer.run()
         out = net(x_test)  # (N, C)
         _, mean, low, high = logger.sums[-1]
@@ -158,11 +167,14 @@ def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
         if history.stop_reason == "diverged":
             print(f"{variant}: {history.message}", file=sys.stderr)
     write_json({"lecture_example": lecture, "runs": results}, run_dir / "results.json")
+    if cfg.plots:
+        write_plots(EXPERIMENT, run_dir, cfg.plots, text=example_text(lecture) + "\n\n" + table(results),
+                    config=asdict(cfg))
     if not cfg.quiet:
         print(table(results))
-        print(f"\n{time.perf_counter() - start:.1f} s. Open the two runs overlaid (accuracy/test, outputs/row_sum_*, "
-              f"decision_boundary):\n"
-              f"  {tensorboard_command(run_dir)}")
+        if cfg.plots:
+            print(f"\nfigures and report.html in {cfg.plots}")
+        print(f"\n{time.perf_counter() - start:.1f} s. " + dashboard.instructions(run_dir))
     return {"lecture_example": lecture, "runs": results}
 
 

@@ -8,6 +8,7 @@ loss is frozen there, one that diverges is frozen and counted, the others go on.
     python -m experiments.sweep                                   # XOR 2-2-1 sigmoid, 6 lrs x 32 seeds, 3 modes
     python -m experiments.sweep --lrs 0.5 2 8 --seeds 100 --epochs 3000
     python -m experiments.sweep --dataset moons --sizes 2 8 1 --target-loss 0.05
+    python -m experiments.sweep --plots plots/sweep               # also the heatmap of success rate, and report.html
 
 Printed and logged per mode and learning rate: the success rate (members that reached the target loss) and the
 median epochs to success over the members that succeeded. The default target 0.04 on the mean squared error
@@ -26,12 +27,14 @@ from typing import Optional
 
 import torch
 
-from experiments.common import DTYPES, Column, at_least, check_config, format_table, option, parse_config, run_main
+from experiments import dashboards
+from experiments.plotting import require_matplotlib, write_plots
+from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
+                                progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
-from manual_backprop.tblog import tensorboard_command
 from manual_backprop.training import MODES, write_json
 
 EXPERIMENT = "sweep"
@@ -58,6 +61,8 @@ class Config:
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/sweep/<run>/<mode>_lr<lr>")
     run: Optional[str] = option(None, help="run folder name (default: <dataset>-<time stamp>)")
     quiet: bool = option(False, help="no progress bars")
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
 
 
 def parse_args(argv=None) -> Config:
@@ -89,6 +94,8 @@ def run(cfg: Config) -> dict:
     """Train one population per mode; returns the results written to results.json."""
     check_run_name(cfg.run)
     validate(cfg)
+    if cfg.plots:
+        require_matplotlib()
     default = f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default) as folder:
         return _run(cfg, folder)
@@ -107,17 +114,19 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
         print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds 0..{cfg.seeds - 1}, sizes {sizes}, "
               f"{cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss {cfg.target_loss:g}\n"
               f"logging to {run_dir}")
+    dashboard = dashboards.sweep(cfg.modes, cfg.lrs)
     rows, histories = [], {}
     for mode in cfg.modes:
         pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation, seeds=seeds,
                          dtype=dtype, device=device)
         logger = PopulationLogger(cfg.logdir, EXPERIMENT, run_name, groups=groups, member_runs=0,
-                                  log_every=max(1, cfg.epochs // 200))  # about 200 points a curve
+                                  log_every=max(1, cfg.epochs // 200),  # about 200 points a curve
+                                  dashboard=dashboard)
         start = time.perf_counter()
         trainer = PopulationTrainer(pop, data, mode=mode, lr=lrs, epochs=cfg.epochs, loss_fn=cfg.loss,
                                     batch_size=cfg.batch_size if mode == "minibatch" else None,
                                     target_loss=cfg.target_loss, order_seeds=seeds, logger=logger,
-                                    engine=cfg.engine, progress=False if cfg.quiet else f"{mode:>9}")
+                                    engine=cfg.engine, progress=f"{mode:>9}" if progress_bars(cfg.quiet) else False)
         history = trainer.run()
         seconds = time.perf_counter() - start
         histories[mode] = history
@@ -134,9 +143,12 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
                for mode, h in histories.items()}
     results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows, "members": members}
     write_json(results, run_dir / "results.json")
+    if cfg.plots:
+        write_plots(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"])
     print(table(rows, cfg))
-    print(f"\nOpen the curves (loss quantiles and success fraction per mode and learning rate):\n"
-          f"  {tensorboard_command(run_dir)}")
+    if cfg.plots:
+        print(f"\nfigures and report.html in {cfg.plots}")
+    print("\n" + dashboard.instructions(run_dir))
     return results
 
 

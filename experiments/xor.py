@@ -13,13 +13,16 @@ The lecture's opening argument, run over many seeds (seeds 0 .. N-1: initial wei
   every seed (199 of seeds 0-199; ``--hidden 2`` gives the classic 2-2-1 net, which gets stuck in a local minimum
   for roughly one seed in six: 34 of 40 solved).
 
-    python -m experiments.xor                          # 20 seeds, about 20 s on 2 busy CPU cores
+    python -m experiments.xor                          # 20 seeds, about 30 s on 2 busy CPU cores
     python -m experiments.xor --seeds 100 --mode batch --hidden 2
+    python -m experiments.xor --plots plots/xor        # also PNG and SVG figures and report.html, no server needed
 
-Every problem, method and logged seed gets its own TensorBoard run folder,
+Every problem, method and seed gets its own TensorBoard run folder (``--log-seeds N`` keeps the first N),
 <logdir>/xor/<run>/<problem>-<method>-seed<k>, holding accuracy/train and loss/train (e(w)) per epoch, the
 perceptron's and delta rule's errors/train and weights, and decision-boundary images; point TensorBoard at
-<logdir>/xor/<run> to overlay them (filter with a regex such as "xor-").
+<logdir>/xor/<run> to overlay them. The printed link opens on XOR's runs, one colour per method. (CUSTOM SCALARS
+ticks no run when a folder holds more than 40, TensorBoard's rule: press TOGGLE ALL RUNS there, or pass
+``--log-seeds 4``.)
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from typing import Optional
 
 import torch
 
+from experiments import dashboards
+from experiments.plotting import require_matplotlib, write_plots
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, run_main)
+                                parse_config, progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
 from manual_backprop.single_layer import SINGLE_LAYER_MODES, delta_rule_train, perceptron_train
-from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.tblog import RunLogger
 from manual_backprop.training import train, write_json
 
 EXPERIMENT = "xor"
@@ -77,13 +82,17 @@ class Config:
                                            "of 0.5")
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float64", help="four points: float64 shows e(w) = 0.25 to the last digit", choices=DTYPES)
-    log_seeds: int = option(1, help="seeds (from 0) whose runs are written to TensorBoard; 0 writes none",
-                            check=at_least(0))
+    log_seeds: Optional[int] = option(None, help="seeds (from 0) whose runs are written to TensorBoard (default: "
+                                                 "every seed); 0 writes none", check=at_least(0))
+    image_seeds: int = option(1, help="seeds (from 0) whose runs also get decision-boundary images and histograms",
+                              check=at_least(0))
     image_every: int = option(20, help="epochs between decision-boundary images (and MLP histograms); the last is "
                                        "always drawn", check=at_least(1))
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/xor/<run>")
     run: Optional[str] = option(None, help="run folder name (default: <mode>-seeds<N>)")
     quiet: bool = option(False, help="no progress bar and no table")
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
 
 
 def parse_args(argv=None) -> Config:
@@ -119,6 +128,22 @@ def run_one(cfg: Config, problem: str, method: str, seed: int, data, device, dty
             "message": h.message}
 
 
+class ScalarsOnly:
+    """A RunLogger that draws no images and histograms: twenty seeds' curves overlay well, their pictures not."""
+
+    def __init__(self, logger: RunLogger):
+        self.logger = logger
+
+    def log_decision_boundary(self, *args, **kwargs):
+        return None
+
+    def log_histograms(self, *args, **kwargs) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.logger, name)
+
+
 def least_squares_loss(data) -> float:
     """min over all lines (W, b) of e(w) = 1/N sum (y - W x - b)^2: where the delta rule settles."""
     x = data.x_train.double()
@@ -147,6 +172,8 @@ def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
     check_run_name(cfg.run)
     check_config(cfg)
+    if cfg.plots:
+        require_matplotlib()
     with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.mode}-seeds{cfg.seeds}") as folder:
         return _run(cfg, folder)
 
@@ -155,12 +182,15 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     run_name, run_dir = folder.name, folder.path
+    log_seeds = cfg.seeds if cfg.log_seeds is None else min(cfg.log_seeds, cfg.seeds)
+    lrs = {"perceptron": cfg.lr_perceptron, "delta": cfg.lr_delta, "mlp": cfg.lr_mlp}
+    dashboard = dashboards.xor(cfg.problems, cfg.methods, log_seeds, lrs)
     write_json({**asdict(cfg), "run": run_name, "device": str(device)}, run_dir / "config.json")
     if not cfg.quiet:
         print(f"{len(cfg.problems)} problems x {len(cfg.methods)} methods x {cfg.seeds} seeds on {device}; "
               f"logging to {run_dir}")
     bar = None
-    if not cfg.quiet:
+    if progress_bars(cfg.quiet):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cfg.problems) * len(cfg.methods) * cfg.seeds, desc="xor", unit="run",
@@ -175,10 +205,13 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
                 rows = []
                 for seed in range(cfg.seeds):
                     logger = RunLogger(cfg.logdir, EXPERIMENT, run_name, f"{problem}-{method}-seed{seed}",
-                                       updates_per_epoch=1, histogram_every=50, enabled=seed < cfg.log_seeds)
+                                       updates_per_epoch=1, histogram_every=50, dashboard=dashboard,
+                                       run_hparams={"problem": problem, "method": method},
+                                       enabled=seed < log_seeds)
                     with logger:
+                        shown = logger if seed < cfg.image_seeds else ScalarsOnly(logger)
                         rows.append(run_one(cfg, problem, method, seed, data, device, dtype,
-                                            logger if logger.enabled else None))
+                                            shown if logger.enabled else None))
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"{problem} {method}")
@@ -191,14 +224,17 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     text = table(summaries, least_squares, cfg)
     write_json({"summary": summaries, "least_squares_loss": least_squares, "seconds": seconds,
                 "runs": {f"{p}-{m}": rows for (p, m), rows in records.items()}}, run_dir / "results.json")
-    if cfg.log_seeds > 0:
+    if log_seeds > 0:
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
             logger.add_text("summary", "```\n" + text + "\n```")
+    if cfg.plots:
+        write_plots(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg))
     if not cfg.quiet:
         print(text)
         print(notes(records, summaries, least_squares, cfg))
-        print(f"\n{seconds:.1f} s. Open the runs (accuracy/train, loss/train, errors/train, decision_boundary):\n"
-              f"  {tensorboard_command(run_dir)}")
+        if cfg.plots:
+            print(f"\nfigures and report.html in {cfg.plots}")
+        print(f"\n{seconds:.1f} s. " + dashboard.instructions(run_dir))
     return summaries
 
 

@@ -57,13 +57,16 @@ def test_xor_experiment_main_writes_runs_and_reports(tmp_path, capsys):
     assert summary["xor"]["delta"]["best_accuracy"] <= 0.75
     assert results["least_squares_loss"]["xor"] == pytest.approx(0.25, abs=1e-12)
     folders = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
-    assert folders == sorted([f"{p}-{m}-seed0" for p in xor.PROBLEMS for m in xor.METHODS] + ["summary"])
-    perceptron = read_scalars(run_dir / "xor-perceptron-seed0")
+    # One run per problem, method and seed, as the docs promise; images for the first seed only.
+    assert folders == sorted([f"{p}-{m}-seed{k}" for p in xor.PROBLEMS for m in xor.METHODS for k in (0, 1)]
+                             + ["summary"])
+    perceptron = read_scalars(run_dir / "xor-perceptron-seed1")
     assert len(perceptron["errors/train"]) == 16 and min(v for _, v in perceptron["errors/train"]) >= 1
-    mlp = read_scalars(run_dir / "xor-mlp-seed0")
+    mlp = read_scalars(run_dir / "xor-mlp-seed1")
     assert "accuracy/train" in mlp and "loss/train" in mlp
     for method in xor.METHODS:
         assert load_run(run_dir / f"xor-{method}-seed0").Images("decision_boundary"), method
+        assert not load_run(run_dir / f"xor-{method}-seed1").Tags()["images"], method
 
 
 def test_xor_experiment_refuses_bad_flags(tmp_path, capsys):

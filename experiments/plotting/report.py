@@ -1,0 +1,95 @@
+"""The files of ``--plots DIR``: each figure as PNG and SVG, and report.html, a page that needs nothing else."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import importlib
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+PNG_DPI = 150
+
+
+def require_matplotlib() -> None:
+    """Raise ImportError with the install command when matplotlib is missing (the scripts call it before training)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plots needs matplotlib: pip install 'manual-backprop[datasets]' (or pip install "
+                          "matplotlib)") from None
+
+
+def write_plots(experiment: str, run_dir, folder, *, text: str = "", config: Optional[dict] = None) -> list:
+    """Draw the figures of ``experiment`` from ``run_dir`` into ``folder`` (PNG and SVG each) and write
+    ``folder/report.html``; returns the paths written. ``text`` (the printed table) and ``config`` go into the page."""
+    require_matplotlib()
+    from .figures import FIGURES
+
+    if experiment not in FIGURES:
+        raise ValueError(f"experiment must be one of {sorted(FIGURES)}, but got {experiment!r}")
+    run_dir, folder = Path(run_dir), Path(folder)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a run folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    written, sections = [], []
+    for name, caption, figure in FIGURES[experiment](run_dir):
+        png = _save(figure, folder / f"{name}.png", "png")
+        _save(figure, folder / f"{name}.svg", "svg")
+        written += [folder / f"{name}.png", folder / f"{name}.svg"]
+        sections.append((name, caption, png))
+    if config is None and (run_dir / "config.json").exists():
+        config = json.loads((run_dir / "config.json").read_text())
+    page = folder / "report.html"
+    page.write_text(report_html(experiment, run_dir, sections, text, config), encoding="utf-8")
+    return written + [page]
+
+
+def _save(figure, path: Path, fmt: str) -> bytes:
+    """Write the figure; returns the bytes written. The SVG carries no date, so a rerun gives the same file."""
+    import matplotlib
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "manual_backprop", "svg.fonttype": "none"}):
+        figure.savefig(buffer, format=fmt, dpi=PNG_DPI,
+                       metadata={"Date": None} if fmt == "svg" else {"Software": "manual_backprop"})
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return data
+
+
+def report_html(experiment: str, run_dir: Path, sections: list, text: str, config: Optional[dict]) -> str:
+    """One page, everything inline: the title and point of the experiment, the table, the figures, the settings."""
+    module = importlib.import_module(f"experiments.{experiment}")
+    doc = (module.__doc__ or experiment).strip()
+    title, _, rest = doc.partition("\n\n")
+    figures = "\n".join(
+        f'<figure id="{html.escape(name)}"><img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption, png in sections)
+    settings = json.dumps(config, indent=1, default=str) if config else ""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} ({html.escape(run_dir.name)})</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.4em; }} pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }}
+figure {{ margin: 2em 0; }} img {{ max-width: 100%; height: auto; }}
+figcaption {{ color: #444; margin-top: 0.4em; }} .meta {{ color: #666; font-size: 0.9em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="meta">python -m experiments.{html.escape(experiment)}: run folder {html.escape(str(run_dir))}, report written
+{stamp}. Every figure is also in this folder as PNG and SVG.</p>
+<details><summary>What the experiment shows</summary><pre>{html.escape(rest)}</pre></details>
+{f"<h2>Results</h2><pre>{html.escape(text)}</pre>" if text else ""}
+<h2>Figures</h2>
+{figures}
+{f"<h2>Settings</h2><pre>{html.escape(settings)}</pre>" if settings else ""}
+</body></html>
+"""
