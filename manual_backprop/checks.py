@@ -117,3 +117,15 @@ def resolve_device(device) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+_SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+
+
+def check_seed(name: str, seed) -> int:
+    """A seed for torch.Generator: an int in [0, 2**63 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, but got {type(seed).__name__}: {seed!r}")
+    if not 0 <= seed <= _SEED_MAX:
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], but got {seed}")
+    return seed

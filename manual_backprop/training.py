@@ -25,121 +25,30 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: F401 (re-exported)
+from .checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: F401 (re-exported, the old home)
 from .activations import Softmax
-from .checks import check_int, check_positive_number
-from .losses import CrossEntropy, Loss, default_loss_for
+from .checks import check_int, check_positive_number, check_seed
+from .losses import Loss, default_loss_for
 from .modes import MODES, epoch_order, samples_per_update
 from .network import MLP, forward_phase, loss_and_gradients
-from .optim import (apply_step, attach_optimizer, check_optimizer_checkpoint, load_optimizer_checkpoint,
-                    optimizer_checkpoint, optimizer_snapshot, restore_optimizer)
+from .records import Diverged, History, accuracy, encode_for  # noqa: F401 (History, Diverged re-exported)
+from .trainer_checkpoints import TrainerCheckpoints
+from .optim import apply_step, attach_optimizer, optimizer_snapshot, restore_optimizer
 
 __all__ = ["MODES", "History", "Trainer", "train", "Diverged", "encode_for", "accuracy", "save_checkpoint",
            "load_checkpoint"]
 
-class Diverged(RuntimeError):
-    """Raised by ``Trainer.run(raise_on_divergence=True)``; the network holds its last good parameters."""
-
-
-@dataclass
-class History:
-    """Per-epoch record of a run. Index 0 is the network before any update (epoch 0)."""
-
-    mode: str
-    epoch: list = field(default_factory=list)
-    train_loss: list = field(default_factory=list)
-    test_loss: list = field(default_factory=list)
-    train_accuracy: list = field(default_factory=list)
-    test_accuracy: list = field(default_factory=list)
-    updates: list = field(default_factory=list)  # cumulative number of updates at the end of each epoch
-    seconds: list = field(default_factory=list)  # cumulative wall time of training (evaluation excluded)
-    stop_reason: str = ""  # "max_epochs", "target_loss", "diverged", "interrupted"
-    message: str = ""
-
-    @property
-    def final(self) -> dict:
-        """The last epoch's figures."""
-        keys = ["epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"]
-        return {k: getattr(self, k)[-1] if getattr(self, k) else None for k in keys}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def __repr__(self) -> str:
-        """One line: the mode, how far the run went and its last figures, not every epoch's (``to_dict`` has them)."""
-        if not self.epoch:
-            return f"History(mode={self.mode!r}, no epochs recorded)"
-        f = self.final
-        figures = ", ".join(f"{k}={f[k]:.4g}" for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
-                            if f[k] is not None)
-        stop = f", stop_reason={self.stop_reason!r}" if self.stop_reason else ""
-        return f"History(mode={self.mode!r}, epochs={f['epoch']}, updates={f['updates']}, {figures}{stop})"
-
-
-def encode_for(loss_fn: Loss, y: Tensor, num_classes: Optional[int], n_out: int, dtype: torch.dtype) -> Tensor:
-    """Targets in the form the loss and the output layer want.
-
-    Class indices stay indices for cross-entropy; for one output they become (N, 1) 0/1 floats; otherwise one-hot.
-    Regression targets (floating) are only cast; cross-entropy refuses them unless every row is a probability
-    distribution (soft labels).
-    """
-    if y.is_floating_point():
-        y = y.to(dtype)
-        if isinstance(loss_fn, CrossEntropy) and not _probability_rows(y):
-            raise ValueError(
-                f"cross_entropy needs class labels, but the data holds regression targets (floating-point y of shape "
-                f"{tuple(y.shape)}, not rows of class probabilities); use loss 'squared_error' with output_activation "
-                f"'identity' for a regression target, or give class labels"
-            )
-        return y
-    if isinstance(loss_fn, CrossEntropy):
-        return y
-    if n_out == 1:
-        if num_classes not in (None, 2):
-            raise ValueError(f"a network with one output can only learn 2 classes, but the data has {num_classes}")
-        return y.to(dtype).unsqueeze(1)
-    classes = num_classes if num_classes is not None else n_out
-    if classes != n_out:
-        raise ValueError(f"sizes[-1] must equal the number of classes ({classes}) for one-hot targets, but got {n_out}")
-    return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
-
-
-def _probability_rows(y: Tensor) -> bool:
-    """Whether y (N, k) with k >= 2 holds rows of class probabilities: no negative entry, each row sums to 1."""
-    if y.dim() != 2 or y.shape[1] < 2 or not bool(torch.isfinite(y).all()):
-        return False
-    tol = 16 * y.shape[1] * torch.finfo(y.dtype).eps
-    return bool((y >= 0).all()) and bool(((y.sum(dim=1) - 1).abs() <= tol).all())
-
-
 # What a logger must offer the Trainer (tblog.RunLogger does; a wrapper such as softmax_outputs' may too).
 _LOGGER_METHODS = ("log_epoch", "log_update_losses", "log_histograms", "log_decision_boundary", "log_hparams", "flush")
-_SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 
 
-def check_seed(name: str, seed) -> int:
-    """A seed for torch.Generator: an int in [0, 2**63 - 1]."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, but got {type(seed).__name__}: {seed!r}")
-    if not 0 <= seed <= _SEED_MAX:
-        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], but got {seed}")
-    return seed
-
-
-def accuracy(output: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label."""
-    predicted = (output[:, 0] >= 0.5).long() if output.shape[1] == 1 else output.argmax(dim=1)
-    return (predicted == labels).to(output.dtype).mean()
-
-
-class Trainer:
+class Trainer(TrainerCheckpoints):
     """Runs one learning mode on one network, with evaluation, stopping, logging and checkpoints.
 
     Args:
@@ -471,76 +380,6 @@ class Trainer:
 
         label = self.progress if isinstance(self.progress, str) else self.mode
         return tqdm(total=self.epochs, initial=self.epoch, desc=label, unit="epoch", leave=True, dynamic_ncols=True)
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
-        """Everything needed to continue this run to the same numbers: parameters, counters, sample-order RNG."""
-        return {
-            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
-            "net_spec": self.net.spec(),
-            "mode": self.mode, "lr": self.lr, "batch_size": self.batch_size, "replacement": self.replacement,
-            "seed": self.seed, "epoch": self.epoch, "updates": self.updates, "train_seconds": self.train_seconds,
-            "generator": self.generator.get_state(), "history": self.history.to_dict(),
-            "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
-            "loss": self.loss_fn.spec(), "optimizer": optimizer_checkpoint(self.optimizer),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict()``'s dict. Everything is checked before anything changes (all or nothing).
-
-        A run that diverged continues from its last good state when this Trainer has another lr; with the same lr
-        it would only diverge again, so it stays finished (``run`` returns at once, with the divergence message).
-        """
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a Trainer.state_dict() dict, but got {type(state).__name__}")
-        required = ("net", "mode", "lr", "batch_size", "replacement", "epoch", "updates", "train_seconds",
-                    "generator", "history")
-        missing = [k for k in required if k not in state]
-        if missing:
-            raise ValueError(f"state is not a Trainer checkpoint: it lacks {missing}")
-        for key in ("mode", "batch_size", "replacement"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"checkpoint was written with {key}={state[key]!r}, but this run has "
-                                 f"{key}={getattr(self, key)!r}")
-        if "loss" in state and state["loss"] != self.loss_fn.spec():
-            raise ValueError(f"checkpoint was written with loss {state['loss']!r}, but this run has "
-                             f"{self.loss_fn.spec()!r}")
-        generator = state["generator"]
-        if not isinstance(generator, Tensor) or generator.dtype != torch.uint8:
-            raise ValueError("checkpoint's sample-order generator state must be a uint8 tensor")
-        if not isinstance(state["history"], dict):
-            raise ValueError(f"checkpoint's history must be a dict, but got {type(state['history']).__name__}")
-        try:
-            history = History(**state["history"])
-        except TypeError as err:
-            raise ValueError(f"checkpoint's history does not fit History: {err}") from None
-        good = state.get("good_state")
-        if good is not None:
-            own = self.net.parameters()
-            if not isinstance(good, list) or len(good) != len(own) or not all(
-                    isinstance(g, Tensor) and g.shape == p.shape for g, p in zip(good, own)):
-                raise ValueError("checkpoint's good_state does not fit the network's parameters")
-        check_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
-        self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
-        self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
-        self.generator.set_state(generator)
-        load_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
-        self.history = history
-        if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
-            self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
-        if self.history.stop_reason == "interrupted":
-            self.history.stop_reason, self.history.message = "", ""
-        if self.history.stop_reason == "diverged" and state["lr"] != self.lr:
-            self.history.stop_reason, self.history.message = "", ""  # the last good state, with another lr
-        if good is not None:
-            self._good_state = [g.to(device=self.net.device, dtype=self.net.dtype) for g in good]
-
-    def save_checkpoint(self, path: Union[str, Path]) -> None:
-        save_checkpoint(self.state_dict(), path)
-
-    def resume(self, path: Union[str, Path]) -> "Trainer":
-        self.load_state_dict(load_checkpoint(path))
-        return self
 
 
 def train(net: MLP, data, *, mode: str, lr: float, epochs: int, **kwargs) -> History:
