@@ -9,12 +9,18 @@ loss is frozen there, one that diverges is frozen and counted, the others go on.
     python -m experiments.sweep --lrs 0.5 2 8 --seeds 100 --epochs 3000
     python -m experiments.sweep --dataset moons --sizes 2 8 1 --target-loss 0.05
     python -m experiments.sweep --plots plots/sweep               # also the heatmap of success rate, and report.html
+    torchrun --standalone --nproc_per_node=2 -m experiments.sweep --distributed   # members sharded over 2 processes
 
 Printed and logged per mode and learning rate: the success rate (members that reached the target loss) and the
 median epochs to success over the members that succeeded. The default target 0.04 on the mean squared error
 guarantees that all four XOR points are classified right: the loss is (1/4) sum_i e_i^2, so loss <= 0.04 gives
 every e_i^2 <= 0.16, |e_i| <= 0.4 < 0.5. TensorBoard gets one aggregate run per mode and learning rate
 (<logdir>/sweep/<run>/<mode>_lr<lr>): loss quantiles over the seeds and the fraction that has succeeded, by epoch.
+
+With --distributed (launched by torchrun; gloo on CPUs, nccl with one GPU per process) each population's members
+are split into one contiguous block per process; members never mix, so no collective runs while they train. Rank 0
+gathers the blocks' histories (manual_backprop.population.sharding), logs, writes and prints, and its results equal
+the single-process sweep's.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from experiments.plotting import require_matplotlib, write_plots
 from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
                                 progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
+from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
+from manual_backprop.population.sharding import gather_population_history, member_shard
 from manual_backprop.training import MODES, write_json
 
 EXPERIMENT = "sweep"
@@ -59,10 +67,14 @@ class Config:
     dtype: str = option("float64", help="of the weights and the data", choices=DTYPES)
     engine: str = option("eager", help="eager, compiled (torch.compile) or cuda_graph", choices=ENGINES)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/sweep/<run>/<mode>_lr<lr>")
-    run: Optional[str] = option(None, help="run folder name (default: <dataset>-<time stamp>)")
+    run: Optional[str] = option(None, flags=("--run", "--run-name"),
+                                help="run folder name (default: <dataset>-<time stamp>); --run-name also passes "
+                                     "through torchrun")
     quiet: bool = option(False, help="no progress bars")
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
+    distributed: bool = option(False, help="shard each population's members over the processes torchrun starts")
+    dist_timeout: float = option(300.0, help="seconds a rank waits for the others in a collective")
 
 
 def parse_args(argv=None) -> Config:
@@ -97,38 +109,63 @@ def run(cfg: Config) -> dict:
     if cfg.plots:
         require_matplotlib()
     default = f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default) as folder:
-        return _run(cfg, folder)
+    if not cfg.distributed:
+        with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default) as folder:
+            return _run(cfg, folder, resolve_device(cfg.device), None)
+    with distributed.init_distributed(device=cfg.device, timeout=cfg.dist_timeout) as info:
+        folder, error = None, None
+        if info.is_main:
+            try:  # only rank 0 writes; the others hear of a refused folder instead of waiting for a timeout
+                folder = open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default)
+            except (ValueError, OSError) as err:
+                error = str(err)
+        error = distributed.from_rank0(error)
+        if error:
+            raise ValueError(error)
+        try:
+            return _run(cfg, folder, info.device, info)
+        finally:
+            if folder is not None:
+                folder.release()
 
 
-def _run(cfg: Config, folder: RunFolder) -> dict:
-    device = resolve_device(cfg.device)
+def _run(cfg: Config, folder: Optional[RunFolder], device: torch.device, info) -> dict:
+    """One population per mode; with ``info`` (a DistInfo) this rank trains its block of members, and rank 0 gets
+    the gathered histories and does the writing (the other ranks return {})."""
+    main_rank = info is None or info.is_main
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
     n_out = (1 if data.num_classes == 2 and cfg.output_activation == "sigmoid"
              else data.num_classes or data.y_train.shape[1])
     sizes = cfg.sizes or [data.n_features, 8, n_out]
     lrs, seeds, groups = grid(cfg)
-    run_name, run_dir = folder.name, folder.path
-    if not cfg.quiet:
+    start, stop = member_shard(len(lrs), info.rank, info.world_size) if info else (0, len(lrs))
+    run_name, run_dir = (folder.name, folder.path) if main_rank else (None, None)
+    if main_rank and not cfg.quiet:
         print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds 0..{cfg.seeds - 1}, sizes {sizes}, "
               f"{cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss {cfg.target_loss:g}\n"
               f"logging to {run_dir}")
     dashboard = dashboards.sweep(cfg.modes, cfg.lrs)
     rows, histories = [], {}
     for mode in cfg.modes:
-        pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation, seeds=seeds,
-                         dtype=dtype, device=device)
+        pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation,
+                         seeds=seeds[start:stop], dtype=dtype, device=device)
         logger = PopulationLogger(cfg.logdir, EXPERIMENT, run_name, groups=groups, member_runs=0,
                                   log_every=max(1, cfg.epochs // 200),  # about 200 points a curve
-                                  dashboard=dashboard)
-        start = time.perf_counter()
-        trainer = PopulationTrainer(pop, data, mode=mode, lr=lrs, epochs=cfg.epochs, loss_fn=cfg.loss,
+                                  dashboard=dashboard) if main_rank else None
+        began = time.perf_counter()
+        trainer = PopulationTrainer(pop, data, mode=mode, lr=lrs[start:stop], epochs=cfg.epochs, loss_fn=cfg.loss,
                                     batch_size=cfg.batch_size if mode == "minibatch" else None,
-                                    target_loss=cfg.target_loss, order_seeds=seeds, logger=logger,
-                                    engine=cfg.engine, progress=f"{mode:>9}" if progress_bars(cfg.quiet) else False)
+                                    target_loss=cfg.target_loss, order_seeds=seeds[start:stop],
+                                    logger=None if info else logger, engine=cfg.engine,
+                                    progress=f"{mode:>9}" if main_rank and progress_bars(cfg.quiet) else False)
         history = trainer.run()
-        seconds = time.perf_counter() - start
+        if info:  # the whole population's record on rank 0, logged there as one process would have logged it
+            history = gather_population_history(history)
+            if not main_rank:
+                continue
+            _log_gathered(logger, history, trainer)
+        seconds = time.perf_counter() - began
         histories[mode] = history
         for name, members in groups.items():
             rows.append({"mode": mode, "lr": lrs[members[0]], "runs": len(members),
@@ -137,6 +174,8 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
                          "median_epochs": history.median_epochs_to_target(members),
                          "diverged": sum(history.stop_reason[i] == "diverged" for i in members),
                          "seconds_for_mode": seconds})
+    if not main_rank:
+        return {}
     members = {mode: [{"lr": h.lr[i], "seed": h.seeds[i], "stop_reason": h.stop_reason[i],
                        "epochs_to_target": h.epochs_to_target[i], "diverged_update": h.diverged_update[i],
                        "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
@@ -150,6 +189,15 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
         print(f"\nfigures and report.html in {cfg.plots}")
     print("\n" + dashboard.instructions(run_dir))
     return results
+
+
+def _log_gathered(logger: PopulationLogger, history, trainer: PopulationTrainer) -> None:
+    """What PopulationTrainer.run logs, from the gathered history: every epoch row, then the hparams."""
+    logger.start(history.mode, history.size, len(trainer.chunks))
+    for row, epoch in enumerate(history.epoch):
+        logger.log_epoch(epoch, history, row, force=row in (0, len(history.epoch) - 1))
+    logger.log_hparams(history, trainer.hparams())
+    logger.close()
 
 
 COLUMNS = [Column("mode", 10, "<"), Column("lr", 6, spec="g"), Column("success", 9), Column("rate", 6, spec=".2f"),

@@ -57,3 +57,32 @@ def test_merging_pads_a_rank_that_stopped_early_with_its_frozen_rows():
     assert member_shard(7, 0, 3) == (0, 3) and member_shard(7, 2, 3) == (5, 7)
     with pytest.raises(ValueError, match="K=2 members cannot be sharded over 3 ranks"):
         member_shard(2, 0, 3)
+
+
+def test_sweep_under_torchrun_equals_the_single_process_sweep(tmp_path):
+    """`torchrun ... -m experiments.sweep --distributed`: rank 0 writes the single-process sweep's results (the same
+    successes, stops and epochs to target, exactly; final losses to rounding, 1e-10 relative after 120 epochs: with K
+    members split into blocks the batched kernels round some entries differently, and a whole run amplifies that)
+    and nobody else writes."""
+    import json
+    import subprocess
+
+    args = ["--seeds", "3", "--epochs", "120", "--lrs", "2", "8", "--quiet", "--logdir", str(tmp_path)]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "experiments.sweep", "--distributed", "--run-name", "dist", *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:]
+    single = subprocess.run([sys.executable, "-m", "experiments.sweep", "--run", "single", *args],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    a = json.loads((tmp_path / "sweep" / "dist" / "results.json").read_text())
+    b = json.loads((tmp_path / "sweep" / "single" / "results.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds_for_mode"} for r in rows]  # noqa: E731
+    assert strip(a["rows"]) == strip(b["rows"])
+    for mode in b["members"]:
+        for x, y in zip(a["members"][mode], b["members"][mode]):
+            assert {k: v for k, v in x.items() if k != "final_train_loss"} == \
+                {k: v for k, v in y.items() if k != "final_train_loss"}
+            assert abs(x["final_train_loss"] - y["final_train_loss"]) <= 1e-10 * abs(y["final_train_loss"])
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["dist", "single"]
