@@ -44,7 +44,7 @@ from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
 from .parameter_state import ParameterState
 
-__all__ = ["MLP", "ForwardCache", "Gradients", "net_input", "forward_phase", "output_delta", "hidden_delta",
+__all__ = ["MLP", "ForwardCache", "Gradients", "resolve_architecture", "net_input", "forward_phase", "output_delta", "hidden_delta",
            "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients"]
 
 ActivationSpec = Union[str, Activation]
@@ -178,6 +178,18 @@ def loss_and_gradients(net: "MLP", x: Tensor, y: Tensor, loss_fn: Loss):
     return loss, backward_phase(net.weights, net.activation_functions, cache, y, loss_fn, bias=net.bias)
 
 
+def resolve_architecture(sizes, activation, output_activation, bias, init, init_scale, bias_init, dtype,
+                         device) -> dict:
+    """The checked architecture of an MLP (and of a Population, whose members share it): sizes,
+    activation_functions, bias, dtype, device, init, bias_init, init_scale."""
+    sizes = check_sizes(sizes)
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be True or False, but got {bias!r}")
+    init, bias_init = resolve_init(init, bias_init)
+    return {"sizes": sizes, "activation_functions": resolve_activations(sizes, activation, output_activation),
+            "bias": bias, "dtype": resolve_dtype(dtype), "device": resolve_device(device), "init": init,
+            "bias_init": bias_init, "init_scale": check_positive_number("init_scale", init_scale)}
+
 class MLP(ParameterState):
     """A multilayer perceptron trained by hand-written backprop.
 
@@ -216,15 +228,8 @@ class MLP(ParameterState):
         device: Union[str, torch.device, None] = "cpu",
         seed: Optional[int] = None,
     ):
-        self.sizes = check_sizes(sizes)
-        self.activation_functions = resolve_activations(self.sizes, activation, output_activation)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be True or False, but got {bias!r}")
-        self.bias = bias
-        self.dtype = resolve_dtype(dtype)
-        self.device = resolve_device(device)
-        self.init, self.bias_init = resolve_init(init, bias_init)
-        self.init_scale = check_positive_number("init_scale", init_scale)
+        vars(self).update(resolve_architecture(sizes, activation, output_activation, bias, init, init_scale,
+                                               bias_init, dtype, device))
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:

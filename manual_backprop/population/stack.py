@@ -57,12 +57,10 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..activations import resolve_activations
-from ..checks import (check_finite, check_input, check_positive_number, check_seeds, check_sizes, resolve_device,
-                      resolve_dtype)
-from ..init import initial_parameters, resolve_init
+from ..checks import check_finite, check_input, check_positive_number, check_seeds
+from ..init import initial_parameters
 from ..losses import Loss
-from ..network import MLP, Gradients, update
+from ..network import MLP, Gradients, resolve_architecture, update
 
 __all__ = ["Population", "member_accuracy", "POPULATION_ULPS"]
 
@@ -110,15 +108,8 @@ class Population:
         dtype: Optional[torch.dtype] = None,
         device: Union[str, torch.device, None] = "cpu",
     ):
-        self.sizes = check_sizes(sizes)
-        self.activation_functions = resolve_activations(self.sizes, activation, output_activation)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be True or False, but got {bias!r}")
-        self.bias = bias
-        self.dtype = resolve_dtype(dtype)
-        self.device = resolve_device(device)
-        self.init, self.bias_init = resolve_init(init, bias_init)
-        self.init_scale = check_positive_number("init_scale", init_scale)
+        vars(self).update(resolve_architecture(sizes, activation, output_activation, bias, init, init_scale,
+                                               bias_init, dtype, device))
         self.seeds = check_seeds("seeds", seeds)
         drawn = [initial_parameters(self.sizes, init=self.init, bias_init=self.bias_init, scale=self.init_scale,
                                     seed=s, bias=bias) for s in self.seeds]
