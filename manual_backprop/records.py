@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .losses import CrossEntropy, Loss
 
-__all__ = ["History", "Diverged", "encode_for", "accuracy"]
+__all__ = ["History", "Diverged", "encode_for", "accuracy", "same_split"]
 
 
 class Diverged(RuntimeError):
@@ -93,3 +93,9 @@ def accuracy(output: Tensor, labels: Tensor) -> Tensor:
     """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label."""
     predicted = (output[:, 0] >= 0.5).long() if output.shape[1] == 1 else output.argmax(dim=1)
     return (predicted == labels).to(output.dtype).mean()
+
+
+def same_split(a: tuple, b: tuple) -> bool:
+    """Whether two (x, y, labels) splits hold the same samples in the same order."""
+    return all((u is None and v is None) or (u is not None and v is not None and u.shape == v.shape
+                                             and u.dtype == v.dtype and torch.equal(u, v)) for u, v in zip(a, b))

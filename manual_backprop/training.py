@@ -37,7 +37,7 @@ from .checks import check_int, check_positive_number, check_seed
 from .losses import Loss, default_loss_for
 from .modes import MODES, epoch_order, samples_per_update
 from .network import MLP, forward_phase, loss_and_gradients
-from .records import Diverged, History, accuracy, encode_for  # noqa: F401 (History, Diverged re-exported)
+from .records import Diverged, History, accuracy, encode_for, same_split  # noqa: F401 (History, Diverged re-exported)
 from .trainer_checkpoints import TrainerCheckpoints
 from .optim import apply_step, attach_optimizer, optimizer_snapshot, restore_optimizer
 
@@ -118,6 +118,9 @@ class Trainer(TrainerCheckpoints):
         self._check_data(data)
         self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
         self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        # The logic gates train and test on the same four samples: evaluate them once an epoch, not twice.
+        self._test_is_train = same_split((self.x_train, self.y_train, self.labels_train),
+                                         (self.x_test, self.y_test, self.labels_test))
         self._data_device, self._data_dtype = net.device, net.dtype  # where the data lives: the net's place
         self.batch_size = samples_per_update(mode, batch_size, self.x_train.shape[0])
         self.replacement = replacement
@@ -205,7 +208,8 @@ class Trainer(TrainerCheckpoints):
         return loss, acc
 
     def _record_epoch(self) -> dict:
-        values = [*self.evaluate("train"), *self.evaluate("test")]
+        train = self.evaluate("train")
+        values = [*train, *(train if self._test_is_train else self.evaluate("test"))]
         present = [v for v in values if v is not None]
         numbers = torch.stack(present).tolist() if present else []  # one read-back for the epoch's figures
         it = iter(numbers)
@@ -257,8 +261,13 @@ class Trainer(TrainerCheckpoints):
             self._fast_runner = EpochRunner(self, self.fast)
 
     def run(self, *, raise_on_divergence: bool = False) -> History:
-        """Train until a stopping condition holds; returns the History (also kept in ``self.history``)."""
+        """Train until a stopping condition holds; returns the History (also kept in ``self.history``).
+
+        Calling it again after raising ``epochs`` continues a run that stopped at the epoch limit.
+        """
         self._follow_network()
+        if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
+            self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
         if not self.history.epoch:
             metrics = self._record_epoch()  # epoch 0: the initial network
             self._log_epoch(metrics, None, 0)

@@ -450,3 +450,15 @@ def test_a_checkpoint_that_cannot_be_written_names_the_file_and_keeps_the_last_o
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path) == {"epoch": 1}
+
+
+def test_run_continues_when_epochs_are_raised(moons):
+    """Like PopulationTrainer: run(), raise epochs, run() again equals one longer run."""
+    a = Trainer(fresh(), moons, mode="minibatch", batch_size=8, lr=0.1, epochs=2, loss_fn="cross_entropy")
+    a.run()
+    a.epochs = 5
+    history = a.run()
+    b = Trainer(fresh(), moons, mode="minibatch", batch_size=8, lr=0.1, epochs=5, loss_fn="cross_entropy")
+    b.run()
+    assert history.epoch == list(range(6)) and history.stop_reason == "max_epochs"
+    assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))

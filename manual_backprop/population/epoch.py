@@ -17,13 +17,7 @@ from ..network import backward_phase, forward_phase
 from ..optim import apply_step
 from .stack import Population, member_accuracy
 
-__all__ = ["EpochFunction", "evaluate_members", "same_split"]
-
-
-def same_split(a: tuple, b: tuple) -> bool:
-    """Whether two (x, y, labels) splits hold the same samples in the same order."""
-    return all((u is None and v is None) or (u is not None and v is not None and u.shape == v.shape
-                                             and u.dtype == v.dtype and torch.equal(u, v)) for u, v in zip(a, b))
+__all__ = ["EpochFunction", "evaluate_members"]
 
 
 def evaluate_members(weights, biases, functions, loss_fn: Loss, x: Tensor, y: Tensor, labels):

@@ -21,10 +21,10 @@ from torch import Tensor
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
 from ..modes import MODES, EpochOrders, samples_per_update
 from ..optim import attach_optimizer
-from ..training import encode_for
+from ..records import encode_for, same_split
 from .history import PopulationHistory
 from .logger import PopulationLogger
-from .epoch import EpochFunction, evaluate_members, same_split
+from .epoch import EpochFunction, evaluate_members
 from .stack import Population
 
 __all__ = ["PopulationTrainer", "ENGINES", "COMPILED_MAX_UPDATES"]
