@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from experiments import dashboards
-from experiments.plotting import require_matplotlib, write_plots
+from experiments.plotting import finish_run, require_matplotlib
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
                                 parse_config, progress_bars, run_main)
@@ -200,13 +200,8 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     seconds = time.perf_counter() - start
     write_json({"runs": results, "seconds": seconds}, run_dir / "results.json")
     text = table(results, cfg)
-    if cfg.plots:
-        write_plots(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg))
-    if not cfg.quiet:
-        print(text)
-        if cfg.plots:
-            print(f"\nfigures and report.html in {cfg.plots}")
-        print(f"\n{seconds:.1f} s. " + dashboard.instructions(run_dir))
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
+               show=not cfg.quiet, seconds=seconds)
     return results
 
 

@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 
 from experiments import dashboards
-from experiments.plotting import require_matplotlib, write_plots
+from experiments.plotting import finish_run, require_matplotlib
 from experiments.common import (DTYPES, USER_ERRORS, Column, at_least, check_config, flag_name, format_table, option,
                                 parse_config, progress_bars, run_main, seed_range)
 from experiments.run_folder import changed_settings, check_run_name, merge_results, open_run_folder, read_json
@@ -321,13 +321,8 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
         histories[mode] = history
         if main:  # after every mode, so a later failure loses nothing; earlier runs' modes are kept
             merge_results(run_dir / "results.json", {mode: history.to_dict()})
-    if main and cfg.plots:
-        write_plots(EXPERIMENT, run_dir, cfg.plots, text=table(histories, cfg), config=asdict(cfg))
-    if not quiet:
-        print(table(histories, cfg))
-        if cfg.plots:
-            print(f"\nfigures and report.html in {cfg.plots}")
-        print("\n" + dashboard.instructions(run_dir))
+    finish_run(EXPERIMENT, run_dir, cfg.plots if main else None, text=table(histories, cfg), config=asdict(cfg),
+               dashboard=dashboard, show=not quiet)
     return histories
 
 

@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 
 from experiments import dashboards
-from experiments.plotting import require_matplotlib, write_plots
+from experiments.plotting import finish_run, require_matplotlib
 from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
                                 progress_bars, run_main, seed_range)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
@@ -167,14 +167,9 @@ def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
         if history.stop_reason == "diverged":
             print(f"{variant}: {history.message}", file=sys.stderr)
     write_json({"lecture_example": lecture, "runs": results}, run_dir / "results.json")
-    if cfg.plots:
-        write_plots(EXPERIMENT, run_dir, cfg.plots, text=example_text(lecture) + "\n\n" + table(results),
-                    config=asdict(cfg))
-    if not cfg.quiet:
-        print(table(results))
-        if cfg.plots:
-            print(f"\nfigures and report.html in {cfg.plots}")
-        print(f"\n{time.perf_counter() - start:.1f} s. " + dashboard.instructions(run_dir))
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=example_text(lecture) + "\n\n" + table(results),
+               config=asdict(cfg), dashboard=dashboard, show=not cfg.quiet, printed=table(results),
+               seconds=time.perf_counter() - start)
     return {"lecture_example": lecture, "runs": results}
 
 

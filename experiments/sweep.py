@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 
 from experiments import dashboards
-from experiments.plotting import require_matplotlib, write_plots
+from experiments.plotting import finish_run, require_matplotlib
 from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
                                 progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
@@ -182,12 +182,7 @@ def _run(cfg: Config, folder: Optional[RunFolder], device: torch.device, info) -
                for mode, h in histories.items()}
     results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows, "members": members}
     write_json(results, run_dir / "results.json")
-    if cfg.plots:
-        write_plots(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"])
-    print(table(rows, cfg))
-    if cfg.plots:
-        print(f"\nfigures and report.html in {cfg.plots}")
-    print("\n" + dashboard.instructions(run_dir))
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"], dashboard=dashboard)
     return results
 
 

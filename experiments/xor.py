@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 
 from experiments import dashboards
-from experiments.plotting import require_matplotlib, write_plots
+from experiments.plotting import finish_run, require_matplotlib
 from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
                                 parse_config, progress_bars, run_main)
 from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
@@ -227,14 +227,9 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     if log_seeds > 0:
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
             logger.add_text("summary", "```\n" + text + "\n```")
-    if cfg.plots:
-        write_plots(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg))
-    if not cfg.quiet:
-        print(text)
-        print(notes(records, summaries, least_squares, cfg))
-        if cfg.plots:
-            print(f"\nfigures and report.html in {cfg.plots}")
-        print(f"\n{seconds:.1f} s. " + dashboard.instructions(run_dir))
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
+               show=not cfg.quiet, printed=text + "\n" + notes(records, summaries, least_squares, cfg),
+               seconds=seconds)
     return summaries
 
 

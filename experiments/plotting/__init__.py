@@ -21,6 +21,6 @@ Where things live: ``figures.py`` one function per experiment; ``draw.py`` the m
 
 from __future__ import annotations
 
-from .report import require_matplotlib, write_plots
+from .report import finish_run, require_matplotlib, write_plots
 
-__all__ = ["write_plots", "require_matplotlib"]
+__all__ = ["finish_run", "write_plots", "require_matplotlib"]

@@ -93,3 +93,17 @@ figcaption {{ color: #444; margin-top: 0.4em; }} .meta {{ color: #666; font-size
 {f"<h2>Settings</h2><pre>{html.escape(settings)}</pre>" if settings else ""}
 </body></html>
 """
+
+
+def finish_run(experiment: str, run_dir, plots, *, text: str, config: Optional[dict], dashboard, show: bool = True,
+               printed: Optional[str] = None, seconds: Optional[float] = None) -> None:
+    """How every experiment ends: with ``plots``, the figures and report.html; then, when ``show``, the printed
+    table (``printed``, default ``text``), where the figures went, and how to open TensorBoard on the run."""
+    if plots:
+        write_plots(experiment, run_dir, plots, text=text, config=config)
+    if not show:
+        return
+    print(text if printed is None else printed)
+    if plots:
+        print(f"\nfigures and report.html in {plots}")
+    print("\n" + (f"{seconds:.1f} s. " if seconds is not None else "") + dashboard.instructions(run_dir))
