@@ -361,5 +361,3 @@ class MLP(ParameterState):
         if finite:
             check_finite("y", y)
         return y
-
-    _check_x, _check_y, _check_loss = check_x, check_y, check_loss  # the names before they became public

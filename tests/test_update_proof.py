@@ -25,7 +25,7 @@ import torch
 from manual_backprop import MLP, fast
 from manual_backprop.datasets import Dataset
 from manual_backprop.losses import SquaredError, get_loss
-from manual_backprop.network import Gradients, loss_and_gradients, update
+from manual_backprop.network import Gradients
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
 from reference.update_proof import named, path_update, reference_update, update_misses
 from test_autograd_off import GraphWatcher
@@ -76,27 +76,6 @@ def assert_same_update(path, got: dict, ref: dict, ulps: int, scales: dict):
                     f"{path}: {name} differs from the reference by {miss:.1f} ulps > the bound {ulps}")
 
 
-def _named(loss, grads, params) -> dict:
-    return named(loss, grads, params)
-
-
-def _fused_update(net, x, y, loss_fn, keep_grads):
-    step = fast.FusedStep(net, loss_fn, x.shape[0], keep_grads=keep_grads)
-    loss = torch.zeros((), dtype=F64, device=net.device)
-    with torch.no_grad():
-        step.update(x, y, None, LR, loss)
-    return loss, step.grads, net.parameters()
-
-
-def _c_update(net, x, y, loss_fn):
-    kernel = fast.CKernel(net, loss_fn)
-    grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
-                      biases=[torch.zeros_like(b) for b in net.biases])
-    B = x.shape[0]
-    losses = kernel.run(x.contiguous(), y.contiguous(), torch.arange(B), torch.tensor([0, B]), LR, grads=grads)
-    return losses[0], grads, net.parameters()
-
-
 def _c_reason():
     try:
         fast.load_kernel()
@@ -116,13 +95,8 @@ needs_c = pytest.mark.skipif(_c_reason() is not None, reason=f"no working C comp
 def test_one_fast_update_is_the_reference_update(path, hidden, output, loss_fn, regime, B):
     net, x, y = _problem(hidden, output, loss_fn, regime, B)
     ref, scales = _reference_update(net, x, y, loss_fn)
-    if path == "fused-exact":
-        got, ulps = _named(*_fused_update(net, x, y, loss_fn, keep_grads=True)), 0
-    elif path == "fused":
-        got, ulps = _named(*_fused_update(net, x, y, loss_fn, keep_grads=False)), fast.FUSED_ULPS
-        ref = {k: v for k, v in ref.items() if not k.startswith("d")}  # the fused step keeps no gradients
-    else:
-        got, ulps = _named(*_c_update(net, x, y, loss_fn)), fast.C_ULPS
+    got, ulps = path_update(path, net, x, y, loss_fn, LR)  # fused-exact: 0; fused: FUSED_ULPS; c: C_ULPS
+    assert ulps == {"fused-exact": 0, "fused": fast.FUSED_ULPS, "c": fast.C_ULPS}[path]
     assert_same_update(f"{path} {hidden}/{output}/{loss_fn!r} {regime} B={B}", got, ref, ulps, scales)
 
 
@@ -284,7 +258,7 @@ def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_m
         with torch.no_grad():
             losses, grads = pop.loss_and_grads(xd, yd, loss_fn)
         pop.step(grads, LR)
-        gots = [_named(losses[i], Gradients([g[i] for g in grads.weights], [g[i] for g in grads.biases]),
+        gots = [named(losses[i], Gradients([g[i] for g in grads.weights], [g[i] for g in grads.biases]),
                        [p[i] for p in pop.parameters()]) for i in range(pop.size)]
     else:
         labels = yd.argmax(dim=1) if loss_fn.name == "cross_entropy" else yd
@@ -293,7 +267,7 @@ def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_m
         trainer.run()  # batch mode: one epoch is one update on the B samples in their stored order
         assert trainer.history.updates[-1] == 1 and not any(trainer.history.diverged())
         # the loss of the update is the epoch-0 record: the same batch through the same forward phase
-        gots = [_named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
+        gots = [named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
                 for i in range(pop.size)]
     for i, (got, ref) in enumerate(zip(gots, refs)):
         got = {k: v.to("cpu") for k, v in got.items()}
@@ -327,7 +301,7 @@ def test_one_cuda_graph_update_is_the_reference_update(hidden, output, loss_fn, 
     with torch.no_grad():
         runner.run(xd, yd, torch.arange(2, device="cuda"), [0, 2], LR, losses)
     assert runner.captures == 1, "the update must have gone through a captured graph"
-    got = _named(losses[0], runner.grads, net.parameters())
+    got = named(losses[0], runner.grads, net.parameters())
     assert_same_update(f"cuda_graph {hidden}/{output}/{loss_fn!r} {regime}", got, ref, 0, scales)
 
 
@@ -352,12 +326,11 @@ def test_fast_paths_build_no_autograd_graph(path):
     watcher, saved = GraphWatcher(), []
     with torch.enable_grad(), watcher, \
             torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
-        if path == "fused":
-            _fused_update(net, x, y, loss_fn, keep_grads=True)
-            params = net.parameters()
-        elif path == "c":
-            _c_update(net, x.detach(), y.detach(), loss_fn)  # ctypes needs plain storage; the net's own stay plain
-            params = net.parameters()
+        if path in ("fused", "c"):  # ctypes needs plain storage: the C loop gets detached data
+            got, _ = path_update("fused-exact" if path == "fused" else "c", net,
+                                 x if path == "fused" else x.detach(), y if path == "fused" else y.detach(),
+                                 loss_fn, LR)
+            params = [v for k, v in got.items() if k != "loss"]
         else:
             pop = _population(hidden, output, "ordinary")
             labels = y.argmax(dim=1)
