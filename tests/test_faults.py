@@ -95,10 +95,14 @@ def test_a_run_killed_again_and_again_resumes_to_the_unbroken_result(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- two runs at once
 def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_dies_with_its_process(tmp_path, capsys):
-    proc = start([*LONGER, "--epochs", "500", "--logdir", str(tmp_path), "--run", "shared"], tmp_path / "first.log")
+    # One mode and many epochs: the first run is still training (and writes no JSON) while the others are refused.
+    # (With the fast paths as the default, 500 epochs of two modes can end within the test's window.)
+    proc = start([*LONGER, "--epochs", "100000", "--modes", "minibatch", "--logdir", str(tmp_path), "--run", "shared"],
+                 tmp_path / "first.log")
     folder = tmp_path / "learning_modes" / "shared"
     try:
-        wait_for(lambda: lock_holder(folder) == str(proc.pid), proc)
+        wait_for(lambda: lock_holder(folder) == str(proc.pid) and (folder / "minibatch" / "config.json").exists(),
+                 proc)
         before = {p: p.read_bytes() for p in folder.rglob("*.json")}
         assert main([*SMALL, "--epochs", "1", "--logdir", str(tmp_path), "--run", "shared"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
