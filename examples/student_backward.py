@@ -64,5 +64,5 @@ def backward(net, cache, y, loss_fn):
         grad_weights[k] = ...  # TODO dE/dW[k]: delta_j times the input activity x_i, summed over samples
         grad_biases[k] = ...  # TODO dE/db[k]: a bias is a weight whose input activity is 1, (n_{k+1},)
         if k > 0:
-            delta = ...  # TODO delta of layer k: f'(net_j) * sum_c delta_c w_cj, (B, n_k)
+            delta = ...  # TODO delta of layer k: f'(net_j) * sum_c delta_c w_cj, (B, n_k)  # noqa: F841
     return grad_weights, grad_biases

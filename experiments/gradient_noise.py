@@ -43,7 +43,7 @@ from manual_backprop.modes import MODES
 from manual_backprop.population import Population, PopulationTrainer
 from manual_backprop.quantities import gradient_noise, per_sample_gradients
 from manual_backprop.tblog import RunLogger, tensorboard_command
-from manual_backprop.training import write_json
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "gradient_noise"
 

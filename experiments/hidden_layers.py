@@ -45,7 +45,8 @@ from manual_backprop import MLP
 from manual_backprop.checks import resolve_device
 from manual_backprop.datasets import load_dataset
 from manual_backprop.tblog import RunLogger, decision_boundary_image
-from manual_backprop.training import Trainer, write_json
+from manual_backprop.training import Trainer
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "hidden_layers"
 SIGMOID_VIEW = (-0.05, 1.05, -0.05, 1.05)  # a sigmoid's hidden space, (0, 1)^2: one fixed view for every frame

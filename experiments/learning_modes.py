@@ -47,7 +47,8 @@ from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
 from manual_backprop.modes import samples_per_update
 from manual_backprop.tblog import RunLogger
-from manual_backprop.training import MODES, Trainer, load_checkpoint, write_json
+from manual_backprop.training import MODES, Trainer
+from manual_backprop.checkpoint import load_checkpoint, write_json
 
 EXPERIMENT = "learning_modes"
 

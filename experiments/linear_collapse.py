@@ -48,7 +48,8 @@ from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.single_layer import collapse_linear_mlp
 from manual_backprop.tblog import RunLogger
-from manual_backprop.training import train, write_json
+from manual_backprop.training import train
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "linear_collapse"
 

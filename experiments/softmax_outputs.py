@@ -37,7 +37,8 @@ from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.tblog import RunLogger
-from manual_backprop.training import MODES, Trainer, write_json
+from manual_backprop.training import MODES, Trainer
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "softmax_outputs"
 # The movie's ten output activations, as the lecture lists them, and the softmax it gives (rounded to 2 places).

@@ -43,7 +43,8 @@ from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
 from manual_backprop.population.sharding import gather_population_history, member_shard
-from manual_backprop.training import MODES, write_json
+from manual_backprop.training import MODES
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "sweep"
 

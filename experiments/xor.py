@@ -46,7 +46,8 @@ from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
 from manual_backprop.single_layer import SINGLE_LAYER_MODES, delta_rule_train, perceptron_train
 from manual_backprop.tblog import RunLogger
-from manual_backprop.training import train, write_json
+from manual_backprop.training import train
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "xor"
 PROBLEMS = ("and", "or", "xor")

@@ -19,7 +19,7 @@ import torch
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "write_json"]
 
-PathLike = Union[str, Path]
+PathLike = Union[str, os.PathLike]  # a path a user may pass: str, pathlib.Path, any os.PathLike
 
 
 def _umask_mode() -> int:

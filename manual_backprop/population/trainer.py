@@ -21,7 +21,7 @@ from torch import Tensor
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
 from ..modes import MODES, EpochOrders, samples_per_update
 from ..optim import attach_optimizer
-from ..records import encode_for, same_split
+from ..training.history import encode_for, same_split
 from .history import PopulationHistory
 from .logger import PopulationLogger
 from .epoch import EpochFunction, evaluate_members

@@ -36,7 +36,7 @@ from .command import tensorboard_command
 from .dashboard import Band, Category, Chart, Dashboard
 from .decision_boundary import PALETTE, decision_boundary_image
 from .reading import load_run, read_scalars
-from .run_logger import PathLike, RunLogger
+from .run_logger import RunLogger
 
 __all__ = [
     "RunLogger",

@@ -10,7 +10,7 @@ import sys
 from typing import Optional
 
 from ..checks import check_int
-from .run_logger import PathLike
+from ..checkpoint import PathLike
 
 
 def tensorboard_command(logdir: PathLike, *, port: Optional[int] = None, host: Optional[str] = None) -> str:

@@ -33,6 +33,8 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .command import tensorboard_command
+
 # Left as they are in the link, so that it stays readable; "+" (a space in a query) and "\\" (a "/" to some
 # browsers) are encoded.
 _URL_SAFE = "/:,[]{}()|^$*?"
@@ -178,8 +180,6 @@ class Dashboard:
 
     def instructions(self, logdir, port: Optional[int] = None) -> str:
         """The lines a script prints: the command with the tag filter beside it, the link, and what it opens on."""
-        from .command import tensorboard_command  # here: command.py imports run_logger.py, which imports this
-
         port = port or 6006
         filters = f"   (tag filter: {self.tag_filter})" if self.tag_filter else ""
         if self.tab == "custom_scalars":

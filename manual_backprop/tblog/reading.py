@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .run_logger import PathLike
+from ..checkpoint import PathLike
 
 
 def load_run(run_path: PathLike):

@@ -13,16 +13,17 @@ import numbers
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from ..checks import check_int
 from .dashboard import Dashboard, hparam_value, layout_summary
+from ..checkpoint import PathLike
 from .decision_boundary import decision_boundary_image, grid_predict_fn
 
-PathLike = Union[str, os.PathLike]
+
 
 
 class RunLogger:

@@ -1,0 +1,324 @@
+"""Speed and memory of the hand-written backprop, side by side with autograd, numpy, JAX and the bare matrix products.
+
+    python -m benchmarks.bench --threads 1              # every case on the CPU (and on CUDA when present)
+    python -m benchmarks.bench --quick                  # a smoke run: few repeats, the large cases shrunk
+    python -m benchmarks.bench --cases S O D --threads 1        # the Trainer-level cases alone
+    python -m benchmarks.bench --cases online_tiny online_small --device cpu --out bench/cpu.json
+
+Two kinds of case. The update-level cases (online_tiny ... large: bench_cases.py) time one gradient-descent update
+(forward phase, loss, backward phase, step) of one network, for each implementation of the same update:
+
+    manual          the fast path the Trainer's fast=True picks (manual_backprop.fast: "c" for small networks on
+                    the CPU, "fused" for large ones, "cuda_graph" on CUDA); ratios are taken against it
+    manual-plain    the plain path, exactly the Trainer's per-update loop (loss_and_gradients, update)
+    manual-c, manual-fused, manual-cuda_graph   each fast path on its own, where it applies; a cuda_graph row is
+                    timed on whole graphs of 64 updates (replays only), its memory includes the graph's pool
+    autograd+SGD    the autograd twin (reference.torch_mlp.TorchMLP) with torch.optim.SGD
+    numpy           the same hand-written update in plain numpy, as a student would write it
+    matmul-floor    the update's matrix products alone (3L - 1 of them, preallocated outputs): a lower bound
+    numpy-matmul-floor   the same products through numpy's BLAS: where it is below matmul-floor, numpy's BLAS is
+                    faster than torch's on this machine, and no torch implementation can beat numpy there
+    jax             jit(lax.scan over the chunk's updates), where JAX is installed (bench_jax.py)
+
+The Trainer-level cases S, O and D (bench_epochs.py, issue 11; on the CPU) time whole epochs as users run them,
+evaluation included: the default Trainer (no fast argument), fast=False, fast=True, autograd+SGD, numpy, JAX (jit
+of the whole epoch; and lax.scan over E epochs in one call) and the epoch's matrix-product floor, each doing the
+same work: the epoch's updates in a fresh order, then the loss (and accuracy) on the training and test splits.
+
+Timing is interleaved (bench_timing.py): each repeat measures every implementation once, in a rotating order, in
+one process, so a noisy (shared) machine slows them alike. Each measurement makes a chunk of updates (or epochs),
+calibrated to about --measure-seconds; nothing is compiled or captured inside a timed run (JAX is compiled and
+warmed at exactly the chunk length it is timed at). The figure is the median over repeats, and each ratio is the
+median over repeats of the pair's ratio within the repeat. On CUDA the device is synchronised only at the end of
+each measurement, never inside a chunk.
+
+Memory: the bytes kept for the backward phase per update, manual (the ForwardCache's activations and logits, or
+a fast path's buffers for them) against autograd (every tensor autograd packs while building the graph, counted
+once per storage with torch.autograd.graph.saved_tensors_hooks, parameters excluded); on CUDA also the peak device
+memory above the resident set during one measured update, or one graph replay plus the graph's memory pool.
+
+Targets (bench_report.py, bench_epochs.py): each is "met", "not met", or "n/a" where this run did not measure it
+(--quick shrinks the medium and large cases; JAX not installed). The JSON records the machine, the threads, the
+torch (and numpy, jax) versions and XLA's flags, the dtype and the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from benchmarks.cases import CASES, QUICK_SIZES, Case, Impl, case_data, sample_order
+from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, rows_of
+from benchmarks.jax_peer import xla_flags
+from benchmarks.manual import ManualC, ManualCudaGraph, ManualFused, ManualPlain
+from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
+from benchmarks.report import machine_info, table, targets
+from benchmarks.timing import calibrate, cuda_mark, cuda_memory, measure
+from experiments.common import DTYPES, at_least, check_config, finite_positive, option, parse_config, run_main
+from manual_backprop import fast
+from manual_backprop.losses import get_loss
+from manual_backprop.network import MLP
+
+EXPERIMENT = "bench"
+GRAPH_CHUNK = 64  # updates per CUDA graph, as the Trainer's cuda_graph path captures them
+
+
+@dataclass
+class Config:
+    cases: list[str] = option(list(CASES) + list(EPOCH_CASES), choices=list(CASES) + list(EPOCH_CASES),
+                              help="which cases to time: update-level cases, and the Trainer-level cases S, O, D "
+                                   "(those on the CPU only)")
+    devices: list[str] = option(factory=lambda: ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+                                flags=("--device",), help="cpu and/or cuda (default: cpu, and cuda when present)")
+    dtype: str = option("float32", help="of every network and its data", choices=DTYPES)
+    quick: bool = option(False, help="smoke run: 3 repeats, short measurements, the medium and large nets shrunk")
+    repeats: Optional[int] = option(None, help="interleaved repeats for every case (default: each case's own)",
+                                    check=at_least(1))
+    measure_seconds: float = option(0.05, help="target length of one measurement (the chunk length is calibrated "
+                                               "to it)", check=finite_positive)
+    threads: Optional[int] = option(None, help="torch.set_num_threads, numpy's BLAS threads and, at 1, XLA's "
+                                               "(default: torch's)")
+    seed: int = option(0, help="weights, data and sample order")
+    out: str = option("bench_results/bench.json", help="JSON file to write")
+    quiet: bool = option(False, help="no progress lines and no table on stdout")
+    jax: bool = option(True, help="time the JAX peer where JAX is installed (an optional extra)")
+    population: bool = option(True, help="also the population case: K = 1024 XOR nets online, vs the same runs one "
+                                         "at a time (benchmarks.population)")
+
+
+def parse_args(argv=None) -> Config:
+    return parse_config(Config, argv, prog="python -m benchmarks.bench", description=__doc__)
+
+
+def run(cfg: Config, command: str = "") -> dict:
+    """Time every case on every device; write the JSON report to cfg.out and return it (with its table)."""
+    check_config(cfg)
+    for dev in cfg.devices:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {dev}: CUDA is not available on this machine")
+    limiter = contextlib.nullcontext()
+    xla = xla_flags(cfg.threads)  # before JAX starts (machine_info imports it)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+        with contextlib.suppress(ImportError):  # numpy's BLAS has its own thread pool
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(cfg.threads)
+    dtype = getattr(torch, cfg.dtype)
+    # Timings compare implementations in true float32: TF32 would make the matrix products a different operation.
+    saved_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    results, epoch_results = [], []
+    try:
+        with limiter:
+            machine = machine_info(cfg)  # inside the limits, so the thread pools show what the timings ran with
+            machine["xla_flags"] = xla
+            for dev in cfg.devices:
+                for name in cfg.cases:
+                    if name in EPOCH_CASES and dev != "cpu":
+                        continue  # the Trainer-level targets are CPU figures; their peers run on the CPU
+                    if not cfg.quiet:
+                        print(f"[bench] {name} on {dev} ...", file=sys.stderr, flush=True)
+                    if name in EPOCH_CASES:
+                        epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg))
+                    else:
+                        results.append(run_case(CASES[name], torch.device(dev), dtype, cfg))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+    report = {"experiment": EXPERIMENT, "command": command, "config": asdict(cfg), "machine": machine,
+              "quick": cfg.quick, "results": results, "trainer_results": epoch_results}
+    report["targets"] = targets(results, epoch_results, quick=cfg.quick)
+    if cfg.population:
+        report["population"] = population_case(cfg)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+    report["table"] = table(report)
+    if not cfg.quiet:
+        m = report["machine"]
+        print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+              f"jax {m['jax'] or '-'}, {cfg.dtype}{', quick' if cfg.quick else ''}\n")
+        print(report["table"])
+        if cfg.population:
+            print(f"\nPopulation case (benchmarks.population):\n{report['population']['table']}")
+        print(f"\nwritten: {out}")
+    return report
+
+
+def main(argv=None) -> int:
+    command = "python -m benchmarks.bench " + " ".join(sys.argv[1:]) if argv is None else f"main({argv!r})"
+    return run_main(EXPERIMENT, parse_args, lambda cfg: run(cfg, command), argv)
+
+
+def population_case(cfg: Config) -> dict:
+    """K = 1024 XOR networks trained online in lockstep (manual_backprop.population) against the same runs one at a
+    time, per device; the figures and table of benchmarks.population, in this report."""
+    from benchmarks import population as bench_population
+
+    rows = {}
+    for dev in cfg.devices:
+        pop_cfg = bench_population.Config(device=dev, dtypes=[cfg.dtype], quick=cfg.quick, threads=cfg.threads or 0,
+                                          out=str(Path(cfg.out).with_name(f"bench_population_{dev}.json")))
+        if cfg.quick:
+            pop_cfg.K, pop_cfg.epochs, pop_cfg.warmup_epochs, pop_cfg.sequential_runs = 64, 10, 1, 2
+            pop_cfg.engines = ["eager"] + (["cuda_graph"] if dev.startswith("cuda") else [])
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = bench_population.run(pop_cfg)
+        result["table"] = bench_population.table(result, pop_cfg)
+        rows[dev] = result
+    return {"by_device": rows, "table": "\n\n".join(r["table"] for r in rows.values())}
+
+
+# ---------------------------------------------------------------------------------------------------- the cases
+def _calibrate_all(impls: dict, skipped: dict, device: torch.device, seconds: float, budget: int):
+    """Each implementation's chunk length and CUDA memory (measured after its warm-up and any graph capture)."""
+    chunk, memory = {}, {}
+    for name, impl in list(impls.items()):
+        try:
+            mark = cuda_mark(device)
+            chunk[name] = calibrate(impl, device, seconds, budget)
+            memory[name] = cuda_memory(impl, device, mark)
+        except Exception as err:  # a peer or path that cannot run here is reported, not fatal
+            skipped[name] = str(err) if str(err).startswith("n/a") else f"{type(err).__name__}: {err}"
+            del impls[name]
+    return chunk, memory
+
+
+def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) -> dict:
+    sizes, batch = list(case.sizes), case.batch
+    shrunk = cfg.quick and case.name in QUICK_SIZES
+    if shrunk:
+        sizes, batch = QUICK_SIZES[case.name]
+        case = Case(**{**asdict(case), "sizes": sizes, "batch": batch})
+    repeats = cfg.repeats or (3 if cfg.quick else case.repeats)
+    seconds = cfg.measure_seconds / (10 if cfg.quick else 1)
+    torch.manual_seed(cfg.seed)
+    x, y, data_note = case_data(case, dtype, device, cfg.seed, n_synthetic=max(4 * batch, 512))
+    n = x.shape[0]
+    loss_fn = get_loss(case.loss)
+    base = MLP(sizes, activation=case.activation, output_activation=case.output_activation, dtype=dtype,
+               device=device, seed=cfg.seed, bias_init="normal", init_scale=0.1)
+    updates_per_epoch = n // batch
+    # enough sample order for every measurement; the large nets are timed on few updates, but a CUDA graph's rows
+    # on at least two whole graphs (one graph per measurement at the least)
+    work = fast.work_per_update(base, batch)
+    budget = max(updates_per_epoch, min(20_000 if cfg.quick else 200_000, int(4e9 / max(work, 1))))
+    if device.type == "cuda":
+        budget = max(budget, 2 * GRAPH_CHUNK)
+    order = sample_order(n, batch, budget, cfg.seed)
+    args = (loss_fn, x, y, order, batch, case.lr)
+    auto = fast.resolve_fast("auto", base, loss_fn, batch, warn=False)
+
+    impls, skipped = {}, {}
+
+    def add(name: str, make: Callable[[], Impl]):
+        try:
+            impls[name] = make()
+        except Exception as err:  # a peer or path that cannot run here is reported, not fatal
+            skipped[name] = f"{type(err).__name__}: {err}"
+
+    c_chunk = case.c_chunk or updates_per_epoch
+    makers = {
+        "c": lambda: ManualC(base.copy(), *args, chunk=c_chunk),
+        "fused": lambda: ManualFused(base.copy(), *args),
+        "cuda_graph": lambda: ManualCudaGraph(base.copy(), *args, chunk=GRAPH_CHUNK),
+    }
+    add("manual", makers[auto])
+    add("manual-plain", lambda: ManualPlain(base.copy(), *args))
+    for path in fast.FAST_PATHS:
+        if path == auto:
+            continue
+        if path == "cuda_graph" and device.type != "cuda":
+            continue
+        if path == "c" and (device.type != "cpu" or work > 64 * fast.C_WORK_LIMIT):
+            skipped["manual-c"] = (f"not run: {work:,} multiply-adds per forward phase is far beyond the C loop's "
+                                   f"range" if device.type == "cpu" else "CPU only")
+            continue
+        add(f"manual-{path}", makers[path])
+    if case.name == "online_tiny" and "manual" in impls and auto == "c":
+        # the manual path calls the C loop once per epoch (4 updates), as the Trainer does; this is the loop
+        # alone, with the call's fixed cost spread over 1024 updates
+        add("manual-c(1024/call)", lambda: ManualC(base.copy(), *args, chunk=1024))
+    add("autograd+SGD", lambda: Autograd(base.copy(), *args))
+    add("numpy", lambda: Numpy(base.copy(), *args))
+    add("matmul-floor", lambda: MatmulFloor(base.copy(), *args))
+    if device.type == "cpu":
+        add("numpy-matmul-floor", lambda: NumpyMatmulFloor(base.copy(), *args))
+    if not cfg.jax:
+        skipped["jax"] = "not run (--no-jax)"
+    else:
+        try:
+            import jax  # noqa: F401
+
+            from benchmarks.jax_peer import Jax
+
+            add("jax", lambda: Jax(base.copy(), *args))
+        except ImportError:
+            skipped["jax"] = "not installed (optional peer: pip install 'manual-backprop[jax]')"
+    if "manual" in impls and auto == "c":
+        impls["manual"].chunk_note = f"{c_chunk} updates per call (one epoch)"
+    chunk, memory = _calibrate_all(impls, skipped, device, seconds, budget)
+    times = measure(impls, repeats, chunk, device, budget)
+    ref = times.get("manual")
+    rows = {}
+    for name, impl in impls.items():
+        ts = times[name]
+        row = {"median_us": statistics.median(ts) * 1e6, "min_us": min(ts) * 1e6,
+               "times_us": [t * 1e6 for t in ts], "updates_per_measurement": chunk[name],
+               "note": getattr(impl, "chunk_note", "")}
+        if ref is not None:
+            row["ratio_to_manual"] = statistics.median(t / m for t, m in zip(ts, ref))  # pair by pair
+        row["kept_bytes"] = impl.kept_bytes()
+        row.update(memory[name])
+        if hasattr(impl, "eager_updates"):
+            row["eager_updates_outside_graphs"] = impl.eager_updates  # 0: every run was whole graphs
+        loss = impl.final_loss()
+        row["last_loss"] = loss
+        row["finite"] = loss is None or math.isfinite(loss)
+        rows[name] = row
+    return {"case": case.name, "sizes": sizes, "activation": case.activation,
+            "output_activation": case.output_activation, "loss": case.loss, "batch": batch, "lr": case.lr,
+            "data": case.data, "n_samples": n, "note": case.note, "data_note": data_note, "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""), "manual_path": auto, "repeats": repeats, "shrunk": shrunk,
+            "work_per_update": work, "implementations": rows, "skipped": skipped}
+
+
+def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config) -> dict:
+    """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike."""
+    device = torch.device("cpu")
+    repeats = cfg.repeats or (3 if cfg.quick else case.repeats)
+    seconds = cfg.measure_seconds / (10 if cfg.quick else 1)
+    impls, skipped = {}, {}
+
+    def add(name: str, make: Callable[[], Impl]):
+        try:
+            impls[name] = make()
+        except Exception as err:
+            skipped[name] = f"{type(err).__name__}: {err}"
+
+    updates_per_epoch = build_rows(case, dtype, cfg.seed, add, skipped, with_jax=cfg.jax)
+    max_epochs = 1_000_000
+    chunk, _ = _calibrate_all(impls, skipped, device, seconds, max_epochs)
+    times = measure(impls, repeats, chunk, device, max_epochs)
+    rows = rows_of(impls, times, chunk, updates_per_epoch, "trainer-default")
+    return {"case": case.name, "sizes": case.sizes, "activation": case.activation,
+            "output_activation": case.output_activation, "loss": case.loss, "mode": case.mode, "lr": case.lr,
+            "data": case.data, "note": case.note, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
+            "updates_per_epoch": updates_per_epoch, "repeats": repeats, "implementations": rows,
+            "skipped": skipped}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The benchmark's report: the issue's targets judged on a run's figures, the machine it ran on, and the table."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+from typing import Optional
+
+import numpy as np
+import torch
+
+from benchmarks.epochs import epoch_targets
+from experiments.common import Column, format_table
+
+
+def targets(results: list, epoch_results: Optional[list] = None, quick: bool = False) -> list:
+    """The issue's targets, each judged on this run's figures: {target, status, met, detail}.
+
+    status is "met", "not met", or "n/a" where this run did not measure it (no figures, or only figures of cases
+    that --quick shrank); ``met`` is True, False or None (n/a). A --quick run judges nothing (its few, short
+    repeats are a smoke test, not a measurement): every timed target is "n/a", its figures stay in the detail.
+    """
+    out = _judged(results, epoch_results or [])
+    if quick:
+        for t in out:
+            if t["target"].startswith("bytes kept"):
+                continue  # counted, not timed: as true in a quick run as in a long one
+            if t["status"] != "n/a":
+                t["detail"] = f"not judged (--quick): {t['status']} on {t['detail']}"
+            t["status"], t["met"] = "n/a", None
+    return out
+
+
+def _judged(results: list, epoch_results: list) -> list:
+    out = []
+    shrunk = sorted({r["case"] for r in results if r.get("shrunk")})
+    results = [r for r in results if not r.get("shrunk")]  # a shrunk case is not the case the target names
+
+    def ratio(r, name):
+        return r["implementations"].get(name, {}).get("ratio_to_manual")
+
+    def add(target, checks, cases=None):
+        checks = [c for c in checks if c[1] is not None]
+        cut = [c for c in shrunk if cases is None or c in cases]  # cases of this target that --quick shrank
+        if not checks:
+            status = "n/a"
+            detail = "not measured" + (f" (--quick shrank {', '.join(cut)})" if cut else "")
+        else:
+            status = "met" if all(ok for _, _, ok in checks) else "not met"
+            detail = "; ".join(f"{label} {value}" for label, value, _ in checks)
+            detail += f" ({', '.join(cut)} not judged: shrunk by --quick)" if cut else ""
+        out.append({"target": target, "status": status, "met": None if status == "n/a" else status == "met",
+                    "detail": detail})
+
+    add("manual is never slower than autograd", [
+        (f"{r['case']}/{r['device']}: autograd/manual", _fmt(ratio(r, "autograd+SGD")),
+         (ratio(r, "autograd+SGD") or 0) >= 1.0) for r in results if ratio(r, "autograd+SGD") is not None])
+    small = [r for r in results if r["case"] in ("online_tiny", "online_small", "minibatch_small")]
+    add("manual is at least 3x faster than autograd on the tiny and small cases", [
+        (f"{r['case']}/{r['device']}", _fmt(ratio(r, "autograd+SGD")), (ratio(r, "autograd+SGD") or 0) >= 3.0)
+        for r in small if ratio(r, "autograd+SGD") is not None], cases=["online_tiny", "online_small",
+                                                                         "minibatch_small"])
+    add("large case: manual within 1.15x of its matrix-product floor", [
+        (f"{r['case']}/{r['device']}: manual/floor", _fmt(1 / ratio(r, "matmul-floor")),
+         1 / ratio(r, "matmul-floor") <= 1.15)
+        for r in results if r["case"] == "large" and ratio(r, "matmul-floor")], cases=["large"])
+    add("manual beats numpy in every case", [
+        (f"{r['case']}/{r['device']}: numpy/manual", _fmt(ratio(r, "numpy")), (ratio(r, "numpy") or 0) > 1.0)
+        for r in results if ratio(r, "numpy") is not None])
+    add("online XOR update under 5 us on the CPU", [
+        (f"{name}", f"{r['implementations'][name]['median_us']:.2f} us",
+         r["implementations"][name]["median_us"] < 5.0)
+        for r in results if r["case"] == "online_tiny" and r["device"] == "cpu"
+        for name in ("manual", "manual-c(1024/call)") if name in r["implementations"]], cases=["online_tiny"])
+    add("bytes kept for backward: manual <= autograd in every case", [
+        (f"{r['case']}/{r['device']}", f"{r['implementations']['manual']['kept_bytes']} <= "
+                                       f"{r['implementations']['autograd+SGD']['kept_bytes']}",
+         r["implementations"]["manual"]["kept_bytes"] <= r["implementations"]["autograd+SGD"]["kept_bytes"])
+        for r in results if "manual" in r["implementations"] and "autograd+SGD" in r["implementations"]])
+    graph_rows = [(r, "manual" if r["manual_path"] == "cuda_graph" else "manual-cuda_graph") for r in results
+                  if r["case"] == "online_tiny" and r["device"].startswith("cuda")]
+    add("CUDA-graph online XOR update at 3 us or less", [
+        (f"{r['device']}", f"{r['implementations'][name]['median_us']:.2f} us",
+         r["implementations"][name]["median_us"] <= 3.0) for r, name in graph_rows if name in r["implementations"]],
+        cases=["online_tiny"])
+    return out + epoch_targets(epoch_results)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def machine_info(cfg) -> dict:
+    """The machine, its thread pools and library versions, and the dtype of cfg (a bench Config)."""
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    info = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "dtype": cfg.dtype, "cuda": None, "jax": None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = {"device": torch.cuda.get_device_name(0), "version": torch.version.cuda,
+                        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
+    with contextlib.suppress(ImportError):
+        import jax
+
+        info["jax"] = jax.__version__
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_info
+
+        info["thread_pools"] = [{"api": p.get("internal_api"), "threads": p.get("num_threads")}
+                                for p in threadpool_info()]
+    return info
+
+
+def _human_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+COLUMNS = [Column("case", align="<"), Column("device", align="<"), Column("implementation", align="<"),
+           Column("us / update (median)", spec=".2f"), Column("x manual (pairwise)", spec=".2f"),
+           Column("kept for backward")]
+CUDA_COLUMN = Column("CUDA peak (graph pool incl.)")
+EPOCH_COLUMNS = [Column("case", align="<"), Column("implementation", align="<"),
+                 Column("us / epoch (median)", spec=".1f"), Column("us / update", spec=".2f"),
+                 Column("x default (pairwise)", spec=".2f"), Column("how", align="<")]
+TARGET_COLUMNS = [Column("target", align="<"), Column("status", align="<"), Column("figures", align="<")]
+
+
+def table(report: dict) -> str:
+    """The results as markdown tables: the update-level cases (time per update, ratios pair by pair), the
+    Trainer-level cases (time per epoch, evaluation included), and the targets (met / not met / n/a)."""
+    on_cuda = any(r["device"].startswith("cuda") for r in report["results"])
+    rows = []
+    for r in report["results"]:
+        label = f"{r['case']} {'-'.join(map(str, r['sizes']))} b={r['batch']}"
+        for name, row in sorted(r["implementations"].items(), key=lambda kv: kv[1]["median_us"]):
+            shown = f"manual ({r['manual_path']})" if name == "manual" else name
+            rows.append([label, r["device"], shown, row["median_us"], row.get("ratio_to_manual"),
+                         _human_bytes(row["kept_bytes"])] + ([_human_bytes(row.get("peak_cuda_bytes"))]
+                                                             if on_cuda else []))
+            label = ""
+    parts = []
+    if rows:
+        parts.append(format_table(COLUMNS + ([CUDA_COLUMN] if on_cuda else []), rows, markdown=True))
+    rows = []
+    for r in report.get("trainer_results", []):
+        label = f"{r['case']}: {'-'.join(map(str, r['sizes']))} {r['mode']}, {r['updates_per_epoch']} updates/epoch"
+        for name, row in sorted(r["implementations"].items(), key=lambda kv: kv[1]["median_us"]):
+            rows.append([label, name, row["median_us"], row["per_update_us"], row.get("ratio_to_default"),
+                         row["note"]])
+            label = ""
+        for name, why in r["skipped"].items():
+            rows.append([label, name, None, None, None, f"not run: {why}"])
+            label = ""
+    if rows:
+        parts.append(format_table(EPOCH_COLUMNS, rows, markdown=True))
+    parts.append(format_table(TARGET_COLUMNS, [[t["target"], t["status"], t["detail"]] for t in report["targets"]],
+                              markdown=True))
+    return "\n\n".join(parts)

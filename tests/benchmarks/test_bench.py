@@ -1,0 +1,329 @@
+"""The benchmark (python -m benchmarks.bench) compares like with like and reports what it claims to report.
+
+It never asserts a time: the timings of a smoke run are checked for form (finite, positive, ratios taken pair by
+pair from the recorded times), and the implementations it times are checked to compute the same update."""
+
+import json
+import statistics
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import bench
+from benchmarks import epochs as bench_epochs
+from benchmarks import peers as bench_peers
+from benchmarks import timing as bench_timing
+from benchmarks.cases import Impl
+from manual_backprop import MLP
+from manual_backprop.losses import get_loss
+from manual_backprop.network import loss_and_gradients, update
+from reference.compare import norm_relative_error
+from reference.torch_mlp import TorchMLP
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    pytest.importorskip("sklearn")  # the small cases run on the digits
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet",
+                                         "--no-population", "--cases", *bench.CASES, "O"]))
+    return report, json.loads(out.read_text())
+
+
+def test_quick_run_writes_json_with_the_machine_and_every_case(quick_report):
+    report, written = quick_report
+    machine = written["machine"]
+    assert machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
+    assert machine["dtype"] == "float32" and machine["cpu_count"] >= 1
+    assert [r["case"] for r in written["results"]] == list(bench.CASES)
+    xla = written["machine"]["xla_flags"]  # --threads 1: XLA's CPU backend on one thread too (unless set by hand)
+    assert xla is None or "intra_op_parallelism_threads=1" in xla
+    for r in written["results"]:
+        assert r["device"] == "cpu" and r["dtype"] == "float32"
+        impls = r["implementations"]
+        for name in ("manual", "manual-plain", "autograd+SGD", "numpy", "matmul-floor"):
+            assert name in impls, f"{r['case']}: {name} missing (skipped: {r['skipped']})"
+        assert "jax" in impls or "jax" in r["skipped"]
+        for name, row in impls.items():
+            assert len(row["times_us"]) == r["repeats"] == 3, f"{r['case']}/{name}: one time per repeat"
+            assert all(t > 0 for t in row["times_us"]), f"{r['case']}/{name}"
+            assert row["median_us"] == pytest.approx(statistics.median(row["times_us"]))
+            assert row["finite"], f"{r['case']}/{name} ended on a non-finite loss"
+
+
+def test_ratios_are_medians_of_pairwise_ratios(quick_report):
+    _, written = quick_report
+    for r in written["results"]:
+        ref = r["implementations"]["manual"]["times_us"]
+        assert r["implementations"]["manual"]["ratio_to_manual"] == pytest.approx(1.0)
+        for name, row in r["implementations"].items():
+            pairwise = statistics.median(t / m for t, m in zip(row["times_us"], ref))
+            assert row["ratio_to_manual"] == pytest.approx(pairwise), f"{r['case']}/{name}"
+
+
+def test_table_and_targets_cover_every_case(quick_report):
+    report, written = quick_report
+    for r in written["results"] + written["trainer_results"]:
+        assert r["case"] in report["table"]
+    names = [t["target"] for t in written["targets"]]
+    assert any("autograd" in n for n in names) and any("numpy" in n for n in names)
+    assert any("floor" in n for n in names) and any("5 us" in n for n in names)
+    for case in ("S:", "O:", "D:"):
+        assert any(n.startswith(case) for n in names), f"no target of case {case}"
+    assert all(t["status"] in ("met", "not met", "n/a") for t in written["targets"])
+    assert "| no |" not in report["table"] and "| yes |" not in report["table"]
+
+
+def test_quick_mode_says_na_for_targets_it_did_not_measure(quick_report):
+    _, written = quick_report
+    by = {t["target"]: t for t in written["targets"]}
+    # --quick shrinks the large case, so its floor target is not measured; S and D were not run at all
+    assert by["large case: manual within 1.15x of its matrix-product floor"]["detail"].startswith("not measured")
+    assert by["CUDA-graph online XOR update at 3 us or less"]["detail"] == "not measured"  # no CUDA rows here
+    assert all(t["detail"] == "not measured" for k, t in by.items() if k.startswith(("S:", "D:")))
+    # what it timed, it shows but does not judge: a few short repeats are a smoke test
+    for name, t in by.items():
+        if name.startswith("bytes kept"):
+            assert t["status"] == "met"  # counted, not timed
+        else:
+            assert t["status"] == "n/a" and t["met"] is None, name
+    assert all(t["detail"].startswith("not judged (--quick)") for k, t in by.items() if k.startswith("O:"))
+
+
+def test_trainer_level_case_times_every_row_over_whole_epochs(quick_report):
+    _, written = quick_report
+    (r,) = written["trainer_results"]
+    assert r["case"] == "O" and r["updates_per_epoch"] == 4 and r["device"] == "cpu"
+    rows = r["implementations"]
+    for name in ("trainer-default", "trainer fast=False", "trainer fast=True", "autograd+SGD", "numpy",
+                 "matmul-floor"):
+        assert name in rows, f"{name} missing (skipped: {r['skipped']})"
+    assert ("jax" in rows and "jax (E epochs/call)" in rows) or "jax" in r["skipped"]
+    assert "fast=False" in rows["trainer fast=False"]["note"] and "plain" in rows["trainer fast=False"]["note"]
+    ref = rows["trainer-default"]["times_us"]
+    for name, row in rows.items():
+        assert len(row["times_us"]) == 3 and all(t > 0 for t in row["times_us"]), name
+        assert row["per_update_us"] == pytest.approx(row["median_us"] / 4)
+        assert row["ratio_to_default"] == pytest.approx(statistics.median(t / m for t, m in zip(row["times_us"], ref)))
+        assert row["finite"], name
+
+
+def test_manual_keeps_no_more_bytes_for_backward_than_autograd(quick_report):
+    _, written = quick_report
+    for r in written["results"]:
+        impls = r["implementations"]
+        assert impls["manual"]["kept_bytes"] <= impls["autograd+SGD"]["kept_bytes"], r["case"]
+        assert impls["manual-plain"]["kept_bytes"] <= impls["autograd+SGD"]["kept_bytes"], r["case"]
+
+
+def test_autograd_counter_counts_what_autograd_saves():
+    # 2-2-1 sigmoid, squared error, one sample in float64: autograd packs x^0 (2 values, for dE/dW[0]), x^1
+    # (2 values, saved by sigmoid and by the second Linear: one storage), x^2 (1 value, by sigmoid and mse_loss)
+    # and the target y (1 value); the weights it also packs are parameters and not counted.
+    twin = TorchMLP([2, 2, 1], dtype=F64)
+    kept = bench_peers.autograd_kept_bytes(twin, get_loss("squared_error"), torch.rand(1, 2, dtype=F64),
+                                           torch.rand(1, 1, dtype=F64))
+    assert kept == (2 + 2 + 1 + 1) * 8
+
+
+@pytest.mark.parametrize("name", list(bench.CASES))
+def test_numpy_peer_makes_the_same_updates_as_the_manual_path(name):
+    case = bench.CASES[name]
+    sizes = bench.QUICK_SIZES.get(name, (case.sizes, case.batch))[0]
+    net = MLP(sizes, activation=case.activation, output_activation=case.output_activation, dtype=F64, seed=0,
+              bias_init="normal", init_scale=0.1)
+    loss_fn = get_loss(case.loss)
+    peer = bench_peers.NumpyMLP(net, loss_fn, case.lr)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(4, sizes[0], generator=g, dtype=F64)
+        y = torch.nn.functional.one_hot(torch.randint(0, sizes[-1], (4,), generator=g), sizes[-1]).to(F64)
+        expected = net.loss(x, y, loss_fn)
+        got = peer.step(x.numpy(), y.numpy())
+        with torch.no_grad():
+            _, grads = loss_and_gradients(net, x, y, loss_fn)
+            update(net.weights, net.biases, grads, case.lr)
+        assert abs(got - float(expected)) <= 1e-12 * max(1.0, abs(float(expected))), f"{name}: loss"
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        assert norm_relative_error(torch.from_numpy(peer.W[k]), w) <= 1e-12, f"{name}: W[{k}]"
+        assert norm_relative_error(torch.from_numpy(peer.b[k]), b) <= 1e-12, f"{name}: b[{k}]"
+
+
+def test_cuda_device_is_refused_cleanly_without_cuda(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert bench.main(["--quick", "--device", "cuda", "--out", str(tmp_path / "b.json"), "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_the_benchmark_carries_the_population_case(tmp_path):
+    """Issue 6's case inside the benchmark's report: K networks in lockstep vs the same runs one at a time."""
+    report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--cases", "online_tiny",
+                                         "--dtype", "float64", "--out", str(tmp_path / "b.json"), "--quiet"]))
+    cpu = report["population"]["by_device"]["cpu"]
+    assert cpu["cases"] and all(c["ns_per_member_update"] > 0 for c in cpu["cases"])
+    # the timed single runs are checked against their population members (float64)
+    assert cpu["check"]["members_checked"] > 0 and cpu["check"]["max_norm_relative_error"] < 1e-12
+    assert "population eager" in report["population"]["table"]
+
+
+# ---------------------------------------------------------------------------------------------------- Trainer-level
+def test_simplechains_target_is_the_matrix_exponential_in_julias_order():
+    """SimpleChains' README: A = reshape(x, 2, 2) (column-major), y = vec(exp(A)) (column by column)."""
+    data = bench_epochs.simplechains_data(0, n=3, dtype=F64)
+    assert data.x_train.shape == (3, 4) and data.y_train.shape == (3, 4) and data.x_test.shape == (3, 4)
+    x = data.x_train[0]
+    a = torch.tensor([[x[0], x[2]], [x[1], x[3]]], dtype=F64)  # columns (x0, x1) and (x2, x3)
+    e = torch.linalg.matrix_exp(a)
+    assert torch.allclose(data.y_train[0], torch.stack([e[0, 0], e[1, 0], e[0, 1], e[1, 1]]), rtol=1e-12)
+    again = bench_epochs.simplechains_data(0, n=3, dtype=F64)
+    assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)  # seeded
+
+
+def _batch_peers(peer_names):
+    """S in float64 on 64 samples: batch mode makes the same updates in every implementation (no sample order)."""
+    case = bench_epochs.EPOCH_CASES["S"]
+    data = bench_epochs.simplechains_data(3, n=64, dtype=F64)
+    net = MLP(case.sizes, activation=case.activation, output_activation=case.output_activation, dtype=F64, seed=0)
+    loss_fn = get_loss(case.loss)
+    split = bench_epochs.encoded_split(net, loss_fn, data)
+    trainer = bench_epochs.TrainerRun(net.copy(), data, case, 0, fast=False)
+    peers = {}
+    for name in peer_names:
+        if name == "numpy":
+            peers[name] = bench_epochs.NumpyEpochs(net.copy(), loss_fn, split, "batch", case.lr, 0)
+        elif name == "autograd":
+            peers[name] = bench_epochs.AutogradEpochs(net.copy(), loss_fn, split, "batch", case.lr, 0)
+        else:
+            from benchmarks.jax_peer import JaxEpochs
+
+            peers[name] = JaxEpochs(net.copy(), loss_fn, split, "batch", case.lr, 0, scan_epochs=name == "jax-scan")
+    trainer.run(0, 3)
+    for peer in peers.values():
+        peer.run(0, 3)
+    return trainer, peers
+
+
+def test_epoch_peers_make_the_trainers_updates_and_report_its_losses():
+    trainer, peers = _batch_peers(["numpy", "autograd"])
+    h = trainer.trainer.history
+    w = trainer.trainer.net.weights
+    assert peers["numpy"].last[0] == pytest.approx(h.train_loss[-1], rel=1e-12)
+    assert peers["numpy"].last[1] == pytest.approx(h.test_loss[-1], rel=1e-12)
+    assert peers["autograd"].last[-2:] == pytest.approx([h.train_loss[-1], h.test_loss[-1]], rel=1e-12)
+    for k in range(len(w)):
+        assert norm_relative_error(torch.from_numpy(peers["numpy"].mlp.W[k]), w[k]) <= 1e-12, f"numpy W[{k}]"
+        assert norm_relative_error(peers["autograd"].twin.linears[k].weight.detach(), w[k]) <= 1e-12, f"W[{k}]"
+
+
+def test_jax_epoch_peer_makes_the_trainers_updates():
+    pytest.importorskip("jax")
+    trainer, peers = _batch_peers(["jax", "jax-scan"])
+    h = trainer.trainer.history
+    for name, peer in peers.items():
+        for k, (wj, _) in enumerate(peer.params):
+            assert norm_relative_error(torch.from_numpy(np.array(wj)), trainer.trainer.net.weights[k]) <= 1e-10, \
+                f"{name}: W[{k}]"
+        assert peer.final_loss() == pytest.approx(h.train_loss[-1], rel=1e-10), name
+
+
+def test_epoch_targets_are_met_not_met_or_na():
+    def rows(**medians):
+        out = {}
+        for name, us in medians.items():
+            out[name.replace("_", " ").replace("fast ", "fast=")] = {"median_us": us, "per_update_us": us / 4,
+                                                                     "ratio_to_default": us / medians["default"]}
+        out["trainer-default"] = out.pop("default")
+        return out
+
+    s = {"case": "S", "implementations": rows(default=100.0, jax=120.0, **{"matmul-floor": 80.0})}
+    o = {"case": "O", "implementations": rows(default=24.0, numpy=90.0)}
+    d = {"case": "D", "implementations": rows(default=10.0, numpy=50.0)}
+    status = {t["target"]: t["status"] for t in bench_epochs.epoch_targets([s, o, d])}
+    assert status["S: default Trainer no slower than a jit-compiled JAX epoch"] == "met"
+    assert status["S: default Trainer within 1.3x of the epoch's matrix-product floor"] == "met"
+    assert status["O: default Trainer at most 5 us per update"] == "not met"  # 6 us
+    assert status["O: default Trainer faster than numpy"] == "met"
+    assert status["D: default Trainer at least 10x numpy"] == "not met"  # 5x
+    s["implementations"].pop("jax")
+    s["skipped"] = {"jax": "not installed (optional peer)"}
+    status = {t["target"]: t["status"] for t in bench_epochs.epoch_targets([s])}
+    assert status["S: default Trainer no slower than a jit-compiled JAX epoch"] == "n/a"  # JAX not installed
+    assert status["O: default Trainer at most 5 us per update"] == "n/a"  # not run
+
+
+# ---------------------------------------------------------------------------------------------------- timing rules
+class _Jit(Impl):
+    """Compiles once per length, like jax.jit over a chunk; records whether a timed run had to compile."""
+
+    compiles_per_size = True
+
+    def __init__(self):
+        self.seen, self.compiled_while_timed = set(), []
+
+    def run(self, u0, n):
+        if n not in self.seen:
+            self.seen.add(n)
+            self.compiled_while_timed.append(bench_timing._TIMING)
+
+
+def test_no_compilation_falls_inside_a_timed_run(monkeypatch):
+    timing = bench_timing._timed
+
+    def timed(impl, device, u0, n):
+        monkeypatch.setattr(bench_timing, "_TIMING", True)
+        try:
+            return timing(impl, device, u0, n)
+        finally:
+            monkeypatch.setattr(bench_timing, "_TIMING", False)
+
+    monkeypatch.setattr(bench_timing, "_TIMING", False, raising=False)
+    monkeypatch.setattr(bench_timing, "_timed", timed)
+    impl = _Jit()
+    chunk = bench_timing.calibrate(impl, torch.device("cpu"), 1e-3, 10_000)
+    bench_timing.measure({"jit": impl}, 3, {"jit": chunk}, torch.device("cpu"), 10_000)
+    assert chunk in impl.seen and len(impl.compiled_while_timed) >= 2
+    assert not any(impl.compiled_while_timed), "a timed run compiled"
+
+
+class _Graph(Impl):
+    granule = 64
+
+    def __init__(self):
+        self.lengths = []
+
+    def run(self, u0, n):
+        self.lengths.append(n)
+
+
+def test_graph_rows_are_timed_on_whole_graphs_or_reported_na():
+    impl = _Graph()
+    chunk = bench_timing.calibrate(impl, torch.device("cpu"), 1e-4, 1000)
+    assert chunk % 64 == 0 and chunk >= 64
+    assert all(n % 64 == 0 for n in impl.lengths), impl.lengths
+    with pytest.raises(ValueError, match="^n/a"):
+        bench_timing.calibrate(_Graph(), torch.device("cpu"), 1e-4, 4)  # 4 updates: less than one graph
+
+
+def test_the_benchmark_runs_without_jax_and_says_na_for_the_jax_target(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ImportError, as where it is not installed
+    report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--cases", "S",
+                                         "--no-population", "--out", str(tmp_path / "b.json"), "--quiet"]))
+    (r,) = report["trainer_results"]
+    assert "jax" in r["skipped"] and not any(name.startswith("jax") for name in r["implementations"])
+    assert report["machine"]["jax"] is None
+    (jax_target,) = [t for t in report["targets"] if "JAX" in t["target"]]
+    assert jax_target["status"] == "n/a" and "JAX not installed" in jax_target["detail"]
+    floor = [t for t in report["targets"] if t["target"].startswith("S:") and "floor" in t["target"]][0]
+    assert floor["detail"].startswith("not judged (--quick)")  # measured without JAX (but not judged: --quick)
+
+
+def test_calibration_ends_when_the_budget_is_not_a_multiple_of_the_graph():
+    impl = _Graph()
+    assert bench_timing.calibrate(impl, torch.device("cpu"), 10.0, 130) == 128  # never asks for more than 130
+    assert max(impl.lengths) == 128

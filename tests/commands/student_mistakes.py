@@ -1,0 +1,195 @@
+"""Backward phases as students write them, for tests/commands/test_grade.py: one correct, one per classic mistake, and a few
+that the grader cannot use at all. Plain torch, no library calls, so the grader's mistakes (computed with the
+library's functions) are checked against independent code.
+
+Each function has the grader's signature: backward(net, cache, y, loss_fn) -> (grad_weights, grad_biases).
+"""
+
+import torch
+
+
+def fprime(f, x):
+    """f'(net) read off the activity x = f(net), by the activation's name."""
+    if f.name == "sigmoid":
+        return x * (1 - x)
+    if f.name == "tanh":
+        return 1 - x ** 2  # not the library's (1 - x)(1 + x): must pass on the saturated networks too
+    if f.name == "relu":
+        return (x > 0).to(x.dtype)
+    if f.name == "leaky_relu":
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, f.negative_slope))
+    return torch.ones_like(x)  # identity
+
+
+def fprime_formula_at(f, v):
+    """The f'(x)-formula applied to whatever v is (a student passing net where x belongs)."""
+    return fprime(f, v)
+
+
+def fprime_true_at(f, v):
+    """f' evaluated at the point v: sigmoid'(v) = sigmoid(v)(1 - sigmoid(v)) and so on."""
+    if f.name == "sigmoid":
+        s = torch.sigmoid(v)
+        return s * (1 - s)
+    if f.name == "tanh":
+        return 1 - torch.tanh(v) ** 2
+    return fprime(f, v)
+
+
+def _nets(net, cache):
+    """net^k of every layer, recomputed: x^{k-1} W^T + b."""
+    x = cache.activations
+    return [x[k] @ net.weights[k].T + net.biases[k] for k in range(net.num_layers - 1)] + [cache.logits]
+
+
+def backprop(net, cache, y, loss_fn, *, output_fp=None, hidden_fp=None, scale=None, sign=1, w_t=False,
+             dw_t=False, bias="sum"):
+    """The backward phase with hooks for each slip; all defaults give the right answer."""
+    x, L = cache.activations, net.num_layers
+    B, n = y.shape
+    nets = _nets(net, cache)
+    c = loss_fn.scale(B, n) if scale is None else scale(loss_fn, B, n)
+    f_out = net.activation_functions[-1]
+    if loss_fn.name == "squared_error":
+        fp = fprime(f_out, x[L]) if output_fp is None else output_fp(f_out, x[L], nets[L - 1])
+        delta = c * 2 * (x[L] - y) * fp
+    else:
+        delta = c * (x[L] - y)
+    delta = sign * delta
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = x[k].T @ delta if dw_t else delta.T @ x[k]
+        grad_b[k] = {"sum": lambda d: d.sum(0), "none": lambda d: d, "first": lambda d: d[0]}[bias](delta)
+        if k > 0:
+            W = net.weights[k]
+            back = delta @ W.T if w_t else delta @ W
+            f = net.activation_functions[k - 1]
+            fp = fprime(f, x[k]) if hidden_fp is None else hidden_fp(f, x[k], nets[k - 1])
+            delta = back * fp
+    return grad_w, grad_b
+
+
+def correct(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn)
+
+
+def correct_gradients(net, cache, y, loss_fn):
+    """The same answer, returned as a Gradients."""
+    from manual_backprop.network import Gradients
+
+    w, b = backprop(net, cache, y, loss_fn)
+    return Gradients(weights=w, biases=b)
+
+
+def no_fprime(net, cache, y, loss_fn):
+    one = lambda f, x, v: torch.ones_like(x)  # noqa: E731
+    return backprop(net, cache, y, loss_fn, output_fp=one, hidden_fp=one)
+
+
+def no_fprime_hidden(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, hidden_fp=lambda f, x, v: torch.ones_like(x))
+
+
+def wrong_sign(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, sign=-1)
+
+
+def w_not_transposed(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, w_t=True)
+
+
+def dw_transposed(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, dw_t=True)
+
+
+def missing_mean(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, scale=lambda loss, B, n: 0.5 if getattr(loss, "half", False) else 1.0)
+
+
+def bias_not_summed(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, bias="none")
+
+
+def bias_first_sample(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, bias="first")
+
+
+def fprime_of_net(net, cache, y, loss_fn):
+    wrong = lambda f, x, v: fprime_formula_at(f, v)  # noqa: E731
+    return backprop(net, cache, y, loss_fn, output_fp=wrong, hidden_fp=wrong)
+
+
+def fprime_at_activity(net, cache, y, loss_fn):
+    wrong = lambda f, x, v: fprime_true_at(f, x)  # noqa: E731
+    return backprop(net, cache, y, loss_fn, output_fp=wrong, hidden_fp=wrong)
+
+
+def dropped_two(net, cache, y, loss_fn):
+    return backprop(net, cache, y, loss_fn, scale=lambda loss, B, n: loss.scale(B, n) / 2)
+
+
+def no_fprime_and_wrong_sign(net, cache, y, loss_fn):
+    one = lambda f, x, v: torch.ones_like(x)  # noqa: E731
+    return backprop(net, cache, y, loss_fn, output_fp=one, hidden_fp=one, sign=-1)
+
+
+def off_by_a_little(net, cache, y, loss_fn):
+    """No classic mistake: a 1e-6 relative error in every gradient."""
+    w, b = backprop(net, cache, y, loss_fn)
+    return [g * (1 + 1e-6) for g in w], b
+
+
+# ---- unusable answers
+def raises(net, cache, y, loss_fn):
+    return 1 / 0
+
+
+def returns_none(net, cache, y, loss_fn):
+    return None
+
+
+def returns_three(net, cache, y, loss_fn):
+    w, b = backprop(net, cache, y, loss_fn)
+    return w, b, []
+
+
+def too_few_layers(net, cache, y, loss_fn):
+    w, b = backprop(net, cache, y, loss_fn)
+    return w[1:], b[1:]
+
+
+def returns_numpy(net, cache, y, loss_fn):
+    w, b = backprop(net, cache, y, loss_fn)
+    return [g.numpy() for g in w], b
+
+
+def wrong_dtype(net, cache, y, loss_fn):
+    w, b = backprop(net, cache, y, loss_fn)
+    return [g.float() for g in w], b
+
+
+def flattened(net, cache, y, loss_fn):
+    w, b = backprop(net, cache, y, loss_fn)
+    return [g.reshape(-1) for g in w], b
+
+
+def takes_three_arguments(net, cache, y):
+    return backprop(net, cache, y, None)
+
+
+def uses_autograd(net, cache, y, loss_fn):
+    """Not hand-written: asks autograd, which the grader (like the library) has switched off."""
+    loss = ((cache.activations[-1] - y) ** 2).sum()
+    loss.backward()
+    return [w.grad for w in net.weights], [b.grad for b in net.biases]
+
+
+def updates_in_place(net, cache, y, loss_fn):
+    """Right gradients, but it also takes the step itself."""
+    w, b = backprop(net, cache, y, loss_fn)
+    for p, g in zip(net.weights, w):
+        p.sub_(0.1 * g)
+    return w, b
+
+
+NOT_A_FUNCTION = 42

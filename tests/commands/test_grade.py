@@ -1,0 +1,205 @@
+"""`manual-backprop grade MODULE:FUNCTION`: a student's backward phase against autograd and finite differences,
+with the classic mistake named where a layer disagrees (students as written in tests/commands/student_mistakes.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from commands.cli import main
+from commands.grade import SATURATION, battery, grade, load_function, parse_loss
+
+HERE = Path(__file__).resolve().parent
+STUDENTS = HERE / "student_mistakes.py"
+TEMPLATE = HERE.parents[1] / "examples" / "student_backward.py"
+
+_spec = importlib.util.spec_from_file_location("student_mistakes", STUDENTS)
+students = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(students)
+
+
+def run(argv, capsys):
+    code = main(["grade", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_correct_backward_passes_every_network(capsys):
+    code, out, _ = run([f"{STUDENTS}:correct"], capsys)
+    assert code == 0, out[-2000:]
+    assert "PASS: every layer of all 36 networks agrees with autograd and finite differences" in out
+    assert "dW~autograd" in out and "db~fd" in out and " NO " not in out
+
+
+def test_gradients_or_a_tuple_and_a_dotted_module_all_work(monkeypatch, capsys):
+    monkeypatch.chdir(HERE)
+    monkeypatch.syspath_prepend(str(HERE))
+    code, out, _ = run(["student_mistakes:correct_gradients", "--no-fd"], capsys)
+    assert code == 0, out[-2000:]
+
+
+def test_every_loss_and_float32(capsys):
+    code, out, _ = run([str(STUDENTS) + ":correct", "--loss", "cross_entropy", "bce", "squared_error:sum:half",
+                        "--no-fd"], capsys)
+    assert code == 0 and "all 108 networks" in out, out[-2000:]
+    code, out, _ = run([str(STUDENTS) + ":correct", "--dtype", "float32"], capsys)
+    assert code == 0, out[-2000:]
+
+
+def test_the_battery_covers_depths_activations_batches_and_saturation():
+    cases = battery([parse_loss("squared_error")])
+    assert {c.net.num_layers for c in cases} == {1, 2, 3, 4}
+    assert {c.net.activation_functions[0].name for c in cases if c.net.num_layers > 1} == {
+        "sigmoid", "tanh", "relu", "leaky_relu", "identity"}
+    assert {c.x.shape[0] for c in cases} == {1, 5}
+    saturated = [c for c in cases if c.saturated]
+    assert saturated and SATURATION > 1
+    for c in saturated:
+        cache = c.net.forward_cache(c.x)
+        fprime = c.net.activation_functions[0].derivative(cache.activations[1])
+        assert fprime.min() < 1e-3, f"case {c.index}: no unit is saturated"
+
+
+MISTAKES = [  # student function, the diagnosis it must get, exit status
+    ("no_fprime", "f' missing in every layer", 1),
+    ("no_fprime_hidden", "f' missing in the hidden layers", 1),
+    ("wrong_sign", "the wrong sign", 1),
+    ("w_not_transposed", "W where W^T belongs in the hidden delta", 2),  # raises on layers that are not square
+    ("dw_transposed", "W where W^T belongs in dE/dW", 1),
+    ("missing_mean", "a missing 1/m", 1),
+    ("bias_not_summed", "bias gradient not summed over the samples (the deltas themselves)", 1),
+    ("bias_first_sample", "bias gradient not summed over the samples (the first sample only)", 1),
+    ("fprime_of_net", "f' taken of net instead of the activity x in every layer", 1),
+    ("fprime_at_activity", "f' evaluated at the activity x instead of net in every layer", 1),
+    ("dropped_two", "a factor 2 off (the 2 of d(e^2)/dx dropped)", 1),
+    ("no_fprime_and_wrong_sign", "f' missing in every layer and the wrong sign", 1),
+]
+
+
+@pytest.mark.parametrize("function,diagnosis,code", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_each_classic_mistake_is_named(function, diagnosis, code):
+    report = grade(getattr(students, function), function, finite_diff=False)
+    assert report.exit_code == code
+    assert [m.label for m in report.diagnosis.explains] == [diagnosis], report.text()[-3000:]
+    bad = [r for r in report.rows if not r.ok and r.case.student is not None]
+    assert bad and all(r.fits for r in bad), "every disagreeing layer names the mistake that fits it"
+    text = report.text()
+    assert f"  - {diagnosis}" in text and ("FAIL" in text if code == 1 else "UNUSABLE" in text)
+
+
+def test_each_mistake_is_named_on_the_other_losses_too():
+    for function, diagnosis in [("no_fprime_hidden", "f' missing in the hidden layers"),
+                                ("missing_mean", "a missing 1/m"), ("wrong_sign", "the wrong sign")]:
+        report = grade(getattr(students, function), function, losses=["cross_entropy", "bce"], finite_diff=False)
+        assert [m.label for m in report.diagnosis.explains] == [diagnosis]
+
+
+def test_the_cli_names_the_layer_and_the_mistake(capsys):
+    code, out, _ = run([f"{STUDENTS}:no_fprime_hidden", "--no-fd"], capsys)
+    assert code == 1
+    row = next(line for line in out.splitlines() if line.startswith("   3  3-4-4 sigmoid, tanh out"))
+    assert row.split()[6] == "1/2" and "NO   f' missing" in row  # layer 1 of 2 disagrees, and why
+    assert "FAIL: 54 of 102 layers disagree" in out
+
+
+def test_a_near_miss_is_no_classic_mistake(capsys):
+    report = grade(students.off_by_a_little, "off_by_a_little", finite_diff=False)
+    assert report.exit_code == 1 and not report.diagnosis.explains
+    assert "none of the classic mistakes" in report.text()
+
+
+@pytest.mark.parametrize("function,message", [
+    ("raises", "raised ZeroDivisionError: division by zero, at "),
+    ("returns_none", "must return a Gradients or a tuple (grad_weights, grad_biases) of two lists, but returned "
+                     "NoneType"),
+    ("returns_three", "but returned a tuple of length 3"),
+    ("too_few_layers", "returned grad_weights with 0 entries, but the network has 1 layer"),
+    ("returns_numpy", "returned grad_weights[0] as a ndarray; expected a torch.Tensor of shape (4, 3)"),
+    ("wrong_dtype", "with dtype torch.float32 on cpu; expected torch.float64 on cpu, like net.weights[0]"),
+    ("flattened", "dW has shape (12,), expected (4, 3)"),
+    ("takes_three_arguments", "takes 3 positional arguments but 4 were given"),
+    ("uses_autograd", "autograd is off here"),
+])
+def test_unusable_answers_get_one_clear_message_and_exit_2(function, message, capsys):
+    code, out, err = run([f"{STUDENTS}:{function}", "--no-fd"], capsys)
+    assert code == 2
+    assert message in out and f"student_mistakes.py:{function}" in out
+    assert "UNUSABLE" in out and "expected FUNCTION(net, cache, y, loss_fn)" in out
+    assert "Traceback" not in out + err and "reference/grade" not in out
+
+
+def test_the_student_exception_points_at_the_students_line(capsys):
+    _, out, _ = run([f"{STUDENTS}:raises", "--no-fd"], capsys)
+    line = next(n for n, text in enumerate(STUDENTS.read_text().splitlines(), 1) if "return 1 / 0" in text)
+    assert f"student_mistakes.py:{line} in raises: return 1 / 0" in out
+    assert "(and in 35 more cases)" in out
+
+
+def test_a_backward_that_changes_the_network_fails(capsys):
+    code, out, _ = run([f"{STUDENTS}:updates_in_place", "--no-fd"], capsys)
+    assert code == 1 and "changed net.weights[0] in place: the backward phase must be pure" in out
+
+
+@pytest.mark.parametrize("target,message", [
+    ("no_such_module_xyz:backward", "cannot import 'no_such_module_xyz'"),
+    ("missing_file.py:backward", "no file 'missing_file.py'"),
+    (f"{STUDENTS}:nothing_here", "has no function 'nothing_here'; it defines ["),
+    (f"{STUDENTS}:NOT_A_FUNCTION", "is not a function but int 42"),
+    (f"{STUDENTS}:", "expected MODULE:FUNCTION"),
+])
+def test_a_function_that_cannot_be_loaded_is_one_line_and_exit_2(target, message, capsys):
+    code, out, err = run([target], capsys)
+    assert code == 2 and message in err and out == "" and "Traceback" not in err
+
+
+def test_a_module_that_fails_to_import_names_its_line(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\n\ndef backward(net, cache, y, loss_fn)\n    return None\n")
+    code, _, err = run([f"{broken}:backward"], capsys)
+    assert code == 2 and "SyntaxError" in err and f"{broken}:3" in err
+    raising = tmp_path / "raising.py"
+    raising.write_text("raise RuntimeError('no GPU here')\n")
+    code, _, err = run([str(raising)], capsys)  # FUNCTION defaults to backward
+    assert code == 2 and "importing" in err and "RuntimeError: no GPU here" in err and "raising.py:1" in err
+
+
+def test_a_bad_loss_is_a_bad_flag(capsys):
+    code, _, err = run([f"{STUDENTS}:correct", "--loss", "hinge"], capsys)
+    assert code == 2 and "loss must be one of" in err
+
+
+def test_the_template_as_shipped_says_what_to_fill_in(capsys):
+    code, out, _ = run([f"{TEMPLATE}:backward", "--no-fd"], capsys)
+    assert code == 2 and "a TODO left unfilled?" in out
+
+
+def test_the_template_filled_in_passes(tmp_path, capsys):
+    """The four TODO lines of examples/student_backward.py, filled as the lecture says, pass the whole battery."""
+    text = TEMPLATE.read_text()
+    fills = {
+        "delta = ...  # TODO dE/dnet^L":
+            "delta = c * 2 * (x[L] - y) * derivative(net.activation_functions[-1], x[L])  #",
+        "grad_weights[k] = ...  # TODO": "grad_weights[k] = delta.T @ x[k]  #",
+        "grad_biases[k] = ...  # TODO": "grad_biases[k] = delta.sum(0)  #",
+        "delta = ...  # TODO delta of layer k":
+            "delta = derivative(net.activation_functions[k - 1], x[k]) * (delta @ net.weights[k])  #",
+    }
+    for todo, line in fills.items():
+        assert text.count(todo) == 1, todo
+        text = text.replace(todo, line)
+    mine = tmp_path / "my_backward.py"
+    mine.write_text(text)
+    code, out, _ = run([f"{mine}:backward", "--loss", "squared_error", "cross_entropy"], capsys)
+    assert code == 0, out[-3000:]
+
+
+def test_load_function_defaults_to_backward():
+    fn, name = load_function(str(TEMPLATE))
+    assert fn.__name__ == "backward" and name.endswith("student_backward.py:backward")
+
+
+def test_grading_changes_no_global_state():
+    before = torch.is_grad_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()
+    grade(students.correct, "correct", finite_diff=False)
+    assert (torch.is_grad_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()) == before

@@ -1,0 +1,86 @@
+"""The experiments' flags come from their Config dataclasses (experiments/common.py): every setting has a flag with
+its help text and default, --config FILE replays a run's saved config.json, and a bad file is one line, exit 2."""
+
+import importlib
+import json
+from dataclasses import asdict, fields
+
+import pytest
+
+from experiments import learning_modes
+from experiments.common import build_parser, flag_name
+
+SCRIPTS = ["experiments.learning_modes", "experiments.xor", "experiments.linear_collapse", "experiments.softmax_outputs",
+           "experiments.sweep", "benchmarks.bench", "benchmarks.population"]
+QUICK = ["--dataset", "moons", "--n-samples", "80", "--sizes", "2", "8", "2", "--batch-size", "8", "--epochs", "1",
+         "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_lists_every_setting_with_its_help_text_and_default(name, capsys):
+    script = importlib.import_module(name)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--help"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    out = "".join(printed.split())  # argparse wraps lines (at spaces and hyphens): compare without whitespace
+    assert "".join(script.__doc__.split()) in out, "the module docstring is the description"
+    assert "--config FILE" in printed
+    parser = build_parser(script.Config, prog=name)
+    for f in fields(script.Config):
+        flag = f.metadata.get("flags", (flag_name(f.name),))[0]
+        assert flag in out, f"{name}: no flag for {f.name}"
+        assert "".join(f.metadata["help"].split()) in out, f"{name}: {flag} lacks its help text"
+        action = next(a for a in parser._actions if a.dest == f.name)
+        assert "(default" in action.help, f"{name}: {flag} does not show its default"
+        assert "".join((action.help % {}).split()) in out
+
+
+def test_config_file_replays_a_run_and_flags_override_it(tmp_path):
+    argv = [*QUICK, "--logdir", str(tmp_path), "--run", "first", "--lr-online", "0.05", "--modes", "batch", "online"]
+    original = learning_modes.parse_args(argv)
+    assert learning_modes.main(argv) == 0
+    saved = tmp_path / "learning_modes" / "first" / "online" / "config.json"
+    assert {"mode", "lr", "net", "data", "world_size"} <= set(json.loads(saved.read_text())), "the extras it writes"
+
+    replayed = learning_modes.parse_args(["--config", str(saved)])
+    assert asdict(replayed) == asdict(original)
+
+    changed = learning_modes.parse_args(["--config", str(saved), "--run", "second", "--epochs", "3", "--no-quiet"])
+    assert (changed.run, changed.epochs, changed.quiet) == ("second", 3, False)
+    assert asdict(changed) == {**asdict(original), "run": "second", "epochs": 3, "quiet": False}
+    assert learning_modes.main(["--config", str(saved), "--run", "second"]) == 0
+    results = json.loads((tmp_path / "learning_modes" / "second" / "results.json").read_text())
+    first = json.loads((tmp_path / "learning_modes" / "first" / "results.json").read_text())
+    assert list(results) == ["batch", "online"] and results["online"]["train_loss"] == first["online"]["train_loss"]
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "cannot read it"),
+    ("{not json", "not valid JSON"),
+    ('["a", "list"]', "must hold a JSON object"),
+    ('{"epochs": 2, "learning_rate": 0.1}', "unknown setting 'learning_rate'"),
+    ('{"epochs": "ten"}', "'epochs' must be an int, but got 'ten'"),
+    ('{"modes": ["batch", "sideways"]}', "'modes' must be a list of values from ['batch', 'online', 'minibatch']"),
+])
+def test_a_bad_config_file_is_one_line_naming_it_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    assert learning_modes.main(["--config", str(path), "--logdir", str(tmp_path / "runs")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"learning_modes: error: --config {path}: ") and message in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists(), "nothing was written"
+
+
+def test_a_field_check_refuses_a_bad_value_from_a_flag_or_a_file(tmp_path, capsys):
+    assert learning_modes.main([*QUICK, "--epochs", "0", "--logdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "learning_modes: error: --epochs must be >= 1, but got 0"
+    path = tmp_path / "config.json"
+    path.write_text('{"epochs": 0}')
+    assert learning_modes.main(["--config", str(path), "--logdir", str(tmp_path)]) == 2
+    assert "--epochs must be >= 1, but got 0" in capsys.readouterr().err
+    assert learning_modes.main(["--config", str(path), *QUICK, "--logdir", str(tmp_path)]) == 0, \
+        "a flag overrides the file's bad value"
