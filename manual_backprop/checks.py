@@ -79,6 +79,20 @@ def check_int(name: str, value, *, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, but got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> str:
+    """One of ``choices`` (the learning modes, say)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, but got {value!r}")
+    return value
+
+
 def check_seeds(name: str, seeds) -> list:
     """A non-empty list of non-negative int seeds (one per population member, say)."""
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):

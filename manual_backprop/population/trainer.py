@@ -18,10 +18,12 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..checks import check_finite, check_input, check_positive_number, check_seeds
+from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seeds
 from ..modes import MODES, EpochOrders, samples_per_update
 from ..optim import attach_optimizer
-from ..training.history import encode_for, same_split
+from ..training.history import same_split
+from ..training.loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message,
+                             first_bad_update, prepare_split, target_message)
 from .history import PopulationHistory
 from .logger import PopulationLogger
 from .epoch import EpochFunction, evaluate_members
@@ -70,35 +72,30 @@ class PopulationTrainer:
                  progress: Union[bool, str] = False, optimizer=None):
         if not isinstance(population, Population):
             raise TypeError(f"population must be a Population, but got {type(population).__name__}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {list(ENGINES)}, but got {engine!r}")
+        self.pop, self.mode, self.engine = population, check_choice("mode", mode, MODES), check_choice(
+            "engine", engine, ENGINES)
         if engine == "cuda_graph" and population.device.type != "cuda":
             raise ValueError(f"engine 'cuda_graph' needs a population on CUDA, but it is on {population.device}")
-        if not isinstance(replacement, bool):
-            raise TypeError(f"replacement must be True or False, but got {replacement!r}")
-        self.pop, self.mode, self.engine = population, mode, engine
+        self.replacement = check_bool("replacement", replacement)
         K = population.size
         self.lr = population.check_lr(lr)
         self.optimizer, _, _ = attach_optimizer(optimizer, population, self.lr, engine, switch="engine")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = check_int("epochs", epochs, minimum=1)
         self.loss_fn = population.check_loss(loss_fn)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)
         self.order_seeds = list(population.seeds) if order_seeds is None else check_seeds("order_seeds", order_seeds)
         if len(self.order_seeds) != K:
             raise ValueError(f"order_seeds must hold one seed per member ({K}), but got {len(self.order_seeds)}")
-        self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
-        self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        check_data(data)
+        place = {"sizes": population.sizes, "dtype": population.dtype, "device": population.device}
+        self.x_train, self.y_train, self.labels_train = prepare_split(data, "train", self.loss_fn, **place,
+                                                                      names=("x_train", "y_train"))
+        self.x_test, self.y_test, self.labels_test = prepare_split(data, "test", self.loss_fn, **place,
+                                                                   names=("x_test", "y_test"))
         n = self.x_train.shape[0]
         self.batch_size = samples_per_update(mode, batch_size, n)
-        self.replacement = replacement
-        if isinstance(epochs_per_draw, bool) or not isinstance(epochs_per_draw, int) or epochs_per_draw < 1:
-            raise ValueError(f"epochs_per_draw must be an int >= 1, but got {epochs_per_draw!r}")
-        self.epochs_per_draw = epochs_per_draw
+        self.epochs_per_draw = check_int("epochs_per_draw", epochs_per_draw, minimum=1)
         self.orders = None if mode == "batch" else EpochOrders(self.order_seeds, n, self.batch_size,
                                                                replacement=self.replacement)
         S = n if self.orders is None else self.orders.epoch_length
@@ -109,7 +106,7 @@ class PopulationTrainer:
                              f"{COMPILED_MAX_UPDATES} updates an epoch, but this run has {len(self.chunks)}; use "
                              f"engine='eager' (or 'cuda_graph' on CUDA), or a larger batch_size")
         self.logger = logger
-        self.progress = progress
+        self.progress = check_progress(progress)
         dtype, device = population.dtype, population.device
         self.history = PopulationHistory(mode=mode, lr=self.lr.to("cpu", torch.float64).tolist(),
                                          seeds=list(population.seeds), order_seeds=list(self.order_seeds),
@@ -137,18 +134,6 @@ class PopulationTrainer:
         self._dtype = dtype
 
     # ------------------------------------------------------------------ data
-    def _prepare(self, data, split: str):
-        pop = self.pop
-        # Detached where the data enters: the epoch function's ops must never see a tensor that requires grad.
-        x = getattr(data, f"x_{split}").detach().to(device=pop.device, dtype=pop.dtype)
-        y = getattr(data, f"y_{split}").detach().to(pop.device)
-        x = check_input(f"x_{split}", x, n_features=pop.sizes[0], dtype=pop.dtype, device=pop.device, sizes=pop.sizes)
-        labels = None if y.is_floating_point() else y
-        y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), pop.sizes[-1], pop.dtype)
-        y = self.loss_fn.prepare_target(y, (x.shape[0], pop.sizes[-1]), pop.dtype)
-        check_finite(f"y_{split}", y)
-        return x, y, labels
-
     def _next_epoch_data(self):
         """(xs (K, S, n_0), ys (K, S, n_L)) of the next epoch, from blocks of epochs drawn and gathered at once."""
         K = self.pop.size
@@ -179,21 +164,16 @@ class PopulationTrainer:
         with torch.no_grad():
             if not h.epoch:
                 self._record_initial()
-            bar = self._progress_bar()
-            try:
+            with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
                 while self.epoch < self.epochs and self._any_active:
                     self._run_epoch()
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(active=int(self._active_host.sum()),
                                         reached=sum(e is not None for e in h.epochs_to_target))
-            finally:
-                if bar is not None:
-                    bar.close()
         for i in range(K):
             if not h.stop_reason[i]:
-                h.stop_reason[i] = "max_epochs"
-                h.message[i] = f"stopped at the epoch limit ({self.epochs})"
+                h.stop_reason[i], h.message[i] = "max_epochs", epoch_limit_message(self.epochs)
                 h.last_epoch[i] = self.epoch
         if self.logger is not None:
             self.logger.log_epoch(self.epoch, h, len(h.epoch) - 1, force=True)  # the curves end at the last epoch
@@ -252,8 +232,7 @@ class PopulationTrainer:
             h.stop_reason[i] = "target_loss"
             h.epochs_to_target[i] = self.epoch
             h.last_epoch[i] = self.epoch
-            h.message[i] = (f"reached the target loss {self.target_loss:g} at epoch {self.epoch} "
-                            f"(train loss {figures[0, i].item():.6g})")
+            h.message[i] = target_message(self.target_loss, self.epoch, figures[0, i].item())
         self._active_host = was_active & ok & ~reached
         self._any_active = bool(self._active_host.any())
         if bool(diverged.any()):
@@ -266,17 +245,10 @@ class PopulationTrainer:
 
     def _diverged(self, i: int, losses: Tensor, first_update: int) -> None:
         h = self.history
-        bad = (~torch.isfinite(losses)).nonzero()
-        if bad.numel():
-            h.diverged_update[i] = first_update + int(bad[0]) + 1
-            where = f"update {h.diverged_update[i]} (loss {losses[int(bad[0])].item()})"
-        else:
-            where = "the end-of-epoch evaluation"
+        h.diverged_update[i], where = first_bad_update(losses, first_update)
         h.stop_reason[i] = "diverged"
         h.last_epoch[i] = self.epoch - 1
-        h.message[i] = (f"diverged in epoch {self.epoch} at {where}: the loss is not finite; the parameters were "
-                        f"restored to the end of epoch {self.epoch - 1}, the last good state. Try a smaller "
-                        f"learning rate (lr={h.lr[i]:g}).")
+        h.message[i] = diverged_message(self.epoch, h.lr[i], where)
 
     # ------------------------------------------------------------------ CUDA graphs
     def _graph_key(self, xs: Tensor, ys: Tensor) -> tuple:
@@ -332,11 +304,3 @@ class PopulationTrainer:
                 "output_activation": pop.output_activation.spec(), "loss": self.loss_fn.name,
                 "reduction": self.loss_fn.reduction, "replacement": self.replacement,
                 "target_loss": self.target_loss if self.target_loss is not None else -1.0, "engine": self.engine}
-
-    def _progress_bar(self):
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        label = self.progress if isinstance(self.progress, str) else self.mode
-        return tqdm(total=self.epochs, initial=self.epoch, desc=label, unit="epoch", leave=True, dynamic_ncols=True)

@@ -18,8 +18,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..checks import check_int, check_positive_number
+from ..checks import check_bool, check_choice, check_int, check_positive_number
 from ..modes import online_order
+from ..training.loop import diverged_message, epoch_limit_message
 from .units import LinearUnit, Perceptron, check_data
 
 RULES = ("perceptron", "delta")
@@ -137,14 +138,12 @@ def delta_rule_train(x: Tensor, y: Tensor, *, mode: str = "online", lr: float = 
 @torch.no_grad()
 def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bias_init, dtype, device, unit, stop,
            tol, logger, image_every) -> SingleLayerHistory:
-    if mode not in SINGLE_LAYER_MODES:
-        raise ValueError(f"mode must be one of {list(SINGLE_LAYER_MODES)}, but got {mode!r}")
+    check_choice("mode", mode, SINGLE_LAYER_MODES)
     lr = check_positive_number("lr", lr)
     epochs = check_int("epochs", epochs, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     image_every = check_int("image_every", image_every, minimum=1)
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"shuffle must be True or False, but got {shuffle!r}")
+    check_bool("shuffle", shuffle)
     cls = Perceptron if rule == "perceptron" else LinearUnit
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         bad, value = ("x", x) if not isinstance(x, Tensor) else ("y", y)
@@ -215,9 +214,8 @@ def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bia
             for name in ("epoch", "errors", "accuracy", "squared_error", "updates", "seconds"):
                 getattr(history, name).pop()
             history.stop_reason = "diverged"
-            history.message = (f"diverged in epoch {epoch}: e(w) is not finite; the weights were put back to the end "
-                               f"of epoch {epoch - 1}. Try a smaller learning rate (lr={lr:g}; batch mode is stable "
-                               f"below {_delta_batch_lr_limit(x):.3g} on these inputs).")
+            history.message = diverged_message(epoch, lr, quantity="e(w)", note=f"; batch mode is stable below "
+                                               f"{_delta_batch_lr_limit(x):.3g} on these inputs")
             break
         if rule == "delta":
             good = [p.clone() for p in unit.parameters()]  # the perceptron's steps are bounded; it cannot diverge
@@ -232,8 +230,8 @@ def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bia
     if not history.stop_reason:
         history.stop_reason = "max_epochs"
         kept = "kept misclassifying: " if rule == "perceptron" and wrong > 0 else ""
-        history.message = (f"stopped at the epoch limit ({epochs}); {kept}{wrong} of {n} samples misclassified at "
-                           f"the end, at least {min(history.errors)} in every epoch")
+        history.message = (f"{epoch_limit_message(epochs)}; {kept}{wrong} of {n} samples misclassified at the end, "
+                           f"at least {min(history.errors)} in every epoch")
     if logger is not None:
         if history.epoch[-1] % image_every != 0:
             logger.log_decision_boundary(history.epoch[-1], unit, x, y)

@@ -32,12 +32,14 @@ import torch
 from torch import Tensor
 
 from ..activations import Softmax
-from ..checks import check_int, check_positive_number, check_seed
+from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seed
 from ..losses import Loss, default_loss_for
 from ..modes import MODES, epoch_order, samples_per_update
 from ..network import MLP, forward_phase, loss_and_gradients
-from .history import Diverged, History, accuracy, encode_for, same_split
+from .history import Diverged, History, accuracy, same_split
 from .checkpoints import TrainerCheckpoints
+from .loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message, first_bad_update,
+                   prepare_split, target_message)
 from ..optim import apply_step, attach_optimizer, optimizer_snapshot, restore_optimizer
 
 __all__ = ["Trainer", "train"]
@@ -84,16 +86,12 @@ class Trainer(TrainerCheckpoints):
                  progress: Union[bool, str] = False, fast: Union[bool, str] = "auto", optimizer=None):
         if not isinstance(net, MLP):
             raise TypeError(f"net must be a manual_backprop MLP, but got {type(net).__name__}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, but got {mode!r}")
-        self.net, self.mode = net, mode
+        self.net, self.mode = net, check_choice("mode", mode, MODES)
         self.lr = check_positive_number("lr", lr)
         if self.lr > torch.finfo(net.dtype).max:
             raise ValueError(f"lr={self.lr:g} does not fit the network's dtype {net.dtype} (largest finite number "
                              f"{torch.finfo(net.dtype).max:g})")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, but got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = check_int("epochs", epochs, minimum=1)
         if isinstance(net.output_activation, Softmax) and net.sizes[-1] == 1:
             raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
                              "output per class, one 'sigmoid' output for two classes, or an 'identity' output with "
@@ -101,8 +99,7 @@ class Trainer(TrainerCheckpoints):
         self.loss_fn = net.check_loss(loss_fn) if loss_fn is not None else default_loss_for(net.output_activation)
         self.target_loss = None if target_loss is None else check_positive_number("target_loss", target_loss,
                                                                                  allow_zero=True)
-        if not isinstance(replacement, bool):
-            raise TypeError(f"replacement must be True or False, but got {replacement!r}")
+        self.replacement = check_bool("replacement", replacement)
         self.seed = check_seed("seed", seed)
         if logger is not None and not all(callable(getattr(logger, m, None)) for m in _LOGGER_METHODS):
             raise TypeError(f"logger must be a tblog.RunLogger (or an object with its methods "
@@ -110,21 +107,18 @@ class Trainer(TrainerCheckpoints):
         self.histogram_every = check_int("histogram_every", histogram_every, minimum=1)
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
         self.checkpoint_path = self._check_checkpoint_path(checkpoint_path)
-        if not isinstance(progress, (bool, str)):
-            raise TypeError(f"progress must be True, False or a label string, but got {type(progress).__name__}: "
-                            f"{progress!r}")
-        self._check_data(data)
-        self.x_train, self.y_train, self.labels_train = self._prepare(data, "train")
-        self.x_test, self.y_test, self.labels_test = self._prepare(data, "test")
+        self.progress = check_progress(progress)
+        check_data(data)
+        place = {"sizes": net.sizes, "dtype": net.dtype, "device": net.device}
+        self.x_train, self.y_train, self.labels_train = prepare_split(data, "train", self.loss_fn, **place)
+        self.x_test, self.y_test, self.labels_test = prepare_split(data, "test", self.loss_fn, **place)
         # The logic gates train and test on the same four samples: evaluate them once an epoch, not twice.
         self._test_is_train = same_split((self.x_train, self.y_train, self.labels_train),
                                          (self.x_test, self.y_test, self.labels_test))
         self._data_device, self._data_dtype = net.device, net.dtype  # where the data lives: the net's place
         self.batch_size = samples_per_update(mode, batch_size, self.x_train.shape[0])
-        self.replacement = replacement
         self.generator = torch.Generator().manual_seed(self.seed)
         self.logger = logger
-        self.progress = progress
         self.history = History(mode=mode)
         self.epoch = 0
         self.updates = 0
@@ -153,25 +147,6 @@ class Trainer(TrainerCheckpoints):
             raise ValueError(f"checkpoint_path {str(path)!r} is a folder; give a file path such as "
                              f"{str(path / 'checkpoint.pt')!r}")
         return path
-
-    @staticmethod
-    def _check_data(data) -> None:
-        names = ("x_train", "y_train", "x_test", "y_test")
-        if not all(isinstance(getattr(data, n, None), Tensor) for n in names):
-            raise TypeError(f"data must be a Dataset (tensors x_train, y_train, x_test, y_test and num_classes), "
-                            f"such as manual_backprop.datasets.load_dataset gives, but got {type(data).__name__}")
-        for split in ("train", "test"):
-            if getattr(data, f"x_{split}").shape[0] == 0:
-                raise ValueError(f"data.x_{split} is empty (0 samples): the {split} split needs at least one sample")
-
-    def _prepare(self, data, split: str):
-        x = getattr(data, f"x_{split}").to(device=self.net.device, dtype=self.net.dtype)
-        y = getattr(data, f"y_{split}").to(self.net.device)
-        x = self.net.check_x(x, finite=True)
-        labels = None if y.is_floating_point() else y
-        y = encode_for(self.loss_fn, y, getattr(data, "num_classes", None), self.net.sizes[-1], self.net.dtype)
-        y = self.net.check_y(y, (x.shape[0], self.net.sizes[-1]), self.loss_fn, finite=True)
-        return x, y, labels
 
     def batches(self) -> list:
         """The index tensors of this epoch's updates, in order, on the net's device (one copy per epoch).
@@ -270,20 +245,20 @@ class Trainer(TrainerCheckpoints):
             metrics = self._record_epoch()  # epoch 0: the initial network
             self._log_epoch(metrics, None, 0)
             self._good_state = [p.clone() for p in self.net.parameters()]
-        bar = self._progress_bar()
         try:
-            while self.epoch < self.epochs and not self.history.stop_reason:
-                self._follow_network()
-                self._run_epoch()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{self.history.train_loss[-1]:.4g}", test=f"{self.history.test_loss[-1]:.4g}")
-                if self.checkpoint_path is not None and (self.epoch % self.checkpoint_every == 0
-                                                         or self.history.stop_reason or self.epoch == self.epochs):
-                    self.save_checkpoint(self.checkpoint_path)
+            with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
+                while self.epoch < self.epochs and not self.history.stop_reason:
+                    self._follow_network()
+                    self._run_epoch()
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{self.history.train_loss[-1]:.4g}",
+                                        test=f"{self.history.test_loss[-1]:.4g}")
+                    if self.checkpoint_path is not None and (self.epoch % self.checkpoint_every == 0
+                                                             or self.history.stop_reason or self.epoch == self.epochs):
+                        self.save_checkpoint(self.checkpoint_path)
             if not self.history.stop_reason:
-                self.history.stop_reason = "max_epochs"
-                self.history.message = f"stopped at the epoch limit ({self.epochs})"
+                self.history.stop_reason, self.history.message = "max_epochs", epoch_limit_message(self.epochs)
         except KeyboardInterrupt:
             self.history.stop_reason = "interrupted"
             self.history.message = f"interrupted by the user during epoch {self.epoch + 1}"
@@ -291,9 +266,6 @@ class Trainer(TrainerCheckpoints):
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
         if self.logger is not None:
             self.logger.log_hparams(self.hparams(), self._final_metrics())
             self.logger.flush()
@@ -321,32 +293,25 @@ class Trainer(TrainerCheckpoints):
         self.updates += len(losses)
         self.epoch += 1
         update_losses = (losses if isinstance(losses, Tensor) else torch.stack(losses)).cpu()  # one read-back
-        finite = torch.isfinite(update_losses)
         metrics = self._record_epoch()
-        if not bool(finite.all()) or not all(math.isfinite(v) for v in metrics.values() if v is not None):
-            self._diverged(update_losses, finite, first_update)
+        if not bool(torch.isfinite(update_losses).all()) or not all(math.isfinite(v) for v in metrics.values()
+                                                                    if v is not None):
+            self._diverged(update_losses, first_update)
             return
         self._good_state = [p.clone() for p in self.net.parameters()]
         self._epoch_start = None  # the epoch is complete: nothing to rewind from here on
         if self.target_loss is not None and self.history.train_loss[-1] <= self.target_loss:
             self.history.stop_reason = "target_loss"
-            self.history.message = (f"reached the target loss {self.target_loss:g} at epoch {self.epoch} "
-                                    f"(train loss {self.history.train_loss[-1]:.6g})")
+            self.history.message = target_message(self.target_loss, self.epoch, self.history.train_loss[-1])
         self._log_epoch(metrics, update_losses, first_update)
 
-    def _diverged(self, update_losses: Tensor, finite: Tensor, first_update: int) -> None:
-        bad = (~finite).nonzero()
-        if bad.numel():
-            where = f"update {first_update + int(bad[0]) + 1} (loss {update_losses[int(bad[0])].item()})"
-        else:
-            where = "the end-of-epoch evaluation"
+    def _diverged(self, update_losses: Tensor, first_update: int) -> None:
+        _, where = first_bad_update(update_losses, first_update)
         epoch = self.epoch
         # The failed epoch is undone, so the history and the parameters end on the last good state.
         self._rewind_unfinished_epoch()
         self.history.stop_reason = "diverged"
-        self.history.message = (f"diverged in epoch {epoch} at {where}: the loss is not finite; "
-                                f"the parameters were restored to the end of epoch {epoch - 1}, the last "
-                                f"good state. Try a smaller learning rate (lr={self.lr:g}).")
+        self.history.message = diverged_message(epoch, self.lr, where)
 
     def _rewind_unfinished_epoch(self) -> None:
         """Undo an epoch that was cut short: parameters, sample-order RNG, counters and history as at its start."""
@@ -379,14 +344,6 @@ class Trainer(TrainerCheckpoints):
                 "activation": ",".join(spec["activation"]) or "none", "output_activation": spec["output_activation"],
                 "loss": self.loss_fn.name, "reduction": self.loss_fn.reduction, "seed": self.seed,
                 "net_seed": spec["seed"] if spec["seed"] is not None else -1, "replacement": self.replacement}
-
-    def _progress_bar(self):
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        label = self.progress if isinstance(self.progress, str) else self.mode
-        return tqdm(total=self.epochs, initial=self.epoch, desc=label, unit="epoch", leave=True, dynamic_ncols=True)
 
 
 def train(net: MLP, data, *, mode: str, lr: float, epochs: int, **kwargs) -> History:
