@@ -168,17 +168,17 @@ def _check_private_file(path: Path) -> None:
                                   "not loading it")
 
 
-def _compile(cc: str, target: Path, header: str) -> None:
-    """cc -O3 -march=native -shared; without -march=native if the compiler refuses it. No -ffast-math and no
-    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and
-    renames, so concurrent processes never see half a file."""
+def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
+    """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py); without -march=native
+    if the compiler refuses it. No -ffast-math and no floating-point contraction: the loop must round as the classes'
+    formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
         for src in _CSRC.glob("*.c"):
             shutil.copyfile(src, build / src.name)
         (build / "kernels.h").write_text(header)
         tmp = build / "out.so"
-        base = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off", str(build / "mlp.c"),
+        base = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off", str(build / main),
                 "-o", str(tmp), "-lm"]
         result = None
         for extra in (["-march=native"], []):
@@ -190,7 +190,7 @@ def _compile(cc: str, target: Path, header: str) -> None:
                 os.chmod(tmp, 0o700)
                 os.replace(tmp, target)
                 return
-        raise FastPathUnavailable(f"{cc} failed to compile mlp.c: {result.stderr.strip()[-2000:]}")
+        raise FastPathUnavailable(f"{cc} failed to compile {main}: {result.stderr.strip()[-2000:]}")
     finally:
         shutil.rmtree(build, ignore_errors=True)
 
