@@ -174,7 +174,7 @@ def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
     formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
-        for src in _CSRC.glob("*.c"):
+        for src in [*_CSRC.glob("*.c"), *_CSRC.glob("*.h")]:  # the sources and the shared headers (vecmath.h)
             shutil.copyfile(src, build / src.name)
         (build / "kernels.h").write_text(header)
         tmp = build / "out.so"
