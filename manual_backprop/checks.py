@@ -70,12 +70,14 @@ def check_input(name: str, x, *, n_features: int, dtype: torch.dtype, device: to
     return x
 
 
-def check_int(name: str, value, *, minimum: int) -> int:
-    """An int (not a bool) that is at least ``minimum``."""
+def check_int(name: str, value, *, minimum: int, note: str = "") -> int:
+    """An int (not a bool) that is at least ``minimum``; ``note`` follows the rule in the error ("(or None for the
+    default)", say)."""
+    note = f" {note}" if note else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, but got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{name} must be an int{note}, but got {type(value).__name__}: {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, but got {value}")
+        raise ValueError(f"{name} must be an int >= {minimum}{note}, but got {value}")
     return int(value)
 
 
@@ -100,10 +102,7 @@ def check_seeds(name: str, seeds) -> list:
     seeds = list(seeds)
     if not seeds:
         raise ValueError(f"{name} must hold at least one seed (one per member), but got an empty list")
-    for i, s in enumerate(seeds):
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"{name}[{i}] must be a non-negative int, but got {s!r}")
-    return [int(s) for s in seeds]
+    return [check_seed(f"{name}[{i}]", s) for i, s in enumerate(seeds)]
 
 
 def resolve_dtype(dtype) -> torch.dtype:
@@ -136,10 +135,14 @@ def resolve_device(device) -> torch.device:
 _SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 
 
-def check_seed(name: str, seed) -> int:
-    """A seed for torch.Generator: an int in [0, 2**63 - 1]."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, but got {type(seed).__name__}: {seed!r}")
+def check_seed(name: str, seed, *, allow_none: bool = False):
+    """A seed for torch.Generator: an int in [0, 2**63 - 1] (or None, where ``allow_none`` says so). The one seed
+    rule: the weights', the sample orders', the datasets' and the single-layer rules' seeds all pass through it."""
+    if seed is None and allow_none:
+        return None
+    none = " or None" if allow_none else ""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int{none}, but got {type(seed).__name__}: {seed!r}")
     if not 0 <= seed <= _SEED_MAX:
-        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], but got {seed}")
-    return seed
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 1]{none}, but got {seed}")
+    return int(seed)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .activations import Activation, Sigmoid, Softmax
+from .checks import check_bool
 
 __all__ = ["Loss", "SquaredError", "CrossEntropy", "BinaryCrossEntropy", "LOSSES", "REDUCTIONS", "get_loss"]
 
@@ -110,9 +111,7 @@ class SquaredError(Loss):
 
     def __init__(self, reduction: str = "mean", half: bool = False):
         super().__init__(reduction)
-        if not isinstance(half, bool):
-            raise TypeError(f"half must be True or False, but got {half!r}")
-        self.half = half
+        self.half = check_bool("half", half)
 
     def scale(self, batch: int, n_out: int) -> float:
         return super().scale(batch, n_out) * (0.5 if self.half else 1.0)

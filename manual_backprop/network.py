@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 
 from .activations import Activation, resolve_activations
-from .checks import (check_finite, check_input, check_positive_number, check_sizes, check_tensor_like, resolve_device,
-                     resolve_dtype)
+from .checks import (check_bool, check_finite, check_input, check_positive_number, check_seed, check_sizes,
+                     check_tensor_like, resolve_device, resolve_dtype)
 from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
 from .parameter_state import ParameterState
@@ -183,8 +183,7 @@ def resolve_architecture(sizes, activation, output_activation, bias, init, init_
     """The checked architecture of an MLP (and of a Population, whose members share it): sizes,
     activation_functions, bias, dtype, device, init, bias_init, init_scale."""
     sizes = check_sizes(sizes)
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be True or False, but got {bias!r}")
+    check_bool("bias", bias)
     init, bias_init = resolve_init(init, bias_init)
     return {"sizes": sizes, "activation_functions": resolve_activations(sizes, activation, output_activation),
             "bias": bias, "dtype": resolve_dtype(dtype), "device": resolve_device(device), "init": init,
@@ -230,10 +229,9 @@ class MLP(ParameterState):
     ):
         vars(self).update(resolve_architecture(sizes, activation, output_activation, bias, init, init_scale,
                                                bias_init, dtype, device))
+        seed = check_seed("seed", seed, allow_none=True)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be an int in [0, 2**63 - 1] or None, but got {seed!r}")
         self.seed = seed
         weights, biases = initial_parameters(
             self.sizes, init=self.init, bias_init=self.bias_init, scale=self.init_scale, seed=seed, bias=bias

@@ -52,6 +52,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .checks import check_int
 from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SquaredError
 from .network import Gradients, backward_phase, bias_gradient, forward_phase, net_input, weight_gradient
@@ -140,8 +141,7 @@ def gradient_noise(net, x: Tensor, y: Tensor, loss_fn=None, *, correction: int =
     / (B - correction), clamped at 0 against rounding. This one-pass formula loses relative accuracy where the
     variance is tiny next to G^2 (all samples agreeing); near a minimum, where G is small, it is accurate.
     """
-    if isinstance(correction, bool) or not isinstance(correction, int) or correction < 0:
-        raise ValueError(f"correction must be an int >= 0, but got {correction!r}")
+    check_int("correction", correction, minimum=0)
     loss_fn, cache, _, grads = _phases(net, x, y, loss_fn)
     batch, n_out = cache.output.shape[-2:]
     if batch - correction <= 0:

@@ -13,13 +13,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..checks import resolve_dtype
+from ..checks import check_int, check_seed, resolve_dtype
 from .csv_file import load_csv
 from .dataset import Dataset
 from .generated import make_blobs, make_circles, make_gate, make_moons, make_spirals, make_xor_noisy
 from .npz_file import load_npz
 from .packaged import MNIST1D_OPTIONS, make_digits, make_mnist1d
-from .splitting import check_fraction, check_seed, finish_dataset
+from .splitting import check_fraction, finish_dataset
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def load_dataset(
         )
     key = name.lower()
     spec = _SPECS[key]
-    seed = check_seed(seed)
+    seed = check_seed("seed", seed)
     test_fraction = check_fraction(test_fraction)
     dtype = resolve_dtype(dtype)
     if standardize is None:
@@ -134,9 +134,7 @@ def load_dataset(
 
 
 def _check_n_samples(n_samples, minimum: int) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < minimum:
-        raise ValueError(f"n_samples must be an int >= {minimum} (or None for the default), but got {n_samples!r}")
-    return int(n_samples)
+    return check_int("n_samples", n_samples, minimum=minimum, note="(or None for the default)")
 
 
 def _check_noise(noise) -> float:

@@ -6,14 +6,13 @@ Targets are class indices (int64, shape (N,)) for classification and float colum
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..checks import resolve_dtype
+from ..checks import check_int, resolve_dtype
 
 ENCODINGS = ("index", "onehot", "binary")
 
@@ -62,11 +61,8 @@ class Dataset:
             raise ValueError(
                 f"x_test must have the {self.x_train.shape[1]} features of x_train, but got {self.x_test.shape[1]}"
             )
-        if self.num_classes is not None and (
-            isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral)
-            or self.num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int or None, but got {self.num_classes!r}")
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, minimum=1, note="or None")
 
     @property
     def n_features(self) -> int:
@@ -126,8 +122,7 @@ def encode_targets(y: Tensor, num_classes: int, encoding: str, dtype: torch.dtyp
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, but got {encoding!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, but got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=1)
     if not isinstance(y, Tensor) or y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         got = f"shape {tuple(y.shape)}, dtype {y.dtype}" if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y must be a 1-D integer tensor of class indices, but got {got}")

@@ -15,6 +15,7 @@ import numbers
 
 import torch
 
+from ..checks import check_int
 from .splitting import train_test_split
 
 _GATES = {
@@ -97,10 +98,8 @@ def make_spirals(n_samples, noise, seed, test_fraction, turns=1.5):
 
 
 def make_blobs(n_samples, noise, seed, test_fraction, num_classes=3, n_features=2):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, but got {num_classes!r}")
-    if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral) or n_features < 2:
-        raise ValueError(f"n_features must be an int >= 2, but got {n_features!r}")
+    check_int("num_classes", num_classes, minimum=2)
+    check_int("n_features", n_features, minimum=2)
     if n_samples < 2 * num_classes:
         raise ValueError(
             f"n_samples must be at least 2 * num_classes = {2 * num_classes} for 'blobs', but got {n_samples}"

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..checks import check_seed
 from .dataset import Dataset
 
 
@@ -30,7 +31,7 @@ def train_test_split(x: Tensor, y: Tensor, test_fraction: float, seed: int, *, s
     if x.shape[:1] != y.shape[:1]:
         raise ValueError(f"x and y must have the same number of rows, but got {x.shape[0]} and {y.shape[0]}")
     test_fraction = check_fraction(test_fraction)
-    seed = check_seed(seed)
+    seed = check_seed("seed", seed)
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"x must have at least 2 rows to split into train and test, but got {n}")
@@ -138,14 +139,6 @@ def split_indices(y: Tensor, n_test: int, generator: torch.Generator, stratify: 
     train_idx = train_idx[torch.randperm(train_idx.shape[0], generator=generator)]
     test_idx = test_idx[torch.randperm(test_idx.shape[0], generator=generator)]
     return train_idx, test_idx
-
-
-def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, but got {seed!r}")
-    if seed > 2 ** 63 - 1:  # torch.Generator.manual_seed takes 64 bits
-        raise ValueError(f"seed must be a non-negative int of at most 64 bits (<= 2**63 - 1), but got {seed!r}")
-    return int(seed)
 
 
 def check_fraction(test_fraction) -> float:

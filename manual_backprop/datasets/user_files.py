@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks import resolve_dtype
+from ..checks import check_bool, check_seed, resolve_dtype
 from .dataset import Dataset
-from .splitting import check_fraction, check_seed, finish_dataset, train_test_split
+from .splitting import check_fraction, finish_dataset, train_test_split
 
 _TASKS = ("auto", "classification", "regression")
 
@@ -23,10 +23,9 @@ def dataset_from_arrays(name, x, y, classes, x_test, y_test, test_fraction, seed
     ``columns[j]`` names feature j as the file does and ``target`` the target, for errors about the final tensors.
     """
     test_fraction = check_fraction(test_fraction)
-    seed = check_seed(seed)
+    seed = check_seed("seed", seed)
     dtype = resolve_dtype(dtype)
-    if not isinstance(standardize, bool):
-        raise ValueError(f"standardize must be True or False, but got {standardize!r}")
+    check_bool("standardize", standardize)
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.int64 if classes is not None else torch.float64)
     if x_test is None:

@@ -9,6 +9,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from ..checks import check_bool
 from ..network import Gradients
 
 __all__ = ["Optimizer", "Number"]
@@ -46,8 +47,8 @@ class Optimizer:
         if key in type(self)._numeric:
             value = self._check_number(key, value)
             self._zero[key] = not any(_plain(value)) if isinstance(value, Tensor) else value == 0
-        elif key in type(self)._flags and not isinstance(value, bool):
-            raise TypeError(f"{key} must be True or False, but got {value!r}")
+        elif key in type(self)._flags:
+            check_bool(key, value)
         object.__setattr__(self, key, value)
 
     def _check_number(self, key: str, value) -> Number:

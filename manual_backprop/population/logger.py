@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from .history import PopulationHistory
 
 __all__ = ["PopulationLogger"]
@@ -37,15 +38,11 @@ class PopulationLogger:
 
     def __init__(self, logdir, experiment: str, run: str, *, groups: Optional[dict] = None, member_runs: int = 16,
                  log_every: int = 1, dashboard=None, enabled: bool = True):
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ValueError(f"log_every must be an int >= 1, but got {log_every!r}")
-        self.log_every = log_every
+        self.log_every = check_int("log_every", log_every, minimum=1)
         self._last_logged: Optional[int] = None
         self.logdir, self.experiment, self.run = logdir, experiment, run
         self.groups = None if groups is None else {str(k): list(v) for k, v in groups.items()}
-        if isinstance(member_runs, bool) or not isinstance(member_runs, int) or member_runs < 0:
-            raise ValueError(f"member_runs must be an int >= 0, but got {member_runs!r}")
-        self.member_runs = member_runs
+        self.member_runs = check_int("member_runs", member_runs, minimum=0)
         self.enabled = enabled
         self.dashboard = dashboard
         self._group_loggers: dict = {}

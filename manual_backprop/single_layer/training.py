@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..checks import check_bool, check_choice, check_int, check_positive_number
+from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seed
 from ..modes import online_order
 from ..training.loop import diverged_message, epoch_limit_message
 from .units import LinearUnit, Perceptron, check_data
@@ -141,7 +141,7 @@ def _train(rule, x, y, *, mode, lr, epochs, seed, shuffle, init, init_scale, bia
     check_choice("mode", mode, SINGLE_LAYER_MODES)
     lr = check_positive_number("lr", lr)
     epochs = check_int("epochs", epochs, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     image_every = check_int("image_every", image_every, minimum=1)
     check_bool("shuffle", shuffle)
     cls = Perceptron if rule == "perceptron" else LinearUnit

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..checks import check_int
+from ..checks import check_bool, check_int
 from .dashboard import Dashboard, hparam_value, layout_summary
 from ..checkpoint import PathLike
 from .decision_boundary import decision_boundary_image, grid_predict_fn
@@ -91,9 +91,7 @@ class RunLogger:
             raise TypeError(f"dashboard must be a tblog.Dashboard or None, but got {type(dashboard).__name__}")
         if run_hparams is not None and not isinstance(run_hparams, dict):
             raise TypeError(f"run_hparams must be a dict or None, but got {type(run_hparams).__name__}")
-        if not isinstance(enabled, bool):
-            raise TypeError(f"enabled must be True or False, but got {enabled!r}")
-        self.enabled = enabled
+        self.enabled = check_bool("enabled", enabled)
         self.samples_per_epoch = samples_per_epoch
         self.dashboard = dashboard
         self.run_hparams = dict(run_hparams or {})

@@ -403,8 +403,10 @@ def test_bad_arguments_say_what_must_hold():
     data = load_dataset("xor", dtype=F64)
     with pytest.raises(ValueError, match="at least one seed"):
         Population([2, 2, 1], seeds=[])
-    with pytest.raises(ValueError, match=r"seeds\[1\] must be a non-negative int"):
+    with pytest.raises(ValueError, match=r"seeds\[1\] must be an int in \[0, 2\*\*63 - 1\], but got -1"):
         Population([2, 2, 1], seeds=[0, -1])
+    with pytest.raises(ValueError, match=r"seeds\[0\] must be an int in \[0, 2\*\*63 - 1\], but got 2361"):
+        Population([2, 2, 1], seeds=[2 ** 71])  # torch's generator takes 64 bits
     pop = Population([2, 2, 1], seeds=[0, 1, 2], dtype=F64)
     with pytest.raises(ValueError, match="one per member"):
         PopulationTrainer(pop, data, mode="online", lr=[0.1, 0.2], epochs=1)
