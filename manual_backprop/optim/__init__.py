@@ -25,15 +25,13 @@ where a single run's is a scalar argument). This is what torch.func's model ense
 Left out: maximize, foreach/fused kernels, parameter groups, closures and learning-rate schedulers (change
 ``opt.lr`` between steps).
 
-The package: base.py (Optimizer, settings and state), algorithms.py (SGD, Adam, AdamW), hooks.py (what
-Trainer and PopulationTrainer call).
+A trainer given no optimizer holds ``PlainGradientDescent`` (network.update with its lr), so a training loop asks
+the same of every optimizer: ``update``, ``state_dict``/``load_state_dict`` and its checkpoint entry.
 """
 
 from .algorithms import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 from .base import Optimizer
-from .hooks import (apply_step, attach_optimizer, check_optimizer_checkpoint, load_optimizer_checkpoint,
-                    optimizer_checkpoint, optimizer_snapshot, restore_optimizer)
+from .hooks import PlainGradientDescent, attach_optimizer
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "OPTIMIZERS", "apply_step", "attach_optimizer",
-           "optimizer_snapshot", "restore_optimizer", "optimizer_checkpoint", "check_optimizer_checkpoint",
-           "load_optimizer_checkpoint"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "OPTIMIZERS", "PlainGradientDescent",
+           "attach_optimizer"]

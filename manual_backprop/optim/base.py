@@ -128,6 +128,11 @@ class Optimizer:
     def _update(self, i: int, p: Tensor, g: Tensor, state: dict) -> None:
         raise NotImplementedError
 
+    def update(self, weights, biases, grads, lr, members: "Tensor | None" = None) -> None:
+        """A training loop's one update, as it calls PlainGradientDescent's: ``step`` (the weights, biases and lr
+        are this optimizer's network's and its own; the loop's are there for the plain update)."""
+        self.step(grads) if members is None else self.step(grads, members=members)
+
     # ------------------------------------------------------------------ state
     def _group(self) -> dict:
         raise NotImplementedError
@@ -193,6 +198,30 @@ class Optimizer:
             return
         self.state = new_state
 
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_entry(self) -> dict:
+        """What a checkpoint holds of the optimizer: its settings and its state dict."""
+        return {"settings": self.settings(), "state": self.state_dict()}
+
+    def check_checkpoint_entry(self, saved) -> None:
+        """Raise ValueError unless a checkpoint's optimizer entry fits this run: the same optimizer with the same
+        settings, the learning rate aside (a resume may change lr, as a plain Trainer's may), and a state that fits
+        the network. Changes nothing."""
+        if saved is None:
+            raise ValueError(f"the checkpoint was written with no optimizer (plain SGD), but this run has {self!r}")
+        theirs = _saved_settings(saved)
+        if {**saved["settings"], "lr": None} != {**self.settings(), "lr": None}:
+            raise ValueError(f"the checkpoint was written with optimizer {theirs}, but this run has {self!r}")
+        self.load_state_dict(saved["state"], check_only=True)
+
+    def load_checkpoint_entry(self, saved) -> None:
+        """Resume from a checkpoint entry that ``check_checkpoint_entry`` accepts (it is called first); this run's
+        learning rate stays."""
+        self.check_checkpoint_entry(saved)
+        lr = self.lr
+        self.load_state_dict(saved["state"])
+        self.lr = lr
+
     def _put_back(self, settings: dict) -> None:
         for k, v in settings.items():
             object.__setattr__(self, k, v)
@@ -202,6 +231,14 @@ class Optimizer:
     def _set_group(self, group: dict) -> None:
         for key, value in group.items():
             setattr(self, key, value)
+
+
+def _saved_settings(saved) -> str:
+    """A checkpoint's optimizer entry's settings in words ("name='adam', lr=0.001, ..."), or ValueError if the entry
+    is damaged."""
+    if not isinstance(saved, dict) or set(saved) != {"settings", "state"} or not isinstance(saved["settings"], dict):
+        raise ValueError("the checkpoint's optimizer entry is damaged: it must hold 'settings' and 'state'")
+    return ", ".join(f"{k}={v!r}" for k, v in saved["settings"].items())
 
 
 def _in_parameter_order(grads, bias: bool) -> list:

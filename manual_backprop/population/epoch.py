@@ -14,7 +14,6 @@ from torch import Tensor
 
 from ..losses import Loss
 from ..network import backward_phase, forward_phase
-from ..optim import apply_step
 from .stack import Population, member_accuracy
 
 __all__ = ["EpochFunction", "evaluate_members"]
@@ -37,9 +36,9 @@ class EpochFunction:
     """
 
     def __init__(self, population: Population, loss_fn: Loss, lr: Tensor, chunks: list, evals: dict,
-                 target_loss: Optional[float], optimizer=None):
+                 target_loss: Optional[float], optimizer):
         self.functions = population.activation_functions
-        self.optimizer = optimizer  # None: plain gradient descent with lr * active
+        self.optimizer = optimizer  # PlainGradientDescent: network.update with lr * active
         self.bias = population.bias
         self.loss_fn, self.lr, self.chunks, self.evals = loss_fn, lr, chunks, evals
         self.target_loss = target_loss
@@ -53,7 +52,7 @@ class EpochFunction:
             cache = forward_phase(weights, biases, fs, x)
             losses.append(loss_fn.value(cache.logits, cache.output, y))  # (K,)
             grads = backward_phase(weights, fs, cache, y, loss_fn, bias=self.bias)
-            apply_step(self.optimizer, weights, biases, grads, lr, active)  # a frozen member does not move
+            self.optimizer.update(weights, biases, grads, lr, active)  # a frozen member does not move
         update_losses = torch.stack(losses)  # (T, K)
         figures = []
         for split in ("train", "test"):

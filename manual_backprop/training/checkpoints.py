@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..optim import check_optimizer_checkpoint, load_optimizer_checkpoint, optimizer_checkpoint
 from .history import History
 
 __all__ = ["TrainerCheckpoints"]
@@ -29,7 +28,7 @@ class TrainerCheckpoints:
             "seed": self.seed, "epoch": self.epoch, "updates": self.updates, "train_seconds": self.train_seconds,
             "generator": self.generator.get_state(), "history": self.history.to_dict(),
             "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
-            "loss": self.loss_fn.spec(), "optimizer": optimizer_checkpoint(self.optimizer),
+            "loss": self.loss_fn.spec(), "optimizer": self.optimizer.checkpoint_entry(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -67,11 +66,11 @@ class TrainerCheckpoints:
             if not isinstance(good, list) or len(good) != len(own) or not all(
                     isinstance(g, Tensor) and g.shape == p.shape for g, p in zip(good, own)):
                 raise ValueError("checkpoint's good_state does not fit the network's parameters")
-        check_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
+        self.optimizer.check_checkpoint_entry(state.get("optimizer"))
         self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
         self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
         self.generator.set_state(generator)
-        load_optimizer_checkpoint(self.optimizer, state.get("optimizer"))
+        self.optimizer.load_checkpoint_entry(state.get("optimizer"))
         self.history = history
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one

@@ -40,7 +40,7 @@ from .history import Diverged, History, accuracy, same_split
 from .checkpoints import TrainerCheckpoints
 from .loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message, first_bad_update,
                    prepare_split, target_message)
-from ..optim import apply_step, attach_optimizer, optimizer_snapshot, restore_optimizer
+from ..optim import attach_optimizer
 
 __all__ = ["Trainer", "train"]
 
@@ -166,7 +166,7 @@ class Trainer(TrainerCheckpoints):
         x = self.x_train if idx is None else self.x_train.index_select(0, idx)
         y = self.y_train if idx is None else self.y_train.index_select(0, idx)
         loss, grads = loss_and_gradients(self.net, x, y, self.loss_fn)
-        apply_step(self.optimizer, self.net.weights, self.net.biases, grads, self.lr)  # network.update without one
+        self.optimizer.update(self.net.weights, self.net.biases, grads, self.lr)  # network.update, or its step
         self.last_grads = grads  # for the gradient histograms
         return loss
 
@@ -278,7 +278,7 @@ class Trainer(TrainerCheckpoints):
         # Where this epoch starts: Ctrl-C before the epoch is complete rewinds to it, so a resumed run redoes it.
         self._epoch_start = (self.generator.get_state(), self.epoch, self.updates, self.train_seconds,
                              len(self.history.epoch))
-        self._optimizer_start = optimizer_snapshot(self.optimizer)
+        self._optimizer_start = self.optimizer.state_dict()
         losses = []
         start = time.perf_counter()
         with torch.no_grad():
@@ -320,7 +320,7 @@ class Trainer(TrainerCheckpoints):
         generator_state, self.epoch, self.updates, self.train_seconds, n_records = self._epoch_start
         self.generator.set_state(generator_state)
         self._restore_good_state()
-        restore_optimizer(self.optimizer, self._optimizer_start)
+        self.optimizer.load_state_dict(self._optimizer_start)
         for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
             del getattr(self.history, name)[n_records:]
         self._epoch_start = None

@@ -302,31 +302,30 @@ def test_per_member_settings_need_one_number_per_member():
 
 
 # ---------------------------------------------------------------------------------------------------- training loops
-def test_apply_step_without_an_optimizer_is_the_plain_update():
-    from manual_backprop.optim import apply_step
+def test_no_optimizer_is_the_plain_update():
+    from manual_backprop.optim import attach_optimizer
 
     a, b = make_net("cpu"), make_net("cpu")
     x, y = make_problem("cpu")
+    plain = attach_optimizer(None, a, 0.2, False)[0]  # what a Trainer given no optimizer holds
     for _ in range(5):
-        apply_step(None, a.weights, a.biases, a.loss_and_grads(x, y, "cross_entropy")[1], 0.2)
+        plain.update(a.weights, a.biases, a.loss_and_grads(x, y, "cross_entropy")[1], 0.2)
         b.step(b.loss_and_grads(x, y, "cross_entropy")[1], lr=0.2)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 def test_snapshot_and_restore_rewind_exactly():
-    from manual_backprop.optim import apply_step, optimizer_snapshot, restore_optimizer
-
     net = make_net("cpu")
     opt = Adam(net, lr=1e-2, amsgrad=True)
     x, y = make_problem("cpu")
     for _ in range(3):
-        apply_step(opt, net.weights, net.biases, net.loss_and_grads(x, y, "cross_entropy")[1], None)
-    params, snapshot = [p.clone() for p in net.parameters()], optimizer_snapshot(opt)
+        opt.update(net.weights, net.biases, net.loss_and_grads(x, y, "cross_entropy")[1], None)
+    params, snapshot = [p.clone() for p in net.parameters()], opt.state_dict()
     for _ in range(4):  # an epoch cut short
         opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
     for p, saved in zip(net.parameters(), params):
         p.copy_(saved)
-    restore_optimizer(opt, snapshot)
+    opt.load_state_dict(snapshot)
     for _ in range(4):
         opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
     straight = make_net("cpu")
@@ -337,30 +336,33 @@ def test_snapshot_and_restore_rewind_exactly():
 
 
 def test_checkpoints_refuse_another_optimizer_or_settings(tmp_path):
-    from manual_backprop.optim import load_optimizer_checkpoint, optimizer_checkpoint
+    from manual_backprop.optim import PlainGradientDescent
 
     net = make_net("cpu")
     opt = AdamW(net, lr=1e-2)
     opt.step(net.loss_and_grads(*make_problem("cpu"), "cross_entropy")[1])
-    torch.save(optimizer_checkpoint(opt), tmp_path / "opt.pt")
+    torch.save(opt.checkpoint_entry(), tmp_path / "opt.pt")
     saved = torch.load(tmp_path / "opt.pt", weights_only=True)
     same = AdamW(net, lr=1e-2)
-    load_optimizer_checkpoint(same, saved)
+    same.load_checkpoint_entry(saved)
     assert torch.equal(same.state[0]["exp_avg"], opt.state[0]["exp_avg"])
     with pytest.raises(ValueError, match="written with optimizer name='adamw', lr=0.01.*but this run has AdamW\\(lr=0.01, be"
                                          "tas=\\[0.9, 0.99\\]"):
-        load_optimizer_checkpoint(AdamW(net, lr=1e-2, betas=(0.9, 0.99)), saved)
+        AdamW(net, lr=1e-2, betas=(0.9, 0.99)).load_checkpoint_entry(saved)
     other_lr = AdamW(net, lr=2e-2)  # a resume may change the learning rate, as a plain Trainer's may
-    load_optimizer_checkpoint(other_lr, saved)
+    other_lr.load_checkpoint_entry(saved)
     assert other_lr.lr == 2e-2 and torch.equal(other_lr.state[0]["exp_avg"], opt.state[0]["exp_avg"])
     with pytest.raises(ValueError, match="but this run has no optimizer \\(plain SGD\\)"):
-        load_optimizer_checkpoint(None, saved)
+        PlainGradientDescent().load_checkpoint_entry(saved)
     with pytest.raises(ValueError, match="written with no optimizer \\(plain SGD\\), but this run has SGD"):
-        load_optimizer_checkpoint(SGD(net, lr=0.1), None)
-    load_optimizer_checkpoint(None, None)
+        SGD(net, lr=0.1).load_checkpoint_entry(None)
+    assert PlainGradientDescent().checkpoint_entry() is None  # the entry checkpoints have always held for plain SGD
+    PlainGradientDescent().load_checkpoint_entry(None)
     untouched = Adam(net, lr=0.5)
     with pytest.raises(ValueError, match="damaged"):
-        load_optimizer_checkpoint(untouched, {"state": {}})
+        untouched.load_checkpoint_entry({"state": {}})
+    with pytest.raises(ValueError, match="damaged"):
+        PlainGradientDescent().load_checkpoint_entry({"state": {}})
     assert untouched.lr == 0.5 and not untouched.state
 
 
@@ -369,7 +371,8 @@ def test_attach_optimizer_to_a_trainer():
 
     net, other = make_net("cpu"), make_net("cpu")
     opt = Adam(net, lr=1e-3)
-    assert attach_optimizer(None, net, 0.5, "auto") == (None, 0.5, "auto")
+    plain, lr, fast = attach_optimizer(None, net, 0.5, "auto")
+    assert type(plain).__name__ == "PlainGradientDescent" and (lr, fast) == (0.5, "auto")
     assert attach_optimizer(opt, net, None, "auto") == (opt, 1e-3, False)
     assert attach_optimizer(opt, net, 1e-3, False) == (opt, 1e-3, False)
     with pytest.raises(ValueError, match="optimizer steps another network"):
@@ -487,8 +490,6 @@ def test_trainer_refuses_a_resume_with_another_optimizer(tmp_path):
 def test_members_mask_leaves_frozen_members_where_they_are():
     """PopulationTrainer freezes members (target reached, diverged): a masked member keeps its parameters, even where
     its gradient is NaN, and the others make the update they make without the mask."""
-    from manual_backprop.optim import apply_step
-
     def pop():
         return Population(SIZES, activation="tanh", output_activation="softmax", bias_init="uniform",
                           seeds=[1, 2, 3], dtype=F64)
@@ -502,7 +503,7 @@ def test_members_mask_leaves_frozen_members_where_they_are():
         _, grads = masked.loss_and_grads(x, y, "cross_entropy")
         for g in grads.weights:
             g[1] = float("nan")  # a diverged member's gradient
-        apply_step(opt_masked, masked.weights, masked.biases, grads, None, members=active)
+        opt_masked.update(masked.weights, masked.biases, grads, None, members=active)
         opt_free.step(free.loss_and_grads(x, y, "cross_entropy")[1])
     for j, (p, q, f) in enumerate(zip(masked.parameters(), free.parameters(), frozen)):
         assert torch.equal(p[1], f), f"parameter {j}: the frozen member moved"
