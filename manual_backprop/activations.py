@@ -176,7 +176,8 @@ class ReLU(Activation):
     c_forward = "v > 0 ? v : (v != v ? v : (REAL)0)"  # NaN stays NaN, as in torch.relu
 
     def forward_(self, z: Tensor, out: Tensor) -> None:
-        torch.relu(z, out=out) if out is not z else z.relu_()
+        # torch.relu takes no out=; relu is clamp_min(z, 0) in aten, the same values (NaN kept, -0 kept)
+        torch.clamp_min(z, 0, out=out) if out is not z else z.relu_()
 
     def backward_(self, x: Tensor, g: Tensor, scratch: tuple) -> None:
         # x <= 0 ? 0 : g, masked_fill's values in one vectorised pass (masked_fill_ is not vectorised)

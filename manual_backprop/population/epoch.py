@@ -16,7 +16,7 @@ from ..losses import Loss
 from ..network import backward_phase, forward_phase
 from .stack import Population, member_accuracy
 
-__all__ = ["EpochFunction", "evaluate_members"]
+__all__ = ["EpochFunction", "evaluate_members", "compile_epoch"]
 
 
 def evaluate_members(weights, biases, functions, loss_fn: Loss, x: Tensor, y: Tensor, labels):
@@ -75,3 +75,40 @@ class EpochFunction:
             reached = torch.zeros_like(ok)
         active.copy_(ok & ~reached)
         return update_losses, figures, ok, reached
+
+
+def compile_epoch(fn: EpochFunction):
+    """torch.compile of one population's epoch, on a code object of its own, that never runs uncompiled unsaid.
+
+    Dynamo keeps its compiled graphs on the code object it compiles and, past ``recompile_limit`` (8) graphs on
+    one code object, silently runs the function eagerly. Every compiled population would otherwise share one code
+    object (Dynamo's wrapper of a callable object), so the 9th architecture, dtype or size of a process ran
+    uncompiled while reported as compiled (issue 22). A private copy of the code per population holds only that
+    population's graph, and goes with it; should the limit still be hit, the call says so in one line.
+    """
+    import types
+
+    def epoch(weights, biases, good_w, good_b, active, xs, ys):
+        return fn(weights, biases, good_w, good_b, active, xs, ys)
+
+    own = types.FunctionType(epoch.__code__.replace(), epoch.__globals__, "population_epoch", None,
+                             epoch.__closure__)
+    compiled = torch.compile(own, dynamic=False)
+    compiled_once = []
+
+    def call(*args):
+        if compiled_once:  # shapes and strides stay the same every epoch: compiled once, replayed after
+            return compiled(*args)
+        import torch._dynamo
+
+        try:
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                out = compiled(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as err:
+            raise RuntimeError(f"engine 'compiled': torch.compile hit Dynamo's recompile_limit "
+                               f"({torch._dynamo.config.recompile_limit}) and would run this epoch uncompiled; "
+                               f"use engine='eager', or raise torch._dynamo.config.recompile_limit") from err
+        compiled_once.append(True)
+        return out
+
+    return call

@@ -26,7 +26,7 @@ from ..training.loop import (check_data, check_progress, diverged_message, epoch
                              first_bad_update, prepare_split, target_message)
 from .history import PopulationHistory
 from .logger import PopulationLogger
-from .epoch import EpochFunction, evaluate_members
+from .epoch import EpochFunction, compile_epoch, evaluate_members
 from .stack import Population
 
 __all__ = ["PopulationTrainer", "ENGINES", "COMPILED_MAX_UPDATES"]
@@ -127,7 +127,7 @@ class PopulationTrainer:
                                   self.optimizer)
         self._call = self._fn
         if engine == "compiled":
-            self._call = torch.compile(self._fn, dynamic=False)
+            self._call = compile_epoch(self._fn)  # its own code object: never silently eager (issue 22)
         self._graph, self._graph_bound_to = None, None
         self._pending: list = []  # gathered epochs not yet trained: (xs, ys)
         self.train_seconds = 0.0
@@ -252,9 +252,15 @@ class PopulationTrainer:
 
     # ------------------------------------------------------------------ CUDA graphs
     def _graph_key(self, xs: Tensor, ys: Tensor) -> tuple:
-        """What a captured graph is bound to: every state tensor's address, and the inputs' shapes and strides."""
-        state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active]
-        return (tuple(t.data_ptr() for t in state), tuple(xs.shape), xs.stride(), tuple(ys.shape), ys.stride())
+        """What a captured graph is bound to: the address, shape and stride of every tensor it reads or writes (the
+        state, the learning rates, the evaluation splits, and in batch mode the inputs themselves, which it reads in
+        place), and the inputs' shapes and strides."""
+        state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active, self._fn.lr]
+        state += [t for split in self._fn.evals.values() if split is not None for t in split if t is not None]
+        if self.orders is None:
+            state += [xs, ys]
+        return (tuple((t.data_ptr(), tuple(t.shape), t.stride()) for t in state), tuple(xs.shape), xs.stride(),
+                tuple(ys.shape), ys.stride())
 
     def _replay(self, xs: Tensor, ys: Tensor):
         with torch.cuda.device(self.pop.device):  # capture and replay on the population's device, not the current one
