@@ -160,6 +160,8 @@ def init_distributed(device: Union[str, torch.device] = "auto", *, init_method: 
     device = _rank_device(device, local_rank)
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        _check_one_gpu_per_rank()
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives and broadcast_object_list use the current device
     dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size,
@@ -192,6 +194,19 @@ def _rank_device(device, local_rank: int) -> torch.device:
                          f"start at most that many processes per node, or show each rank one GPU "
                          f"(CUDA_VISIBLE_DEVICES)")
     return resolve_device(f"cuda:{local_rank}")
+
+
+def _check_one_gpu_per_rank() -> None:
+    """NCCL needs a GPU of its own for every rank of a node: refuse (one line) where this node's ranks outnumber
+    the GPUs they all see. A process that sees one GPU takes cuda:0 whatever its LOCAL_RANK, which is right where a
+    launcher hides the others (CUDA_VISIBLE_DEVICES per task) and wrong where every rank sees the same single GPU:
+    NCCL then refuses or hangs (issue 22)."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    count = torch.cuda.device_count()
+    if local_world > count and (count > 1 or "CUDA_VISIBLE_DEVICES" not in os.environ):
+        raise ValueError(f"nccl needs one GPU per rank, but this node starts {local_world} ranks "
+                         f"(LOCAL_WORLD_SIZE) and they all see {count} GPU{'s' if count != 1 else ''}; start at most "
+                         f"{count} per node (torchrun --nproc_per_node={count}), or use --device cpu (gloo)")
 
 
 def from_rank0(obj):

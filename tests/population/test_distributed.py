@@ -497,3 +497,46 @@ def test_rank_device_takes_the_one_visible_gpu_and_refuses_a_missing_one(monkeyp
     assert distributed._rank_device("cuda", 1) == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="LOCAL_RANK 3 needs GPU cuda:3, but this process sees 2 GPUs"):
         distributed._rank_device("cuda", 3)
+
+
+# ---------------------------------------------------------------------------------------------- one GPU per rank
+def _gpus(monkeypatch, count, local_world, visible=None):
+    """Simulate a node: ``count`` GPUs seen by this process, ``local_world`` ranks on it (as torchrun sets)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    monkeypatch.setenv("LOCAL_RANK", "1" if local_world > 1 else "0")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+
+def test_two_nccl_ranks_on_one_visible_gpu_are_refused_in_one_line(monkeypatch, tmp_path):
+    """torchrun --nproc_per_node=2 on a one-GPU machine: both ranks would take cuda:0, which NCCL refuses or hangs
+    on (issue 22); it is refused before any process group or device is touched."""
+    _gpus(monkeypatch, count=1, local_world=2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("the device was set before the refusal"))
+    with pytest.raises(ValueError, match=r"^nccl needs one GPU per rank, but this node starts 2 ranks "
+                                         r"\(LOCAL_WORLD_SIZE\) and they all see 1 GPU; start at most 1 per node "
+                                         r"\(torchrun --nproc_per_node=1\), or use --device cpu \(gloo\)$"):
+        init_distributed("cuda", init_method=f"file://{tmp_path}/rendezvous", rank=1, world_size=2)
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("count,local_world,visible,refused", [
+    (1, 1, None, False),  # one rank, one GPU
+    (1, 2, "3", False),  # a launcher shows each rank its own GPU: cuda:0 is that rank's
+    (2, 2, None, False),  # one GPU per rank
+    (2, 3, None, True),  # three ranks, two GPUs
+    (2, 3, "0,1", True),  # the GPUs shown are still shared
+])
+def test_nccl_ranks_need_a_gpu_each(monkeypatch, count, local_world, visible, refused):
+    from manual_backprop.distributed import _check_one_gpu_per_rank
+
+    _gpus(monkeypatch, count, local_world, visible)
+    if refused:
+        with pytest.raises(ValueError, match="nccl needs one GPU per rank"):
+            _check_one_gpu_per_rank()
+    else:
+        _check_one_gpu_per_rank()
