@@ -31,6 +31,7 @@ Backward is pure: it returns gradients and deltas; only ``step`` changes the par
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -42,7 +43,7 @@ from .checks import (check_bool, check_finite, check_input, check_positive_numbe
                      check_tensor_like, resolve_device, resolve_dtype)
 from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
-from .parameter_state import ParameterState
+from .parameter_state import in_layer_order, layers_of, load_state_dict_into, state_dict_of
 
 __all__ = ["MLP", "ForwardCache", "Gradients", "resolve_architecture", "net_input", "forward_phase", "output_delta", "hidden_delta",
            "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients"]
@@ -189,7 +190,7 @@ def resolve_architecture(sizes, activation, output_activation, bias, init, init_
             "bias": bias, "dtype": resolve_dtype(dtype), "device": resolve_device(device), "init": init,
             "bias_init": bias_init, "init_scale": check_positive_number("init_scale", init_scale)}
 
-class MLP(ParameterState):
+class MLP:
     """A multilayer perceptron trained by hand-written backprop.
 
     Args:
@@ -251,12 +252,49 @@ class MLP(ParameterState):
 
     def parameters(self) -> list:
         """[W[0], b[0], W[1], b[1], ...] in state-dict order."""
-        params = []
-        for k in range(self.num_layers):
-            params.append(self.weights[k])
-            if self.bias:
-                params.append(self.biases[k])
-        return params
+        return in_layer_order(self.weights, self.biases)
+
+    # ------------------------------------------------------------------ the parameters as a state (parameter_state.py)
+    @classmethod
+    def from_tensors(cls, weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]] = None,
+                     activation: Union[ActivationSpec, Sequence[ActivationSpec]] = "sigmoid",
+                     output_activation: ActivationSpec = "sigmoid") -> "MLP":
+        """A network with copies of the given weights W[k] (n_{k+1}, n_k), the layout of torch.nn.Linear.weight,
+        and biases (None: no biases); sizes, dtype and device are read off them."""
+        net = cls.__new__(cls)
+        net.sizes, net.dtype, net.device = layers_of(weights, biases)
+        net.activation_functions = resolve_activations(net.sizes, activation, output_activation)
+        net.bias, net.init, net.bias_init, net.init_scale, net.seed = biases is not None, "given", "given", None, None
+        net.weights = [torch.empty(n_out, n_in, dtype=net.dtype, device=net.device)
+                       for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
+        net.biases = [torch.empty(n, dtype=net.dtype, device=net.device) for n in net.sizes[1:]] if net.bias else []
+        net.load_state_dict(state_dict_of(weights, biases or []))
+        return net
+
+    def state_dict(self) -> dict:
+        """The parameters (not copies) under torch.nn.Sequential(Linear, f, Linear, ...)'s keys: '0.weight', ..."""
+        return state_dict_of(self.weights, self.biases)
+
+    def load_state_dict(self, state_dict) -> None:
+        """Copy parameters in from a state dict with the keys of ``state_dict()`` (the twin's, or an equivalent
+        torch.nn.Sequential's), cast to this network's dtype and device; all checked before anything changes."""
+        load_state_dict_into(self.weights, self.biases, state_dict, sizes=self.sizes)
+
+    def to(self, device: Union[str, torch.device, None] = None, dtype: Optional[torch.dtype] = None) -> "MLP":
+        """Move (and/or cast) the parameters in place, like torch.nn.Module.to; returns self."""
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
+        self.device = self.device if device is None else resolve_device(device)
+        self.dtype = self.dtype if dtype is None else resolve_dtype(dtype)
+        self.weights = [w.to(device=self.device, dtype=self.dtype) for w in self.weights]
+        self.biases = [b.to(device=self.device, dtype=self.dtype) for b in self.biases]
+        return self
+
+    def copy(self) -> "MLP":
+        """An independent copy with equal parameters (the same initial network for several runs)."""
+        new = copy.copy(self)
+        new.weights, new.biases = [w.clone() for w in self.weights], [b.clone() for b in self.biases]
+        return new
 
     def spec(self) -> dict:
         """Everything needed to build the same architecture again (JSON-friendly)."""

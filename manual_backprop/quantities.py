@@ -55,6 +55,7 @@ from torch import Tensor
 from .checks import check_int
 from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SquaredError
+from .parameter_state import in_layer_order
 from .network import Gradients, backward_phase, bias_gradient, forward_phase, net_input, weight_gradient
 
 __all__ = ["per_sample_gradients", "per_sample_norms", "GradientNoise", "gradient_noise", "hessian_vector_product",
@@ -290,12 +291,7 @@ def hessian_vector_product(net, x: Tensor, y: Tensor, loss_fn=None, v: Optional[
     r_nets, r_xs = r_forward_phase(net.weights, net.activation_functions, cache.activations, v_weights, v_biases)
     hv = r_backward_phase(net.weights, net.activation_functions, cache.activations, grads.deltas, y, loss_fn,
                           v_weights, v_biases, r_nets, r_xs, bias=net.bias)
-    out = []
-    for k in range(net.num_layers):
-        out.append(hv.weights[k])
-        if net.bias:
-            out.append(hv.biases[k])
-    return out
+    return in_layer_order(hv.weights, hv.biases if net.bias else [])
 
 
 def _check_vector(v, params: list, bias: bool) -> None:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from manual_backprop.losses import Loss, default_loss_for, get_loss
 from manual_backprop.network import MLP
+from manual_backprop.parameter_state import in_layer_order
 
 from .torch_mlp import TorchMLP, torch_loss
 
@@ -123,12 +124,7 @@ def hvp_finite_differences(net: MLP, x: Tensor, y: Tensor, loss_fn: Optional[Los
             for p, t in zip(twin.parameters(), v):
                 p.add_(t, alpha=sign * eps)
         _, grads = twin.loss_and_grads(x, y, loss_fn)
-        order = []
-        for k in range(len(grads.weights)):
-            order.append(grads.weights[k])
-            if grads.biases:
-                order.append(grads.biases[k])
-        return order
+        return in_layer_order(grads.weights, grads.biases)
 
     plus, minus = gradient_at(1.0), gradient_at(-1.0)
     return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..checks import check_bool
 from ..network import Gradients
+from ..parameter_state import in_layer_order
 
 __all__ = ["Optimizer", "Number"]
 
@@ -243,12 +244,7 @@ def _saved_settings(saved) -> str:
 
 def _in_parameter_order(grads, bias: bool) -> list:
     if isinstance(grads, Gradients):
-        out = []
-        for k, w in enumerate(grads.weights):
-            out.append(w)
-            if bias and k < len(grads.biases):
-                out.append(grads.biases[k])
-        return out
+        return in_layer_order(grads.weights, grads.biases if bias else [])
     if isinstance(grads, (list, tuple)):
         return list(grads)
     raise TypeError(f"grads must be a Gradients or a list of tensors, but got {type(grads).__name__}")

@@ -116,3 +116,25 @@ def test_to_and_copy():
     net.to(dtype=F64)
     assert net.dtype == F64 and all(p.dtype == F64 for p in net.parameters())
     assert net(torch.zeros(1, 2, dtype=F64)).dtype == F64
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda b: torch.empty_like(b, device="meta"), r"state_dict\['2.bias'\] is a meta tensor, which holds no values"),
+    (lambda b: b.to_sparse(), r"state_dict\['2.bias'\] must be a dense \(strided\) tensor, but got layout "
+                              r"torch.sparse_coo"),
+    (lambda b: b.to(torch.complex128), r"state_dict\['2.bias'\] must hold real numbers, but got dtype "
+                                       r"torch.complex128"),
+    (lambda b: b[:0], r"state_dict\['2.bias'\] must have shape \(1,\), but got \(0,\)"),
+    (lambda b: b.tolist(), r"state_dict\['2.bias'\] must be a torch.Tensor, but got list"),
+])
+def test_a_bad_last_value_leaves_the_network_untouched(bad, message):
+    """load_state_dict checks every value (type, layout, device, dtype, shape) before the first copy: a bad
+    '2.bias' refuses the whole dict in one line naming the key, and '0.weight', '0.bias', '2.weight' stay as they
+    were (issue 20: they were overwritten, then the meta or sparse '2.bias' failed)."""
+    net, other = MLP([2, 3, 1], seed=0, dtype=torch.float64), MLP([2, 3, 1], seed=1, dtype=torch.float64)
+    before = [p.clone() for p in net.parameters()]
+    state = dict(other.state_dict())
+    state["2.bias"] = bad(state["2.bias"])
+    with pytest.raises((TypeError, ValueError), match=message):
+        net.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))

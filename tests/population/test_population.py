@@ -30,6 +30,7 @@ from reference import TorchMLP
 
 F64 = torch.float64
 SINGLE = 1e-12  # population vs the single manual network (see the module docstring)
+CROSS_DEVICE = 1e-10  # a CUDA run vs the same run on the CPU: tanh, exp and products round differently there
 
 
 def member_grads(grads: Gradients, i: int) -> Gradients:
@@ -280,15 +281,19 @@ def test_cuda_population_matches_cpu_population(engine):
     torch.backends.cuda.matmul.allow_tf32 = False
     data = load_dataset("xor", dtype=F64)
     runs = {}
-    for device, eng in (("cpu", "eager"), ("cuda", engine)):
+    for run, device, eng in (("cpu", "cpu", "eager"), ("cuda-eager", "cuda", "eager"), ("cuda", "cuda", engine)):
         pop = Population([2, 3, 1], seeds=[0, 1, 2, 3], dtype=F64, device=device)
         h = PopulationTrainer(pop, data, mode="online", lr=[0.5, 1.0, 2.0, 4.0], epochs=30, target_loss=0.05,
                               engine=eng).run()
-        runs[device] = (pop, h)
-    (cpu, hc), (gpu, hg) = runs["cpu"], runs["cuda"]
+        runs[run] = (pop, h)
+    (cpu, hc), (ref, hr), (gpu, hg) = runs["cpu"], runs["cuda-eager"], runs["cuda"]
+    assert hr.stop_reason == hg.stop_reason and hr.last_epoch == hg.last_epoch
+    for k, (a, b) in enumerate(zip(ref.parameters(), gpu.parameters())):  # held to the eager run on its device
+        assert_tensors_agree(f"parameter {k}", b.cpu(), a.cpu(), rel=SINGLE)
+    # across devices the f and the products round differently: a separate, stated bound (test_cuda_paths.py)
     assert hc.stop_reason == hg.stop_reason and hc.last_epoch == hg.last_epoch
     for k, (a, b) in enumerate(zip(cpu.parameters(), gpu.parameters())):
-        assert_tensors_agree(f"parameter {k}", b.cpu(), a, rel=SINGLE)
+        assert_tensors_agree(f"parameter {k} (CUDA vs CPU)", b.cpu(), a, rel=CROSS_DEVICE)
 
 
 @pytest.mark.slow
