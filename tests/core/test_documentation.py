@@ -36,6 +36,10 @@ SHELL_LANGS = {"bash", "sh", "shell", "console"}
 FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
 
 
+def _name(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 @dataclass
 class Block:
     path: Path
@@ -45,7 +49,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        return f"{_name(self.path)}:{self.line}"
 
 
 def fenced_blocks(path: Path) -> list[Block]:
@@ -60,14 +64,14 @@ def fenced_blocks(path: Path) -> list[Block]:
             lang = None
         elif lang is not None:
             body.append(line)
-    assert lang is None, f"{path.relative_to(ROOT)}:{start}: a ``` fence is never closed"
+    assert lang is None, f"{_name(path)}:{start}: a ``` fence is never closed"
     return blocks
 
 
-def python_chains() -> list[list[Block]]:
+def python_chains(paths=DOC_FILES) -> list[list[Block]]:
     """The python blocks of every file, a block that continues the previous one joined to its chain."""
     chains = []
-    for path in DOC_FILES:
+    for path in paths:
         previous = None
         for block in fenced_blocks(path):
             if block.lang != "python":
@@ -91,13 +95,13 @@ class Command:
 
     @property
     def where(self) -> str:
-        return f"{self.block.path.relative_to(ROOT)}:{self.line}"
+        return f"{_name(self.block.path)}:{self.line}"
 
 
-def shell_commands() -> list[Command]:
+def shell_commands(paths=DOC_FILES) -> list[Command]:
     """Every `python -m` and `manual-backprop` command in the shell blocks, continuation lines joined."""
     commands = []
-    for path in DOC_FILES:
+    for path in paths:
         for block in fenced_blocks(path):
             if block.lang not in SHELL_LANGS:
                 continue
@@ -120,7 +124,7 @@ def _commands_in(block: Block, line: int, text: str) -> list[Command]:
     try:
         tokens = shlex.split(text, comments=True)
     except ValueError as err:
-        raise AssertionError(f"{block.path.relative_to(ROOT)}:{line}: cannot split {text!r}: {err}")
+        raise AssertionError(f"{_name(block.path)}:{line}: cannot split {text!r}: {err}")
     segments, current = [], []
     for token in tokens:
         if token in {"&&", "||", ";", "|"}:
@@ -249,3 +253,41 @@ def test_relative_links_point_at_files(path):
                 if not (path.parent / target).exists():
                     missing.append(f"{path.relative_to(ROOT)}:{number}: {target}")
     assert not missing, "links to files that do not exist:\n" + "\n".join(missing)
+
+
+SAMPLE = """# sample
+```python
+a = 1
+```
+```python
+# continues the previous block
+b = a + 1
+```
+```bash
+python -m experiments.xor --seeds 2 \\
+    --hidden 2 && manual-backprop trace --example mazur > out.md
+torchrun --nproc_per_node=2 -m experiments.sweep --distributed   # needs torchrun
+python -m benchmarks.gpu_check   # needs CUDA
+torchrun -m experiments.sweep
+```
+```python
+c = 3
+```
+"""
+
+
+def test_the_extraction_chains_blocks_and_reads_commands(tmp_path):
+    # The parser itself: a continuation joins its chain; continued shell lines join; redirections end a command;
+    # torchrun lines are read as their module, skipped when marked, and a problem when not.
+    doc = tmp_path / "sample.md"
+    doc.write_text(SAMPLE)
+    chains = python_chains([doc])
+    assert [[b.line for b in chain] for chain in chains] == [[3, 6], [17]]
+    commands = shell_commands([doc])
+    assert [(c.line, c.argv, c.skip, bool(c.problem)) for c in commands] == [
+        (10, ["python", "-m", "experiments.xor", "--seeds", "2", "--hidden", "2"], None, False),
+        (10, ["manual-backprop", "trace", "--example", "mazur"], None, False),
+        (12, ["python", "-m", "experiments.sweep", "--distributed"], "needs torchrun", False),
+        (13, ["python", "-m", "benchmarks.gpu_check"], "needs CUDA", False),
+        (14, ["python", "-m", "experiments.sweep"], None, True),
+    ]
