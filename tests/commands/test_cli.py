@@ -53,4 +53,24 @@ def test_check_paths_all_proves_every_path_of_the_device(capsys):
     out = capsys.readouterr().out
     for path in ("fused-exact", "fused", "population-api", "population-eager", "population-compiled"):
         assert f"\n{path} " in out, path
-    assert " NO" not in out
+    assert "disagrees" not in out and "error:" not in out and out.count("agrees") >= 5
+
+
+def test_check_paths_one_failing_path_is_its_own_error_row_and_the_table_goes_on(monkeypatch, capsys):
+    """A path that cannot run (issue 22: it aborted the table, reported as DISAGREES) is one row with its reason."""
+    import reference.update_proof as proof
+    from commands.cli import main
+
+    real = proof.path_update
+
+    def broken(path, *args):
+        if path == "fused":
+            raise RuntimeError("no kernel for this\ndtype")
+        return real(path, *args)
+
+    monkeypatch.setattr(proof, "path_update", broken)
+    assert main(["check", "--paths", "all", "--no-fd", "--sizes", "3", "4", "2", "--batch", "3"]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows["fused"].endswith("error: RuntimeError: no kernel for this dtype")
+    for path in ("fused-exact", "population-api", "population-eager", "population-compiled"):
+        assert rows[path].endswith("agrees"), rows[path]
