@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shlex
 import sys
 import types
 import typing
@@ -45,8 +47,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 DTYPES = ("float32", "float64")
+# The same words for the same flags in every script.
+QUIET_HELP = "print nothing but errors: no progress bars, no table, no links"
+RESUME_HELP = ("continue the run --run names (default: your newest run of the default name) from what it saved; "
+               "the settings must be the run's own")
 # What run_main turns into one line and exit status 2: bad flags, files and settings, however deep they surface.
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+# RuntimeError: what torch raises for a tensor that does not fit (a damaged checkpoint's state, a wrong dtype).
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 
 
 # ---------------------------------------------------------------------------------------------------- declaring
@@ -82,6 +89,14 @@ def at_least(low):
 def seed_range(value) -> Optional[str]:
     """Validator: a seed torch.Generator takes, an int in [0, 2**63 - 1]."""
     return None if value is None or 0 <= value <= 2 ** 63 - 1 else "must be an int in [0, 2**63 - 1]"
+
+
+def distinct(value) -> Optional[str]:
+    """Validator: a list (when set) names each value once (``--modes batch batch`` would train a mode twice)."""
+    if value is None:
+        return None
+    repeated = sorted({str(v) for v in value if list(value).count(v) > 1})
+    return f"must name each value once ({', '.join(repeated)} repeated)" if repeated else None
 
 
 def finite_positive(value) -> Optional[str]:
@@ -183,9 +198,12 @@ def load_config_file(path, config_class, extra_keys: Iterable[str] = ()) -> dict
     """
     where = f"--config {path}"
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as err:
         raise ValueError(f"{where}: cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: not a UTF-8 text file (byte {err.start}: {err.reason}); pass a config.json a "
+                         f"run wrote") from None
     try:
         saved = json.loads(text)
     except json.JSONDecodeError as err:
@@ -205,6 +223,9 @@ def load_config_file(path, config_class, extra_keys: Iterable[str] = ()) -> dict
                              f"{config_class.__qualname__})")
         choices = by_name[key].metadata.get("choices")
         ok, converted = _coerce(value, kinds[key], choices)
+        if ok and kinds[key].is_list and converted == [] and _default_of(by_name[key]) != []:
+            # the flag itself takes one or more values: [] would silently mean the default
+            raise ValueError(f"{where}: {key!r} must be a non-empty list (or null for the default), but got []")
         if not ok:
             raise ValueError(f"{where}: {key!r} must be {_describe(kinds[key], choices)}, but got {value!r}")
         values[key] = converted
@@ -304,15 +325,36 @@ def progress_bars(quiet: bool = False) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
-             interrupted: Optional[Callable[[Any], str]] = None,
-             status: Optional[Callable[[Any], int]] = None) -> int:
-    """Parse, run, and turn a bad flag, file or setting into one line and exit status 2.
+def resume_command(name: str, argv: Sequence[str], run_name: str) -> str:
+    """The command that continues run ``run_name``: the same flags, ``--run NAME --resume`` in place of any
+    ``--run`` / ``--resume`` given (under torchrun, the same launcher line)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--run", "--run-name"):
+            skip = True
+            continue
+        if arg.startswith(("--run=", "--run-name=")) or arg in ("--resume", "--no-resume"):
+            continue
+        kept.append(arg)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    launcher = (f"torchrun --standalone --nproc_per_node={world} -m" if world > 1 else "python -m")
+    return f"{launcher} experiments.{name} " + shlex.join([*kept, "--run", run_name, "--resume"])
 
-    ``errors``: further exception types this script reports the same way. ``interrupted(cfg)``: the message for
-    Ctrl-C (exit status 130); without it, KeyboardInterrupt propagates. ``status(result)``: the exit status of a
-    run that finished (default 0), from what ``run`` returned.
+
+def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
+             status: Optional[Callable[[Any], int]] = None) -> int:
+    """Parse, run, and turn a bad flag, file or setting into one line and exit status 2; Ctrl-C into exit 130.
+
+    ``errors``: further exception types this script reports the same way. ``status(result)``: the exit status of a
+    run that finished (default 0), from what ``run`` returned. On Ctrl-C (KeyboardInterrupt, no traceback) it
+    prints what was saved and the command that resumes the run (session.py), exactly as it must be typed.
     """
+    from experiments.session import Interrupted, current_session
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     cfg = None
     try:
         cfg = parse(argv)
@@ -321,10 +363,15 @@ def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tu
         if not getattr(err, "reported_by_rank0", False):  # under torchrun, one line for the job, not one per rank
             print(f"{name}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if interrupted is None or cfg is None:
-            raise
-        print(interrupted(cfg), file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        session = interrupt.session if isinstance(interrupt, Interrupted) else current_session()
+        run_name = session.name if session is not None else getattr(cfg, "_run_name", None)
+        if run_name is None:
+            print(f"\n{name}: interrupted before a run folder was opened; nothing was written", file=sys.stderr)
+        else:
+            saved = session.saved() if session is not None else getattr(cfg, "_saved", "the checkpoints are saved")
+            print(f"\n{name}: interrupted; {saved}. Continue with:\n  {resume_command(name, argv, run_name)}",
+                  file=sys.stderr)
         return 130
     return status(result) if status is not None else 0
 

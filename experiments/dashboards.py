@@ -3,7 +3,8 @@
 One function per experiment returns its ``tblog.Dashboard``: the CUSTOM SCALARS layout (key chart first), the
 HPARAMS keys with the values the experiment's runs take (only the ones that vary become columns), the metric
 columns (existing tags), and the TIME SERIES link (key charts pinned, tag filter, runs coloured by what they compare).
-The scripts hand it to every RunLogger and print ``dashboard.instructions(run_dir)``;
+Each takes ``settings``, the run's full settings (seed, epochs, ...), which every run writes as HPARAMS columns after
+the compared ones. The scripts hand it to every RunLogger and print ``dashboard.instructions(run_dir)``;
 ``scripts/screenshot_dashboards.py`` opens each link in headless Chromium to check what a user sees.
 """
 
@@ -14,9 +15,10 @@ from manual_backprop.tblog import Band, Category, Chart, Dashboard
 MODE_COLOURS = "^(batch|online|minibatch)"  # a sweep's mode_lr runs: one colour per mode
 
 
-def learning_modes(modes, lrs, batch_sizes) -> Dashboard:
+def learning_modes(modes, lrs, batch_sizes, settings=None) -> Dashboard:
     """Loss per mode against the samples seen: the axis on which batch, minibatch and online compare fairly."""
     return Dashboard(
+        settings=settings or {},
         point="the loss per mode, against the samples each mode has seen",
         layout=[
             Category("loss per mode (x = samples seen: every mode sees N samples an epoch)",
@@ -35,9 +37,10 @@ def learning_modes(modes, lrs, batch_sizes) -> Dashboard:
     )
 
 
-def sweep(modes, lrs) -> Dashboard:
+def sweep(modes, lrs, settings=None) -> Dashboard:
     """The fraction of seeds that reached the target loss, per mode and learning rate."""
     return Dashboard(
+        settings=settings or {},
         point="the success rate per mode and learning rate",
         layout=[
             Category("success rate per mode and learning rate (fraction of seeds at the target loss)",
@@ -55,9 +58,10 @@ def sweep(modes, lrs) -> Dashboard:
     )
 
 
-def softmax_outputs(variants: dict, lrs: list) -> Dashboard:
+def softmax_outputs(variants: dict, lrs: list, settings=None) -> Dashboard:
     """The row sums of the outputs: at 1 for the softmax, wandering for the sigmoids."""
     return Dashboard(
+        settings=settings or {},
         point="the row sums of the outputs (1 for a softmax, anything for sigmoids)",
         layout=[
             Category("row sums of the outputs on the test split: mean, min to max band (1 = a distribution)",
@@ -75,9 +79,10 @@ def softmax_outputs(variants: dict, lrs: list) -> Dashboard:
     )
 
 
-def xor(problems, methods, seeds: int, lrs: dict) -> Dashboard:
+def xor(problems, methods, seeds: int, lrs: dict, settings=None) -> Dashboard:
     """XOR: every seed of each method, one colour per method."""
     return Dashboard(
+        settings=settings or {},
         point="XOR: the perceptron keeps erring, the delta rule stops at e(w) = 0.25, the MLP solves it",
         layout=[
             Category("XOR, every seed: misclassified points and e(w) per method",
@@ -96,9 +101,10 @@ def xor(problems, methods, seeds: int, lrs: dict) -> Dashboard:
     )
 
 
-def linear_collapse(activations, seeds: int) -> Dashboard:
+def linear_collapse(activations, seeds: int, settings=None) -> Dashboard:
     """e(w) on XOR: the linear network stays at 0.25 or above, the non-linear one goes to 0."""
     return Dashboard(
+        settings=settings or {},
         point="e(w) on XOR: the linear network never goes below 0.25",
         layout=[
             Category("e(w) on XOR: identity (one layer in disguise) against a non-linear hidden activation",
@@ -113,9 +119,10 @@ def linear_collapse(activations, seeds: int) -> Dashboard:
     )
 
 
-def hidden_layers(nets: dict) -> Dashboard:
+def hidden_layers(nets: dict, settings=None) -> Dashboard:
     """The four XOR inputs in hidden space and the output layer's line: separable for a non-linear hidden layer."""
     return Dashboard(
+        settings=settings or {},
         point="the XOR inputs in hidden space, and the output layer's line through it",
         layout=[
             Category("are the hidden states linearly separable by the output layer? (> 0: yes)",
@@ -128,5 +135,27 @@ def hidden_layers(nets: dict) -> Dashboard:
         pinned=["hidden/margin"],
         pinned_images=[(name, "hidden/space") for name in nets],
         tag_filter="^hidden/",
+        smoothing=0,
+    )
+
+
+def gradient_noise(modes, settings=None) -> Dashboard:
+    """The fraction of the K networks that escaped XOR's local minimum, per mode, and the noise of each mode."""
+    return Dashboard(
+        settings=settings or {},
+        point="the fraction of networks that escaped the local minimum, per mode, and each mode's gradient noise",
+        layout=[
+            Category("escaped: the fraction of the K networks at e(w) <= target, per mode",
+                     Chart("escaped fraction", "escaped/fraction"), Chart("mean e(w)", "loss/train_mean")),
+            Category("the noise of each mode's update directions u around the full-batch gradient G",
+                     Chart("mean cos(u, G) (1: no noise)", "directions/mean_cosine"),
+                     Chart("E|u - G|^2", "directions/variance"),
+                     Chart("B_simple, median over the networks", "noise/b_simple_median")),
+        ],
+        hparams={"mode": list(modes)},
+        metrics=["escaped/fraction", "directions/mean_cosine", "loss/train_mean", "noise/b_simple_median"],
+        pinned=["escaped/fraction", "directions/mean_cosine", "loss/train_mean"],
+        tag_filter="^(escaped|directions|noise)/|^loss/train_mean$",
+        run_colors=r"^(batch|online|minibatch)$",
         smoothing=0,
     )

@@ -15,11 +15,16 @@ the same K starting networks in every mode, trained in lockstep by manual_backpr
 
     python -m experiments.gradient_noise                     # 200 networks x 3 modes, about 40 s on 2 CPU cores
     python -m experiments.gradient_noise --members 1000 --epochs 4000 --lr 2
+    python -m experiments.gradient_noise --plots plots/noise     # also PNG and SVG figures and report.html
+    python -m experiments.gradient_noise --run noise1 --resume    # continue a run stopped by Ctrl-C
 
 Every mode writes its own TensorBoard run folder, <logdir>/gradient_noise/<run>/<mode>, so TensorBoard overlays the
 modes: noise/b_simple_median, directions/mean_cosine, directions/variance, loss/train_mean, escaped/fraction.
 The same learning rate means the same step per update in every mode (the loss is the mean over samples), so online
 learning makes N times as many steps of that size per epoch as batch learning.
+
+The run folder follows the rules of every experiment (session.py): a new folder for the default name, a lock,
+--run checked before any write, Ctrl-C keeps the finished modes and prints the command that resumes the run.
 """
 
 from __future__ import annotations
@@ -30,19 +35,22 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, run_main)
+from experiments import dashboards
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, distinct,
+                                finite_positive, format_table, option, parse_config, progress_bars, run_main,
+                                seed_range)
+from experiments.plotting import finish_run, require_matplotlib
+from experiments.session import RunSession, start_run
 from manual_backprop.checks import resolve_device
 from manual_backprop.datasets import load_dataset
 from manual_backprop.modes import MODES
 from manual_backprop.population import Population, PopulationTrainer
 from manual_backprop.quantities import gradient_noise, per_sample_gradients
-from manual_backprop.tblog import RunLogger, tensorboard_command
+from manual_backprop.tblog import RunLogger
 from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "gradient_noise"
@@ -52,7 +60,9 @@ EXPERIMENT = "gradient_noise"
 class Config:
     members: int = option(200, help="networks per mode (seeds 0 .. K-1, the same starts in every mode)",
                           check=at_least(2))
-    modes: list[str] = option(list(MODES), help="learning modes, in this order", choices=MODES)
+    modes: list[str] = option(list(MODES), help="learning modes, in this order", choices=MODES, check=distinct)
+    seed: int = option(0, help="the first of the K networks' seeds: they are seed .. seed + K - 1",
+                       check=seed_range)
     hidden: int = option(2, help="hidden sigmoid units: 2 is the classic net with a local minimum on XOR",
                          check=at_least(1))
     lr: float = option(5.0, help="eta of every mode (mean squared error: the same step size per update)",
@@ -70,8 +80,11 @@ class Config:
     device: str = option("cpu", help="cpu, cuda, cuda:N, or auto (tiny networks: the CPU is faster)")
     dtype: str = option("float64", help="of weights and data", choices=DTYPES)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/gradient_noise/<run>/<mode>")
-    run: Optional[str] = option(None, help="run folder name (default: xor-h<hidden>-lr<lr>-k<members>)")
-    quiet: bool = option(False, help="no progress bar and no table")
+    run: Optional[str] = option(None, help="run folder name (default: xor-h<hidden>-lr<lr>-k<members>-seed<seed>)")
+    resume: bool = option(False, help=RESUME_HELP)
+    quiet: bool = option(False, help=QUIET_HELP)
+    plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
+                                             "(needs matplotlib)")
 
 
 def parse_args(argv=None) -> Config:
@@ -120,20 +133,21 @@ def measure(pop: Population, x, y, loss_fn, weights: torch.Tensor) -> dict:
             "variance": spread.mean(dim=1)}
 
 
-def run_mode(cfg: Config, mode: str, data, device, dtype, run_name: str, bar) -> dict:
+def run_mode(cfg: Config, mode: str, data, device, dtype, run_name: str, bar, dashboard=None) -> dict:
     """Train K networks in one mode, measuring the noise every ``measure_every`` epochs; returns the mode's figures."""
     K = cfg.members
     pop = Population([2, cfg.hidden, 1], activation="sigmoid", output_activation="sigmoid",
-                     seeds=list(range(K)), dtype=dtype, device=device)
+                     seeds=list(range(cfg.seed, cfg.seed + K)), dtype=dtype, device=device)
     trainer = PopulationTrainer(pop, data, mode=mode, lr=cfg.lr, epochs=1, loss_fn="squared_error",
                                 batch_size=cfg.batch_size if mode == "minibatch" else None,
                                 target_loss=cfg.target_loss)
     x, y = trainer.x_train, trainer.y_train  # (4, 2), (4, 1): checked and encoded where they entered
     weights = direction_weights(mode, x.shape[0], cfg.batch_size, cfg.max_directions,
-                                torch.Generator().manual_seed(0))
+                                torch.Generator().manual_seed(cfg.seed))
     h = trainer.history
     series = {"epoch": [], "b_simple_median": [], "mean_cosine": [], "variance": [], "active": []}
-    with RunLogger(cfg.logdir, EXPERIMENT, run_name, mode, updates_per_epoch=len(trainer.chunks)) as logger:
+    with RunLogger(cfg.logdir, EXPERIMENT, run_name, mode, updates_per_epoch=len(trainer.chunks),
+                   dashboard=dashboard) as logger:
         epoch = 0
         while True:
             active = torch.tensor([e is None for e in h.epochs_to_target]) if h.epochs_to_target else \
@@ -171,40 +185,52 @@ def run_mode(cfg: Config, mode: str, data, device, dtype, run_name: str, bar) ->
                                                                                "variance")},
                   "average": {k: statistics.fmean(series[k]) for k in ("b_simple_median", "mean_cosine", "variance")},
                   "series": series}
-        logger.log_hparams({"mode": mode, "lr": cfg.lr, "batch_size": trainer.batch_size, "members": K,
-                            "hidden": cfg.hidden},
-                           {"escaped/rate": result["rate"], "escaped/ci_low": low, "escaped/ci_high": high})
+        logger.log_hparams({**asdict(cfg), "mode": mode, "batch_size": trainer.batch_size})
     return result
 
 
 def run(cfg: Config) -> dict:
     """Every mode on the same K starting networks; returns {mode: figures} (also in results.json)."""
     check_config(cfg)
-    device = resolve_device(cfg.device)
-    dtype = getattr(torch, cfg.dtype)
-    data = load_dataset("xor", dtype=dtype)
-    if "minibatch" in cfg.modes and cfg.batch_size > data.x_train.shape[0]:
-        raise ValueError(f"--batch-size must be at most {data.x_train.shape[0]} (XOR's points), "
-                         f"but got {cfg.batch_size}")
+    if "minibatch" in cfg.modes and cfg.batch_size > 4:
+        raise ValueError(f"--batch-size must be at most 4 (XOR's points), but got {cfg.batch_size}")
     if not 0 < cfg.confidence < 1:
         raise ValueError(f"--confidence must lie in (0, 1), but got {cfg.confidence}")
-    run_name = cfg.run or f"xor-h{cfg.hidden}-lr{cfg.lr:g}-k{cfg.members}"
-    run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
-    write_json({**asdict(cfg), "run": run_name}, run_dir / "config.json")
+    if cfg.plots:
+        require_matplotlib()
+    device = resolve_device(cfg.device)
+    default = f"xor-h{cfg.hidden}-lr{cfg.lr:g}-k{cfg.members}-seed{cfg.seed}"
+    with start_run(EXPERIMENT, cfg, default) as session:
+        return _run(cfg, session, device)
+
+
+def _run(cfg: Config, session: RunSession, device) -> dict:
+    dtype = getattr(torch, cfg.dtype)
+    data = load_dataset("xor", dtype=dtype)
+    run_name, run_dir = session.name, session.path
+    dashboard = dashboards.gradient_noise(cfg.modes, asdict(cfg))
     bar = None
     if not cfg.quiet:
-        from tqdm.auto import tqdm
-
         print(f"{cfg.members} XOR networks [2, {cfg.hidden}, 1] x {len(cfg.modes)} modes, lr {cfg.lr:g}, "
               f"up to {cfg.epochs} epochs, on {device}; logging to {run_dir}")
+    if progress_bars(cfg.quiet):
+        from tqdm.auto import tqdm
+
         bar = tqdm(total=cfg.epochs * len(cfg.modes), desc=EXPERIMENT, unit="epoch", dynamic_ncols=True)
     start = time.perf_counter()
     results = {}
     try:
         for mode in cfg.modes:
+            if session.is_done(mode):
+                results[mode] = session.result(mode)
+                if bar is not None:
+                    bar.update(cfg.epochs)
+                continue
+            session.begin(mode, mode)
             if bar is not None:
                 bar.set_postfix_str(mode)
-            results[mode] = run_mode(cfg, mode, data, device, dtype, run_name, bar)
+            results[mode] = run_mode(cfg, mode, data, device, dtype, run_name, bar, dashboard)
+            session.finish(mode, results[mode])
             if bar is not None:
                 bar.update(cfg.epochs - results[mode]["epochs_run"])
     finally:
@@ -213,12 +239,11 @@ def run(cfg: Config) -> dict:
     seconds = time.perf_counter() - start
     text = table(results, cfg)
     write_json({"results": results, "seconds": seconds, "config": asdict(cfg)}, run_dir / "results.json")
+    session.begin("summary", "summary")
     with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
         logger.add_text("summary", "```\n" + text + "\n```")
-    if not cfg.quiet:
-        print(text)
-        print(notes(results, cfg))
-        print(f"\n{seconds:.1f} s. Open the runs:\n  {tensorboard_command(run_dir)}")
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
+               show=not cfg.quiet, printed=text + "\n" + notes(results, cfg), seconds=seconds)
     return results
 
 

@@ -38,9 +38,9 @@ from torch import Tensor
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
-from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, progress_bars, run_main)
+from experiments.session import RunSession, start_run
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, finite_positive,
+                                format_table, option, parse_config, progress_bars, run_main, seed_range)
 from manual_backprop import MLP
 from manual_backprop.checks import resolve_device
 from manual_backprop.datasets import load_dataset
@@ -63,14 +63,15 @@ class Config:
                          check=at_least(1))
     image_every: int = option(20, help="epochs between hidden-space images (and the input-space boundary)",
                               check=at_least(1))
-    seed: int = option(0, help="initial weights of every net")
+    seed: int = option(0, help="initial weights of every net", check=seed_range)
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float64", help="of the weights and the data", choices=DTYPES)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/hidden_layers/<run>/<net>")
     run: Optional[str] = option(None, help="run folder name (default: seed<seed>)")
+    resume: bool = option(False, help=RESUME_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
-    quiet: bool = option(False, help="no progress bars and no table")
+    quiet: bool = option(False, help=QUIET_HELP)
 
     def nets(self) -> dict:
         """{name: {"activation", "hidden"}} of the three networks."""
@@ -80,7 +81,8 @@ class Config:
 
 
 def parse_args(argv=None) -> Config:
-    return parse_config(Config, argv, prog="python -m experiments.hidden_layers", description=__doc__)
+    return parse_config(Config, argv, prog="python -m experiments.hidden_layers", description=__doc__,
+                        extra_keys=("nets",))
 
 
 # ---------------------------------------------------------------------------------------------------- geometry
@@ -159,29 +161,31 @@ class HiddenSpaceLogger:
 # ---------------------------------------------------------------------------------------------------- running
 def run(cfg: Config) -> dict:
     """Train the three nets; returns {net: results} (also in results.json)."""
-    check_run_name(cfg.run)
     check_config(cfg)
     if cfg.activation.strip().lower() in ("identity", "linear"):
         raise ValueError(f"--activation must be non-linear (sigmoid, tanh, relu, ...), but got {cfg.activation!r}; "
                          f"the identity hidden layer is always trained alongside it")
     if cfg.plots:
         require_matplotlib()
-    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"seed{cfg.seed}") as folder:
-        return _run(cfg, folder)
-
-
-def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
+    with start_run(EXPERIMENT, cfg, f"seed{cfg.seed}", extra={"nets": cfg.nets()}) as session:
+        return _run(cfg, session, device)
+
+
+def _run(cfg: Config, session: RunSession, device) -> dict:
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset("xor", dtype=dtype)
     x, labels = data.x_train.to(device), data.y_train.to(device)
-    run_name, run_dir = folder.name, folder.path
+    run_name, run_dir = session.name, session.path
     nets = cfg.nets()
-    dashboard = dashboards.hidden_layers(nets)
-    write_json({**asdict(cfg), "run": run_name, "nets": nets, "device": str(device)}, run_dir / "config.json")
+    dashboard = dashboards.hidden_layers(nets, settings=asdict(cfg))
     start = time.perf_counter()
     results = {}
     for name, spec in nets.items():
+        if session.is_done(name):
+            results[name] = session.result(name)
+            continue
+        session.begin(name, name)
         net = MLP([2, spec["hidden"], 1], activation=spec["activation"], output_activation="sigmoid", dtype=dtype,
                   device=device, seed=cfg.seed)
         sigmoid_plane = spec["hidden"] == 2 and spec["activation"] == "sigmoid"
@@ -196,6 +200,7 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
                          "first_separable_epoch": separable, "final_margin": logger.margins[-1][1],
                          "best_margin": max(m for _, m in logger.margins), "snapshots": logger.snapshots,
                          "sigmoid_plane": sigmoid_plane, "stop_reason": history.stop_reason}
+        session.finish(name, results[name])
         if history.stop_reason == "diverged":
             print(f"{name}: {history.message}", file=sys.stderr)
     seconds = time.perf_counter() - start

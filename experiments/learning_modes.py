@@ -29,6 +29,7 @@ read and accepted. Exit status: 0 done, 2 a bad flag, file or folder (one line),
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,12 +39,15 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, USER_ERRORS, Column, at_least, check_config, flag_name, format_table, option,
-                                parse_config, progress_bars, run_main, seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, USER_ERRORS, Column, at_least, check_config,
+                                distinct, finite_positive, flag_name, format_table, option, parse_config,
+                                progress_bars, run_main, seed_range)
 from experiments.run_folder import changed_settings, check_run_name, merge_results, open_run_folder, read_json
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
-from manual_backprop.checks import resolve_device
+from manual_backprop.checks import check_memory, network_bytes, resolve_device
+from manual_backprop.init import INITS
+from manual_backprop.optim import OPTIMIZERS, get_optimizer
 from manual_backprop.network import MLP
 from manual_backprop.modes import samples_per_update
 from manual_backprop.tblog import RunLogger
@@ -56,7 +60,8 @@ EXPERIMENT = "learning_modes"
 CHANGEABLE = ("lr", "epochs")  # what --allow-changes can let through on --resume
 # The settings every mode of a run shares, and what a resume compares with the mode's config.json (plus its lr).
 SHARED_SETTINGS = ("dataset", "n_samples", "noise", "sizes", "activation", "output_activation", "loss", "dtype", "seed",
-                   "epochs")
+                   "epochs", "init", "optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay", "target_loss",
+                   "replacement")
 DISTRIBUTED_MODES = ["batch", "minibatch"]  # online is sequential
 
 
@@ -76,7 +81,7 @@ class Config:
     epochs: int = option(20, help="passes over the training split", check=at_least(1))
     modes: Optional[list[str]] = option(None, help="the learning modes to train, in this order (default: batch "
                                                    "online minibatch; with --distributed: batch minibatch)",
-                                        choices=MODES)
+                                        choices=MODES, check=distinct)
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float32", help="of the weights and the data", choices=DTYPES)
     seed: int = option(0, help="weights, data split and sample order", check=seed_range)
@@ -84,12 +89,23 @@ class Config:
     run: Optional[str] = option(None, flags=("--run", "--run-name"),
                                 help="run folder name (default: <dataset>-seed<seed>); --run-name also passes "
                                      "through torchrun")
-    resume: bool = option(False, help="continue the run's checkpoints instead of starting over (the settings must "
-                                      "be the run's own)")
+    resume: bool = option(False, help=RESUME_HELP)
     allow_changes: list[str] = option([], choices=CHANGEABLE,
                                       help="settings --resume may change: lr (of each mode), epochs; each resume is "
                                            "a segment in the mode's config.json (default: none)")
-    quiet: bool = option(False, help="no progress bars and no table")
+    init: str = option("xavier_uniform", help="initial weights", choices=INITS)
+    optimizer: str = option("sgd", help="the update rule: sgd (the lecture's w -= lr g, plus --momentum), adam, "
+                                        "adamw", choices=sorted(OPTIMIZERS))
+    momentum: float = option(0.0, help="sgd's momentum mu (0: plain gradient descent)", check=at_least(0))
+    beta1: float = option(0.9, help="adam/adamw: decay of the first-moment average")
+    beta2: float = option(0.999, help="adam/adamw: decay of the second-moment average")
+    eps: float = option(1e-8, help="adam/adamw: added to the denominator", check=finite_positive)
+    weight_decay: float = option(0.0, help="L2 factor (adamw: decoupled)", check=at_least(0))
+    target_loss: Optional[float] = option(None, help="stop a mode once its training loss is at most this "
+                                                     "(default: none, run every epoch)", check=at_least(0))
+    replacement: bool = option(False, help="minibatch draws its batches with replacement")
+    threads: Optional[int] = option(None, help="CPU threads torch uses (default: torch's own)", check=at_least(1))
+    quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
     distributed: bool = option(False, help="split every batch over the processes torchrun starts (nccl on GPUs, "
@@ -165,18 +181,27 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     if cfg.plots and main:
         require_matplotlib()  # before any training: a missing matplotlib is one line, not a lost run
     sizes = cfg.sizes or [data.n_features, 32, data.num_classes or data.y_train.shape[1]]
-    initial = MLP(sizes, activation=cfg.activation, output_activation=cfg.output_activation, dtype=dtype,
-                  device=device, seed=cfg.seed)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    # the initial network, a probe and a trainer's copy per mode, each with its gradients and optimizer state
+    copies = 3 + 4 * len(modes)
+    check_memory(f"--sizes {' '.join(map(str, sizes))} in {cfg.dtype} ({network_bytes(sizes, dtype):,} bytes a "
+                 f"network, {copies} of them)", copies * network_bytes(sizes, dtype))
+    initial = MLP(sizes, activation=cfg.activation, output_activation=cfg.output_activation, init=cfg.init,
+                  dtype=dtype, device=device, seed=cfg.seed)
     probes = _probe_trainers(cfg, modes, data, initial)
     folder = None
 
     def open_folder():  # rank 0 alone sees its disk and holds the lock; every rank learns the folder's name
         nonlocal folder
         folder = open_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default_run_name(cfg), resume=cfg.resume)
+        if folder.chosen and not quiet:
+            print(folder.chosen)
         return folder.name
 
     run_name = _on_rank0(main, open_folder)
-    cfg._run_name = run_name  # for the Ctrl-C message
+    cfg._run_name = run_name  # for the Ctrl-C message (common.run_main)
+    cfg._saved = "each mode's checkpoint holds its last finished epoch"
     run_dir = Path(cfg.logdir) / EXPERIMENT / run_name
     try:
         plan = _on_rank0(main, lambda: _check_run_folder(cfg, run_dir, modes, sizes))
@@ -244,7 +269,10 @@ def _check_run_folder(cfg: Config, run_dir: Path, modes: list, sizes: list) -> d
                 f"resume with the run's own settings (--config {mode_dir / 'config.json'} replays them)", mode,
                 resume=True)
         state = load_checkpoint(checkpoint)
-        history = state.get("history") if isinstance(state, dict) else None
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or isinstance(state["epoch"], bool):
+            raise ValueError(f"--resume: {checkpoint} is not a checkpoint of this script (it must hold a dict with an "
+                             f"int 'epoch'); start a new run with --run NAME")
+        history = state.get("history")
         if isinstance(history, dict) and history.get("stop_reason") == "diverged" and "lr" not in changes:
             raise ValueError(f"--resume: the {mode} run in {mode_dir} diverged after epoch {state.get('epoch')}, and "
                              f"with the same --lr-{mode} {cfg.lr(mode):g} it would diverge again; pass a smaller "
@@ -271,8 +299,25 @@ def _refuse(changes: dict, cfg: Config, what: str, how: str, mode: str, *, resum
 def _probe_trainers(cfg: Config, modes: list, data, initial: MLP) -> dict:
     """Each mode's Trainer on the plain path, with no logger and no files: a setting the Trainer refuses ends the
     run before a folder is made."""
-    return {mode: Trainer(initial.copy(), data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed, fast=False) for mode in modes}
+    probes = {}
+    for mode in modes:
+        net = initial.copy()
+        probes[mode] = Trainer(net, data, mode=mode, epochs=cfg.epochs, batch_size=cfg.batch_size, loss_fn=cfg.loss,
+                               seed=cfg.seed, fast=False, **trainer_settings(cfg, mode, net))
+    return probes
+
+
+def trainer_settings(cfg: Config, mode: str, net: MLP) -> dict:
+    """The Trainer's settings a user may change: lr or the optimizer that holds it, target loss, replacement."""
+    settings = {"target_loss": cfg.target_loss, "replacement": cfg.replacement}
+    if cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.weight_decay == 0:
+        return {**settings, "lr": cfg.lr(mode)}  # the lecture's update: the plain path (and its fast paths)
+    if cfg.optimizer == "sgd":
+        optimizer = get_optimizer("sgd", net, lr=cfg.lr(mode), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = get_optimizer(cfg.optimizer, net, lr=cfg.lr(mode), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay)
+    return {**settings, "lr": cfg.lr(mode), "optimizer": optimizer}
 
 
 def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
@@ -283,7 +328,7 @@ def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
         if state is not None:
             try:
                 probe.load_state_dict(state)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as err:
                 raise ValueError(f"--resume: {run_dir / mode / 'checkpoint.pt'} does not fit this run: {err}") \
                     from None
 
@@ -295,10 +340,13 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
         print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
     n_train = data.x_train.shape[0]
     dashboard = dashboards.learning_modes(modes, [cfg.lr(m) for m in modes],
-                                          [samples_per_update(m, cfg.batch_size, n_train) for m in modes])
+                                          [samples_per_update(m, cfg.batch_size, n_train) for m in modes],
+                                          settings={**asdict(cfg), "sizes": sizes})
     histories = {}
     for mode in modes:
         mode_dir, (state, segments) = run_dir / mode, plan[mode]
+        if state is None and main and cfg.resume and mode_dir.is_dir():
+            shutil.rmtree(mode_dir)  # a mode stopped before its first checkpoint: it starts over, alone in its folder
         if main:
             write_json({**asdict(cfg), "run": run_dir.name, "mode": mode, "lr": cfg.lr(mode), "sizes": sizes,
                         "device": str(initial.device), "net": initial.spec(), "data": repr(data),
@@ -306,16 +354,20 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
                        mode_dir / "config.json")
         updates_per_epoch = {"batch": 1, "online": n_train}.get(mode, -(-n_train // cfg.batch_size))
         with RunLogger(cfg.logdir, EXPERIMENT, run_dir.name, mode, updates_per_epoch=updates_per_epoch,
-                       samples_per_epoch=n_train, dashboard=dashboard,
-                       enabled=main) as logger:
+                       samples_per_epoch=n_train, dashboard=dashboard, enabled=main,
+                       resume=state is not None) as logger:
             trainer_class = Trainer if info is None else distributed.DistributedTrainer
-            trainer = trainer_class(initial.copy(), data, mode=mode, lr=cfg.lr(mode), epochs=cfg.epochs,
+            net = initial.copy()
+            trainer = trainer_class(net, data, mode=mode, epochs=cfg.epochs, **trainer_settings(cfg, mode, net),
                                     batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed,
                                     logger=logger if main else None,
                                     checkpoint_path=mode_dir / "checkpoint.pt" if main else None,
                                     progress=f"{mode:>9}" if progress_bars(quiet) else False)
             if state is not None:
                 trainer.load_state_dict(state)
+                if not quiet:
+                    print(f"resuming {mode} from epoch {state.get('epoch')} of {cfg.epochs} "
+                          f"({mode_dir / 'checkpoint.pt'})")
             history = trainer.run()
         if history.stop_reason == "diverged" and main:
             print(f"{mode}: {history.message}", file=sys.stderr)
@@ -342,19 +394,13 @@ def table(histories: dict, cfg: Config) -> str:
     return format_table(COLUMNS, rows)
 
 
-def interrupted(cfg: Config) -> str:
-    run_name = getattr(cfg, "_run_name", None) or cfg.run or default_run_name(cfg)
-    return (f"\ninterrupted; the checkpoints are saved. Continue with:\n  python -m experiments.learning_modes "
-            f"--run {run_name} --resume (and the same flags)")
-
-
 def exit_status(histories: dict) -> int:
     """3 when a mode diverged (its message is printed, its results written), else 0."""
     return 3 if any(h.stop_reason == "diverged" for h in histories.values()) else 0
 
 
 def main(argv=None) -> int:
-    return run_main(EXPERIMENT, parse_args, run, argv, interrupted=interrupted, status=exit_status)
+    return run_main(EXPERIMENT, parse_args, run, argv, status=exit_status)
 
 
 if __name__ == "__main__":

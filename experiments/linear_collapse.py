@@ -40,9 +40,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, progress_bars, run_main)
-from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, finite_positive,
+                                format_table, option, parse_config, progress_bars, run_main)
+from experiments.session import RunSession, start_run
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
@@ -74,7 +74,8 @@ class Config:
                             check=at_least(0))
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/linear_collapse/<run>")
     run: Optional[str] = option(None, help="run folder name (default: <sizes>-seeds<N>)")
-    quiet: bool = option(False, help="no progress line and no report")
+    resume: bool = option(False, help=RESUME_HELP)
+    quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
 
@@ -114,22 +115,21 @@ def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def run(cfg: Config) -> dict:
-    check_run_name(cfg.run)
     validate(cfg)
     if cfg.plots:
         require_matplotlib()
     sizes = [2, *cfg.hidden, 1]
-    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}") as f:
-        return _run(cfg, f)
-
-
-def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
+    default = f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}"
+    with start_run(EXPERIMENT, cfg, default, extra={"sizes": sizes}) as session:
+        return _run(cfg, session, device)
+
+
+def _run(cfg: Config, session: RunSession, device) -> dict:
     dtype = getattr(torch, cfg.dtype)
     sizes = [2, *cfg.hidden, 1]
     tie = torch.finfo(dtype).eps ** 0.5  # a margin below this is decided by rounding, not by the weights
-    run_name, run_dir = folder.name, folder.path
-    write_json({**asdict(cfg), "run": run_name, "sizes": sizes, "device": str(device)}, run_dir / "config.json")
+    run_name, run_dir = session.name, session.path
     start = time.perf_counter()
 
     # Part 1: the collapse of a random linear net, with non-zero biases so the composed bias is exercised.
@@ -143,13 +143,19 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     # Part 2: the same architecture trained on XOR, linear and non-linear, from the same seeds.
     x, labels = data.x_train.to(device), data.y_train.to(device)
     activations = ["identity", cfg.activation]
-    dashboard = dashboards.linear_collapse(activations, min(cfg.log_seeds, cfg.seeds))
+    dashboard = dashboards.linear_collapse(activations, min(cfg.log_seeds, cfg.seeds), settings=asdict(cfg))
+    width = len(str(cfg.seeds - 1))  # seed folders zero-padded: they sort in numeric order
     records = {a: [] for a in activations}
     for seed in range(cfg.seeds):
         for act in activations:
+            name = f"{act}-seed{seed:0{width}d}"
+            if session.is_done(name):
+                records[act].append(session.result(name))
+                continue
+            session.begin(name, name)
             net = MLP(sizes, activation=act, output_activation="identity", dtype=dtype, device=device, seed=seed)
-            with RunLogger(cfg.logdir, EXPERIMENT, run_name, f"{act}-seed{seed}", updates_per_epoch=1,
-                           histogram_every=50, dashboard=dashboard, run_hparams={"hidden_activation": act},
+            with RunLogger(cfg.logdir, EXPERIMENT, run_name, name, updates_per_epoch=1, histogram_every=50,
+                           dashboard=dashboard, run_hparams={"hidden_activation": act, "seed": seed},
                            enabled=seed < cfg.log_seeds) as logger:
                 h = train(net, data, mode="batch", lr=cfg.lr, epochs=cfg.epochs, loss_fn="squared_error",
                           target_loss=cfg.target_loss, seed=seed, logger=logger if logger.enabled else None,
@@ -167,6 +173,7 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
             if act == "identity":
                 record["collapse"] = collapse_report(net, x_demo.to(device))
             records[act].append(record)
+            session.finish(name, record)
         if progress_bars(cfg.quiet):
             print(f"\rseed {seed + 1}/{cfg.seeds} trained", end="", flush=True, file=sys.stderr)
     if progress_bars(cfg.quiet):
@@ -177,6 +184,7 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     write_json({"collapse": collapse, "summary": summary, "runs": records, "seconds": seconds},
                run_dir / "results.json")
     if cfg.log_seeds > 0:
+        session.begin("summary", "summary")
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
             logger.add_text("summary", "```\n" + text + "\n```")
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,

@@ -20,9 +20,11 @@ resume or an added mode would change, compared with the config.json a run wrote)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -58,14 +60,30 @@ class RunFolder:
 
     def __init__(self, path: Path, name: str, explicit: bool, existed: bool):
         self.path, self.name, self.explicit, self.existed = path, name, explicit, existed
+        self.chosen: Optional[str] = None  # with --resume and no --run: which folder was chosen, and why
         self._fd: Optional[int] = None
 
     def lock(self) -> None:
+        """Take ``<run>/.lock``: a regular file of this user's, never followed through a symbolic link."""
         lock = self.path / LOCK_NAME
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(lock, flags, 0o666)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ValueError(f"the lock {lock} is a symbolic link; a run folder's lock must be a plain file "
+                                 f"(remove the link, or pass --run NAME for another folder)") from None
             raise ValueError(f"cannot use the run folder {self.path}: {err.strerror} ({lock})") from None
+        info = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "is not a regular file"
+        elif hasattr(os, "getuid") and info.st_uid != os.getuid():
+            problem = f"belongs to another user (uid {info.st_uid})"
+        if problem:
+            os.close(fd)
+            raise ValueError(f"the lock {lock} {problem}; a run folder's lock must be your own plain file (pass "
+                             f"--run NAME for another folder)")
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,8 +133,9 @@ def open_run_folder(logdir, experiment: str, run: Optional[str], default: str, *
     """Check the name, pick (or create) the run folder under ``<logdir>/<experiment>``, and lock it.
 
     ``run``: the --run name, or None for ``default`` (a fresh numbered folder when it exists, or with ``resume``
-    the newest existing one). Raises ValueError naming the folder for a bad name, a folder that cannot be made or
-    locked, or one that another run holds.
+    the newest existing one that is the user's own: see ``_resumable``; ``folder.chosen`` says which and why).
+    Raises ValueError naming the folder for a bad name, a folder that cannot be made or locked, one that another
+    run holds, or one that is a symbolic link or another user's.
     """
     check_run_name(run)
     check_run_name(default)
@@ -130,10 +149,12 @@ def open_run_folder(logdir, experiment: str, run: Optional[str], default: str, *
         pass
     if run is not None:
         path = base / run
-        existed = path.exists()
-        if existed and not path.is_dir():
-            raise ValueError(f"--run {run}: {path} exists but is not a folder")
-        if not existed:
+        existed = os.path.lexists(path)
+        if existed:
+            problem = _not_own_folder(path)
+            if problem:
+                raise ValueError(f"--run {run}: {path} {problem}")
+        else:
             try:
                 _make_dir(path, "the run folder")
             except FileExistsError:  # another run created it a moment ago: the lock decides
@@ -145,13 +166,52 @@ def open_run_folder(logdir, experiment: str, run: Optional[str], default: str, *
     return folder
 
 
+def _not_own_folder(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be this user's run folder (None when it can): a link, not a folder, another's."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link; a run folder must be a folder of its own"
+    if not stat.S_ISDIR(info.st_mode):
+        return "exists but is not a folder"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"belongs to another user (uid {info.st_uid})"
+    return None
+
+
+def _resumable(path: Path) -> Optional[str]:
+    """Why ``path`` is not a run this user can resume (None when it is): the folder and every settings file and
+    checkpoint in it (config.json, progress.json, *.pt, one level of subfolders) must be the user's own."""
+    problem = _not_own_folder(path)
+    if problem:
+        return problem
+    found = [p for pattern in ("config.json", "progress.json", "*.pt", "*/config.json", "*/*.pt")
+             for p in path.glob(pattern)]
+    if not found:
+        return "holds no settings or checkpoint of a run"
+    for p in found:
+        info = os.lstat(p)
+        if stat.S_ISLNK(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+            return f"holds {p.relative_to(path)}, which another user wrote (or a link)"
+    return None
+
+
 def _default_folder(base: Path, default: str, resume: bool) -> RunFolder:
     pattern = re.compile(re.escape(default) + r"(?:-(\d+))?")
-    taken = sorted((int(m.group(1) or 1), p.name) for p in base.iterdir()
-                   if (m := pattern.fullmatch(p.name)) and p.is_dir())
-    if resume and taken:
-        name = taken[-1][1]
-        return RunFolder(base / name, name, explicit=False, existed=True)
+    taken = sorted((int(m.group(1) or 1), p.name) for p in base.iterdir() if (m := pattern.fullmatch(p.name)))
+    if resume:
+        skipped = []
+        for _, name in reversed(taken):
+            problem = _resumable(base / name)
+            if problem is None:
+                folder = RunFolder(base / name, name, explicit=False, existed=True)
+                folder.chosen = (f"--resume without --run: resuming {base / name}, the newest run of the default "
+                                 f"name {default!r} that is yours" + (f" (skipped {', '.join(skipped)})" if skipped
+                                                                      else ""))
+                return folder
+            skipped.append(f"{name}: {problem}")
+        listed = f"; skipped {'; '.join(skipped)}" if skipped else ""
+        raise ValueError(f"--resume: no run of the default name {default!r} of yours in {base} to resume{listed}; "
+                         f"pass --run NAME to name the run")
     number = 1
     while True:
         name = default if number == 1 else f"{default}-{number}"
@@ -164,16 +224,25 @@ def _default_folder(base: Path, default: str, resume: bool) -> RunFolder:
 
 # ---------------------------------------------------------------------------------------------------- what it holds
 def read_json(path: Path, what: str) -> Optional[dict]:
-    """The JSON object in ``path``, None if there is no such file; ValueError naming it if it cannot be used."""
+    """The JSON object in ``path``, None if there is no such file; ValueError naming it if it cannot be used
+    (a symbolic link is refused: a run folder's files are the run's own, never another file's keys)."""
     try:
-        text = Path(path).read_text()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return None
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{what} {path} is a symbolic link; a run folder's files must be its own (remove the "
+                             f"link)") from None
         raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{what} {path} is not valid JSON ({err}); move it away to start over") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} {path} must hold a JSON object, but holds {type(value).__name__}")

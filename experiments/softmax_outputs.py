@@ -30,9 +30,10 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
-                                progress_bars, run_main, seed_range)
-from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, format_table, option,
+                                parse_config, progress_bars, run_main, seed_range)
+from experiments.run_folder import check_run_name
+from experiments.session import RunSession, start_run
 from manual_backprop import MLP, Softmax
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import resolve_device
@@ -69,7 +70,8 @@ class Config:
     seed: int = option(0, help="weights, data and sample order", check=seed_range)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/softmax_outputs/<run>/<output>_<loss>")
     run: Optional[str] = option(None, help="run folder name (default: <dataset>-seed<seed>)")
-    quiet: bool = option(False, help="no progress bars and no tables")
+    resume: bool = option(False, help=RESUME_HELP)
+    quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
 
@@ -116,7 +118,7 @@ class RowSumLogger:
 
 
 def run(cfg: Config) -> dict:
-    check_run_name(cfg.run)
+    check_run_name(cfg.run)  # before anything is read or written
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     options = {"num_classes": cfg.num_classes} if cfg.dataset == "blobs" else {}
@@ -127,23 +129,27 @@ def run(cfg: Config) -> dict:
     check_config(cfg)
     if cfg.plots:
         require_matplotlib()
-    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.dataset}-seed{cfg.seed}") as folder:
-        return _run(cfg, folder, device, dtype, data)
+    with start_run(EXPERIMENT, cfg, f"{cfg.dataset}-seed{cfg.seed}") as session:
+        return _run(cfg, session, device, dtype, data)
 
 
-def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
+def _run(cfg: Config, session: RunSession, device, dtype, data) -> dict:
     sizes = [data.n_features, cfg.hidden, data.num_classes]
-    run_name, run_dir = folder.name, folder.path
+    run_name, run_dir = session.name, session.path
     lecture = lecture_example()
     if not cfg.quiet:
         print(example_text(lecture))
         print(f"\n{data}\nlogging to {run_dir}")
     x_test = data.x_test.to(device=device, dtype=dtype)
     onehot_test = data.targets("test", "onehot").to(device=device, dtype=dtype)
-    dashboard = dashboards.softmax_outputs(VARIANTS, [cfg.lr(v) for v in VARIANTS])
+    dashboard = dashboards.softmax_outputs(VARIANTS, [cfg.lr(v) for v in VARIANTS], settings=asdict(cfg))
     results = {}
     start = time.perf_counter()
     for variant, (output, loss) in VARIANTS.items():
+        if session.is_done(variant):
+            results[variant] = session.result(variant)
+            continue
+        session.begin(variant, variant)
         # Same seed, same sizes: both networks start from the same weights (the output activation draws none).
         net = MLP(sizes, activation=cfg.activation, output_activation=output, dtype=dtype, device=device,
                   seed=cfg.seed)
@@ -165,6 +171,7 @@ def _run(cfg: Config, folder: RunFolder, device, dtype, data) -> dict:
             "row_sum_max_deviation": (out.sum(dim=1) - 1).abs().max().item(),
             "row_sums_per_epoch": logger.sums,
         }
+        session.finish(variant, results[variant])
         if history.stop_reason == "diverged":
             print(f"{variant}: {history.message}", file=sys.stderr)
     write_json({"lecture_example": lecture, "runs": results}, run_dir / "results.json")

@@ -35,12 +35,13 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, Column, at_least, check_config, format_table, option, parse_config,
-                                progress_bars, run_main)
-from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, USER_ERRORS, Column, at_least, check_config,
+                                distinct, format_table, option, parse_config, progress_bars, run_main, seed_range)
+from experiments.run_folder import check_run_name
+from experiments.session import RunSession, start_run
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
-from manual_backprop.checks import resolve_device
+from manual_backprop.checks import check_memory, resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
 from manual_backprop.population.sharding import gather_population_history, member_shard
 from manual_backprop.training import MODES
@@ -57,21 +58,23 @@ class Config:
     output_activation: str = option("sigmoid", help="activation of the output layer")
     loss: str = option("squared_error", help="mean over samples: lr means the same in every mode")
     lrs: list[float] = option([0.25, 0.5, 1.0, 2.0, 4.0, 8.0], help="the learning-rate axis of the grid")
-    seeds: int = option(32, help="seeds 0 .. N-1 (weights and sample order) for every learning rate",
+    seeds: int = option(32, help="seeds seed .. seed + N - 1 (weights and sample order) for every learning rate",
                         check=at_least(1))
-    modes: list[str] = option(list(MODES), help="one population per mode", choices=MODES)
+    seed: int = option(0, help="the first seed (an offset: another block of seeds)", check=seed_range)
+    modes: list[str] = option(list(MODES), help="one population per mode", choices=MODES, check=distinct)
     batch_size: int = option(2, help="b, the samples per update of minibatch mode")
     epochs: int = option(1000, help="the epoch limit; a member that has not reached the target by then failed",
                          check=at_least(1))
     target_loss: float = option(0.04, help="success: the training loss at the end of an epoch is at most this")
-    device: str = option("cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float64", help="of the weights and the data", choices=DTYPES)
     engine: str = option("eager", help="eager, compiled (torch.compile) or cuda_graph", choices=ENGINES)
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/sweep/<run>/<mode>_lr<lr>")
     run: Optional[str] = option(None, flags=("--run", "--run-name"),
-                                help="run folder name (default: <dataset>-<time stamp>); --run-name also passes "
-                                     "through torchrun")
-    quiet: bool = option(False, help="no progress bars")
+                                help="run folder name (default: <dataset>-seeds<N>, then -2, -3, ...); --run-name "
+                                     "also passes through torchrun")
+    resume: bool = option(False, help=RESUME_HELP + "; the modes finished before the stop are kept")
+    quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
     distributed: bool = option(False, help="shard each population's members over the processes torchrun starts")
@@ -99,7 +102,7 @@ def grid(cfg: Config):
     for a, lr in enumerate(cfg.lrs):
         groups[f"lr{lr:g}"] = list(range(a * cfg.seeds, (a + 1) * cfg.seeds))
         lrs += [lr] * cfg.seeds
-        seeds += list(range(cfg.seeds))
+        seeds += list(range(cfg.seed, cfg.seed + cfg.seeds))
     return lrs, seeds, groups
 
 
@@ -109,30 +112,31 @@ def run(cfg: Config) -> dict:
     validate(cfg)
     if cfg.plots:
         require_matplotlib()
-    default = f"{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    default = f"{Path(cfg.dataset).stem}-seeds{cfg.seeds}" + (f"-from{cfg.seed}" if cfg.seed else "")
     if not cfg.distributed:
-        with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default) as folder:
-            return _run(cfg, folder, resolve_device(cfg.device), None)
+        device = resolve_device(cfg.device)
+        with start_run(EXPERIMENT, cfg, default) as session:
+            return _run(cfg, session, device, None)
     with distributed.init_distributed(device=cfg.device, timeout=cfg.dist_timeout) as info:
-        folder, error = None, None
+        session, error = None, None
         if info.is_main:
             try:  # only rank 0 writes; the others hear of a refused folder instead of waiting for a timeout
-                folder = open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, default)
-            except (ValueError, OSError) as err:
+                session = start_run(EXPERIMENT, cfg, default)
+            except USER_ERRORS as err:
                 error = str(err)
         error = distributed.from_rank0(error)
         if error:
             raise ValueError(error)
-        try:
-            return _run(cfg, folder, info.device, info)
-        finally:
-            if folder is not None:
-                folder.release()
+        if session is None:
+            return _run(cfg, None, info.device, info)
+        with session:
+            return _run(cfg, session, info.device, info)
 
 
-def _run(cfg: Config, folder: Optional[RunFolder], device: torch.device, info) -> dict:
+def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info) -> dict:
     """One population per mode; with ``info`` (a DistInfo) this rank trains its block of members, and rank 0 gets
-    the gathered histories and does the writing (the other ranks return {})."""
+    the gathered histories and does the writing (the other ranks return {}). A mode the session finished before
+    (a resumed run) is read back, not trained again."""
     main_rank = info is None or info.is_main
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
@@ -140,15 +144,26 @@ def _run(cfg: Config, folder: Optional[RunFolder], device: torch.device, info) -
              else data.num_classes or data.y_train.shape[1])
     sizes = cfg.sizes or [data.n_features, 8, n_out]
     lrs, seeds, groups = grid(cfg)
+    check_population_memory(len(lrs), sizes, data, cfg)
     start, stop = member_shard(len(lrs), info.rank, info.world_size) if info else (0, len(lrs))
-    run_name, run_dir = (folder.name, folder.path) if main_rank else (None, None)
+    run_name, run_dir = (session.name, session.path) if main_rank else (None, None)
     if main_rank and not cfg.quiet:
-        print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds 0..{cfg.seeds - 1}, sizes {sizes}, "
-              f"{cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss {cfg.target_loss:g}\n"
-              f"logging to {run_dir}")
-    dashboard = dashboards.sweep(cfg.modes, cfg.lrs)
-    rows, histories = [], {}
+        print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds {cfg.seed}..{cfg.seed + cfg.seeds - 1}, "
+              f"sizes {sizes}, {cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss "
+              f"{cfg.target_loss:g}\nlogging to {run_dir}")
+    dashboard = dashboards.sweep(cfg.modes, cfg.lrs, settings={**asdict(cfg), "sizes": sizes})
+    done = [m for m in cfg.modes if main_rank and session.is_done(m)]
+    done = distributed.from_rank0(done) if info else done
+    rows, members = [], {}
     for mode in cfg.modes:
+        if mode in done:
+            if main_rank:
+                kept = session.result(mode)
+                rows += kept["rows"]
+                members[mode] = kept["members"]
+            continue
+        if main_rank:
+            session.begin(mode, *[f"{mode}_{name}" for name in groups])
         pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation,
                          seeds=seeds[start:stop], dtype=dtype, device=device)
         logger = PopulationLogger(cfg.logdir, EXPERIMENT, run_name, groups=groups, member_runs=0,
@@ -167,24 +182,36 @@ def _run(cfg: Config, folder: Optional[RunFolder], device: torch.device, info) -
                 continue
             _log_gathered(logger, history, trainer)
         seconds = time.perf_counter() - began
-        histories[mode] = history
-        for name, members in groups.items():
-            rows.append({"mode": mode, "lr": lrs[members[0]], "runs": len(members),
-                         "successes": sum(history.epochs_to_target[i] is not None for i in members),
-                         "success_rate": history.success_rate(members),
-                         "median_epochs": history.median_epochs_to_target(members),
-                         "diverged": sum(history.stop_reason[i] == "diverged" for i in members),
-                         "seconds_for_mode": seconds})
+        h = history
+        mode_rows = [{"mode": mode, "lr": lrs[ms[0]], "runs": len(ms),
+                      "successes": sum(h.epochs_to_target[i] is not None for i in ms),
+                      "success_rate": h.success_rate(ms), "median_epochs": h.median_epochs_to_target(ms),
+                      "diverged": sum(h.stop_reason[i] == "diverged" for i in ms), "seconds_for_mode": seconds}
+                     for ms in groups.values()]
+        members[mode] = [{"lr": h.lr[i], "seed": h.seeds[i], "stop_reason": h.stop_reason[i],
+                          "epochs_to_target": h.epochs_to_target[i], "diverged_update": h.diverged_update[i],
+                          "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
+        rows += mode_rows
+        session.finish(mode, {"rows": mode_rows, "members": members[mode]})
     if not main_rank:
         return {}
-    members = {mode: [{"lr": h.lr[i], "seed": h.seeds[i], "stop_reason": h.stop_reason[i],
-                       "epochs_to_target": h.epochs_to_target[i], "diverged_update": h.diverged_update[i],
-                       "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
-               for mode, h in histories.items()}
-    results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows, "members": members}
+    results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows,
+               "members": {m: members[m] for m in cfg.modes}}
     write_json(results, run_dir / "results.json")
-    finish_run(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"], dashboard=dashboard)
+    finish_run(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"], dashboard=dashboard,
+               show=not cfg.quiet)
     return results
+
+
+def check_population_memory(members: int, sizes: list, data, cfg: Config) -> None:
+    """Refuse, in one line, a grid whose populations would not fit in memory (before any of it is drawn)."""
+    itemsize = torch.finfo(getattr(torch, cfg.dtype)).bits // 8
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n, width = data.x_train.shape[0], data.x_train.shape[1] + sizes[-1]
+    # weights, their last good copy and the gradients; the activations of one update; an epoch's gathered samples
+    per_member = itemsize * (3 * params + n * (sum(sizes) + width) * 2)
+    check_memory(f"--seeds {cfg.seeds} x --lrs ({len(cfg.lrs)}): {members} members of {sizes} per population",
+                 members * per_member)
 
 
 def _log_gathered(logger: PopulationLogger, history, trainer: PopulationTrainer) -> None:

@@ -38,9 +38,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, Column, at_least, check_config, finite_positive, format_table, option,
-                                parse_config, progress_bars, run_main)
-from experiments.run_folder import RunFolder, check_run_name, open_new_run_folder
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, distinct,
+                                finite_positive, format_table, option, parse_config, progress_bars, run_main)
+from experiments.session import RunSession, start_run
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
 from manual_backprop.network import MLP
@@ -57,9 +57,10 @@ METHOD_NAMES = {"perceptron": "perceptron rule", "delta": "delta rule", "mlp": "
 
 @dataclass
 class Config:
-    problems: list[str] = option(list(PROBLEMS), help="logic gates from manual_backprop.datasets", choices=PROBLEMS)
+    problems: list[str] = option(list(PROBLEMS), help="logic gates from manual_backprop.datasets", choices=PROBLEMS,
+                                 check=distinct)
     methods: list[str] = option(list(METHODS), help="perceptron (rule), delta (rule), mlp (backprop)",
-                                choices=METHODS)
+                                choices=METHODS, check=distinct)
     seeds: int = option(20, help="seeds 0 .. N-1; success rates are over these, not one lucky run", check=at_least(1))
     mode: str = option("online", help="learning mode of the two single-layer rules: online (the classic rules) or "
                                       "batch", choices=SINGLE_LAYER_MODES)
@@ -91,7 +92,8 @@ class Config:
                                        "always drawn", check=at_least(1))
     logdir: str = option("runs", help="TensorBoard runs go to <logdir>/xor/<run>")
     run: Optional[str] = option(None, help="run folder name (default: <mode>-seeds<N>)")
-    quiet: bool = option(False, help="no progress bar and no table")
+    resume: bool = option(False, help=RESUME_HELP)
+    quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
 
@@ -171,22 +173,25 @@ def summarize(records: list) -> dict:
 
 def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
-    check_run_name(cfg.run)
     check_config(cfg)
     if cfg.plots:
         require_matplotlib()
-    with open_new_run_folder(cfg.logdir, EXPERIMENT, cfg.run, f"{cfg.mode}-seeds{cfg.seeds}") as folder:
-        return _run(cfg, folder)
-
-
-def _run(cfg: Config, folder: RunFolder) -> dict:
     device = resolve_device(cfg.device)
+    with start_run(EXPERIMENT, cfg, f"{cfg.mode}-seeds{cfg.seeds}") as session:
+        return _run(cfg, session, device)
+
+
+def run_folder_name(problem: str, method: str, seed: int, seeds: int) -> str:
+    """``xor-mlp-seed07``: seeds zero-padded to the width of the largest, so the runs sort in numeric order."""
+    return f"{problem}-{method}-seed{seed:0{len(str(seeds - 1))}d}"
+
+
+def _run(cfg: Config, session: RunSession, device) -> dict:
     dtype = getattr(torch, cfg.dtype)
-    run_name, run_dir = folder.name, folder.path
+    run_name, run_dir = session.name, session.path
     log_seeds = cfg.seeds if cfg.log_seeds is None else min(cfg.log_seeds, cfg.seeds)
     lrs = {"perceptron": cfg.lr_perceptron, "delta": cfg.lr_delta, "mlp": cfg.lr_mlp}
-    dashboard = dashboards.xor(cfg.problems, cfg.methods, log_seeds, lrs)
-    write_json({**asdict(cfg), "run": run_name, "device": str(device)}, run_dir / "config.json")
+    dashboard = dashboards.xor(cfg.problems, cfg.methods, log_seeds, lrs, settings=asdict(cfg))
     if not cfg.quiet:
         print(f"{len(cfg.problems)} problems x {len(cfg.methods)} methods x {cfg.seeds} seeds on {device}; "
               f"logging to {run_dir}")
@@ -205,14 +210,20 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
             for method in cfg.methods:
                 rows = []
                 for seed in range(cfg.seeds):
-                    logger = RunLogger(cfg.logdir, EXPERIMENT, run_name, f"{problem}-{method}-seed{seed}",
-                                       updates_per_epoch=1, histogram_every=50, dashboard=dashboard,
-                                       run_hparams={"problem": problem, "method": method},
-                                       enabled=seed < log_seeds)
-                    with logger:
-                        shown = logger if seed < cfg.image_seeds else ScalarsOnly(logger)
-                        rows.append(run_one(cfg, problem, method, seed, data, device, dtype,
-                                            shown if logger.enabled else None))
+                    name = run_folder_name(problem, method, seed, cfg.seeds)
+                    if session.is_done(name):
+                        rows.append(session.result(name))
+                    else:
+                        session.begin(name, name)
+                        logger = RunLogger(cfg.logdir, EXPERIMENT, run_name, name, updates_per_epoch=1,
+                                           histogram_every=50, dashboard=dashboard,
+                                           run_hparams={"problem": problem, "method": method, "seed": seed},
+                                           enabled=seed < log_seeds)
+                        with logger:
+                            shown = logger if seed < cfg.image_seeds else ScalarsOnly(logger)
+                            rows.append(run_one(cfg, problem, method, seed, data, device, dtype,
+                                                shown if logger.enabled else None))
+                        session.finish(name, rows[-1])
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"{problem} {method}")
@@ -226,6 +237,7 @@ def _run(cfg: Config, folder: RunFolder) -> dict:
     write_json({"summary": summaries, "least_squares_loss": least_squares, "seconds": seconds,
                 "runs": {f"{p}-{m}": rows for (p, m), rows in records.items()}}, run_dir / "results.json")
     if log_seeds > 0:
+        session.begin("summary", "summary")
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
             logger.add_text("summary", "```\n" + text + "\n```")
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,

@@ -261,5 +261,22 @@ def _hidden_panel(ax, shot: dict, labels, names, sigmoid_plane: bool, hidden: in
     ax.tick_params(labelsize=6)
 
 
-FIGURES = {"learning_modes": learning_modes, "sweep": sweep, "xor": xor, "softmax_outputs": softmax_outputs,
+# ---------------------------------------------------------------------------------------------------- gradient noise
+def gradient_noise(run_dir: Path):
+    results = _results(run_dir).get("results", {})
+    colours = {m: MODE_COLOURS.get(m, colour(i)) for i, m in enumerate(results)}
+    series = {m: r.get("series", {}) for m, r in results.items() if isinstance(r, dict)}
+    figure, axes = new_figure(1, 3)
+    folders = run_folders(run_dir)
+    curves(axes[0][0], {m: scalars(p, "escaped/fraction") for m, p in folders.items() if m in results},
+           colours=colours, title="escaped fraction of the networks", xlabel="epoch", ylabel="fraction")
+    for ax, key, title in ((axes[0][1], "mean_cosine", "mean cos(u, G)"), (axes[0][2], "variance", "E|u - G|^2")):
+        curves(ax, {m: (np.array(s.get("epoch", [])), np.array(s.get(key, []))) for m, s in series.items()},
+               colours=colours, title=title, xlabel="epoch", ylabel=key.replace("_", " "))
+    yield ("escapes_and_noise", "Left: the fraction of the K networks that reached the target loss (escaped the "
+           "local minimum), per mode. Middle and right: how far each mode's update directions u stray from the "
+           "full-batch gradient G, over the networks still training.", figure)
+
+
+FIGURES = {"gradient_noise": gradient_noise, "learning_modes": learning_modes, "sweep": sweep, "xor": xor, "softmax_outputs": softmax_outputs,
            "linear_collapse": linear_collapse, "hidden_layers": hidden_layers}

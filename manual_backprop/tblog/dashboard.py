@@ -108,6 +108,9 @@ class Dashboard:
         smoothing: TIME SERIES smoothing in the link (None: TensorBoard's 0.6).
         tab: the tab the link opens: "timeseries" (key charts pinned) or "custom_scalars" (the layout); the other
             settings of the link hold for TIME SERIES either way.
+        settings: the run's full settings {key: value} (seed, epochs, ...): every run writes them as columns after
+            the compared ones, so runs of one logdir started with other settings (seeds, epoch limits) can be told
+            apart in HPARAMS, whichever run TensorBoard reads first. A key of ``hparams`` is not repeated.
     """
     point: str
     layout: tuple = ()
@@ -120,6 +123,7 @@ class Dashboard:
     run_colors: str = ""
     smoothing: Optional[float] = None
     tab: str = "timeseries"
+    settings: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.tab not in TABS:
@@ -127,6 +131,8 @@ class Dashboard:
         for name in ("layout", "metrics", "pinned", "pinned_images"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "hparams", {k: [hparam_value(v) for v in vs] for k, vs in self.hparams.items()})
+        object.__setattr__(self, "settings", {k: hparam_value(v) for k, v in self.settings.items()
+                                              if k not in self.hparams})
         for name in ("tag_filter", "run_filter", "run_colors"):
             try:
                 re.compile(getattr(self, name))
@@ -138,20 +144,20 @@ class Dashboard:
     def columns(self) -> list:
         """The HPARAMS keys that become columns: those whose values differ (all of them when none does)."""
         varying = [k for k in self.hparams if self.differs(k)]
-        return varying or list(self.hparams)
+        return (varying or list(self.hparams)) + list(self.settings)
 
     def differs(self, key: str) -> bool:
-        return len(set(map(_key, self.hparams[key]))) > 1
+        return key in self.hparams and len(set(map(_key, self.hparams[key]))) > 1
 
     def numeric(self, key: str) -> bool:
         """Whether a key's column holds numbers (every value the runs take is one) rather than text."""
-        return all(not isinstance(v, str) for v in self.hparams[key])
+        return all(not isinstance(v, str) for v in self.hparams.get(key, [self.settings.get(key)]))
 
     def session_hparams(self, hparams: Mapping) -> dict:
         """A run's values for exactly this dashboard's keys, as its columns hold them (MISSING where it has none)."""
         values = {}
-        for key in self.hparams:
-            value = hparam_value(hparams[key]) if key in hparams else MISSING
+        for key in (*self.hparams, *self.settings):
+            value = hparam_value(hparams[key]) if key in hparams else self.settings.get(key, MISSING)
             values[key] = value if self.numeric(key) and not isinstance(value, str) else _text(value)
         return values
 

@@ -22,6 +22,8 @@ from ..checks import check_bool, check_int
 from .dashboard import Dashboard, hparam_value, layout_summary
 from ..checkpoint import PathLike
 from .decision_boundary import decision_boundary_image, grid_predict_fn
+from .event_files import NamedWriter as _NamedWriter
+from .event_files import check_no_other_run as _check_no_other_run
 
 
 
@@ -47,6 +49,9 @@ class RunLogger:
         run_hparams: hparams of this run that ``log_hparams`` adds to what it is given (the problem and method of
             one xor run, say, when a trainer logs its own hparams).
         enabled: False makes every method a no-op that creates no folder (quiet tests, non-zero ranks).
+        resume: the folder may already hold this run's events (a run continued from its checkpoint writes on after
+            them). Without it, a folder that holds event files is refused (ValueError naming it): TensorBoard would
+            show two runs' curves as one. One run per folder.
 
     The logger is a context manager: on leaving the ``with`` block, also by an exception or Ctrl-C, everything
     written so far is flushed and the writer closed. ``close`` may be called any number of times.
@@ -74,6 +79,7 @@ class RunLogger:
         dashboard: Optional[Dashboard] = None,
         run_hparams: Optional[dict] = None,
         enabled: bool = True,
+        resume: bool = False,
     ):
         if not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"logdir must be a str or os.PathLike, but got {type(logdir).__name__}: {logdir!r}")
@@ -92,6 +98,7 @@ class RunLogger:
         if run_hparams is not None and not isinstance(run_hparams, dict):
             raise TypeError(f"run_hparams must be a dict or None, but got {type(run_hparams).__name__}")
         self.enabled = check_bool("enabled", enabled)
+        self.resume = check_bool("resume", resume)
         self.samples_per_epoch = samples_per_epoch
         self.dashboard = dashboard
         self.run_hparams = dict(run_hparams or {})
@@ -109,9 +116,14 @@ class RunLogger:
         self._held_span: Optional[tuple] = None  # (lowest, highest) update index held
         self._pending: Optional[tuple] = None  # (update, loss) last point handed in, when it was not kept
         if enabled:
+            _check_no_other_run(self.path, self.resume)
             from torch.utils.tensorboard import SummaryWriter  # imported here: `enabled=False` stays light
 
-            self._writer = SummaryWriter(log_dir=str(self.path), flush_secs=10)
+            try:
+                self._writer = _NamedWriter(SummaryWriter(log_dir=str(self.path), flush_secs=10), self.path)
+            except OSError as err:
+                raise OSError(err.errno, f"cannot create the TensorBoard folder {self.path}: "
+                                         f"{err.strerror or err}") from None
             if dashboard is not None and dashboard.layout:
                 self._writer.file_writer.add_summary(layout_summary(dashboard.layout), 0)
 
@@ -354,6 +366,8 @@ class RunLogger:
         except Exception as error:  # never hide the exception that ended the block behind a logging error
             if exc_type is None:
                 raise
+            if isinstance(error, OSError) and isinstance(exc, OSError):
+                return False  # the same failing disk, already named by the error that ended the block
             warnings.warn(f"RunLogger({str(self.path)!r}) failed to close cleanly: {error!r}", RuntimeWarning)
         return False
 

@@ -105,9 +105,14 @@ def test_xor_runs_share_one_table_whatever_the_method(tmp_path):
     assert len(tables) == 6
     assert len({json.dumps(t[:2]) for t in tables.values()}) == 1
     columns, metrics, _ = next(iter(tables.values()))
-    assert columns == [("method", True), ("seed", True), ("lr", True)]  # one problem: not a column
+    # the compared keys first (one problem: not a column), then every setting of the run, as constant columns
+    assert columns[:3] == [("method", True), ("seed", True), ("lr", True)]
+    assert {"seeds": False, "epochs_mlp": False, "hidden": False} == \
+        {k: d for k, d in columns[3:] if k in ("seeds", "epochs_mlp", "hidden")}
     assert metrics == ["accuracy/train", "loss/train", "errors/train"]
-    assert tables["xor-mlp-seed1"][2] == {"problem": "xor", "method": "mlp", "seed": 1, "lr": 5.0}
+    values = tables["xor-mlp-seed1"][2]
+    assert {k: values[k] for k in ("problem", "method", "seed", "lr", "seeds", "epochs_mlp")} == \
+        {"problem": "xor", "method": "mlp", "seed": 1, "lr": 5.0, "seeds": 2, "epochs_mlp": 3}
 
 
 @pytest.mark.parametrize("make, key_tag", [
