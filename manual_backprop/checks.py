@@ -146,3 +146,45 @@ def check_seed(name: str, seed, *, allow_none: bool = False):
     if not 0 <= seed <= _SEED_MAX:
         raise ValueError(f"{name} must be an int in [0, 2**63 - 1]{none}, but got {seed}")
     return int(seed)
+
+
+# ------------------------------------------------------------------------------------------------------- memory
+def network_bytes(sizes, dtype=torch.float32) -> int:
+    """The bytes of one network's parameters: sum over layers of (n_{l-1} n_l + n_l) * the dtype's item size."""
+    sizes = check_sizes(sizes)
+    itemsize = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
+    return itemsize * sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def available_memory() -> int:
+    """The bytes of memory the machine can give now: Linux's MemAvailable (free plus reclaimable cache), else the
+    physical memory; 2**62 where the system cannot tell."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 ** 62
+
+
+def check_memory(what: str, nbytes: int, *, available=None) -> None:
+    """Refuse (ValueError, one line naming ``what`` and both sizes) a request for more memory than is available
+    (``available``: the bytes free, default ``available_memory()``), before any of it is allocated."""
+    free = available_memory() if available is None else available
+    if nbytes > free:
+        raise ValueError(f"{what} needs about {_human_bytes(nbytes)}, but the machine has {_human_bytes(free)} of "
+                         f"memory free; use smaller widths or fewer members")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
