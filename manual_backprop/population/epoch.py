@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..losses import Loss
 from ..network import backward_phase, forward_phase
-from .stack import Population, member_accuracy
+from ..training.history import accuracy
+from .stack import Population
 
 __all__ = ["EpochFunction", "evaluate_members", "compile_epoch"]
 
@@ -24,7 +25,7 @@ def evaluate_members(weights, biases, functions, loss_fn: Loss, x: Tensor, y: Te
     K = weights[0].shape[0]
     cache = forward_phase(weights, biases, functions, x.unsqueeze(0).expand(K, -1, -1))
     losses = loss_fn.value(cache.logits, cache.output, y.unsqueeze(0).expand(K, -1, -1))
-    return losses, (member_accuracy(cache.output, labels) if labels is not None else None)
+    return losses, (accuracy(cache.output, labels) if labels is not None else None)
 
 
 class EpochFunction:

@@ -62,18 +62,12 @@ from ..init import initial_parameters
 from ..losses import Loss
 from ..network import MLP, Gradients, resolve_architecture, update
 
-__all__ = ["Population", "member_accuracy", "POPULATION_ULPS"]
+__all__ = ["Population", "POPULATION_ULPS"]
 
 # One population update agrees with each member's own update through network.py within this many units in the last
 # place of each tensor's largest entry (tests/test_update_proof.py): the batched kernels (bmm, and element-wise ops
 # vectorised over (K, B, n) where a small (B, n) tensor runs scalar code) round a few entries differently.
 POPULATION_ULPS = 4
-
-
-def member_accuracy(output: Tensor, labels: Tensor) -> Tensor:
-    """training.accuracy for every member: output (K, N, n), labels (N,) -> (K,)."""
-    predicted = (output[..., 0] >= 0.5).long() if output.shape[-1] == 1 else output.argmax(dim=-1)  # (K, N)
-    return (predicted == labels).to(output.dtype).mean(dim=-1)
 
 
 class Population:

@@ -90,9 +90,10 @@ def _probability_rows(y: Tensor) -> bool:
 
 
 def accuracy(output: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label."""
-    predicted = (output[:, 0] >= 0.5).long() if output.shape[1] == 1 else output.argmax(dim=1)
-    return (predicted == labels).to(output.dtype).mean()
+    """Fraction of samples whose predicted class (argmax, or output >= 0.5 for one output) equals the label:
+    output (..., N, n), labels (N,) -> (...), one figure per network (a population's K members: (K,))."""
+    predicted = (output[..., 0] >= 0.5).long() if output.shape[-1] == 1 else output.argmax(dim=-1)  # (..., N)
+    return (predicted == labels).to(output.dtype).mean(dim=-1)
 
 
 def same_split(a: tuple, b: tuple) -> bool:
