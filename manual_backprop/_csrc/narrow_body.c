@@ -1,0 +1,242 @@
+/* One dtype's narrow pass. Included by narrow.c with REAL, SUFFIX(name) and the libm functions R_* defined; not
+ * compiled on its own. Layout: a tile's rows are features, its TILE columns samples (lanes); W[k] is
+ * (n_{k+1}, n_k) row-major, as in network.py. Each function is named after the function of network.py it derives
+ * from. */
+
+/* TILE lanes of REAL as NV vectors of 64 bytes (AVX-512 registers where the CPU has them; the compiler splits them
+ * elsewhere). may_alias: tile rows are REAL arrays read through this type. */
+typedef REAL SUFFIX(vec) __attribute__((vector_size(64), may_alias));
+#define VEC SUFFIX(vec)
+#define VL ((int)(64 / sizeof(REAL)))
+#define NV (TILE / VL)
+
+#include "kernels.h"
+
+/* network.net_input for a tile: z = W a + b, a (n_in, TILE), z (n_out, TILE); the products summed in the
+ * order i = 0 .. n_in - 1 after the bias. */
+static void SUFFIX(narrow_net_input)(const REAL *W, const REAL *bias, const REAL *a, REAL *z, int64_t n_in,
+                                     int64_t n_out)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        VEC acc[NV];
+        const REAL bj = bias ? bias[j] : (REAL)0;
+        for (int v = 0; v < NV; v++) acc[v] = (VEC){0} + bj;
+        const REAL *Wj = W + j * n_in;
+        for (int64_t i = 0; i < n_in; i++) {
+            const REAL w = Wj[i];
+            const VEC *ai = (const VEC *)(a + i * TILE);
+            for (int v = 0; v < NV; v++) acc[v] = acc[v] + w * ai[v];
+        }
+        VEC *zj = (VEC *)(z + j * TILE);
+        for (int v = 0; v < NV; v++) zj[v] = acc[v];
+    }
+}
+
+/* network.hidden_delta for a tile, before f': back = W^T delta, i.e. back_i = sum_c delta_c w_ci, delta (n_out, TILE),
+ * back (n_in, TILE). */
+static void SUFFIX(narrow_back)(const REAL *W, const REAL *delta, REAL *back, int64_t n_in, int64_t n_out)
+{
+    for (int64_t i = 0; i < n_in; i++) {
+        VEC acc[NV];
+        for (int v = 0; v < NV; v++) acc[v] = (VEC){0};
+        for (int64_t c = 0; c < n_out; c++) {
+            const REAL w = W[c * n_in + i];
+            const VEC *dc = (const VEC *)(delta + c * TILE);
+            for (int v = 0; v < NV; v++) acc[v] = acc[v] + dc[v] * w;
+        }
+        VEC *bi = (VEC *)(back + i * TILE);
+        for (int v = 0; v < NV; v++) bi[v] = acc[v];
+    }
+}
+
+/* network.weight_gradient and bias_gradient for a tile, lane-wise: gw[j, i] += sum_v delta_j[v] a_i[v] and
+ * gb[j] += sum_v delta_j[v], each a vector of VL partial sums. */
+static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, VEC *gb, int64_t n_in, int64_t n_out)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        VEC dj[NV];
+        const VEC *dsrc = (const VEC *)(delta + j * TILE);
+        for (int v = 0; v < NV; v++) dj[v] = dsrc[v];
+        VEC *g = gw + j * n_in;
+        for (int64_t i = 0; i < n_in; i++) {
+            const VEC *ai = (const VEC *)(a + i * TILE);
+            VEC s = g[i];
+            for (int v = 0; v < NV; v++) s = s + dj[v] * ai[v];
+            g[i] = s;
+        }
+        if (gb) {
+            VEC s = gb[j];
+            for (int v = 0; v < NV; v++) s = s + dj[v];
+            gb[j] = s;
+        }
+    }
+}
+
+/* Adds the lanes of each of n partial-sum vectors to total[] in double, and clears them. */
+static void SUFFIX(narrow_flush)(VEC *lanes, double *total, int64_t n)
+{
+    for (int64_t q = 0; q < n; q++) {
+        double s = 0;
+        for (int l = 0; l < VL; l++) s += (double)lanes[q][l];
+        total[q] += s;
+        lanes[q] = (VEC){0};
+    }
+}
+
+/* The loss and the output delta of a tile, sample by sample through the loss's own C row (kernels.h): the
+ * logits z (n, TILE) are transposed to rows, f applied per row (softmax), and the delta transposed back into d.
+ * x_out (n, TILE) receives the output x^L. Returns acc plus the tile's terms of E / c. */
+static double SUFFIX(narrow_output_rows)(const narrow_plan *p, const REAL *z, REAL *x_out, REAL *d, REAL *zs,
+                                         REAL *xs, REAL *ds, int64_t s0, int64_t nt, double c)
+{
+    const int64_t L = p->n_layers, n = p->sizes[L];
+    const int32_t out_act = p->acts[L - 1];
+    const REAL slope = (REAL)p->slopes[L - 1];
+    const REAL *y = (const REAL *)p->y;
+    REAL acc = 0;
+    for (int64_t s = 0; s < nt; s++) {
+        for (int64_t j = 0; j < n; j++) zs[s * n + j] = xs[s * n + j] = z[j * TILE + s];
+        SUFFIX(activation_forward)(out_act, slope, xs + s * n, n);
+        acc = SUFFIX(output_delta)(p->loss_kind, out_act, slope, zs + s * n, xs + s * n, y + (s0 + s) * n,
+                                   ds + s * n, n, c, acc);
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t s = 0; s < nt; s++) {
+            d[j * TILE + s] = ds[s * n + j];
+            x_out[j * TILE + s] = xs[s * n + j];
+        }
+        for (int64_t s = nt; s < TILE; s++) d[j * TILE + s] = 0;  /* padding: no delta, no gradient */
+    }
+    return (double)acc;
+}
+
+/* The squared error and its output delta of a tile, lane by lane, as SquaredError.c_output_row computes them:
+ * e = x - y, E / c += e^2, d = e * 2c, then d <- f'(net) d. Padded lanes are masked to e = 0. */
+static double SUFFIX(narrow_output_lanes)(const narrow_plan *p, const REAL *x, const REAL *yt, REAL *d,
+                                          const VEC *mask, double c)
+{
+    const int64_t L = p->n_layers, n = p->sizes[L];
+    const REAL c2 = (REAL)(2.0 * c);
+    VEC acc = (VEC){0};
+    for (int64_t j = 0; j < n; j++) {
+        const VEC *xj = (const VEC *)(x + j * TILE), *yj = (const VEC *)(yt + j * TILE);
+        VEC *dj = (VEC *)(d + j * TILE);
+        for (int v = 0; v < NV; v++) {
+            const VEC e = (xj[v] - yj[v]) * mask[v];
+            acc = acc + e * e;
+            dj[v] = e * c2;
+        }
+    }
+    SUFFIX(activation_backward)(p->acts[L - 1], (REAL)p->slopes[L - 1], x, d, n * TILE);
+    double s = 0;
+    for (int l = 0; l < VL; l++) s += (double)acc[l];
+    return s;
+}
+
+/* One pass of network.loss_and_gradients over all N samples at the current parameters (which it never changes):
+ * *loss = E, grad_w[k] = dE/dW[k], grad_b[k] = dE/db[k] (NULL without biases), and, if out_t is not NULL, the
+ * output x^L as (n_L, N). Returns 0, or 1 when the workspace cannot be allocated, 2 for an invalid plan. */
+int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, REAL *const *grad_b, REAL *out_t)
+{
+    const int64_t L = p->n_layers, N = p->n_samples;
+    const int64_t *sizes = p->sizes;
+    const REAL *const *W = (const REAL *const *)p->weights;
+    const REAL *const *bias = (const REAL *const *)p->biases;
+    const REAL *x_t = (const REAL *)p->x_t, *y_t = (const REAL *)p->y_t;
+    if (L < 1 || L > 64 || N < 1)
+        return 2;
+    const int64_t n_out = sizes[L];
+    int64_t max_width = 0, n_act = 0, n_grad = 0, offs_act[66], offs_grad[66];
+    for (int64_t k = 0; k <= L; k++) {
+        if (sizes[k] < 1) return 2;
+        if (sizes[k] > max_width) max_width = sizes[k];
+        offs_act[k] = n_act;
+        n_act += sizes[k] * TILE;
+    }
+    for (int64_t k = 0; k < L; k++) {
+        offs_grad[k] = n_grad;
+        n_grad += sizes[k + 1] * sizes[k] + (bias ? sizes[k + 1] : 0);
+    }
+    offs_grad[L] = n_grad;
+    /* workspace (64-byte aligned): activities x^0..x^L and the logits, two deltas (ping-pong), the target tile, the
+     * transposed rows of the sample-by-sample loss, the lane-wise partial sums and their double totals */
+    const int64_t n_real = n_act + n_out * TILE + 2 * max_width * TILE + n_out * TILE + 3 * TILE * n_out;
+    const size_t real_bytes = ((size_t)n_real * sizeof(REAL) + 63) / 64 * 64;
+    const size_t bytes = real_bytes + (size_t)n_grad * 64 + (size_t)n_grad * sizeof(double) + 64;
+    char *block = (char *)malloc(bytes + 64);
+    if (!block)
+        return 1;
+    char *work = block + (64 - (uintptr_t)block % 64);  /* 64-byte aligned, for the vector loads */
+    memset(work, 0, bytes);
+    REAL *act = (REAL *)work;
+    REAL *logits = act + n_act;
+    REAL *delta_a = logits + n_out * TILE, *delta_b = delta_a + max_width * TILE;
+    REAL *ytile = delta_b + max_width * TILE;
+    REAL *zs = ytile + n_out * TILE, *xs = zs + TILE * n_out, *ds = xs + TILE * n_out;
+    VEC *lanes = (VEC *)(work + real_bytes);
+    double *total = (double *)(lanes + n_grad);
+
+    const double c = (p->reduction == RED_MEAN ? 1.0 / (double)N
+                      : p->reduction == RED_ELEMENTWISE_MEAN ? 1.0 / (double)(N * n_out) : 1.0) * p->factor;
+    double loss_acc = 0;
+    const int64_t n_tiles = (N + TILE - 1) / TILE;
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const int64_t s0 = t * TILE, nt = N - s0 < TILE ? N - s0 : TILE;
+        VEC mask[NV];
+        for (int v = 0; v < NV; v++)
+            for (int l = 0; l < VL; l++) mask[v][l] = (v * VL + l < nt) ? (REAL)1 : (REAL)0;
+        /* x^0 and the targets of this tile, zero-padded */
+        for (int64_t i = 0; i < sizes[0]; i++) {
+            memcpy(act + i * TILE, x_t + i * N + s0, (size_t)nt * sizeof(REAL));
+            for (int64_t s = nt; s < TILE; s++) act[i * TILE + s] = 0;
+        }
+        if (p->lanewise_loss)
+            for (int64_t j = 0; j < n_out; j++) {
+                memcpy(ytile + j * TILE, y_t + j * N + s0, (size_t)nt * sizeof(REAL));
+                for (int64_t s = nt; s < TILE; s++) ytile[j * TILE + s] = 0;
+            }
+        /* ---- forward phase (network.forward_phase): x^{k+1} = f(W[k] x^k + b[k]) */
+        for (int64_t k = 0; k < L; k++) {
+            REAL *z = (k == L - 1 && !p->lanewise_loss) ? logits : act + offs_act[k + 1];
+            SUFFIX(narrow_net_input)(W[k], bias ? bias[k] : NULL, act + offs_act[k], z, sizes[k], sizes[k + 1]);
+            if (k < L - 1 || p->lanewise_loss)
+                SUFFIX(activation_forward)(p->acts[k], (REAL)p->slopes[k], z, sizes[k + 1] * TILE);
+        }
+        /* ---- the loss and the output delta (network.output_delta) */
+        REAL *xL = act + offs_act[L];
+        REAL *delta = delta_a, *spare = delta_b;
+        if (p->lanewise_loss)
+            loss_acc += SUFFIX(narrow_output_lanes)(p, xL, ytile, delta, mask, c);
+        else
+            loss_acc += SUFFIX(narrow_output_rows)(p, logits, xL, delta, zs, xs, ds, s0, nt, c);
+        if (out_t)
+            for (int64_t j = 0; j < n_out; j++) memcpy(out_t + j * N + s0, xL + j * TILE, (size_t)nt * sizeof(REAL));
+        /* ---- backward phase (network.backward_phase), output layer first */
+        for (int64_t k = L - 1; k >= 0; k--) {
+            const int64_t n_in = sizes[k], n_o = sizes[k + 1];
+            VEC *gw = lanes + offs_grad[k];
+            SUFFIX(narrow_gradient)(delta, act + offs_act[k], gw, bias ? gw + n_o * n_in : NULL, n_in, n_o);
+            if (k > 0) {
+                SUFFIX(narrow_back)(W[k], delta, spare, n_in, n_o);
+                SUFFIX(activation_backward)(p->acts[k - 1], (REAL)p->slopes[k - 1], act + offs_act[k], spare,
+                                            n_in * TILE);
+                REAL *tmp = delta; delta = spare; spare = tmp;
+            }
+        }
+        if ((t + 1) % BLOCK == 0 || t == n_tiles - 1)
+            SUFFIX(narrow_flush)(lanes, total, n_grad);
+    }
+    for (int64_t k = 0; k < L; k++) {
+        const int64_t nw = sizes[k + 1] * sizes[k];
+        for (int64_t q = 0; q < nw; q++) grad_w[k][q] = (REAL)total[offs_grad[k] + q];
+        if (bias && grad_b)
+            for (int64_t q = 0; q < sizes[k + 1]; q++) grad_b[k][q] = (REAL)total[offs_grad[k] + nw + q];
+    }
+    *loss = (REAL)loss_acc * (REAL)c;
+    free(block);
+    return 0;
+}
+
+#undef VEC
+#undef VL
+#undef NV

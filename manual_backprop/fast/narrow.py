@@ -1,0 +1,260 @@
+"""The narrow kernel: network.py's ``loss_and_gradients`` over a whole batch, for networks a few dozen units wide.
+
+A declared derivative of network.py's functions (forward_phase, output_delta, hidden_delta, weight_gradient,
+bias_gradient), otherwise identical to them: ``_csrc/narrow.c`` keeps features as rows and samples as SIMD lanes,
+runs tiles of 64 samples through the forward phase, the output delta and the backward phase while they sit in L1,
+and sums each weight's gradient lane by lane (in the dtype within a block of 1024 samples, in double across
+blocks). The per-element formulas are the classes' own C code (kernels.h, as in the C loop); only the summation
+order differs from torch's products, so E and every gradient agree with the reference within ``NARROW_ULPS`` ulps of
+their scale (reference/update_proof.py's measure), proven in tests/proof/test_narrow_kernel.py. The update is
+network.update itself, on those gradients.
+
+In batch mode the evaluation of the training split at the end of an epoch is exactly the forward phase of the next
+epoch's update, so ``NarrowBatch`` runs one pass an epoch: it gives E at the new parameters (the evaluation) and
+keeps the gradients there for the next update. What it keeps is tied to the parameter and data tensors by identity
+and version counter, so it is recomputed whenever anything changes them outside this path (``net.to``, a user's
+edit, a divergence rewind, a resume).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import subprocess
+import sys
+import threading
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..activations import Softmax
+from ..losses import Loss, SquaredError
+from ..network import MLP, Gradients, update
+from . import c_loop
+from .common import FastPathUnavailable
+from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, kernels_h
+
+__all__ = ["NarrowKernel", "NarrowBatch", "narrow_unsupported", "load_narrow_kernel", "NARROW_ULPS",
+           "NARROW_MAX_WIDTH"]
+
+# The per-update bound against network.py, in units in the last place of each tensor's scale.
+NARROW_ULPS = 4
+# The widest layer the kernel takes: a tile of 64 samples of every layer stays in L1, and torch's products win above.
+NARROW_MAX_WIDTH = 64
+_ABI_VERSION = 1
+
+_lock = threading.Lock()
+_libs: dict = {}
+
+
+def load_narrow_kernel() -> ctypes.CDLL:
+    """Compile ``_csrc/narrow.c`` with kernels.h (once per source, compiler and CPU; cached on disk) and load it,
+    through the C loop's own build (c_loop.py: the same compiler, flags and private-folder checks)."""
+    cc = c_loop._compiler()
+    if cc is None:
+        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
+    with _lock:
+        if cc in _libs:
+            return _libs[cc]
+        sources = sorted([*c_loop._CSRC.glob("narrow*.c"), *c_loop._CSRC.glob("*.h")])
+        if not (c_loop._CSRC / "narrow.c").is_file():
+            raise FastPathUnavailable(f"the C sources are missing from {c_loop._CSRC} (an install without package data)")
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as err:
+            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
+        header = kernels_h()
+        digest = hashlib.sha256(header.encode())
+        for src in sources:
+            digest.update(src.name.encode() + src.read_bytes())
+        digest.update((cc + version + c_loop._cpu_fingerprint() + sys.platform).encode())
+        name = f"narrow_{digest.hexdigest()[:20]}.so"
+        errors, lib = [], None
+        for folder in (c_loop._cache_dir(), None):
+            try:
+                folder = c_loop._private_folder(folder)
+                target = folder / name
+                if not target.is_file():
+                    c_loop._compile(cc, target, header, main="narrow.c")
+                c_loop._check_private_file(target)
+                lib = ctypes.CDLL(str(target))
+                break
+            except (OSError, FastPathUnavailable) as err:
+                errors.append(f"{folder}: {err}")
+        if lib is None:
+            raise FastPathUnavailable("could not build the narrow kernel: " + "; ".join(errors))
+        if lib.narrow_abi_version() != _ABI_VERSION:
+            raise FastPathUnavailable(f"the narrow kernel at {target} reports ABI {lib.narrow_abi_version()}, "
+                                      f"expected {_ABI_VERSION}")
+        p = ctypes.c_void_p
+        for suffix in ("f64", "f32"):
+            fn = getattr(lib, f"narrow_pass_{suffix}")
+            fn.restype, fn.argtypes = ctypes.c_int, [p, p, p, p, p]
+        _libs[cc] = lib
+        return lib
+
+
+def narrow_unsupported(net: MLP, loss_fn: Loss) -> Optional[str]:
+    """Why the narrow kernel cannot run this network and loss, or None when it can."""
+    reason = c_loop.c_unsupported(net, loss_fn)
+    if reason:
+        return reason.replace("the C loop", "the narrow kernel")
+    widest = max(net.sizes)
+    if widest > NARROW_MAX_WIDTH:
+        return f"the narrow kernel takes layers of at most {NARROW_MAX_WIDTH} units, but the widest has {widest}"
+    return None
+
+
+class _NarrowPlan(ctypes.Structure):
+    """narrow_plan of _csrc/narrow.c."""
+
+    _fields_ = [("n_layers", ctypes.c_int64), ("sizes", ctypes.c_void_p), ("acts", ctypes.c_void_p),
+                ("slopes", ctypes.c_void_p), ("loss_kind", ctypes.c_int32), ("reduction", ctypes.c_int32),
+                ("lanewise_loss", ctypes.c_int32), ("pad_", ctypes.c_int32), ("factor", ctypes.c_double),
+                ("weights", ctypes.c_void_p), ("biases", ctypes.c_void_p), ("x_t", ctypes.c_void_p),
+                ("y_t", ctypes.c_void_p), ("y", ctypes.c_void_p), ("n_samples", ctypes.c_int64)]
+
+
+def _ptr_array(tensors) -> ctypes.Array:
+    return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
+
+
+def _state(tensors) -> tuple:
+    """What identifies the contents of tensors: the tensors themselves (held, so no other can take their memory)
+    and their version counters (bumped by every in-place change)."""
+    return tuple((t, t._version) for t in tensors)
+
+
+def _same_state(a: Optional[tuple], b: tuple) -> bool:
+    return a is not None and len(a) == len(b) and all(s is t and u == v for (s, u), (t, v) in zip(a, b))
+
+
+class NarrowKernel:
+    """The narrow pass bound to one network and loss (CPU, float32 or float64).
+
+    ``loss_and_gradients(x, y)`` is network.loss_and_gradients(net, x, y, loss_fn) on all rows of x (B, n_0) and
+    y (B, n_L) (targets as the Trainer keeps them: one-hot rows for cross-entropy): (E, Gradients without deltas).
+    The parameters are read, never written.
+    """
+
+    def __init__(self, net: MLP, loss_fn: Loss):
+        reason = narrow_unsupported(net, loss_fn)
+        if reason:
+            raise FastPathUnavailable(reason)
+        lib = load_narrow_kernel()
+        self.net, self.loss_fn = net, loss_fn
+        self._fn = lib.narrow_pass_f64 if net.dtype == torch.float64 else lib.narrow_pass_f32
+        L = net.num_layers
+        fs = net.activation_functions
+        self._sizes = (ctypes.c_int64 * (L + 1))(*net.sizes)
+        self._acts = (ctypes.c_int32 * L)(*[ACT_CODES[type(f)] for f in fs])
+        self._slopes = (ctypes.c_double * L)(*[getattr(f, "negative_slope", 0.0) for f in fs])
+        lanewise = isinstance(loss_fn, SquaredError) and not isinstance(fs[-1], Softmax)
+        self._plan = _NarrowPlan(n_layers=L, sizes=ctypes.addressof(self._sizes), acts=ctypes.addressof(self._acts),
+                                 slopes=ctypes.addressof(self._slopes), loss_kind=LOSS_CODES[type(loss_fn)],
+                                 reduction=REDUCTION_CODES[loss_fn.reduction], lanewise_loss=int(lanewise),
+                                 factor=loss_fn.c_factor())
+        self._data = None  # (state of x and y, x^T, y^T, y): the data as the kernel reads it
+        self._params = None  # the parameter tensors the plan points at
+        self._keep = ()
+
+    def _bind(self, x: Tensor, y: Tensor) -> None:
+        net = self.net
+        if not _same_state(self._data[0] if self._data else None, _state([x, y])):
+            for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
+                if t.dtype != net.dtype or t.device.type != "cpu" or t.dim() != 2 or t.shape[1] != width \
+                        or t.shape[0] != x.shape[0] or t.shape[0] == 0:
+                    raise ValueError(f"{name} must be a CPU {net.dtype} tensor of shape (B, {width}) with B >= 1 "
+                                     f"rows as in x, but got {t.dtype} on {t.device}, shape {tuple(t.shape)}")
+            x_t, y_t, y_rows = x.t().contiguous(), y.t().contiguous(), y.contiguous()  # (n_0, B), (n_L, B), (B, n_L)
+            self._data = (_state([x, y]), x_t, y_t, y_rows)
+            self._plan.x_t, self._plan.y_t, self._plan.y = x_t.data_ptr(), y_t.data_ptr(), y_rows.data_ptr()
+            self._plan.n_samples = x.shape[0]
+        params = [*net.weights, *net.biases]
+        if self._params is None or len(params) != len(self._params) or any(
+                a is not b for a, b in zip(params, self._params)):
+            if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
+                raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
+            weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
+            self._plan.weights = ctypes.addressof(weights)
+            self._plan.biases = ctypes.addressof(biases) if biases is not None else None
+            self._keep = (weights, biases)  # the plan points into these: keep them alive
+            self._params = params
+
+    def new_gradients(self) -> Gradients:
+        """Buffers for ``loss_and_gradients(..., grads=)``: dE/dW and dE/db shaped like the parameters."""
+        return Gradients(weights=[torch.empty_like(w) for w in self.net.weights],
+                         biases=[torch.empty_like(b) for b in self.net.biases])
+
+    @torch.no_grad()
+    def loss_and_gradients(self, x: Tensor, y: Tensor, *, grads: Optional[Gradients] = None,
+                           output: Optional[Tensor] = None):
+        """(E as a 0-dim tensor, Gradients) at the current parameters; ``output`` (n_L, B), if given, receives the
+        network's output x^L transposed (for the accuracy)."""
+        self._bind(x, y)
+        grads = grads if grads is not None else self.new_gradients()
+        loss = torch.empty((), dtype=self.net.dtype)
+        gw = _ptr_array(grads.weights)
+        gb = _ptr_array(grads.biases) if self.net.bias else None
+        status = self._fn(ctypes.byref(self._plan), loss.data_ptr(), gw, gb,
+                          output.data_ptr() if output is not None else None)
+        if status:
+            raise MemoryError("the narrow kernel could not allocate its workspace") if status == 1 else \
+                RuntimeError(f"the narrow kernel returned status {status}")
+        return loss, grads
+
+
+class NarrowBatch:
+    """Batch mode through the narrow kernel, one pass an epoch: the update at the start of an epoch uses the
+    gradients kept by the last pass, and the pass at the new parameters is the epoch's evaluation of the training
+    split (E, and the output for the accuracy) as well as the next update's forward and backward phase.
+
+    ``update(x, y, lr)`` makes one batch-mode update and returns its loss E (before the step);
+    ``evaluate(x, y, with_output)`` gives (E, output (B, n_L) or None) at the current parameters. Either runs the
+    pass only when nothing valid is kept for the current parameters and data.
+    """
+
+    def __init__(self, net: MLP, loss_fn: Loss):
+        self.kernel = NarrowKernel(net, loss_fn)
+        self.net = net
+        self._grads = [self.kernel.new_gradients(), self.kernel.new_gradients()]  # ping-pong: one is last_grads
+        self._which = 0
+        self._output = None
+        self._kept = None  # (state of parameters and data, E, Gradients, output or None)
+        self.grads = None  # the gradients of the last update (Trainer.last_grads)
+        self.passes = 0  # kernel passes made (the tests count them)
+
+    def _key(self, x: Tensor, y: Tensor) -> tuple:
+        return _state([*self.net.weights, *self.net.biases, x, y])
+
+    def _pass(self, x: Tensor, y: Tensor, with_output: bool) -> tuple:
+        kept = self._kept
+        if kept is not None and _same_state(kept[0], self._key(x, y)) and (kept[3] is not None or not with_output):
+            return kept
+        self._which ^= 1
+        grads = self._grads[self._which]
+        output = None
+        if with_output:
+            if self._output is None or self._output.shape != (self.net.sizes[-1], x.shape[0]):
+                self._output = torch.empty(self.net.sizes[-1], x.shape[0], dtype=self.net.dtype)
+            output = self._output
+        loss, _ = self.kernel.loss_and_gradients(x, y, grads=grads, output=output)
+        self.passes += 1
+        self._kept = (self._key(x, y), loss, grads, output)
+        return self._kept
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, with_output: bool = False) -> tuple:
+        """(E, the output (B, n_L) or None) at the current parameters: the training split's evaluation."""
+        _, loss, _, output = self._pass(x, y, with_output)
+        return loss, (output.t() if output is not None else None)
+
+    @torch.no_grad()
+    def update(self, x: Tensor, y: Tensor, lr: float) -> Tensor:
+        """One batch-mode update (network.update on the kept or fresh gradients); returns E before the step."""
+        _, loss, grads, _ = self._pass(x, y, False)
+        update(self.net.weights, self.net.biases, grads, lr)
+        self.grads = grads
+        self._kept = None  # the parameters changed: the next evaluation passes again
+        return loss
