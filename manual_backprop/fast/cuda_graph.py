@@ -20,7 +20,29 @@ from ..network import MLP
 from .common import FastPathUnavailable
 from .fused import FusedStep
 
-__all__ = ["CudaGraphRunner"]
+__all__ = ["CudaGraphRunner", "capture_graph"]
+
+
+def capture_graph(fn, state: list, *, device: torch.device, stream, warmups: int = 1) -> tuple:
+    """(graph, fn's outputs): ``fn()`` captured once as a CUDA graph, the pattern of torch.cuda.graphs' documentation.
+
+    Warm-up (cuBLAS handles, workspaces) runs ``warmups`` calls on the side ``stream`` outside the capture; they
+    change the ``state`` tensors, so those are saved before and put back before the capture, which records on the
+    same stream. Call it inside ``torch.cuda.device(device)`` and drop any old graph first (see the module
+    docstring). The PopulationTrainer's cuda_graph engine captures its epoch with it too.
+    """
+    saved = [t.clone() for t in state]
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    for t, s in zip(state, saved):  # the warm-up's changes are undone
+        t.copy_(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = fn()
+    return graph, out
 
 
 class CudaGraphRunner:
@@ -54,16 +76,8 @@ class CudaGraphRunner:
 
     def _capture(self, x: Tensor, y: Tensor, lr: float) -> None:
         self._graph, self._key = None, None  # the old graph goes first (see the module docstring)
-        saved = [p.clone() for p in self.step.params]
-        self._stream.wait_stream(torch.cuda.current_stream(self.net.device))
-        with torch.cuda.stream(self._stream):  # warm-up (cuBLAS handles, workspaces) outside the capture
-            self._chunk_updates(x, y, lr)
-        torch.cuda.current_stream(self.net.device).wait_stream(self._stream)
-        for p, s in zip(self.step.params, saved):  # the warm-up's updates are undone
-            p.copy_(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._stream):
-            self._chunk_updates(x, y, lr)
+        graph, _ = capture_graph(lambda: self._chunk_updates(x, y, lr), self.step.params, device=self.net.device,
+                                 stream=self._stream)
         self._graph, self._key = graph, self._bind_key(x, y, lr)
         self.captures += 1
 

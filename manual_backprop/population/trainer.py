@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seeds
+from ..fast.cuda_graph import capture_graph
 from ..modes import MODES, EpochOrders, samples_per_update
 from ..optim import attach_optimizer
 from ..training.history import same_split
@@ -276,30 +277,20 @@ class PopulationTrainer:
     def _capture(self, xs: Tensor, ys: Tensor) -> None:
         """Capture one epoch as a CUDA graph on static buffers (the pattern of torch.cuda.graphs' documentation).
 
-        Warm-up and capture run on this trainer's own side stream: PyTorch's CUDA-graph notes ask for warm-up on a
-        side stream, and a private capture stream keeps this graph's cuBLAS workspace apart from other graphs'
-        (resetting one graph must not free memory another graph on the same stream replays with). Warm-up runs
-        change the state, so it is saved before and put back after the capture. In batch mode the inputs are the
-        training set itself (an expanded view, no copy per member).
+        Warm-up (two epochs) and capture run through fast.cuda_graph.capture_graph on this trainer's own side
+        stream: a private capture stream keeps this graph's cuBLAS workspace apart from other graphs' (resetting one
+        graph must not free memory another graph on the same stream replays with); the state the warm-up changes is
+        put back. In batch mode the inputs are the training set itself (an expanded view, no copy per member).
         """
         if self.orders is None:
             self._static_x, self._static_y = xs, ys
         else:
             self._static_x, self._static_y = xs.clone(), ys.clone()
         state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active]
-        saved = [t.clone() for t in state]
         args = (self.pop.weights, self.pop.biases, self.good_w, self.good_b, self.active)
         stream = torch.cuda.Stream(device=self.pop.device)
-        stream.wait_stream(torch.cuda.current_stream(self.pop.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._fn(*args, self._static_x, self._static_y)
-        torch.cuda.current_stream(self.pop.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            self._static_out = self._fn(*args, self._static_x, self._static_y)
-        for t, s in zip(state, saved):
-            t.copy_(s)
+        graph, self._static_out = capture_graph(lambda: self._fn(*args, self._static_x, self._static_y), state,
+                                                device=self.pop.device, stream=stream, warmups=2)
         self._graph, self._graph_bound_to = graph, self._graph_key(xs, ys)
 
     # ------------------------------------------------------------------ misc
