@@ -186,7 +186,12 @@ def resolve_architecture(sizes, activation, output_activation, bias, init, init_
     sizes = check_sizes(sizes)
     check_bool("bias", bias)
     init, bias_init = resolve_init(init, bias_init)
-    return {"sizes": sizes, "activation_functions": resolve_activations(sizes, activation, output_activation),
+    functions = resolve_activations(sizes, activation, output_activation)
+    if functions[-1].name == "softmax" and sizes[-1] == 1:
+        raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
+                         "output per class, one 'sigmoid' output for two classes, or an 'identity' output with "
+                         "loss 'squared_error' for a regression target")
+    return {"sizes": sizes, "activation_functions": functions,
             "bias": bias, "dtype": resolve_dtype(dtype), "device": resolve_device(device), "init": init,
             "bias_init": bias_init, "init_scale": check_positive_number("init_scale", init_scale)}
 
@@ -358,6 +363,9 @@ class MLP:
     def step(self, grads: Gradients, lr: float) -> None:
         """Gradient descent in place (``update``): W <- W - lr * dE/dW, b <- b - lr * dE/db."""
         lr = check_positive_number("lr", lr, allow_zero=True)
+        if lr > torch.finfo(self.dtype).max:  # add_(alpha=-lr) would overflow in the parameters' dtype
+            raise ValueError(f"lr={lr:g} does not fit the network's dtype {self.dtype} (largest finite number "
+                             f"{torch.finfo(self.dtype).max:g})")
         if len(grads.weights) != self.num_layers or len(grads.biases) != len(self.biases):
             raise ValueError(
                 f"grads must hold {self.num_layers} weight and {len(self.biases)} bias gradients, "

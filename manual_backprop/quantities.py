@@ -66,6 +66,8 @@ __all__ = ["per_sample_gradients", "per_sample_norms", "GradientNoise", "gradien
 # ---------------------------------------------------------------------------------------------------- checked entry
 def _phases(net, x, y, loss_fn):
     """Checked data and both phases: (loss_fn, cache, y, Gradients). ``net`` is an MLP or a Population."""
+    if not all(hasattr(net, a) for a in ("check_loss", "check_x", "check_y", "weights", "activation_functions")):
+        raise TypeError(f"net must be a manual_backprop MLP or Population, but got {type(net).__name__}")
     loss_fn = net.check_loss(loss_fn)
     cache = forward_phase(net.weights, net.biases, net.activation_functions, net.check_x(x))
     y = net.check_y(y, tuple(cache.output.shape), loss_fn)

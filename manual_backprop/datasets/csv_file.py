@@ -54,6 +54,7 @@ def load_csv(
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ValueError(f"delimiter must be a single character, but got {delimiter!r}")
     task = check_task(task)
+    _refuse_binary(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -187,3 +188,16 @@ def _parse_float(cell: str, path, line: int, column: str, what: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{path}, line {line}, {column}: {what} value is {cell!r}; values must be finite numbers")
     return value
+
+
+def _refuse_binary(path, chunk: int = 2 ** 20) -> None:
+    """A CSV is text: a NUL byte means a binary file (an image, a zip, a disk image, zeros). Scanned in chunks of
+    1 MiB before parsing, so a huge binary file is refused at disk speed, without being held in memory whole."""
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            at = block.find(b"\0")
+            if at >= 0:
+                raise ValueError(f"{path} is not a text CSV file: it holds NUL bytes (the first at byte "
+                                 f"{offset + at}); give a comma-separated text file")
+            offset += len(block)

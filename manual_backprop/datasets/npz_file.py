@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Optional
 
 import numpy as np
@@ -65,6 +67,7 @@ def load_npz(
                     raise ValueError(
                         f"{path} has no array {k!r} ({role}_key); its arrays are: {', '.join(keys) or 'none'}"
                     )
+                _check_array_header(archive, k, path)
                 try:
                     arrays[role + suffix] = np.asarray(archive[k])
                 except ValueError as err:
@@ -143,3 +146,43 @@ def _check_finite_array(a: np.ndarray, path, key: str) -> None:
         raise ValueError(
             f"{path}, array {key!r}: values must be finite, but row {row}, column {col} (0-based) is {a[row, col]}"
         )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _memory_bytes() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_array_header(archive, key: str, path) -> None:
+    """Read array ``key``'s .npy header only and refuse an array the file cannot hold (a header claiming more data
+    than its zip entry has) or that would not fit in memory, before numpy allocates it."""
+    member = key + ".npy"
+    try:
+        info = archive.zip.getinfo(member)
+        with archive.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+            data_bytes = info.file_size - f.tell()
+    except (KeyError, AttributeError):
+        return  # not a plain .npy member: numpy's own reading says what is wrong
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}, array {key!r}: its .npy header cannot be read ({err})") from None
+    claimed = math.prod(shape) * dtype.itemsize
+    what = f"{path}, array {key!r}: its header claims shape {tuple(shape)} {dtype} ({_bytes(claimed)})"
+    if dtype.itemsize and claimed > data_bytes:
+        raise ValueError(f"{what}, but the file holds {data_bytes} bytes of data: it is damaged or not written by "
+                         "np.savez")
+    memory = _memory_bytes()
+    if memory is not None and claimed > memory:
+        raise ValueError(f"{what}, more than this machine's memory ({_bytes(memory)})")

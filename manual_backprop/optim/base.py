@@ -75,6 +75,10 @@ class Optimizer:
         if not 0.0 <= value < high:
             where = "in [0, 1)" if high == 1.0 else ">= 0"
             raise ValueError(f"{label} must be {where} (as torch.optim requires), but got {value!r}")
+        largest = torch.finfo(self.net.weights[0].dtype).max
+        if value > largest:  # it would become inf in the parameters' dtype, and every update NaN
+            raise ValueError(f"{label}={value:g} does not fit the network's dtype {self.net.weights[0].dtype} "
+                             f"(largest finite number {largest:g})")
         return float(value)
 
     def _value(self, x: Number, p: Tensor) -> Number:
