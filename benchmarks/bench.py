@@ -48,7 +48,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -66,6 +65,7 @@ from benchmarks.report import machine_info, table, targets
 from benchmarks.timing import calibrate, cuda_mark, cuda_memory, measure
 from experiments.common import DTYPES, at_least, check_config, finite_positive, option, parse_config, run_main
 from manual_backprop import fast
+from manual_backprop.checkpoint import atomic_write
 from manual_backprop.losses import get_loss
 from manual_backprop.network import MLP
 
@@ -140,11 +140,8 @@ def run(cfg: Config, command: str = "") -> dict:
     report["targets"] = targets(results, epoch_results, quick=cfg.quick)
     if cfg.population:
         report["population"] = population_case(cfg)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    out = Path(cfg.out).expanduser().resolve()  # against the caller's folder
+    atomic_write(out, lambda f: f.write(json.dumps(report, indent=2) + "\n"), binary=False)
     report["table"] = table(report)
     if not cfg.quiet:
         m = report["machine"]
