@@ -2,8 +2,10 @@
 
 - A ```python block runs in a fresh namespace, in a temporary working directory, seeded. A block whose first line
   is ``# continues the previous block`` runs after the python block before it (in the same file), in one
-  namespace: the chain is one test, named after its first block. A first line ``# needs CUDA`` skips a block (and
-  its chain) without CUDA; a first line ``# slow: ...`` puts it in the slow suite (``python -m pytest -m slow``).
+  namespace: the chain is one test, named after its first block. A first line that is a comment may mark the chain:
+  ``needs CUDA`` skips it without CUDA, ``needs mnist1d`` (any module name) without that optional package, and a
+  first line starting ``# slow`` puts it in the slow suite (``python -m pytest -m slow``):
+  ``# slow, needs mnist1d: about 25 s``.
 - A ```bash / ```sh / ```console block: for every ``python -m MODULE ...`` and ``manual-backprop COMMAND ...``
   command in it, MODULE imports and every ``--flag`` of the command appears in its ``--help``. A line whose
   comment says ``# needs CUDA`` or ``# needs torchrun`` is skipped with that reason (``torchrun ... -m MODULE`` is
@@ -195,8 +197,13 @@ def _chain_param(chain):
 
 @pytest.mark.parametrize("chain", [_chain_param(c) for c in python_chains()])
 def test_python_block_runs_as_written(chain, tmp_path, monkeypatch):
-    if chain[0].text.lstrip().startswith("# needs CUDA") and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+    first = chain[0].text.lstrip().splitlines()[0]
+    for need in re.findall(r"needs ([\w.]+)", first) if first.startswith("#") else []:
+        if need == "CUDA":
+            if not torch.cuda.is_available():
+                pytest.skip("needs CUDA")
+        else:
+            pytest.importorskip(need, reason=f"{chain[0].where} needs {need}")
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     random.seed(0)
