@@ -8,31 +8,39 @@ The three engines run that same function:
     compiled    through torch.compile (one graph per epoch; the updates are unrolled into it, so compile time grows
                 with the updates per epoch: refused above COMPILED_MAX_UPDATES);
     cuda_graph  captured once as a CUDA graph on static buffers and replayed each epoch (CUDA only).
+
+and one more, a declared derivative of that function: ``c`` (c_engine.py), many epochs of online learning per call
+of one C kernel, members innermost, the orders replayed from each member's generator. ``auto`` (the default) picks
+``c`` where it applies (CPU float32/float64, online, plain gradient descent, element-wise activations, squared
+error or binary cross-entropy) and ``eager`` elsewhere, silently; ``c`` asked for and not applicable warns.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seeds
+from ..fast.common import FastPathWarning
 from ..fast.cuda_graph import capture_graph
 from ..modes import MODES, EpochOrders, samples_per_update
-from ..optim import attach_optimizer
+from ..optim.hooks import attach_optimizer
 from ..training.history import same_split
 from ..training.loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message,
                              first_bad_update, prepare_split, target_message)
 from .history import PopulationHistory
 from .logger import PopulationLogger
+from .c_engine import PopulationCKernel, population_c_unsupported, run_c_epochs
 from .epoch import EpochFunction, compile_epoch, evaluate_members
 from .stack import Population
 
 __all__ = ["PopulationTrainer", "ENGINES", "COMPILED_MAX_UPDATES"]
 
-ENGINES = ("eager", "compiled", "cuda_graph")
+ENGINES = ("auto", "eager", "compiled", "cuda_graph", "c")
 
 # torch.compile unrolls the epoch's Python loop over updates into one graph: compile time grows with the number of
 # updates per epoch (about a second per 10 updates on a small CPU). Above this, the compiled engine is refused.
@@ -69,12 +77,15 @@ class PopulationTrainer:
     def __init__(self, population: Population, data, *, mode: str, lr, epochs: int,
                  batch_size: Optional[int] = None, loss_fn=None, target_loss: Optional[float] = None,
                  replacement: bool = False, order_seeds: Optional[Sequence[int]] = None,
-                 logger: Optional[PopulationLogger] = None, engine: str = "eager", epochs_per_draw: int = 64,
+                 logger: Optional[PopulationLogger] = None, engine: str = "auto", epochs_per_draw: int = 64,
                  progress: Union[bool, str] = False, optimizer=None):
         if not isinstance(population, Population):
             raise TypeError(f"population must be a Population, but got {type(population).__name__}")
         self.pop, self.mode, self.engine = population, check_choice("mode", mode, MODES), check_choice(
             "engine", engine, ENGINES)
+        requested = engine
+        if engine == "auto":  # the C engine where it applies (checked below, once the data is in), else eager
+            engine = self.engine = "c" if optimizer is None and population.device.type == "cpu" else "eager"
         if engine == "cuda_graph" and population.device.type != "cuda":
             raise ValueError(f"engine 'cuda_graph' needs a population on CUDA, but it is on {population.device}")
         self.replacement = check_bool("replacement", replacement)
@@ -130,6 +141,17 @@ class PopulationTrainer:
         if engine == "compiled":
             self._call = compile_epoch(self._fn)  # its own code object: never silently eager (issue 22)
         self._graph, self._graph_bound_to = None, None
+        self._c_kernel = None
+        if engine == "c":
+            reason = population_c_unsupported(population, self.loss_fn, mode, self.replacement, optimizer, n)
+            if reason is None:
+                self._c_kernel = PopulationCKernel(population, self.loss_fn, self.lr, self.x_train, self.y_train,
+                                                   evals, self.target_loss, self.orders.generators)
+            else:
+                if requested == "c":
+                    warnings.warn(f"engine='c' cannot run here: {reason}; using the 'eager' engine instead",
+                                  FastPathWarning, stacklevel=2)
+                self.engine = "eager"
         self._pending: list = []  # gathered epochs not yet trained: (xs, ys)
         self.train_seconds = 0.0
         self._dtype = dtype
@@ -167,11 +189,13 @@ class PopulationTrainer:
                 self._record_initial()
             with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
                 while self.epoch < self.epochs and self._any_active:
-                    self._run_epoch()
+                    advanced = self._run_epoch()
                     if bar is not None:
-                        bar.update(1)
+                        bar.update(advanced)
                         bar.set_postfix(active=int(self._active_host.sum()),
                                         reached=sum(e is not None for e in h.epochs_to_target))
+        if self._c_kernel is not None:  # the kernel held the generators' states: each as torch.randperm leaves it
+            self._c_kernel.write_generators()
         for i in range(K):
             if not h.stop_reason[i]:
                 h.stop_reason[i], h.message[i] = "max_epochs", epoch_limit_message(self.epochs)
@@ -208,7 +232,10 @@ class PopulationTrainer:
         if self.logger is not None:
             self.logger.log_epoch(self.epoch, h, len(h.epoch) - 1, force=self.epoch == 0)
 
-    def _run_epoch(self) -> None:
+    def _run_epoch(self) -> int:
+        """One epoch (the C engine: a chunk of epochs in one call); returns the epochs run."""
+        if self._c_kernel is not None:
+            return run_c_epochs(self)
         xs, ys = self._next_epoch_data()
         start = time.perf_counter()
         if self.engine == "cuda_graph":
@@ -230,10 +257,7 @@ class PopulationTrainer:
         for i in diverged.nonzero().flatten().tolist():
             self._diverged(i, update_losses[:, i], (self.epoch - 1) * T)
         for i in reached.nonzero().flatten().tolist():
-            h.stop_reason[i] = "target_loss"
-            h.epochs_to_target[i] = self.epoch
-            h.last_epoch[i] = self.epoch
-            h.message[i] = target_message(self.target_loss, self.epoch, figures[0, i].item())
+            self._reached(i, figures[0, i].item())
         self._active_host = was_active & ok & ~reached
         self._any_active = bool(self._active_host.any())
         if bool(diverged.any()):
@@ -243,6 +267,14 @@ class PopulationTrainer:
                                     h.test_accuracy[-1] if h.test_accuracy[-1] is not None else figures[3]])
             figures = torch.where(diverged, previous, figures)
         self._append_row(figures, updates=self.epoch * T)
+        return 1
+
+    def _reached(self, i: int, train_loss: float) -> None:
+        h = self.history
+        h.stop_reason[i] = "target_loss"
+        h.epochs_to_target[i] = self.epoch
+        h.last_epoch[i] = self.epoch
+        h.message[i] = target_message(self.target_loss, self.epoch, train_loss)
 
     def _diverged(self, i: int, losses: Tensor, first_update: int) -> None:
         h = self.history

@@ -1,0 +1,162 @@
+/* A population of small networks trained in lockstep, E epochs of online learning per call: a declared derivative of
+ * network.py's functions as the population applies them (forward_phase, output_delta, hidden_delta, weight_gradient,
+ * bias_gradient, update on stacked (K, ...) tensors, population/epoch.py's EpochFunction around them), otherwise
+ * identical to them; tests/population/test_population_c_engine.py proves it update by update.
+ *
+ * Layout: members innermost. Members are taken in blocks of LANES = 32; every quantity (a weight W[k][j][i], an
+ * activity x^k_i, a delta) of a block is a row of 32 values, one per member, so one AVX-512 register holds that
+ * quantity of 8 members and a row is four registers in flight. Each member has its own sample: the rows of x^0 are
+ * gathered from the training set by each member's own order.
+ *
+ * What one call does, for each block, epoch after epoch (population/c_engine.py binds it):
+ *   the order   each active member's torch.randperm(n), replayed from its own generator's mt19937 state (torch's
+ *               CPU randperm: for i < n - 1, swap r[i] and r[i + random() % (n - i)], random() one 32-bit draw),
+ *               the state advanced in place exactly as torch would advance it;
+ *   n updates   forward phase, loss, output delta, hidden deltas, W <- W - lr * dE/dW, b <- b - lr * dE/db, with
+ *               the per-element formulas of the activation and loss classes (f' read off the output);
+ *   evaluation  every member's loss (and accuracy) on the training split, and on the test split if it differs;
+ *   the rules   a member with a non-finite update loss or figure goes back to its parameters at the end of the
+ *               previous epoch and stops (diverged); one whose training loss is at most the target stops there;
+ *               a stopped member keeps its figures in later rows; the call ends early once no member is active.
+ * A dot product is summed in index order and the bias added last, where torch's (batched) products pick their own
+ * order: a few units in the last place per update, the bound the proof states (POPULATION_C_ULPS). exp and tanh are
+ * vecmath.h's (within one ulp of torch's, which is itself a vectorised exp on a population's tensors).
+ *
+ * population_body.c holds the kernel, included twice, for double (_f64) and float (_f32).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vecmath.h"
+
+#define LANES 32
+#define POP_INLINE static inline __attribute__((always_inline))
+
+/* Activation codes: the order of activations.ACTIVATIONS (fast/csource.py's ACT_CODES). Softmax (5) is refused. */
+enum { ACT_SIGMOID = 0, ACT_TANH = 1, ACT_RELU = 2, ACT_LEAKY_RELU = 3, ACT_IDENTITY = 4 };
+/* Loss codes of this kernel (population/c_engine.py's POP_LOSS_CODES). */
+enum { POP_SQUARED_ERROR = 0, POP_BINARY_CROSS_ENTROPY = 1 };
+/* stop_kind values. */
+enum { POP_RUNNING = 0, POP_REACHED = 1, POP_DIVERGED = 2 };
+
+/* Version of the calling convention; c_engine.py refuses a library that reports another. */
+int mbp_pop_abi_version(void) { return 1; }
+
+/* What one call needs. c_engine.py fills it (ctypes.Structure _PopPlan); REAL is the population's dtype. */
+typedef struct {
+    int64_t n_layers;          /* L */
+    const int64_t *sizes;      /* L + 1 widths */
+    const int32_t *acts;       /* L activation codes */
+    const double *slopes;      /* L leaky_relu slopes */
+    int32_t loss_kind, bias;   /* POP_*; whether the layers have biases */
+    double c_update;           /* the loss's scale c of one update (B = 1): E = c * sum of the row's terms */
+    double c_eval[2];          /* the scale on the training split and on the test split */
+    int64_t K;                 /* members */
+    void *const *weights;      /* L pointers to W[k], (K, n_{k+1}, n_k), updated in place */
+    void *const *biases;       /* L pointers to b[k], (K, n_{k+1}), or NULL */
+    const void *lr;            /* (K,) REAL */
+    uint8_t *active;           /* (K,) bool, updated */
+    uint8_t *rng;              /* (K, rng_stride) bytes: each member's torch CPU generator state, advanced */
+    int64_t rng_stride;
+    const void *x_train;       /* (n, sizes[0]) REAL */
+    const void *y_train;       /* (n, sizes[L]) REAL, the targets as the loss prepared them */
+    int64_t n_train;
+    const void *eval_x[2];     /* the training and the test split; eval_x[1] == NULL: the same split twice */
+    const void *eval_y[2];
+    const int64_t *labels[2];  /* class labels (N,), or NULL: no accuracy (0) */
+    int64_t eval_n[2];
+    int32_t has_target;
+    double target;
+    double *last;              /* (4, K) each member's figures in the last row, updated */
+} pop_plan;
+
+/* torch's mt19937 (aten/src/ATen/core/MT19937RNGEngine.h) on the state words of a CPUGeneratorImpl state:
+ * bytes 8..11 hold `left`, 16..23 `next`, 24.. the 624 words as uint64 (tests/population/test_population_c_engine.py
+ * checks the layout against torch.randperm and get_state). */
+#define MT_N 624
+#define MT_M 397
+#define MT_TWIST(u, v) (((((u) & 0x80000000u) | ((v) & 0x7fffffffu)) >> 1) ^ (((v) & 1u) ? 0x9908b0dfu : 0u))
+
+static void mt_next_state(uint64_t *s)
+{
+    int j;
+    for (j = 0; j < MT_N - MT_M; j++) s[j] = s[j + MT_M] ^ MT_TWIST((uint32_t)s[j], (uint32_t)s[j + 1]);
+    for (; j < MT_N - 1; j++) s[j] = s[j + MT_M - MT_N] ^ MT_TWIST((uint32_t)s[j], (uint32_t)s[j + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ MT_TWIST((uint32_t)s[MT_N - 1], (uint32_t)s[0]);
+}
+
+typedef struct { int32_t left; uint64_t next; uint64_t *words; } mt_view;
+
+static inline uint32_t mt_random(mt_view *g)
+{
+    if (--g->left == 0) {
+        mt_next_state(g->words);
+        g->left = MT_N;
+        g->next = 0;
+    }
+    uint32_t y = (uint32_t)g->words[g->next++];
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= (y >> 18);
+    return y;
+}
+
+/* a % d for 32-bit a and 0 < d < 2^32 by one multiplication (Lemire, Kaser, Kurz 2019), exact; m = fastmod_m(d). */
+static inline uint64_t fastmod_m(uint32_t d) { return UINT64_C(0xFFFFFFFFFFFFFFFF) / d + 1; }
+static inline uint32_t fastmod(uint32_t a, uint64_t m, uint32_t d)
+{
+    return (uint32_t)(((__uint128_t)(m * a) * d) >> 64);
+}
+
+/* torch.randperm(n, generator=g) on the CPU for n < 2^32 / 20: Fisher-Yates over 32-bit draws; writes r[0..n). */
+static void randperm(uint8_t *state, int64_t n, const uint64_t *mods, int32_t *r)
+{
+    mt_view g;
+    memcpy(&g.left, state + 8, sizeof g.left);
+    memcpy(&g.next, state + 16, sizeof g.next);
+    g.words = (uint64_t *)(void *)(state + 24);
+    for (int64_t i = 0; i < n; i++) r[i] = (int32_t)i;
+    for (int64_t i = 0; i + 1 < n; i++) {
+        const int64_t z = fastmod(mt_random(&g), mods[i], (uint32_t)(n - i));
+        const int32_t sav = r[i];
+        r[i] = r[z + i];
+        r[z + i] = sav;
+    }
+    memcpy(state + 8, &g.left, sizeof g.left);
+    memcpy(state + 16, &g.next, sizeof g.next);
+}
+
+/* The replay alone, for the proof: `count` permutations of n drawn one after another from one generator state. */
+void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
+{
+    uint64_t *mods = (uint64_t *)malloc((size_t)(n > 1 ? n : 1) * sizeof(uint64_t));
+    if (!mods) return;
+    for (int64_t i = 0; i + 1 < n; i++) mods[i] = fastmod_m((uint32_t)(n - i));
+    for (int64_t c = 0; c < count; c++) randperm(state, n, mods, out + c * n);
+    free(mods);
+}
+
+#define REAL double
+#define SUFFIX(name) name##_f64
+#define R_EXP mbp_exp_f64
+#define R_TANH mbp_tanh_f64
+#define R_SIGMOID mbp_sigmoid_f64
+#define R_LOG1P log1p
+#include "population_body.c"
+#undef REAL
+#undef SUFFIX
+#undef R_EXP
+#undef R_TANH
+#undef R_SIGMOID
+#undef R_LOG1P
+
+#define REAL float
+#define SUFFIX(name) name##_f32
+#define R_EXP mbp_exp_f32
+#define R_TANH mbp_tanh_f32
+#define R_SIGMOID mbp_sigmoid_f32
+#define R_LOG1P log1pf
+#include "population_body.c"

@@ -1,0 +1,280 @@
+"""The population's C engine: E epochs of online learning for every member in one call of _csrc/population.c.
+
+A declared derivative of network.py's functions as the population applies them (forward_phase, backward_phase and
+update on the stacked (K, ...) tensors, inside epoch.py's EpochFunction with its evaluation and freeze rules),
+otherwise identical to them. The kernel holds the members innermost (a row of 32 members per quantity, four AVX-512
+registers of 8), replays each member's ``torch.randperm`` from its own generator's mt19937 state (bit-identical
+orders, and the generators left as torch would leave them: one randperm per epoch a member trains, as its own
+Trainer draws), and applies the rules inside the call: a member with a non-finite update loss or figure goes back
+to its parameters at the end of the previous epoch (diverged), one whose training loss is at most the target stops.
+
+One update agrees with network.py through Population within ``POPULATION_C_ULPS`` units in the last place of each
+tensor's largest entry (the dot products summed in index order, vecmath.h's exp and tanh within one ulp of torch's);
+E epochs in one call are bit-equal to the same epochs one call each (tests/population/test_population_c_engine.py).
+
+Applies to CPU float32/float64 populations in online mode without replacement and without an optimizer, element-wise
+activations (sigmoid, tanh, relu, leaky_relu, identity), squared error or binary cross-entropy, small networks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from ..fast import c_loop
+from ..fast.common import FastPathUnavailable
+from ..fast.csource import ACT_CODES
+from ..losses import BinaryCrossEntropy, Loss, SquaredError
+
+__all__ = ["PopulationCKernel", "population_c_unsupported", "load_population_kernel", "run_c_epochs",
+           "POPULATION_C_ULPS", "POP_LOSS_CODES"]
+
+# One update's bound against network.py through Population, in ulps of each tensor's largest entry.
+POPULATION_C_ULPS = 4
+POP_LOSS_CODES = {SquaredError: 0, BinaryCrossEntropy: 1}
+_KERNEL_ACTS = (Sigmoid, Tanh, ReLU, LeakyReLU, Identity)  # codes 0..4 of population.c, ACT_CODES' order
+_MAX_PARAMETERS = 4096  # per member: a block's parameters and their good copies stay in L2; bmm wins above
+_MAX_SAMPLES = 2 ** 20  # training samples (randperm's 32-bit Fisher-Yates holds far beyond)
+_ABI_VERSION = 1
+_WORK_PER_CALL = 2_000_000  # member-updates per call at most: about 50 ms, so that Ctrl-C stays prompt
+REACHED, DIVERGED = 1, 2
+
+_lock = threading.Lock()
+_libs: dict = {}
+
+
+def load_population_kernel() -> ctypes.CDLL:
+    """Compile ``_csrc/population.c`` (once per source, compiler and CPU; cached on disk) and load it, through the
+    C loop's own build (c_loop.py: the same compiler, flags and private-folder checks)."""
+    cc = c_loop._compiler()
+    if cc is None:
+        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
+    with _lock:
+        if cc in _libs:
+            return _libs[cc]
+        sources = sorted([*c_loop._CSRC.glob("population*.c"), *c_loop._CSRC.glob("*.h")])
+        if not (c_loop._CSRC / "population.c").is_file() or not (c_loop._CSRC / "vecmath.h").is_file():
+            raise FastPathUnavailable(f"the C sources are missing from {c_loop._CSRC} (an install without package data)")
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as err:
+            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
+        digest = hashlib.sha256()
+        for src in sources:
+            digest.update(src.name.encode() + src.read_bytes())
+        digest.update((cc + version + c_loop._cpu_fingerprint() + sys.platform).encode())
+        name = f"population_{digest.hexdigest()[:20]}.so"
+        errors, lib = [], None
+        for folder in (c_loop._cache_dir(), None):
+            try:
+                folder = c_loop._private_folder(folder)
+                target = folder / name
+                if not target.is_file():
+                    c_loop._compile(cc, target, "", main="population.c")
+                c_loop._check_private_file(target)
+                lib = ctypes.CDLL(str(target))
+                break
+            except (OSError, FastPathUnavailable) as err:
+                errors.append(f"{folder}: {err}")
+        if lib is None:
+            raise FastPathUnavailable("could not build the population kernel: " + "; ".join(errors))
+        if lib.mbp_pop_abi_version() != _ABI_VERSION:
+            raise FastPathUnavailable(f"the population kernel at {target} reports ABI {lib.mbp_pop_abi_version()}, "
+                                      f"expected {_ABI_VERSION}")
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        for suffix in ("f64", "f32"):
+            fn = getattr(lib, f"mbp_pop_train_{suffix}")
+            fn.restype, fn.argtypes = i64, [p, i64, p, p, p, p]
+        lib.mbp_pop_randperm.restype, lib.mbp_pop_randperm.argtypes = None, [p, i64, i64, p]
+        _libs[cc] = lib
+        return lib
+
+
+def replay_randperm(state: Tensor, n: int, count: int) -> Tensor:
+    """``count`` permutations of n from a generator state (a uint8 tensor from ``get_state()``, advanced in place),
+    through the kernel's own replay: (count, n) int32."""
+    out = torch.empty(count, n, dtype=torch.int32)
+    load_population_kernel().mbp_pop_randperm(state.data_ptr(), n, count, out.data_ptr())
+    return out
+
+
+_LAYOUT_CHECKED: Optional[bool] = None
+
+
+def _generator_layout_agrees() -> bool:
+    """Whether this torch's CPU generator state and randperm are the ones the kernel replays (checked once)."""
+    global _LAYOUT_CHECKED
+    if _LAYOUT_CHECKED is None:
+        ok = True
+        for seed, n in ((0, 4), (7, 2), (12345, 31)):
+            g = torch.Generator().manual_seed(seed)
+            state = g.get_state().clone()
+            expected = torch.stack([torch.randperm(n, generator=g) for _ in range(700 // n + 2)])
+            got = replay_randperm(state, n, expected.shape[0])
+            ok = ok and torch.equal(got.long(), expected) and torch.equal(state, g.get_state())
+        _LAYOUT_CHECKED = ok
+    return _LAYOUT_CHECKED
+
+
+def population_c_unsupported(population, loss_fn: Loss, mode: str, replacement: bool, optimizer,
+                             n_train: int) -> Optional[str]:
+    """Why the C engine cannot train this population, or None when it can."""
+    if population.device.type != "cpu":
+        return f"the C engine runs on the CPU, but the population is on {population.device}"
+    if population.dtype not in (torch.float32, torch.float64):
+        return f"the C engine supports float32 and float64, but the population is {population.dtype}"
+    if mode != "online" or replacement:
+        return f"the C engine runs online learning without replacement, not mode {mode!r}" + (
+            " with replacement" if replacement else "")
+    if optimizer is not None:
+        return "the C engine runs plain gradient descent, not an optimizer"
+    if ACT_CODES.get(Sigmoid) != 0 or [ACT_CODES.get(c) for c in _KERNEL_ACTS] != list(range(len(_KERNEL_ACTS))):
+        return "the activation codes of activations.ACTIVATIONS changed; the C engine's are 0..4"
+    for k, f in enumerate(population.activation_functions):
+        if type(f) not in _KERNEL_ACTS:
+            return f"layer {k + 1}: the C engine takes element-wise activations, not {f.spec()!r}"
+    if type(loss_fn) not in POP_LOSS_CODES:
+        return f"the C engine takes squared_error and binary_cross_entropy, not {loss_fn.name!r}"
+    sizes = population.sizes
+    n_par = sum(sizes[k + 1] * (sizes[k] + (1 if population.bias else 0)) for k in range(len(sizes) - 1))
+    if n_par > _MAX_PARAMETERS or len(sizes) > 65:
+        return f"the C engine is for small networks (at most {_MAX_PARAMETERS} parameters), not {n_par}"
+    if n_train > _MAX_SAMPLES:
+        return f"the C engine takes at most {_MAX_SAMPLES} training samples, not {n_train}"
+    try:
+        load_population_kernel()
+    except FastPathUnavailable as err:
+        return str(err)
+    if not _generator_layout_agrees():
+        return "this torch's CPU generator state or randperm differs from the one the C engine replays"
+    return None
+
+
+class _PopPlan(ctypes.Structure):
+    """pop_plan of _csrc/population.c."""
+
+    p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
+    _fields_ = [("n_layers", i64), ("sizes", p), ("acts", p), ("slopes", p), ("loss_kind", i32), ("bias", i32),
+                ("c_update", f64), ("c_eval", f64 * 2), ("K", i64), ("weights", p), ("biases", p), ("lr", p),
+                ("active", p), ("rng", p), ("rng_stride", i64), ("x_train", p), ("y_train", p), ("n_train", i64),
+                ("eval_x", p * 2), ("eval_y", p * 2), ("labels", p * 2), ("eval_n", i64 * 2), ("has_target", i32),
+                ("target", f64), ("last", p)]
+    del p, i32, i64, f64
+
+
+class PopulationCKernel:
+    """The kernel bound to one population, loss, learning rates, data and the members' generators.
+
+    ``run(epochs, active, last)`` trains up to ``epochs`` epochs (fewer once no member is active) and returns
+    (epochs run, rows (E, 4, K) float64, stop_epoch (K,), stop_kind (K,), bad_losses (K, n)). The generators'
+    states live in ``rng`` between calls: ``read_generators()`` takes them, ``write_generators()`` puts them back.
+    """
+
+    def __init__(self, population, loss_fn: Loss, lr: Tensor, x_train: Tensor, y_train: Tensor, evals: dict,
+                 target_loss: Optional[float], generators):
+        lib = load_population_kernel()
+        pop = population
+        self.pop, self.generators, self.K = pop, list(generators), pop.size
+        self._fn = lib.mbp_pop_train_f64 if pop.dtype == torch.float64 else lib.mbp_pop_train_f32
+        L, sizes = pop.num_layers, pop.sizes
+        self._sizes = (ctypes.c_int64 * (L + 1))(*sizes)
+        self._acts = (ctypes.c_int32 * L)(*[ACT_CODES[type(f)] for f in pop.activation_functions])
+        self._slopes = (ctypes.c_double * L)(*[getattr(f, "negative_slope", 0.0) for f in pop.activation_functions])
+        self.x_train, self.y_train = x_train.contiguous(), y_train.contiguous()
+        self.n = self.x_train.shape[0]
+        self.lr = lr.contiguous()
+        plan = _PopPlan(n_layers=L, sizes=ctypes.addressof(self._sizes), acts=ctypes.addressof(self._acts),
+                        slopes=ctypes.addressof(self._slopes), loss_kind=POP_LOSS_CODES[type(loss_fn)],
+                        bias=int(pop.bias), c_update=loss_fn.scale(1, sizes[-1]), K=self.K,
+                        lr=self.lr.data_ptr(), x_train=self.x_train.data_ptr(), y_train=self.y_train.data_ptr(),
+                        n_train=self.n, has_target=int(target_loss is not None),
+                        target=float(target_loss) if target_loss is not None else 0.0)
+        self._keep = [self.x_train, self.y_train, self.lr]
+        for s, split in enumerate(("train", "test")):
+            if evals[split] is None:
+                continue
+            x, y, labels = evals[split]
+            x, y = x.contiguous(), y.contiguous()
+            labels = labels.to(torch.int64).contiguous() if labels is not None else None
+            self._keep += [x, y, labels]
+            plan.eval_x[s], plan.eval_y[s], plan.eval_n[s] = x.data_ptr(), y.data_ptr(), x.shape[0]
+            plan.labels[s] = labels.data_ptr() if labels is not None else None
+            plan.c_eval[s] = loss_fn.scale(x.shape[0], sizes[-1])
+        self._plan = plan
+        self._plan_ref = ctypes.byref(plan)
+        self.rng: Optional[Tensor] = None
+
+    def read_generators(self) -> None:
+        self.rng = torch.stack([g.get_state() for g in self.generators])  # (K, 5056) uint8
+        self._plan.rng, self._plan.rng_stride = self.rng.data_ptr(), self.rng.shape[1]
+
+    def write_generators(self) -> None:
+        """The generators as torch would leave them. set_state gets a clone of each row: it misreads a row view
+        with a storage offset."""
+        if self.rng is not None:
+            for g, row in zip(self.generators, self.rng):
+                g.set_state(row.clone())
+
+    def run(self, epochs: int, active: Tensor, last: Tensor):
+        pop, plan = self.pop, self._plan
+        if self.rng is None:
+            self.read_generators()
+        params = pop.weights + pop.biases
+        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == pop.dtype for p in params):
+            raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype")
+        weights = (ctypes.c_void_p * len(pop.weights))(*[w.data_ptr() for w in pop.weights])
+        biases = (ctypes.c_void_p * max(1, len(pop.biases)))(*[b.data_ptr() for b in pop.biases])
+        plan.weights, plan.biases = ctypes.addressof(weights), ctypes.addressof(biases) if pop.bias else None
+        last = last.to(torch.float64).contiguous()
+        plan.active, plan.last = active.data_ptr(), last.data_ptr()
+        rows = torch.empty(epochs, 4, self.K, dtype=torch.float64)
+        stop_epoch = torch.empty(self.K, dtype=torch.int32)
+        stop_kind = torch.empty(self.K, dtype=torch.int8)
+        bad_losses = torch.empty(self.K, self.n, dtype=torch.float64)
+        ran = self._fn(self._plan_ref, epochs, rows.data_ptr(), stop_epoch.data_ptr(), stop_kind.data_ptr(),
+                       bad_losses.data_ptr())
+        if ran < 0:
+            raise MemoryError("the population kernel could not allocate its workspace")
+        return ran, rows, stop_epoch, stop_kind, bad_losses
+
+
+def run_c_epochs(trainer) -> int:
+    """PopulationTrainer's chunk of epochs through the C engine: one kernel call, then each epoch's History row and
+    the stops of its members, as ``_run_epoch`` records them. Returns the epochs run."""
+    h, K = trainer.history, trainer.pop.size
+    kernel = trainer._c_kernel
+    count = max(1, min(trainer.epochs_per_draw, trainer.epochs - trainer.epoch,
+                       _WORK_PER_CALL // max(1, K * kernel.n)))
+    zeros = torch.zeros(K, dtype=torch.float64)
+    last = torch.stack([h.train_loss[-1], h.train_accuracy[-1] if h.train_accuracy[-1] is not None else zeros,
+                        h.test_loss[-1], h.test_accuracy[-1] if h.test_accuracy[-1] is not None else zeros])
+    start = time.perf_counter()
+    ran, rows, stop_epoch, stop_kind, bad_losses = kernel.run(count, trainer.active, last)
+    seconds = time.perf_counter() - start
+    events: dict = {}
+    for i in (stop_epoch >= 0).nonzero().flatten().tolist():
+        events.setdefault(int(stop_epoch[i]), []).append(i)
+    T = kernel.n
+    for e, figures in enumerate(rows[:ran].unbind(0)):
+        trainer.epoch += 1
+        trainer.train_seconds += seconds / ran
+        for i in events.get(e, ()):
+            if int(stop_kind[i]) == DIVERGED:
+                trainer._diverged(i, bad_losses[i], (trainer.epoch - 1) * T)
+            else:
+                trainer._reached(i, float(figures[0, i]))
+        trainer._append_row(figures, updates=trainer.epoch * T)
+    for good, p in zip(trainer.good_w + trainer.good_b, trainer.pop.weights + trainer.pop.biases):
+        good.copy_(p)  # the last good state is the state at the end of the chunk
+    trainer._active_host = trainer.active.clone()
+    trainer._any_active = bool(trainer._active_host.any())
+    return ran
