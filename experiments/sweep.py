@@ -111,8 +111,10 @@ def run(cfg: Config) -> dict:
     check_run_name(cfg.run)
     validate(cfg)
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     default = f"{Path(cfg.dataset).stem}-seeds{cfg.seeds}" + (f"-from{cfg.seed}" if cfg.seed else "")
+    data = load_dataset(cfg.dataset, dtype=getattr(torch, cfg.dtype))
+    check_population_memory(len(cfg.lrs) * cfg.seeds, network_sizes(cfg, data), data, cfg)  # before any write
     if not cfg.distributed:
         device = resolve_device(cfg.device)
         with start_run(EXPERIMENT, cfg, default) as session:
@@ -140,11 +142,8 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     main_rank = info is None or info.is_main
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
-    n_out = (1 if data.num_classes == 2 and cfg.output_activation == "sigmoid"
-             else data.num_classes or data.y_train.shape[1])
-    sizes = cfg.sizes or [data.n_features, 8, n_out]
+    sizes = network_sizes(cfg, data)
     lrs, seeds, groups = grid(cfg)
-    check_population_memory(len(lrs), sizes, data, cfg)
     start, stop = member_shard(len(lrs), info.rank, info.world_size) if info else (0, len(lrs))
     run_name, run_dir = (session.name, session.path) if main_rank else (None, None)
     if main_rank and not cfg.quiet:
@@ -201,6 +200,13 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"], dashboard=dashboard,
                show=not cfg.quiet)
     return results
+
+
+def network_sizes(cfg: Config, data) -> list:
+    """--sizes, or n_features 8 n_out (one sigmoid output for two classes)."""
+    n_out = (1 if data.num_classes == 2 and cfg.output_activation == "sigmoid"
+             else data.num_classes or data.y_train.shape[1])
+    return cfg.sizes or [data.n_features, 8, n_out]
 
 
 def check_population_memory(members: int, sizes: list, data, cfg: Config) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from experiments.common import USER_ERRORS
 from experiments.plotting import write_plots
 from experiments.plotting.figures import FIGURES
+from experiments.plotting.report import check_run_dir
 
 
 def main(argv=None) -> int:
@@ -22,8 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument("--experiment", choices=sorted(FIGURES), default=None,
                         help="which experiment wrote the run (default: the name of RUN_DIR's parent folder)")
     args = parser.parse_args(argv)
-    experiment = args.experiment or Path(args.run_dir).resolve().parent.name
     try:
+        check_run_dir(args.run_dir)
+        experiment = args.experiment or Path(args.run_dir).resolve().parent.name
         paths = write_plots(experiment, args.run_dir, args.out)
     except USER_ERRORS as err:
         print(f"plotting: error: {err}", file=sys.stderr)

@@ -14,8 +14,11 @@ from typing import Optional
 PNG_DPI = 150
 
 
-def require_matplotlib() -> None:
-    """Raise ImportError with the install command when matplotlib is missing (the scripts call it before training)."""
+def require_matplotlib(folder=None) -> None:
+    """Raise ImportError with the install command when matplotlib is missing, ValueError when ``folder`` (--plots)
+    is a file (the scripts call it before training)."""
+    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        raise ValueError(f"--plots {folder}: it exists and is not a folder; pass a folder for the figures")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -30,22 +33,75 @@ def write_plots(experiment: str, run_dir, folder, *, text: str = "", config: Opt
     from .figures import FIGURES
 
     if experiment not in FIGURES:
-        raise ValueError(f"experiment must be one of {sorted(FIGURES)}, but got {experiment!r}")
-    run_dir, folder = Path(run_dir), Path(folder)
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is not a run folder")
+        raise ValueError(f"experiment must be one of {sorted(FIGURES)}, but got {experiment!r} (pass --experiment "
+                         f"when RUN_DIR's parent folder is not named after its experiment)")
+    run_dir, folder = check_run_dir(run_dir), Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"OUT {folder} exists and is not a folder; pass a folder for the figures")
+    _check_results(experiment, run_dir)
+    if config is None and (run_dir / "config.json").exists():
+        config = _read_json(run_dir / "config.json")
     folder.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
-    for name, caption, figure in FIGURES[experiment](run_dir):
-        png = _save(figure, folder / f"{name}.png", "png")
-        _save(figure, folder / f"{name}.svg", "svg")
-        written += [folder / f"{name}.png", folder / f"{name}.svg"]
-        sections.append((name, caption, png))
-    if config is None and (run_dir / "config.json").exists():
-        config = json.loads((run_dir / "config.json").read_text())
+    import matplotlib
+
+    # a run folder's name is text, never mathtext: "$\frac{a$" is drawn as it is, not parsed (or refused)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        try:
+            for name, caption, figure in FIGURES[experiment](run_dir):
+                png = _save(figure, folder / f"{name}.png", "png")
+                _save(figure, folder / f"{name}.svg", "svg")
+                written += [folder / f"{name}.png", folder / f"{name}.svg"]
+                sections.append((name, caption, png))
+        except (KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"{run_dir / 'results.json'} does not hold what {experiment} writes (missing or wrong "
+                             f"{err}); is {run_dir} a run of another experiment, or of an older version?") from None
     page = folder / "report.html"
     page.write_text(report_html(experiment, run_dir, sections, text, config), encoding="utf-8")
     return written + [page]
+
+
+def check_run_dir(run_dir) -> Path:
+    """RUN_DIR as a Path, or ValueError saying that it is missing or a file."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"RUN_DIR {run_dir} does not exist; pass a run folder, <logdir>/<experiment>/<run>")
+    if not run_dir.is_dir():
+        raise ValueError(f"RUN_DIR {run_dir} is a file, not a run folder (<logdir>/<experiment>/<run>)")
+    return run_dir
+
+
+# What each experiment's results.json holds at its top level (learning_modes: one entry per mode).
+RESULT_KEYS = {"sweep": "rows", "xor": "summary", "softmax_outputs": "runs", "linear_collapse": "summary",
+               "hidden_layers": "runs", "gradient_noise": "results"}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+
+
+def _check_results(experiment: str, run_dir: Path) -> dict:
+    """The run's results.json ({} when there is none), refused by name when it is not this experiment's."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return {}
+    results = _read_json(path)
+    if not isinstance(results, dict):
+        raise ValueError(f"{path} must hold a JSON object, but holds {type(results).__name__}")
+    key = RESULT_KEYS.get(experiment)
+    from manual_backprop.modes import MODES
+
+    fits = (key in results) if key else (bool(results) and set(results) <= set(MODES))
+    if not fits:
+        what = f"no {key!r}" if key else f"keys {sorted(results)[:4]}, not modes"
+        raise ValueError(f"{path} is not a results file of {experiment} ({what}); pass the --experiment that wrote "
+                         f"{run_dir}")
+    return results
 
 
 def _save(figure, path: Path, fmt: str) -> bytes:

@@ -1,0 +1,142 @@
+"""Every experiment that trains on one run-folder mechanism (experiments/session.py): Ctrl-C in the middle of a run
+exits 130 with no traceback and prints a resume command; that command, run exactly as printed, ends with the
+results an unbroken run gives; a second run of the same command never mixes with the first.
+
+In-process on tiny runs: Ctrl-C is a KeyboardInterrupt raised from RunLogger.log_epoch halfway through the run (the
+real signal, through a process, is in tests/training/test_faults.py).
+"""
+
+import json
+import shlex
+
+import pytest
+
+from experiments import (gradient_noise, hidden_layers, learning_modes, linear_collapse, softmax_outputs, sweep,
+                         xor)
+from manual_backprop.tblog import RunLogger
+
+TINY = {
+    "learning_modes": (learning_modes, ["--dataset", "moons", "--n-samples", "60", "--sizes", "2", "6", "2",
+                                        "--batch-size", "8", "--epochs", "3", "--dtype", "float64", "--device",
+                                        "cpu"]),
+    "sweep": (sweep, ["--seeds", "2", "--lrs", "1", "4", "--epochs", "30", "--device", "cpu"]),
+    "xor": (xor, ["--seeds", "2", "--epochs-perceptron", "3", "--epochs-delta", "3", "--epochs-mlp", "6",
+                  "--device", "cpu"]),
+    "gradient_noise": (gradient_noise, ["--members", "4", "--epochs", "12"]),
+    "hidden_layers": (hidden_layers, ["--epochs", "12", "--image-every", "6", "--device", "cpu"]),
+    "linear_collapse": (linear_collapse, ["--seeds", "2", "--epochs", "12", "--log-seeds", "2", "--demo-inputs",
+                                          "10", "--device", "cpu"]),
+    "softmax_outputs": (softmax_outputs, ["--epochs", "2", "--device", "cpu"]),
+}
+
+
+def comparable(value):
+    """Results without what differs between two equal runs: wall-clock seconds, the run's name, --resume."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if "seconds" not in k and k not in ("run", "resume")}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def results(logdir, experiment, run):
+    return comparable(json.loads((logdir / experiment / run / "results.json").read_text()))
+
+
+def count_epochs(monkeypatch, stop_at=None):
+    """Count RunLogger.log_epoch calls; with ``stop_at``, the call of that number raises KeyboardInterrupt."""
+    calls = [0]
+    original = RunLogger.log_epoch
+
+    def log_epoch(self, *args, **kwargs):
+        calls[0] += 1
+        if stop_at is not None and calls[0] == stop_at:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunLogger, "log_epoch", log_epoch)
+    return calls
+
+
+@pytest.mark.parametrize("experiment", sorted(TINY))
+def test_ctrl_c_prints_a_resume_command_that_ends_with_the_unbroken_result(experiment, tmp_path, capsys, monkeypatch):
+    script, args = TINY[experiment]
+    base = [*args, "--logdir", str(tmp_path), "--quiet"]
+    with monkeypatch.context() as m:
+        calls = count_epochs(m)
+        assert script.main([*base, "--run", "unbroken"]) == 0
+    total = calls[0]
+    assert total >= 4, "the tiny run logs enough epochs to be stopped in the middle"
+    capsys.readouterr()
+
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=total // 2 + 1)
+        assert script.main([*base, "--run", "stopped"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    command = err.strip().splitlines()[-1].strip()
+    prefix = f"python -m experiments.{experiment} "
+    assert command.startswith(prefix), err
+    argv = shlex.split(command[len(prefix):])
+    assert argv[-3:] == ["--run", "stopped", "--resume"], command
+
+    assert script.main(argv) == 0, capsys.readouterr().err  # exactly as printed
+    assert results(tmp_path, experiment, "stopped") == results(tmp_path, experiment, "unbroken")
+
+
+@pytest.mark.parametrize("experiment", sorted(TINY))
+def test_the_same_command_twice_never_mixes_two_runs(experiment, tmp_path, capsys):
+    script, args = TINY[experiment]
+    base = [*args, "--logdir", str(tmp_path), "--quiet"]
+    assert script.main(base) == 0
+    assert script.main(base) == 0
+    folders = sorted(p.name for p in (tmp_path / experiment).iterdir())
+    assert len(folders) == 2 and folders[1] == folders[0] + "-2", folders
+    assert script.main([*base, "--run", folders[0]]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "already" in line and folders[0] in line, line
+
+
+def test_resume_without_run_says_which_folder_and_why(tmp_path, capsys, monkeypatch):
+    script, args = TINY["learning_modes"]
+    base = [*args, "--logdir", str(tmp_path), "--modes", "batch", "--epochs", "6"]
+    assert script.main([*base, "--quiet"]) == 0  # moons-seed0, finished
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=4)
+        assert script.main([*base, "--quiet"]) == 130  # moons-seed0-2, stopped
+    capsys.readouterr()
+    assert script.main([*base, "--resume"]) == 0  # no --run: the newest run of the default name that is yours
+    out = capsys.readouterr().out
+    assert "--resume without --run: resuming" in out and "moons-seed0-2" in out and "newest" in out, out
+
+
+def test_resume_from_epoch_n_of_the_limit(tmp_path, capsys, monkeypatch):
+    script, args = TINY["learning_modes"]
+    base = [*args, "--logdir", str(tmp_path), "--modes", "batch", "--epochs", "6", "--run", "r"]
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=4)
+        assert script.main([*base, "--quiet"]) == 130
+    capsys.readouterr()
+    assert script.main([*base, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming batch from epoch 2 of 6" in out or "resuming batch from epoch 3 of 6" in out, out
+
+
+def test_resume_without_a_run_to_resume_is_one_line(tmp_path, capsys):
+    script, args = TINY["gradient_noise"]
+    assert script.main([*args, "--logdir", str(tmp_path), "--resume"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "no run of the default name" in line, line
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), "nothing written"
+
+
+def test_resume_refuses_other_settings_naming_each(tmp_path, capsys, monkeypatch):
+    script, args = TINY["xor"]
+    base = [*args, "--logdir", str(tmp_path), "--quiet", "--run", "r"]
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=5)
+        assert script.main(base) == 130
+    capsys.readouterr()
+    assert script.main([*base, "--resume", "--lr-mlp", "2"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "--lr-mlp 5.0 (now 2.0)" in line and "--config" in line, line
