@@ -1,0 +1,186 @@
+"""The proof of the population's C engine (population/c_engine.py, _csrc/population.c), a declared derivative of
+network.py's functions as the population applies them.
+
+- one update through the kernel agrees with network.py's update of each member within POPULATION_C_ULPS, for every
+  activation x output x loss the kernel accepts, ordinary and saturated, float64 (the update's loss too);
+- the orders are torch.randperm's, bit for bit, and the generators are left as torch leaves them;
+- the freeze and divergence rules, the History rows and the messages are the eager engine's;
+- E epochs in one call are bit-equal to the same epochs one call each; a continued run equals a whole one.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from manual_backprop.datasets import Dataset, load_dataset
+from manual_backprop.fast.common import FastPathWarning
+from manual_backprop.losses import SquaredError, get_loss
+from manual_backprop.optim import SGD
+from manual_backprop.population import Population, PopulationTrainer
+from manual_backprop.population.c_engine import POPULATION_C_ULPS, population_c_unsupported, replay_randperm
+from reference.update_proof import named, reference_update, update_misses
+
+F64 = torch.float64
+SIZES = [3, 5, 4, 3]
+LR = 0.3
+HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
+OUTPUTS = [("sigmoid", SquaredError()), ("tanh", SquaredError(reduction="sum")),
+           ("identity", SquaredError(reduction="elementwise_mean")), ("relu", SquaredError(half=True)),
+           ("leaky_relu:0.2", SquaredError()), ("sigmoid", get_loss("binary_cross_entropy")),
+           ("sigmoid", get_loss("binary_cross_entropy", reduction="sum"))]
+CASES = [(h, o, l) for h in HIDDEN for o, l in OUTPUTS]
+CASE_IDS = [f"{h}-{o}-{l.name}-{l.reduction}{'-half' if getattr(l, 'half', False) else ''}" for h, o, l in CASES]
+REGIMES = {"ordinary": 1.0, "saturated": 8.0}  # factor on the initial weights
+
+
+def _c_reason():
+    pop = Population([2, 2, 1], seeds=[0], dtype=F64)
+    return population_c_unsupported(pop, SquaredError(), "online", False, None, 4)
+
+
+pytestmark = pytest.mark.skipif(_c_reason() is not None, reason=f"the C engine cannot run here: {_c_reason()}")
+
+
+# ---------------------------------------------------------------------------------------------------- one update
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("hidden,output,loss_fn", CASES, ids=CASE_IDS)
+def test_one_kernel_update_is_each_members_reference_update(hidden, output, loss_fn, regime):
+    """A training set of one sample: one online epoch is one update; epoch 0's row is the update's loss."""
+    pop = Population(SIZES, seeds=[0, 1, 2, 3, 4], activation=hidden, output_activation=output, bias_init="uniform",
+                     dtype=F64)
+    for w in pop.weights:
+        w.mul_(REGIMES[regime])
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(1, SIZES[0], generator=gen, dtype=F64) * 2.0
+    if loss_fn.name == "binary_cross_entropy":
+        y = torch.randint(0, 2, (1, SIZES[-1]), generator=gen).to(F64)
+    else:
+        y = torch.rand(1, SIZES[-1], generator=gen, dtype=F64)
+    updates = [reference_update(pop.member(i), x, y, loss_fn, LR) for i in range(pop.size)]
+    trainer = PopulationTrainer(pop, Dataset("one-sample", x, y, x, y, None), mode="online", lr=LR, epochs=1,
+                                loss_fn=loss_fn, engine="c")
+    assert trainer.engine == "c"
+    trainer.run()
+    assert trainer.history.updates[-1] == 1 and not any(trainer.history.diverged())
+    for i, (ref, scales) in enumerate(updates):
+        got = named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
+        for name, miss, ok in update_misses(got, ref, scales, POPULATION_C_ULPS):
+            assert ok, f"member {i} {regime}: {name} differs by {miss:.1f} ulps > {POPULATION_C_ULPS}"
+
+
+# ---------------------------------------------------------------------------------------------------- orders
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 17, 100, 1000])
+def test_replayed_orders_and_states_are_torch_randperms(n):
+    """Enough permutations to cross mt19937's 624-word refills several times, for many seeds."""
+    count = max(3, 2000 // n)
+    for seed in [0, 1, 2, 41, 12345, 2 ** 31 - 1, 2 ** 40 + 3]:
+        g = torch.Generator().manual_seed(seed)
+        state = g.get_state().clone()
+        expected = torch.stack([torch.randperm(n, generator=g) for _ in range(count)])
+        got = replay_randperm(state, n, count)
+        assert torch.equal(got.long(), expected), f"seed {seed}, n {n}"
+        assert torch.equal(state, g.get_state()), f"seed {seed}, n {n}: the generator state after"
+
+
+def _xor_trainer(engine, K=40, epochs=60, **kwargs):
+    data = load_dataset("xor", dtype=F64)
+    pop = Population([2, 2, 1], seeds=list(range(K)), dtype=F64)
+    lrs = [[0.5, 2.0, 4.0, 8.0][i % 4] for i in range(K)]
+    return pop, PopulationTrainer(pop, data, mode="online", lr=lrs, epochs=epochs, engine=engine,
+                                  order_seeds=[1000 + i for i in range(K)], **kwargs)
+
+
+def test_generators_are_left_as_each_members_trainer_leaves_them():
+    """One randperm per epoch a member trained: reached members stop drawing at their stop."""
+    pop, trainer = _xor_trainer("c", target_loss=0.05, epochs=300)
+    h = trainer.run()
+    assert "target_loss" in h.stop_reason and "max_epochs" in h.stop_reason
+    for i, g in enumerate(trainer.orders.generators):
+        own = torch.Generator().manual_seed(1000 + i)
+        for _ in range(h.last_epoch[i]):
+            torch.randperm(4, generator=own)
+        assert torch.equal(g.get_state(), own.get_state()), f"member {i} ({h.stop_reason[i]})"
+
+
+# ---------------------------------------------------------------------------------------------------- the rules
+def _assert_same_histories(a, b, rel=1e-12):
+    assert a.stop_reason == b.stop_reason and a.epochs_to_target == b.epochs_to_target
+    assert a.diverged_update == b.diverged_update and a.last_epoch == b.last_epoch and a.message == b.message
+    assert a.epoch == b.epoch and a.updates == b.updates
+    for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        for e, (ra, rb) in enumerate(zip(getattr(a, name), getattr(b, name))):
+            if ra is None:
+                assert rb is None
+                continue
+            torch.testing.assert_close(ra, rb, rtol=rel, atol=0, msg=f"{name} row {e}")
+
+
+def test_freeze_and_divergence_rules_are_the_eager_engines():
+    """tanh / identity output: some members diverge (at an update, at the evaluation), some reach the target."""
+    data = load_dataset("xor", dtype=F64)
+    lrs = [0.05, 3.0, 0.1, 10.0, 0.5, 1.0]
+    runs = {}
+    for engine in ("eager", "c"):
+        pop = Population([2, 3, 1], seeds=[11, 3, 5, 8, 1, 2], activation="tanh", output_activation="identity",
+                         bias_init="uniform", dtype=F64)
+        trainer = PopulationTrainer(pop, data, mode="online", lr=lrs, epochs=60, target_loss=0.2,
+                                    order_seeds=[100, 0, 42, 7, 3, 4], engine=engine)
+        runs[engine] = (pop, trainer.run())
+    (pa, ha), (pb, hb) = runs["eager"], runs["c"]
+    assert hb.diverged()[1] and hb.diverged()[3] and "target_loss" in hb.stop_reason
+    assert hb.diverged_update[3] is not None and hb.diverged_update[1] is None
+    _assert_same_histories(ha, hb)
+    for a, b in zip(pa.parameters(), pb.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_separate_test_split_and_accuracies_are_the_eager_engines():
+    data = load_dataset("moons", n_samples=40, seed=1, dtype=F64)  # 30 training samples, a separate test split
+    runs = {}
+    for engine in ("eager", "c"):
+        pop = Population([2, 5, 1], seeds=[0, 1, 2], activation="tanh", dtype=F64)
+        trainer = PopulationTrainer(pop, data, mode="online", lr=[0.05, 0.2, 0.5], epochs=5,
+                                    loss_fn="binary_cross_entropy", engine=engine)
+        runs[engine] = trainer.run()
+    _assert_same_histories(runs["eager"], runs["c"])
+
+
+# ---------------------------------------------------------------------------------------------------- calls
+@pytest.mark.parametrize("per_call", [1, 7])
+def test_epochs_in_one_call_are_bit_equal_to_one_call_each(per_call):
+    runs = {}
+    for e in (per_call, 64):
+        pop, trainer = _xor_trainer("c", target_loss=0.05, epochs=150, epochs_per_draw=e)
+        runs[e] = (pop, trainer.run(), trainer)
+    (pa, ha, ta), (pb, hb, tb) = runs[per_call], runs[64]
+    _assert_same_histories(ha, hb, rel=0)
+    assert all(torch.equal(a, b) for a, b in zip(pa.parameters(), pb.parameters()))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(ta.orders.generators, tb.orders.generators))
+
+
+def test_a_continued_run_is_the_whole_run():
+    pop, trainer = _xor_trainer("c", epochs=9)
+    trainer.run()
+    trainer.epochs = 25
+    h = trainer.run()
+    whole, other = _xor_trainer("c", epochs=25)
+    hw = other.run()
+    _assert_same_histories(h, hw, rel=0)
+    assert all(torch.equal(a, b) for a, b in zip(pop.parameters(), whole.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------- the switch
+def test_auto_picks_the_c_engine_where_it_applies_and_eager_elsewhere():
+    data = load_dataset("xor", dtype=F64)
+    pop = Population([2, 2, 1], seeds=[0, 1], dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PopulationTrainer(pop, data, mode="online", lr=1.0, epochs=1).engine == "c"
+        assert PopulationTrainer(pop, data, mode="minibatch", batch_size=2, lr=1.0, epochs=1).engine == "eager"
+        assert PopulationTrainer(pop, data, mode="online", lr=1.0, epochs=1,
+                                 optimizer=SGD(pop, lr=1.0)).engine == "eager"
+    with pytest.warns(FastPathWarning, match="engine='c' cannot run here: the C engine runs online learning"):
+        assert PopulationTrainer(pop, data, mode="batch", lr=1.0, epochs=1, engine="c").engine == "eager"
+    soft = Population([2, 2, 2], seeds=[0], output_activation="softmax", dtype=F64)
+    assert PopulationTrainer(soft, data, mode="online", lr=1.0, epochs=1).engine == "eager"
