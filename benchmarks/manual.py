@@ -7,6 +7,7 @@ import torch
 
 from benchmarks.cases import Impl
 from manual_backprop import fast
+from manual_backprop.fast.runner import kept_bytes
 from manual_backprop.network import forward_phase, loss_and_gradients, update
 
 
@@ -33,7 +34,7 @@ class ManualPlain(Impl):
     def kept_bytes(self):
         with torch.no_grad():
             x = self.x.index_select(0, self.order[:self.b])
-            return fast.kept_bytes(forward_phase(self.net.weights, self.net.biases, self.net.activation_functions, x))
+            return kept_bytes(forward_phase(self.net.weights, self.net.biases, self.net.activation_functions, x))
 
     def final_loss(self):
         return float(self.last) if self.last is not None else None

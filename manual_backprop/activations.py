@@ -40,7 +40,6 @@ __all__ = [
     "Softmax",
     "ACTIVATIONS",
     "get_activation",
-    "resolve_activations",
 ]
 
 

@@ -45,7 +45,7 @@ from .init import initial_parameters, resolve_init
 from .losses import Loss, default_loss_for, get_loss
 from .parameter_state import in_layer_order, layers_of, load_state_dict_into, state_dict_of
 
-__all__ = ["MLP", "ForwardCache", "Gradients", "resolve_architecture", "net_input", "forward_phase", "output_delta", "hidden_delta",
+__all__ = ["MLP", "ForwardCache", "Gradients", "net_input", "forward_phase", "output_delta", "hidden_delta",
            "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients"]
 
 ActivationSpec = Union[str, Activation]

@@ -25,8 +25,8 @@ from .c_loop import C_ULPS, CKernel, c_unsupported, load_kernel
 from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarning, work_per_update
 from .cuda_graph import CudaGraphRunner
 from .fused import FUSED_ULPS, FusedStep
-from .runner import EpochRunner, kept_bytes, resolve_fast
+from .runner import EpochRunner, resolve_fast
 
 __all__ = ["FAST_PATHS", "FastPathWarning", "FastPathUnavailable", "CKernel", "FusedStep", "CudaGraphRunner",
-           "EpochRunner", "load_kernel", "resolve_fast", "kept_bytes", "C_WORK_LIMIT", "work_per_update",
+           "EpochRunner", "load_kernel", "resolve_fast", "C_WORK_LIMIT", "work_per_update",
            "c_unsupported", "C_ULPS", "FUSED_ULPS"]

@@ -25,13 +25,11 @@ where a single run's is a scalar argument). This is what torch.func's model ense
 Left out: maximize, foreach/fused kernels, parameter groups, closures and learning-rate schedulers (change
 ``opt.lr`` between steps).
 
-A trainer given no optimizer holds ``PlainGradientDescent`` (network.update with its lr), so a training loop asks
-the same of every optimizer: ``update``, ``state_dict``/``load_state_dict`` and its checkpoint entry.
+A trainer given no optimizer holds hooks.py's ``PlainGradientDescent`` (network.update with its lr), so a training
+loop asks the same of every optimizer: ``update``, ``state_dict``/``load_state_dict`` and its checkpoint entry.
 """
 
 from .algorithms import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 from .base import Optimizer
-from .hooks import PlainGradientDescent, attach_optimizer
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "OPTIMIZERS", "PlainGradientDescent",
-           "attach_optimizer"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "OPTIMIZERS"]

@@ -13,7 +13,7 @@ from ..checks import check_bool
 from ..network import Gradients
 from ..parameter_state import in_layer_order
 
-__all__ = ["Optimizer", "Number"]
+__all__ = ["Optimizer"]
 
 Number = Union[float, Tensor]
 # torch.optim's group keys that these optimizers do not implement, with the only value they accept.

@@ -10,13 +10,10 @@
 Sample orders come from modes.py (``EpochOrders``, one generator per member).
 """
 
-from ..modes import EpochOrders
 from .history import PopulationHistory
 from .logger import PopulationLogger
 from .stack import POPULATION_ULPS, Population
 from .trainer import COMPILED_MAX_UPDATES, ENGINES, PopulationTrainer
 
-SampleOrders = EpochOrders  # the name this module used before the orders moved to modes.py
-
-__all__ = ["Population", "PopulationTrainer", "PopulationHistory", "PopulationLogger", "EpochOrders", "SampleOrders",
+__all__ = ["Population", "PopulationTrainer", "PopulationHistory", "PopulationLogger",
            "ENGINES", "COMPILED_MAX_UPDATES", "POPULATION_ULPS"]

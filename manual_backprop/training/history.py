@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..losses import CrossEntropy, Loss
 
-__all__ = ["History", "Diverged", "encode_for", "accuracy", "same_split"]
+__all__ = ["History", "Diverged", "encode_for", "accuracy"]
 
 
 class Diverged(RuntimeError):

@@ -40,7 +40,7 @@ from .history import Diverged, History, accuracy, same_split
 from .checkpoints import TrainerCheckpoints
 from .loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message, first_bad_update,
                    prepare_split, target_message)
-from ..optim import attach_optimizer
+from ..optim.hooks import attach_optimizer
 
 __all__ = ["Trainer", "train"]
 

@@ -138,3 +138,19 @@ def test_a_bad_last_value_leaves_the_network_untouched(bad, message):
     with pytest.raises((TypeError, ValueError), match=message):
         net.load_state_dict(state)
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+
+def test_the_package_exports_what_a_reader_reaches_for():
+    """``from manual_backprop import ...`` gives the MLP, the slide's functions (network.py's own), the losses and
+    activations, and the Trainer with its History; internals stay in their modules."""
+    import manual_backprop
+    from manual_backprop import network
+
+    slide = ("forward_phase", "backward_phase", "output_delta", "hidden_delta", "weight_gradient", "bias_gradient",
+             "update")
+    assert all(getattr(manual_backprop, name) is getattr(network, name) for name in slide)
+    wanted = {"MLP", "Trainer", "History", "Loss", "SquaredError", "CrossEntropy", "BinaryCrossEntropy", "Activation",
+              "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity", "Softmax", *slide}
+    assert wanted <= set(manual_backprop.__all__)
+    assert all(hasattr(manual_backprop, name) for name in manual_backprop.__all__)
+    assert not {"resolve_architecture", "kept_bytes", "attach_optimizer", "SampleOrders"} & set(manual_backprop.__all__)

@@ -23,7 +23,8 @@ import torch
 from conftest import HAS_CUDA, assert_grads_agree, assert_tensors_agree
 from manual_backprop import MLP, Gradients, get_loss
 from manual_backprop.datasets import Dataset, load_dataset
-from manual_backprop.population import Population, PopulationLogger, PopulationTrainer, SampleOrders
+from manual_backprop.modes import EpochOrders
+from manual_backprop.population import Population, PopulationLogger, PopulationTrainer
 from manual_backprop.tblog import load_run, read_scalars
 from manual_backprop.training import Trainer
 from reference import TorchMLP
@@ -153,7 +154,7 @@ def trainer_orders(n, b, replacement, seed, epochs):
 def test_sample_orders_are_the_trainers(n, b, replacement):
     """Bulk draws replaying randperm (n <= 512), randperm itself (n > 512), randint rows with replacement."""
     seeds = [0, 7, 12345]
-    orders = SampleOrders(seeds, n, b, replacement=replacement, block_draws=64)
+    orders = EpochOrders(seeds, n, b, replacement=replacement, block_draws=64)
     got = torch.cat([orders.epochs(2), orders.epochs(1), orders.epochs(5)])  # refills straddle epochs
     for i, seed in enumerate(seeds):
         assert torch.equal(got[:, i], trainer_orders(n, b, replacement, seed, 8)), f"member {i} (seed {seed})"

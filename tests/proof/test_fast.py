@@ -11,6 +11,7 @@ import torch
 from manual_backprop import MLP
 from manual_backprop import fast
 from manual_backprop.datasets import load_dataset
+from manual_backprop.fast.runner import kept_bytes
 from manual_backprop.losses import get_loss
 from manual_backprop.network import Gradients, loss_and_gradients, update
 from manual_backprop.training import Trainer
@@ -255,7 +256,7 @@ def test_kept_bytes_of_the_fast_paths_are_no_more_than_the_plain_cache():
     net = net_for(s, F64)
     x = data_for(s, F64).x_train[:8]
     with torch.no_grad():
-        plain = fast.kept_bytes(net.forward_cache(x))
+        plain = kept_bytes(net.forward_cache(x))
     assert fast.FusedStep(net, get_loss(s.loss), 8).kept_bytes(8) <= plain
     if C_REASON is None:
         assert fast.CKernel(net, get_loss(s.loss)).kept_bytes(8) <= plain

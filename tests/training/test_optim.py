@@ -303,7 +303,7 @@ def test_per_member_settings_need_one_number_per_member():
 
 # ---------------------------------------------------------------------------------------------------- training loops
 def test_no_optimizer_is_the_plain_update():
-    from manual_backprop.optim import attach_optimizer
+    from manual_backprop.optim.hooks import attach_optimizer
 
     a, b = make_net("cpu"), make_net("cpu")
     x, y = make_problem("cpu")
@@ -336,7 +336,7 @@ def test_snapshot_and_restore_rewind_exactly():
 
 
 def test_checkpoints_refuse_another_optimizer_or_settings(tmp_path):
-    from manual_backprop.optim import PlainGradientDescent
+    from manual_backprop.optim.hooks import PlainGradientDescent
 
     net = make_net("cpu")
     opt = AdamW(net, lr=1e-2)
@@ -367,7 +367,7 @@ def test_checkpoints_refuse_another_optimizer_or_settings(tmp_path):
 
 
 def test_attach_optimizer_to_a_trainer():
-    from manual_backprop.optim import attach_optimizer
+    from manual_backprop.optim.hooks import attach_optimizer
 
     net, other = make_net("cpu"), make_net("cpu")
     opt = Adam(net, lr=1e-3)
@@ -513,7 +513,7 @@ def test_members_mask_leaves_frozen_members_where_they_are():
 
 
 def test_attach_optimizer_to_a_population_trainer():
-    from manual_backprop.optim import attach_optimizer
+    from manual_backprop.optim.hooks import attach_optimizer
 
     pop = Population([2, 2, 1], seeds=[0, 1], dtype=torch.float32)
     opt = SGD(pop, lr=[0.1, 0.5], momentum=0.9)
