@@ -20,10 +20,14 @@ Two kinds of case. The update-level cases (online_tiny ... large: bench_cases.py
                     faster than torch's on this machine, and no torch implementation can beat numpy there
     jax             jit(lax.scan over the chunk's updates), where JAX is installed (bench_jax.py)
 
-The Trainer-level cases S, O and D (bench_epochs.py, issue 11; on the CPU) time whole epochs as users run them,
+The Trainer-level cases S, O and D (epochs.py, issue 19; on the CPU) time whole epochs as users run them,
 evaluation included: the default Trainer (no fast argument), fast=False, fast=True, autograd+SGD, numpy, JAX (jit
-of the whole epoch; and lax.scan over E epochs in one call) and the epoch's matrix-product floor, each doing the
-same work: the epoch's updates in a fresh order, then the loss (and accuracy) on the training and test splits.
+of the whole epoch; and lax.scan over E epochs in one call), torch's own products, and the FLOP floor (the epoch's
+multiply-adds at the peak SGEMM rate measured in this run: flops.py), each doing the same work: the epoch's
+updates in a fresh order, then the loss (and accuracy) on the training and test splits (once where they are the
+same, as for XOR); S also has training-only rows. Every row gives wall and process CPU time and its call
+granularity; a Trainer-level measurement lasts at least EPOCH_MEASURE_SECONDS. Case P (case_p.py) times whole
+PopulationTrainer runs of 1024 XOR nets (float64, online, the default engine) in ns per member-update.
 
 Timing is interleaved (bench_timing.py): each repeat measures every implementation once, in a rotating order, in
 one process, so a noisy (shared) machine slows them alike. Each measurement makes a chunk of updates (or epochs),
@@ -57,7 +61,9 @@ from typing import Callable, Optional
 import torch
 
 from benchmarks.cases import CASES, QUICK_SIZES, Case, Impl, case_data, sample_order
-from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, rows_of
+from benchmarks.case_p import run_case_p
+from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, case_macs, floor_rows, rows_of
+from benchmarks.flops import peak_gemm_flops
 from benchmarks.jax_peer import xla_flags
 from benchmarks.manual import ManualC, ManualCudaGraph, ManualFused, ManualPlain
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
@@ -75,7 +81,8 @@ GRAPH_CHUNK = 64  # updates per CUDA graph, as the Trainer's cuda_graph path cap
 
 @dataclass
 class Config:
-    cases: list[str] = option(list(CASES) + list(EPOCH_CASES), choices=list(CASES) + list(EPOCH_CASES),
+    cases: list[str] = option(list(CASES) + list(EPOCH_CASES) + ["P"],
+                              choices=list(CASES) + list(EPOCH_CASES) + ["P"],
                               help="which cases to time: update-level cases, and the Trainer-level cases S, O, D "
                                    "(those on the CPU only)")
     devices: list[str] = option(factory=lambda: ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
@@ -118,27 +125,34 @@ def run(cfg: Config, command: str = "") -> dict:
     # Timings compare implementations in true float32: TF32 would make the matrix products a different operation.
     saved_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
-    results, epoch_results = [], []
+    results, epoch_results, case_p = [], [], None
     try:
         with limiter:
             machine = machine_info(cfg)  # inside the limits, so the thread pools show what the timings ran with
             machine["xla_flags"] = xla
+            if any(name in EPOCH_CASES for name in cfg.cases):  # the FLOP floor's rate, in this run
+                machine["peak_gemm"] = peak_gemm_flops(dtype)
             for dev in cfg.devices:
                 for name in cfg.cases:
-                    if name in EPOCH_CASES and dev != "cpu":
+                    if name in EPOCH_CASES and dev != "cpu" or name == "P" and dev != "cpu":
                         continue  # the Trainer-level targets are CPU figures; their peers run on the CPU
                     if not cfg.quiet:
                         print(f"[bench] {name} on {dev} ...", file=sys.stderr, flush=True)
-                    if name in EPOCH_CASES:
-                        epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg))
+                    if name == "P":
+                        case_p = run_case_p(3 if cfg.quick else 7, epochs=20 if cfg.quick else 500,
+                                            k=64 if cfg.quick else 1024)
+                    elif name in EPOCH_CASES:
+                        epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg,
+                                                            machine["peak_gemm"]["gflops"]))
                     else:
                         results.append(run_case(CASES[name], torch.device(dev), dtype, cfg))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved_tf32
     report = {"experiment": EXPERIMENT, "command": command, "config": asdict(cfg), "machine": machine,
-              "quick": cfg.quick, "results": results, "trainer_results": epoch_results}
-    report["targets"] = targets(results, epoch_results, quick=cfg.quick)
-    if cfg.population:
+              "quick": cfg.quick, "results": results, "trainer_results": epoch_results, "case_p": case_p}
+    report["targets"] = targets(results, epoch_results, quick=cfg.quick,
+                                extra=[case_p["target"]] if case_p else [])
+    if cfg.population and "P" not in cfg.cases:  # case P is the population's Trainer-level case
         report["population"] = population_case(cfg)
     out = Path(cfg.out).expanduser().resolve()  # against the caller's folder
     atomic_write(out, lambda f: f.write(json.dumps(report, indent=2) + "\n"), binary=False)
@@ -148,7 +162,7 @@ def run(cfg: Config, command: str = "") -> dict:
         print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
               f"jax {m['jax'] or '-'}, {cfg.dtype}{', quick' if cfg.quick else ''}\n")
         print(report["table"])
-        if cfg.population:
+        if report.get("population"):
             print(f"\nPopulation case (benchmarks.population):\n{report['population']['table']}")
         print(f"\nwritten: {out}")
     return report
@@ -292,11 +306,15 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) 
             "work_per_update": work, "implementations": rows, "skipped": skipped}
 
 
-def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config) -> dict:
-    """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike."""
+EPOCH_MEASURE_SECONDS = 0.25  # a Trainer-level measurement lasts at least this long: repeatable on a busy machine
+
+
+def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: float) -> dict:
+    """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike;
+    wall and process CPU time; the FLOP floor at ``gflops``, the peak rate measured in this run."""
     device = torch.device("cpu")
     repeats = cfg.repeats or (3 if cfg.quick else case.repeats)
-    seconds = cfg.measure_seconds / (10 if cfg.quick else 1)
+    seconds = cfg.measure_seconds / 10 if cfg.quick else max(cfg.measure_seconds, EPOCH_MEASURE_SECONDS)
     impls, skipped = {}, {}
 
     def add(name: str, make: Callable[[], Impl]):
@@ -308,8 +326,12 @@ def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config) -> dict:
     updates_per_epoch = build_rows(case, dtype, cfg.seed, add, skipped, with_jax=cfg.jax)
     max_epochs = 1_000_000
     chunk, _ = _calibrate_all(impls, skipped, device, seconds, max_epochs)
-    times = measure(impls, repeats, chunk, device, max_epochs)
-    rows = rows_of(impls, times, chunk, updates_per_epoch, "trainer-default")
+    cpu_times = {}
+    times = measure(impls, repeats, chunk, device, max_epochs, cpu_times)
+    rows = rows_of(impls, times, chunk, updates_per_epoch, "trainer-default", cpu_times)
+    default = rows.get("trainer-default", {}).get("median_us")
+    rows.update(floor_rows(case_macs(case, dtype, cfg.seed), gflops, default, updates_per_epoch,
+                           training_row=case.name == "S"))
     return {"case": case.name, "sizes": case.sizes, "activation": case.activation,
             "output_activation": case.output_activation, "loss": case.loss, "mode": case.mode, "lr": case.lr,
             "data": case.data, "note": case.note, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),

@@ -153,8 +153,9 @@ class JaxEpochs(Impl):
             raise ValueError(f"the JAX epoch peer runs batch and online modes, not {mode!r}")
         jax, jnp, put, params, forward, loss = _jax_net(net, loss_fn)
         step = _sgd_step(jax, forward, loss, lr)
-        arrays = {k: None if v is None else put(v) for k, v in split.items()}
+        arrays = {k: None if v is None else put(v) for k, v in split.items() if not isinstance(v, bool)}
         X, Y, n = arrays["x_train"], arrays["y_train"], split["x_train"].shape[0]
+        same = split.get("test_is_train", False)  # the logic gates: evaluated once, as the Trainer does
 
         def evaluate(ps, x, y, labels):
             z, out = forward(ps, x)
@@ -172,8 +173,9 @@ class JaxEpochs(Impl):
             else:
                 idx = jax.random.permutation(sub, n).reshape(n, 1)  # (U, 1): one sample per update
                 ps, losses = jax.lax.scan(lambda p, i: step(p, X[i], Y[i]), ps, idx)
-            figures = (evaluate(ps, X, Y, arrays["labels_train"])
-                       + evaluate(ps, arrays["x_test"], arrays["y_test"], arrays["labels_test"]))
+            figures = evaluate(ps, X, Y, arrays["labels_train"])
+            if not same:
+                figures = figures + evaluate(ps, arrays["x_test"], arrays["y_test"], arrays["labels_test"])
             return ps, key, losses, jnp.stack(figures)
 
         def epochs(ps, key, count):
@@ -192,6 +194,9 @@ class JaxEpochs(Impl):
         self.last = None
         self.chunk_note = ("jit(lax.scan over E epochs), warmed at E" if scan_epochs
                            else "jit of the epoch, one call an epoch")
+        updates = 1 if mode == "batch" else n
+        self.granularity = (f"E epochs ({updates} updates each) per call, E the measurement's epochs" if scan_epochs
+                            else f"1 epoch ({updates} updates) per call")
 
     def run(self, u0, n):
         if self.scan_epochs:

@@ -15,14 +15,15 @@ from benchmarks.epochs import epoch_targets
 from experiments.common import Column, format_table
 
 
-def targets(results: list, epoch_results: Optional[list] = None, quick: bool = False) -> list:
+def targets(results: list, epoch_results: Optional[list] = None, quick: bool = False,
+            extra: Optional[list] = None) -> list:
     """The issue's targets, each judged on this run's figures: {target, status, met, detail}.
 
     status is "met", "not met", or "n/a" where this run did not measure it (no figures, or only figures of cases
     that --quick shrank); ``met`` is True, False or None (n/a). A --quick run judges nothing (its few, short
     repeats are a smoke test, not a measurement): every timed target is "n/a", its figures stay in the detail.
     """
-    out = _judged(results, epoch_results or [])
+    out = _judged(results, epoch_results or []) + [dict(t) for t in extra or []]
     if quick:
         for t in out:
             if t["target"].startswith("bytes kept"):
@@ -137,8 +138,12 @@ COLUMNS = [Column("case", align="<"), Column("device", align="<"), Column("imple
            Column("kept for backward")]
 CUDA_COLUMN = Column("CUDA peak (graph pool incl.)")
 EPOCH_COLUMNS = [Column("case", align="<"), Column("implementation", align="<"),
-                 Column("us / epoch (median)", spec=".1f"), Column("us / update", spec=".2f"),
-                 Column("x default (pairwise)", spec=".2f"), Column("how", align="<")]
+                 Column("us / epoch wall (median)", spec=".1f"), Column("us / epoch CPU", spec=".1f"),
+                 Column("us / update", spec=".3f"), Column("x default (pairwise)", spec=".2f"),
+                 Column("call granularity", align="<"), Column("how", align="<")]
+P_COLUMNS = [Column("case", align="<"), Column("implementation", align="<"),
+             Column("ns / member-update wall (median)", spec=".1f"), Column("ns CPU", spec=".1f"),
+             Column("call granularity", align="<"), Column("engine", align="<")]
 TARGET_COLUMNS = [Column("target", align="<"), Column("status", align="<"), Column("figures", align="<")]
 
 
@@ -162,14 +167,20 @@ def table(report: dict) -> str:
     for r in report.get("trainer_results", []):
         label = f"{r['case']}: {'-'.join(map(str, r['sizes']))} {r['mode']}, {r['updates_per_epoch']} updates/epoch"
         for name, row in sorted(r["implementations"].items(), key=lambda kv: kv[1]["median_us"]):
-            rows.append([label, name, row["median_us"], row["per_update_us"], row.get("ratio_to_default"),
-                         row["note"]])
+            rows.append([label, name, row["median_us"], row.get("cpu_us"), row["per_update_us"],
+                         row.get("ratio_to_default"), row.get("granularity", ""), row["note"]])
             label = ""
         for name, why in r["skipped"].items():
-            rows.append([label, name, None, None, None, f"not run: {why}"])
+            rows.append([label, name, None, None, None, None, "", f"not run: {why}"])
             label = ""
     if rows:
         parts.append(format_table(EPOCH_COLUMNS, rows, markdown=True))
+    p = report.get("case_p")
+    if p:
+        label = f"P: {p['K']} x {'-'.join(map(str, p['sizes']))} {p['mode']} {p['dtype']}, {p['epochs']} epochs"
+        parts.append(format_table(P_COLUMNS, [[label, name, row["ns_per_member_update"],
+                                               row["cpu_ns_per_member_update"], row["granularity"], row["engine"]]
+                                              for name, row in p["implementations"].items()], markdown=True))
     parts.append(format_table(TARGET_COLUMNS, [[t["target"], t["status"], t["detail"]] for t in report["targets"]],
                               markdown=True))
     return "\n\n".join(parts)

@@ -30,31 +30,41 @@ def granule(impl: Impl) -> int:
     return int(getattr(impl, "granule", 1))
 
 
-def _timed(impl: Impl, device: torch.device, u0: int, n: int) -> tuple:
+def _timed(impl: Impl, device: torch.device, u0: int, n: int, cpu: Optional[list] = None) -> tuple:
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     made = impl.run(u0, n) or n
     sync(device)
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_start)
     return time.perf_counter() - start, made
 
 
-def measure(impls: dict, repeats: int, chunk: dict, device: torch.device, budget: int) -> dict:
+def measure(impls: dict, repeats: int, chunk: dict, device: torch.device, budget: int,
+            cpu_times: Optional[dict] = None) -> dict:
     """Interleaved timing: ``repeats`` rounds, each measuring every implementation once (rotating order).
 
-    Returns {name: [seconds per unit, one per repeat]}. Each implementation walks its own way through the
-    sample order, ``chunk[name]`` units per measurement, wrapping around after ``budget`` units.
+    Returns {name: [wall seconds per unit, one per repeat]}; ``cpu_times``, when given, gets {name: [process CPU
+    seconds per unit]} beside them (on a shared machine wall time includes other processes' turns; CPU time
+    counts this process's own work, on every thread). Each implementation walks its own way through the sample
+    order, ``chunk[name]`` units per measurement, wrapping around after ``budget`` units.
     """
     names = list(impls)
     times = {name: [] for name in names}
+    cpus = {name: [] for name in names}
     cursor = {name: 0 for name in names}
     for r in range(repeats):
         rotated = names[r % len(names):] + names[:r % len(names)]
         for name in rotated:
             n = chunk[name]
             u0 = cursor[name] if cursor[name] + n <= budget else 0
-            elapsed, made = _timed(impls[name], device, u0, n)
+            spent = []
+            elapsed, made = _timed(impls[name], device, u0, n, spent)
             times[name].append(elapsed / made)
+            cpus[name].append(spent[0] / made)
             cursor[name] = u0 + n
+    if cpu_times is not None:
+        cpu_times.update(cpus)
     return times
 
 
