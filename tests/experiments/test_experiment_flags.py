@@ -10,8 +10,10 @@ import pytest
 from experiments import learning_modes
 from experiments.common import build_parser, flag_name
 
-SCRIPTS = ["experiments.learning_modes", "experiments.xor", "experiments.linear_collapse", "experiments.softmax_outputs",
-           "experiments.sweep", "benchmarks.bench", "benchmarks.population"]
+EXPERIMENTS = ["experiments.learning_modes", "experiments.xor", "experiments.linear_collapse",
+               "experiments.softmax_outputs", "experiments.sweep", "experiments.gradient_noise",
+               "experiments.hidden_layers"]
+SCRIPTS = [*EXPERIMENTS, "benchmarks.bench", "benchmarks.population"]
 QUICK = ["--dataset", "moons", "--n-samples", "80", "--sizes", "2", "8", "2", "--batch-size", "8", "--epochs", "1",
          "--device", "cpu", "--quiet"]
 
@@ -84,3 +86,59 @@ def test_a_field_check_refuses_a_bad_value_from_a_flag_or_a_file(tmp_path, capsy
     assert "--epochs must be >= 1, but got 0" in capsys.readouterr().err
     assert learning_modes.main(["--config", str(path), *QUICK, "--logdir", str(tmp_path)]) == 0, \
         "a flag overrides the file's bad value"
+
+
+# ---------------------------------------------------------------------------------------------- one meaning per flag
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_has_the_same_run_resume_quiet_and_device_flags(name):
+    config = importlib.import_module(name).Config
+    by_name = {f.name: f for f in fields(config)}
+    for key in ("run", "resume", "quiet", "logdir", "plots", "device"):
+        assert key in by_name, f"{name} has no --{key}"
+    from experiments.common import QUIET_HELP, RESUME_HELP
+
+    assert by_name["quiet"].metadata["help"] == QUIET_HELP
+    assert by_name["resume"].metadata["help"].startswith(RESUME_HELP)
+    defaults = {"device": by_name["device"].default}
+    assert defaults["device"] in ("auto", "cpu")
+    if name in ("experiments.learning_modes", "experiments.sweep"):
+        assert defaults["device"] == "auto", "the two training scripts agree on their default device"
+
+
+@pytest.mark.parametrize("argv", [["--seeds", "2", "--lrs", "1", "--epochs", "3", "--device", "cpu", "--quiet"]])
+def test_quiet_prints_nothing_in_the_sweep_as_in_learning_modes(tmp_path, capsys, argv):
+    from experiments import sweep
+
+    assert sweep.main([*argv, "--logdir", str(tmp_path)]) == 0
+    assert learning_modes.main([*QUICK, "--logdir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "", out
+
+
+@pytest.mark.parametrize("flags, key, value", [
+    (["--optimizer", "adam", "--lr-batch", "0.01"], "optimizer", "adam"),
+    (["--optimizer", "sgd", "--momentum", "0.9"], "momentum", 0.9),
+    (["--init", "he_normal"], "init", "he_normal"),
+    (["--target-loss", "0.5"], "target_loss", 0.5),
+    (["--replacement"], "replacement", True),
+    (["--threads", "1"], "threads", 1),
+])
+def test_learning_modes_takes_the_trainers_settings(tmp_path, flags, key, value):
+    args = [*QUICK, "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "r", *flags]
+    assert learning_modes.main(args) == 0
+    saved = json.loads((tmp_path / "learning_modes" / "r" / "batch" / "config.json").read_text())
+    assert saved[key] == value
+    plain = [*QUICK, "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "plain"]
+    if key in ("optimizer", "momentum", "init"):  # these change the numbers of the very first epoch
+        assert learning_modes.main(plain) == 0
+        read = lambda run: json.loads((tmp_path / "learning_modes" / run / "results.json").read_text())  # noqa: E731
+        assert read("r")["batch"]["train_loss"] != read("plain")["batch"]["train_loss"]
+
+
+def test_run_names_of_seeds_sort_in_numeric_order(tmp_path):
+    from experiments import xor
+
+    assert xor.main(["--problems", "xor", "--methods", "delta", "--seeds", "11", "--epochs-delta", "1", "--quiet",
+                     "--device", "cpu", "--logdir", str(tmp_path), "--run", "r"]) == 0
+    names = sorted(p.name for p in (tmp_path / "xor" / "r").iterdir() if p.name.startswith("xor-delta-seed"))
+    assert names == [f"xor-delta-seed{k:02d}" for k in range(11)]

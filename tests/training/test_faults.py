@@ -8,6 +8,7 @@ Processes are started with the test's Python on tiny data (moons, a few epochs);
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import torch.distributed as dist
 
 from experiments.learning_modes import main
+from experiments.sweep import main as main_sweep
 from manual_backprop import checkpoint as checkpoint_module
 from manual_backprop.checkpoint import load_checkpoint
 
@@ -176,3 +178,32 @@ def test_a_damaged_checkpoint_under_torchrun_is_one_line_on_every_rank(tmp_path)
     # torchrun itself then reports the failed ranks (with a traceback of its own launcher); the ranks printed none.
     ranks = output.split("failed (exitcode: 2)")[0]
     assert "Traceback" not in ranks and "exitcode  : 2" in output, output
+
+
+# ---------------------------------------------------------------------------------------------- a real Ctrl-C
+def test_sigint_on_a_sweep_prints_no_traceback_and_a_command_that_resumes_it_as_printed(tmp_path):
+    """Issue 21 item 1: `timeout -s INT` on a sweep; the printed command, run through a shell as a user would paste
+    it, finishes the run with the unbroken run's rows."""
+    args = ["--seeds", "8", "--lrs", "1", "4", "--epochs", "400", "--device", "cpu", "--quiet", "--logdir",
+            str(tmp_path)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    log = tmp_path / "stopped.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args, "--run", "stopped"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    folder = tmp_path / "sweep" / "stopped"
+    wait_for(lambda: (folder / "progress.json").exists(), proc)  # one mode finished, the next one training
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    command = text.strip().splitlines()[-1].strip()
+    assert command.startswith("python -m experiments.sweep ") and command.endswith("--run stopped --resume"), text
+    done = subprocess.run(command.replace("python", shlex.quote(sys.executable), 1), shell=True, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert main_sweep([*args, "--run", "unbroken"]) == 0
+    rows = lambda run: [{k: v for k, v in r.items() if k != "seconds_for_mode"}  # noqa: E731
+                        for r in json.loads((tmp_path / "sweep" / run / "results.json").read_text())["rows"]]
+    assert rows("stopped") == rows("unbroken")
