@@ -24,12 +24,14 @@ with the default shown, its choices from the metadata. Metadata keys (``option``
 under "config") and takes its values as the defaults; flags on the command line override them. A key that is not
 a setting refuses the file, except the keys the script itself writes beside its settings (``extra_keys``).
 
-``run_main`` runs a script: a bad flag, file or setting (ValueError, TypeError, OSError, ImportError, raised by
-the script or the library) ends in one line, ``<script>: error: <message>``, and exit status 2. A script may
-give its own status for a finished run (``status``): learning_modes exits 3 when a mode diverged.
+``run_main`` runs a script: a bad flag, file or setting (ValueError, TypeError, OSError, ImportError,
+RuntimeError, raised by the script or the library) ends in one line, ``<script>: error: <message>``, and exit
+status 2; Ctrl-C ends in exit status 130, no traceback, what the run kept and the command that resumes it
+(``resume_command``, the same flags with ``--run NAME --resume``). A script may give its own status for a finished
+run (``status``): learning_modes exits 3 when a mode diverged.
 
-Run folders (names checked before any write, a new folder for the default name, a lock while a run uses one,
-results kept across runs) are in run_folder.py.
+How a run uses its folder (names checked before any write, a new folder for the default name, a lock, the pieces
+kept across Ctrl-C and --resume) is session.py, on top of run_folder.py.
 """
 
 from __future__ import annotations

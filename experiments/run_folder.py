@@ -6,15 +6,18 @@ What every script that writes a run folder gets from ``open_run_folder``:
   ``--run ../../x`` is refused before a file appears anywhere);
 - the default name (no ``--run``) never collides: when ``<default>`` exists, the run takes ``<default>-2``,
   ``<default>-3``, ... (claimed with an atomic mkdir, so two runs started at once get two folders). With resume it
-  is the newest of them. Only an explicit ``--run NAME`` can meet an existing run, and each script says what then
-  happens (learning_modes resumes or adds modes; the others refuse);
+  is the newest of them that is the user's own (the folder, its settings and checkpoints owned by the user, none a
+  link), and ``folder.chosen`` says which and why. Only an explicit ``--run NAME`` can meet an existing run, and
+  each script says what then happens (learning_modes resumes or adds modes; the others resume or refuse);
+- a run folder that is a symbolic link or another user's is refused;
 - a lock: ``fcntl.flock`` on ``<run>/.lock``, held until the run ends (the operating system drops it when the
-  process dies, so a killed run never leaves a stale lock). A second run on the same folder is refused with a
-  message that names the folder and the process holding it;
+  process dies, so a killed run never leaves a stale lock), opened with O_NOFOLLOW and refused unless it is the
+  user's own regular file. A second run on the same folder is refused with a message that names the folder and the
+  process holding it;
 - a logdir that is a file, a read-only folder or a folder that cannot be created is one error naming the path.
 
 And what a script needs to keep what a folder already holds: ``read_json`` (a file another run wrote, or an error
-naming it), ``merge_results`` (results.json keeps the entries of earlier runs) and ``changed_settings`` (what a
+naming it; a symbolic link is refused), ``merge_results`` (results.json keeps the entries of earlier runs) and ``changed_settings`` (what a
 resume or an added mode would change, compared with the config.json a run wrote).
 """
 
@@ -35,7 +38,7 @@ try:
 except ImportError:  # not POSIX: no lock (the folder rules still hold)
     fcntl = None
 
-__all__ = ["RunFolder", "open_run_folder", "open_new_run_folder", "check_run_name", "read_json", "merge_results", "changed_settings",
+__all__ = ["RunFolder", "open_run_folder", "check_run_name", "read_json", "merge_results", "changed_settings",
            "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
@@ -260,14 +263,3 @@ def changed_settings(saved: dict, now: dict, keys: Iterable[str]) -> dict:
     """{key: (saved value, value now)} for each of ``keys`` whose value differs (a key the file lacks is skipped:
     a config.json from an older version of the script)."""
     return {k: (saved[k], now[k]) for k in keys if k in saved and saved[k] != now[k]}
-
-
-def open_new_run_folder(logdir, experiment: str, run: Optional[str], default: str) -> RunFolder:
-    """``open_run_folder`` for a script that cannot resume or add to a run: an explicit --run whose folder already
-    holds a run is refused (the default name always gets a new folder)."""
-    folder = open_run_folder(logdir, experiment, run, default)
-    if folder.existed and folder.holds_files():
-        folder.release()
-        raise ValueError(f"run {folder.name!r} already exists in {folder.path}; pass another --run NAME, or leave "
-                         f"--run out for a new folder")
-    return folder

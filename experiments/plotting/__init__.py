@@ -14,8 +14,7 @@ The figures are drawn from what the run wrote, so the same call works on any ear
 
     python -m experiments.plotting runs/sweep/xor-20260101-120000 plots/sweep
 
-Where things live: ``figures.py`` one function per experiment; ``draw.py`` the matplotlib pieces they share;
-``report.py`` the files and the HTML page. matplotlib comes with the ``datasets`` extra
+matplotlib comes with the ``datasets`` extra
 (``pip install -e '.[datasets]'``); the experiments check for it before they train.
 """
 
