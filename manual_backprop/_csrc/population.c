@@ -32,6 +32,8 @@
 #include "vecmath.h"
 
 #define LANES 32
+/* a loop over the lanes of a row: independent iterations, no aliasing between the rows it touches */
+#define LANES_LOOP(l) _Pragma("GCC ivdep") for (int l = 0; l < LANES; l++)
 #define POP_INLINE static inline __attribute__((always_inline))
 
 /* Activation codes: the order of activations.ACTIVATIONS (fast/csource.py's ACT_CODES). Softmax (5) is refused. */

@@ -4,12 +4,11 @@
 /* Activation.forward on one row: v <- f(v) (activations.py: torch.sigmoid, torch.tanh, relu, leaky_relu, identity). */
 POP_INLINE void SUFFIX(pop_forward)(int32_t act, REAL slope, REAL *restrict v)
 {
-    int l;
     switch (act) {
-    case ACT_SIGMOID: for (l = 0; l < LANES; l++) v[l] = R_SIGMOID(v[l]); break;
-    case ACT_TANH: for (l = 0; l < LANES; l++) v[l] = R_TANH(v[l]); break;
-    case ACT_RELU: for (l = 0; l < LANES; l++) v[l] = v[l] > 0 ? v[l] : (v[l] != v[l] ? v[l] : (REAL)0); break;
-    case ACT_LEAKY_RELU: for (l = 0; l < LANES; l++) v[l] = v[l] > 0 ? v[l] : v[l] * slope; break;
+    case ACT_SIGMOID: LANES_LOOP(l) v[l] = R_SIGMOID(v[l]); break;
+    case ACT_TANH: LANES_LOOP(l) v[l] = R_TANH(v[l]); break;
+    case ACT_RELU: LANES_LOOP(l) v[l] = v[l] > 0 ? v[l] : (v[l] != v[l] ? v[l] : (REAL)0); break;
+    case ACT_LEAKY_RELU: LANES_LOOP(l) v[l] = v[l] > 0 ? v[l] : v[l] * slope; break;
     default: break; /* identity */
     }
 }
@@ -17,12 +16,11 @@ POP_INLINE void SUFFIX(pop_forward)(int32_t act, REAL slope, REAL *restrict v)
 /* Activation.backward on one row: g <- f'(net) * g, f' read off the output x with the class's formula. */
 POP_INLINE void SUFFIX(pop_backward)(int32_t act, REAL slope, const REAL *restrict x, REAL *restrict g)
 {
-    int l;
     switch (act) {
-    case ACT_SIGMOID: for (l = 0; l < LANES; l++) g[l] = g[l] * (x[l] * ((REAL)1 - x[l])); break;
-    case ACT_TANH: for (l = 0; l < LANES; l++) g[l] = g[l] * (((REAL)1 - x[l]) * ((REAL)1 + x[l])); break;
-    case ACT_RELU: for (l = 0; l < LANES; l++) g[l] = x[l] <= 0 ? (REAL)0 : g[l]; break; /* masked_fill */
-    case ACT_LEAKY_RELU: for (l = 0; l < LANES; l++) g[l] = g[l] * (x[l] > 0 ? (REAL)1 : slope); break;
+    case ACT_SIGMOID: LANES_LOOP(l) g[l] = g[l] * (x[l] * ((REAL)1 - x[l])); break;
+    case ACT_TANH: LANES_LOOP(l) g[l] = g[l] * (((REAL)1 - x[l]) * ((REAL)1 + x[l])); break;
+    case ACT_RELU: LANES_LOOP(l) g[l] = x[l] <= 0 ? (REAL)0 : g[l]; break; /* masked_fill */
+    case ACT_LEAKY_RELU: LANES_LOOP(l) g[l] = g[l] * (x[l] > 0 ? (REAL)1 : slope); break;
     default: break; /* identity */
     }
 }
@@ -47,16 +45,16 @@ POP_INLINE void SUFFIX(pop_forward_phase)(const pop_plan *p, SUFFIX(pop_block) *
         for (int64_t j = 0; j < n_out; j++) {
             REAL *restrict z = b->x[k + 1] + j * LANES;
             REAL s[LANES];
-            for (int l = 0; l < LANES; l++) s[l] = 0;
+            LANES_LOOP(l) s[l] = 0;
             for (int64_t i = 0; i < n_in; i++) {
                 const REAL *restrict w = b->W[k] + (j * n_in + i) * LANES, *restrict a = b->x[k] + i * LANES;
-                for (int l = 0; l < LANES; l++) s[l] += w[l] * a[l];
+                LANES_LOOP(l) s[l] += w[l] * a[l];
             }
             if (p->bias) {
                 const REAL *restrict bias = b->B[k] + j * LANES;
-                for (int l = 0; l < LANES; l++) z[l] = bias[l] + s[l];
+                LANES_LOOP(l) z[l] = bias[l] + s[l];
             } else {
-                for (int l = 0; l < LANES; l++) z[l] = s[l];
+                LANES_LOOP(l) z[l] = s[l];
             }
             if (k == b->L - 1) memcpy(b->logits + j * LANES, z, sizeof(REAL) * LANES);
             SUFFIX(pop_forward)(p->acts[k], slope, z);
@@ -72,9 +70,9 @@ POP_INLINE void SUFFIX(pop_loss_terms)(const pop_plan *p, const SUFFIX(pop_block
         const REAL *restrict x = b->x[b->L] + j * LANES, *restrict z = b->logits + j * LANES;
         const REAL *restrict t = y + j * LANES;
         if (p->loss_kind == POP_SQUARED_ERROR) {
-            for (int l = 0; l < LANES; l++) { const REAL e = x[l] - t[l]; acc[l] += e * e; }
+            LANES_LOOP(l) { const REAL e = x[l] - t[l]; acc[l] += e * e; }
         } else { /* max(z, 0) - y z + log(1 + exp(-|z|)) */
-            for (int l = 0; l < LANES; l++) {
+            LANES_LOOP(l) {
                 const REAL zl = z[l], relu = zl < 0 ? (REAL)0 : zl;
                 acc[l] += (relu - t[l] * zl) + R_LOG1P(R_EXP(-(zl < 0 ? -zl : zl)));
             }
@@ -86,14 +84,14 @@ POP_INLINE void SUFFIX(pop_loss_terms)(const pop_plan *p, const SUFFIX(pop_block
  * loss_and_gradients and update. loss: the update's E per member; on: 1 for an active member (a frozen one keeps
  * its parameters, as lr * active = 0 leaves them in the reference). */
 POP_INLINE void SUFFIX(pop_update)(const pop_plan *p, SUFFIX(pop_block) *b, const REAL *y, const REAL *neg_lr,
-                               const uint8_t *on, REAL *restrict loss)
+                               const REAL *on, REAL *restrict loss)
 {
     const int64_t L = b->L;
     const REAL c = (REAL)p->c_update;
     SUFFIX(pop_forward_phase)(p, b);
-    for (int l = 0; l < LANES; l++) loss[l] = 0;
+    LANES_LOOP(l) loss[l] = 0;
     SUFFIX(pop_loss_terms)(p, b, y, loss);
-    for (int l = 0; l < LANES; l++) loss[l] = loss[l] * c;
+    LANES_LOOP(l) loss[l] = loss[l] * c;
     /* output_delta: squared error 2c (x - y) f'(net); binary cross-entropy on sigmoid c (x - y) */
     REAL *d = b->da, *d_next = b->db;
     const int64_t nL = b->sizes[L];
@@ -102,10 +100,10 @@ POP_INLINE void SUFFIX(pop_update)(const pop_plan *p, SUFFIX(pop_block) *b, cons
         REAL *restrict dj = d + j * LANES;
         if (p->loss_kind == POP_SQUARED_ERROR) {
             const REAL c2 = (REAL)(2.0 * p->c_update);
-            for (int l = 0; l < LANES; l++) dj[l] = (x[l] - t[l]) * c2;
+            LANES_LOOP(l) dj[l] = (x[l] - t[l]) * c2;
             SUFFIX(pop_backward)(p->acts[L - 1], (REAL)p->slopes[L - 1], x, dj);
         } else {
-            for (int l = 0; l < LANES; l++) dj[l] = (x[l] - t[l]) * c;
+            LANES_LOOP(l) dj[l] = (x[l] - t[l]) * c;
         }
     }
     for (int64_t k = L - 1; k >= 0; k--) {
@@ -113,10 +111,10 @@ POP_INLINE void SUFFIX(pop_update)(const pop_plan *p, SUFFIX(pop_block) *b, cons
         if (k > 0) { /* hidden_delta: f'(net_i) * sum_c delta_c w_ci, with W[k] before its update */
             for (int64_t i = 0; i < n_in; i++) {
                 REAL *restrict back = d_next + i * LANES;
-                for (int l = 0; l < LANES; l++) back[l] = 0;
+                LANES_LOOP(l) back[l] = 0;
                 for (int64_t cc = 0; cc < n_out; cc++) {
                     const REAL *restrict w = b->W[k] + (cc * n_in + i) * LANES, *restrict dc = d + cc * LANES;
-                    for (int l = 0; l < LANES; l++) back[l] += dc[l] * w[l];
+                    LANES_LOOP(l) back[l] += dc[l] * w[l];
                 }
                 SUFFIX(pop_backward)(p->acts[k - 1], (REAL)p->slopes[k - 1], b->x[k] + i * LANES, back);
             }
@@ -127,16 +125,16 @@ POP_INLINE void SUFFIX(pop_update)(const pop_plan *p, SUFFIX(pop_block) *b, cons
             for (int64_t i = 0; i < n_in; i++) {
                 REAL *restrict w = b->W[k] + (j * n_in + i) * LANES;
                 const REAL *restrict a = b->x[k] + i * LANES;
-                for (int l = 0; l < LANES; l++) {
+                LANES_LOOP(l) {
                     const REAL moved = w[l] + (dj[l] * a[l]) * neg_lr[l];
-                    w[l] = on[l] ? moved : w[l];
+                    w[l] = on[l] != 0 ? moved : w[l];
                 }
             }
             if (p->bias) {
                 REAL *restrict bias = b->B[k] + j * LANES;
-                for (int l = 0; l < LANES; l++) {
+                LANES_LOOP(l) {
                     const REAL moved = bias[l] + dj[l] * neg_lr[l];
-                    bias[l] = on[l] ? moved : bias[l];
+                    bias[l] = on[l] != 0 ? moved : bias[l];
                 }
             }
         }
@@ -153,15 +151,15 @@ POP_INLINE void SUFFIX(pop_evaluate)(const pop_plan *p, SUFFIX(pop_block) *b, in
     const int64_t *labels = p->labels[split];
     const int64_t N = p->eval_n[split], n0 = b->sizes[0], nL = b->sizes[b->L];
     int64_t correct[LANES];
-    for (int l = 0; l < LANES; l++) { loss[l] = 0; correct[l] = 0; }
+    LANES_LOOP(l) { loss[l] = 0; correct[l] = 0; }
     for (int64_t s = 0; s < N; s++) {
         for (int64_t i = 0; i < n0; i++) {
             const REAL v = X[s * n0 + i];
-            for (int l = 0; l < LANES; l++) b->x[0][i * LANES + l] = v;
+            LANES_LOOP(l) b->x[0][i * LANES + l] = v;
         }
         for (int64_t j = 0; j < nL; j++) {
             const REAL v = Y[s * nL + j];
-            for (int l = 0; l < LANES; l++) ybuf[j * LANES + l] = v;
+            LANES_LOOP(l) ybuf[j * LANES + l] = v;
         }
         SUFFIX(pop_forward_phase)(p, b);
         SUFFIX(pop_loss_terms)(p, b, ybuf, loss);
@@ -169,9 +167,9 @@ POP_INLINE void SUFFIX(pop_evaluate)(const pop_plan *p, SUFFIX(pop_block) *b, in
             const REAL *out = b->x[b->L];
             const int64_t label = labels[s];
             if (nL == 1) {
-                for (int l = 0; l < LANES; l++) correct[l] += (int64_t)(out[l] >= (REAL)0.5) == label;
+                LANES_LOOP(l) correct[l] += (int64_t)(out[l] >= (REAL)0.5) == label;
             } else {
-                for (int l = 0; l < LANES; l++) {
+                LANES_LOOP(l) {
                     int64_t best = 0;
                     for (int64_t j = 1; j < nL; j++) if (out[j * LANES + l] > out[best * LANES + l]) best = j;
                     correct[l] += best == label;
@@ -180,7 +178,7 @@ POP_INLINE void SUFFIX(pop_evaluate)(const pop_plan *p, SUFFIX(pop_block) *b, in
         }
     }
     const REAL c = (REAL)p->c_eval[split];
-    for (int l = 0; l < LANES; l++) {
+    LANES_LOOP(l) {
         loss[l] = loss[l] * c;
         accuracy[l] = labels ? (REAL)correct[l] / (REAL)N : (REAL)0;
     }
@@ -233,7 +231,7 @@ POP_INLINE int64_t SUFFIX(pop_train)(const pop_plan *p, const int64_t *sizes, in
         uint8_t on[LANES];
         REAL neg_lr[LANES];
         int any = 0;
-        for (int l = 0; l < LANES; l++) {
+        LANES_LOOP(l) {
             on[l] = l < nl ? p->active[m0 + l] != 0 : 0;
             neg_lr[l] = l < nl ? -lr[m0 + l] : 0;
             any |= on[l];
@@ -246,25 +244,27 @@ POP_INLINE int64_t SUFFIX(pop_train)(const pop_plan *p, const int64_t *sizes, in
                 const int64_t count = pass == 0 ? sizes[k + 1] * sizes[k] : sizes[k + 1];
                 const REAL *src = (const REAL *)(pass == 0 ? p->weights[k] : p->biases[k]);
                 for (int64_t e = 0; e < count; e++, r++)
-                    for (int l = 0; l < LANES; l++) b.par[r * LANES + l] = src[(m0 + (l < nl ? l : 0)) * count + e];
+                    LANES_LOOP(l) b.par[r * LANES + l] = src[(m0 + (l < nl ? l : 0)) * count + e];
             }
         }
         memcpy(b.good, b.par, (size_t)n_par * LANES * sizeof(REAL));
 
+        REAL keep[LANES]; /* 1 for an active member, as a row the update can blend with */
         int64_t e = 0;
         for (; e < E && any; e++) {
+            for (int l = 0; l < LANES; l++) keep[l] = on[l] ? (REAL)1 : (REAL)0;
             /* each active member's order of this epoch, from its own generator */
-            for (int l = 0; l < LANES; l++) {
+            LANES_LOOP(l) {
                 if (on[l]) randperm(p->rng + (m0 + l) * p->rng_stride, n, mods, perm);
                 for (int64_t t = 0; t < n; t++) order[t * LANES + l] = on[l] ? perm[t] : 0;
             }
             for (int64_t t = 0; t < n; t++) {
                 const int32_t *idx = order + t * LANES;
                 for (int64_t i = 0; i < n0; i++)
-                    for (int l = 0; l < LANES; l++) b.x[0][i * LANES + l] = X[idx[l] * n0 + i];
+                    LANES_LOOP(l) b.x[0][i * LANES + l] = X[idx[l] * n0 + i];
                 for (int64_t j = 0; j < nL; j++)
-                    for (int l = 0; l < LANES; l++) ybuf[j * LANES + l] = Y[idx[l] * nL + j];
-                SUFFIX(pop_update)(p, &b, ybuf, neg_lr, on, upd_loss + t * LANES);
+                    LANES_LOOP(l) ybuf[j * LANES + l] = Y[idx[l] * nL + j];
+                SUFFIX(pop_update)(p, &b, ybuf, neg_lr, keep, upd_loss + t * LANES);
             }
             REAL fig[4][LANES];
             SUFFIX(pop_evaluate)(p, &b, 0, fig[0], fig[1], ybuf);
