@@ -20,7 +20,7 @@ formula it derives from, so that a new activation touches its class and nothing 
     c_forward, c_derivative                      C expressions (of the net input v, of the output x) that the C loop
                                                  is generated from; None: the C loop refuses the activation
     c_forward_row(), c_backward_row()            the C statements on one row (default: built from the two above)
-The per-update proof (tests/test_update_proof.py) checks every one of them against ``forward``/``backward``.
+The per-update proof (tests/proof/test_update_proof.py) checks every one of them against ``forward``/``backward``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Every function returns ``(order, offsets)``: update u uses the samples ``order[o
 order is drawn on a CPU generator, so it does not depend on the device. ``Trainer``, every fast path, the
 population and the single-layer rules take their orders from here. ``EpochOrders`` is the one derivative: the same
 orders for K generators at once (a population's members), replaying ``torch.randperm`` on bulk draws, checked
-equal to ``online_order`` / ``minibatch_order`` member by member (tests/test_modes.py).
+equal to ``online_order`` / ``minibatch_order`` member by member (tests/core/test_modes.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ the slide is one function here, and ``backward_phase`` is their loop:
 Every function works over any leading batch axes: a stack of K networks, weights (K, n_{k+1}, n_k) and activities
 (K, B, n_k), runs through the same functions (the population does exactly that). ``MLP`` is a thin holder of the
 parameters that checks its inputs and calls them. The fast paths (manual_backprop.fast) are derivatives of these
-functions, proven update by update against them (tests/test_update_proof.py).
+functions, proven update by update against them (tests/proof/test_update_proof.py).
 
 Sign convention, said once: ``deltas[k]`` is dE/dnet, the gradient, which is what torch.autograd puts in
 ``z.grad``. The lecture's delta is its negative (delta = -d(e^2)/dnet), so the lecture's update

@@ -2,7 +2,7 @@
 
 The contract of every faster path (manual_backprop.fast, manual_backprop.population): from the same parameters on
 the same samples, one update equals the reference's ``loss_and_gradients`` + ``update``, bit for bit where the same
-operations run, else within the path's stated bound in ulps. tests/test_update_proof.py runs it over every
+operations run, else within the path's stated bound in ulps. tests/proof/test_update_proof.py runs it over every
 activation x loss; ``manual-backprop check --paths all`` runs it on the user's own machine and device.
 
 A bound of u ulps means, for each tensor compared (loss, every gradient, every parameter after the update):
@@ -14,7 +14,7 @@ a parameter against the larger of its largest entry and lr times its gradient's 
 magnitude plus sum G_L F_L. Cancellation cannot shrink this scale, and near saturation it is honest: two correct
 implementations of f may differ by one ulp in x = f(net), and f' read off x then has an absolute, not a relative,
 accuracy of about eps. Formula drift (a different f' formula) is caught where it shows, kernel by kernel on the
-reference's own inputs (tests/test_update_proof.py).
+reference's own inputs (tests/proof/test_update_proof.py).
 """
 
 from __future__ import annotations

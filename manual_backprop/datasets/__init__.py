@@ -23,10 +23,8 @@ to, not exactly, 0). The statistics are kept in ``info["mean"]`` and ``info["std
 (int64, shape (N,)) for classification and float columns (N, k) for regression; ``Dataset.targets`` gives the
 one-hot or binary (N, 1) encodings the losses want. The same seed gives identical tensors.
 
-Where things live: ``dataset.py`` the Dataset and the target encodings; ``splitting.py`` the split and the
-standardization; ``generated.py`` the logic gates and 2-D clouds; ``packaged.py`` digits and mnist1d;
-``catalog.py`` the names and ``load_dataset``; ``csv_file.py``, ``npz_file.py`` and what they share,
-``user_files.py``, the user's files.
+Each kind of dataset (generated, packaged, the user's files) has its module, beside the Dataset, the split and the
+catalog of names that ``load_dataset`` reads.
 
 Example:
     >>> ds = load_dataset("moons", n_samples=200, noise=0.1, seed=0)

@@ -1,11 +1,11 @@
 """Fast paths for the same network and trainer: network.py's update, with less overhead per update.
 
-The plain path (network.py, training.py) reads like the lecture: every update builds a ForwardCache and a
+The plain path (network.py, the Trainer) reads like the lecture: every update builds a ForwardCache and a
 Gradients of fresh tensors and then steps. That costs about 30 eager torch calls per update, a few microseconds
 each, which dominates small networks, and temporary tensors in the element-wise work, which cost memory traffic in
 large ones. Each fast path is a declared derivative of network.py's functions, built from the kernel code that the
 Activation and Loss classes carry beside their reference formulas, and proven update by update against the
-reference in tests/test_update_proof.py:
+reference in tests/proof/test_update_proof.py:
 
     "c"           c_loop.py: the C loop (_csrc/), compiled at first use; one call runs an epoch of updates on the
                   CPU. Within C_ULPS units in the last place of the reference update (summation order differs).

@@ -6,7 +6,7 @@ csource.py (kernels.h). The library is compiled once per source, compiler and CP
 ctypes. One call runs a whole epoch of updates (online or minibatch) on the CPU, float32 or float64, with no Python
 between updates.
 
-Proven update by update against network.py (tests/test_update_proof.py): the C loop sums dot products in its own
+Proven update by update against network.py (tests/proof/test_update_proof.py): the C loop sums dot products in its own
 order and rounds W + (-lr) g in two steps where torch's add fuses them, so one update's parameters agree with the
 reference within ``C_ULPS`` units in the last place of each tensor's largest entry, and its loss and gradients
 within ``C_ULPS`` ulps of their magnitude; on saturated units the same bound holds (f' is computed from the output

@@ -6,7 +6,7 @@ kernels that each Activation and Loss class carries beside its reference formula
 reference, so one update is bit-equal to it. With ``keep_grads=False`` the step is fused into the weight-gradient
 product, W.addmm_(delta^T, x, alpha=-lr): one pass over W instead of two, and one rounding of W - lr delta^T x
 instead of two, so one update agrees with the reference within ``FUSED_ULPS`` units in the last place of each
-parameter tensor's largest entry (tests/test_update_proof.py).
+parameter tensor's largest entry (tests/proof/test_update_proof.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each follows torch.optim's single-tensor algorithm line by line (torch/optim/sgd.py ``_single_tensor_sgd``,
 torch/optim/adam.py ``_single_tensor_adam``), with the same operations in the same order, so 100 steps of a manual
-network and of its autograd twin under torch.optim end on the same numbers (tests/test_optim.py):
+network and of its autograd twin under torch.optim end on the same numbers (tests/training/test_optim.py):
 
     SGD     g <- g + wd p;  buf <- g (first step), else buf <- momentum buf + (1 - dampening) g
             g <- g + momentum buf (nesterov) or g <- buf;  p <- p - lr g

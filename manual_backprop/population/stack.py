@@ -29,8 +29,8 @@ i of a population trained in any mode ends with the parameters of ``Trainer(popu
 mode, lr=lr_i, seed=order_seeds[i]).run()``, with the same stops at the same epochs. Equal to rounding, not bit
 for bit: ATen picks kernels by tensor size (sigmoid's exp is vectorized on a (K, B, n) tensor and scalar on a
 small (B, n) one; a batched product is not the BLAS gemm of a single one), so an entry can differ in its last bit,
-and a trajectory that escapes a plateau amplifies that. tests/test_population.py checks every epoch from the same
-state to 1e-12 in float64, and deltas and gradients against the autograd twin to 1e-10.
+and a trajectory that escapes a plateau amplifies that. tests/population/test_population.py checks every epoch from
+the same state to 1e-12 in float64, and deltas and gradients against the autograd twin to 1e-10.
 
 A member whose loss becomes NaN or inf is put back to its parameters at the end of the previous epoch (the last
 good state, as Trainer does), frozen and marked diverged, while the others go on; a member that reaches
@@ -38,10 +38,6 @@ good state, as Trainer does), frozen and marked diverged, while the others go on
 back once an epoch.
 
 Left out: checkpoints, histograms and decision-boundary images (take a member out with ``member(i)`` for those).
-
-The package: stack.py (Population, the stacked parameters and the checked one-update API), trainer.py
-(PopulationTrainer and its epoch function, with the eager, compiled and CUDA-graph engines), history.py
-(PopulationHistory), logger.py (PopulationLogger, TensorBoard).
 
 Example:
     >>> pop = Population([2, 2, 1], seeds=list(range(100)), dtype=torch.float64)
@@ -65,8 +61,8 @@ from ..network import MLP, Gradients, resolve_architecture, update
 __all__ = ["Population", "POPULATION_ULPS"]
 
 # One population update agrees with each member's own update through network.py within this many units in the last
-# place of each tensor's largest entry (tests/test_update_proof.py): the batched kernels (bmm, and element-wise ops
-# vectorised over (K, B, n) where a small (B, n) tensor runs scalar code) round a few entries differently.
+# place of each tensor's largest entry (tests/proof/test_update_proof.py): the batched kernels (bmm, and element-wise
+# ops vectorised over (K, B, n) where a small (B, n) tensor runs scalar code) round a few entries differently.
 POPULATION_ULPS = 4
 
 

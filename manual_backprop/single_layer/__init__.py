@@ -18,7 +18,7 @@ with f' = 1 ("for the linear neuron in the delta rule f' = 1"); it is exactly on
 
 Modes (the lecture's modes of learning): "online" updates after each sample, in a fresh random order each epoch;
 "batch" updates once an epoch with the MEAN of the per-sample updates (the lecture's e(w) = 1/m sum_i ...), so a
-learning rate means the same step size in both modes, as in ``training.py``.
+learning rate means the same step size in both modes, as in the Trainer.
 
 What the mathematics guarantees, and what the tests assert for every seed:
 - A linear threshold unit (either rule's classifier) cannot classify XOR: the four points are not linearly
@@ -32,8 +32,8 @@ Autograd is off: parameters never require grad and every rule runs under ``torch
 the CPU in float64 from a seeded generator (init.py) and only then cast and moved, so a CPU and a CUDA run start
 identical; the online sample order is drawn on the CPU too.
 
-Where things live: ``units.py`` Perceptron and LinearUnit (the two rules' updates); ``training.py``
-perceptron_train, delta_rule_train and SingleLayerHistory; ``theory.py`` the mistake bound and collapse_linear_mlp.
+The package holds the two units with their rules' updates (Perceptron, LinearUnit), their training runs and
+history, and the theory the tests check (the mistake bound, the collapse of a linear MLP).
 
 Left out: the pocket algorithm, margins (the perceptron of optimal stability), and multi-class rules beyond one
 independent 0/1 unit per output.

@@ -25,9 +25,8 @@ What a run folder holds:
   the same keys in every run, the keys that vary as columns. ``Dashboard.instructions`` prints the
   ``tensorboard --logdir`` line with the tag filter beside it and a TIME SERIES link with the key charts pinned.
 
-Where things live: ``run_logger.py`` the RunLogger; ``dashboard.py`` the Dashboard, its layout and HPARAMS table;
-``decision_boundary.py`` the image and ``PALETTE``;
-``command.py`` the command that opens TensorBoard; ``reading.py`` the event files read back.
+The package holds the RunLogger, the Dashboard (layout and HPARAMS table), the decision-boundary image, the
+command that opens TensorBoard, and the reading of event files back.
 
 Left out: anything that needs TensorFlow, and images for inputs that are not 2-D (a no-op there).
 """

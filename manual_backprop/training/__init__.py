@@ -1,8 +1,8 @@
 """Training: the Trainer runs the lecture's learning modes over a network and records a History.
 
-trainer.py holds the epoch loop (the updates of one learning mode, the evaluation, the divergence and target
-rules), history.py what a run records (History, the target encoding, accuracy), checkpoints.py how a Trainer saves
-and resumes itself exactly.
+The package holds the Trainer's epoch loop (the updates of one learning mode, the evaluation, the divergence and
+target rules), what every trainer shares around its epochs, what a run records (History, the target encoding,
+accuracy), and how a Trainer saves and resumes itself exactly.
 """
 
 from ..modes import MODES

@@ -70,7 +70,7 @@ class Trainer(TrainerCheckpoints):
         fast: "auto" (the default: the fastest path proven for this network and device, see manual_backprop.fast),
             "c", "fused" or "cuda_graph", or False for the plain per-update loop of network.py's functions. Every
             fast path makes the plain path's update within a stated bound of a few ulps, proven update by update
-            (tests/test_update_proof.py); whole runs agree as far as rounding lets a trajectory.
+            (tests/proof/test_update_proof.py); whole runs agree as far as rounding lets a trajectory.
         optimizer: a manual_backprop.optim optimizer built on ``net`` (SGD with momentum, Adam, AdamW), or None for
             plain gradient descent with lr. Its lr must equal ``lr``; it runs the plain loop (fast "auto" is off);
             checkpoints carry its state, and a resume refuses another optimizer or other settings (lr aside).
