@@ -68,3 +68,28 @@ def test_bad_settings_end_in_one_line(tmp_path, capsys):
     assert err == "gradient_noise: error: --batch-size must be at most 4 (XOR's points), but got 5"
     assert gradient_noise.main(["--confidence", "1.5", "--logdir", str(tmp_path), "--quiet"]) == 2
     assert "--confidence must lie in (0, 1)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- on par (issue 21.5)
+def test_on_par_with_the_other_experiments(tmp_path, capsys):
+    """A dashboard (layout, link with its tag filter), HPARAMS with metric columns and the full settings, --plots,
+    --seed, and no progress-bar frames when stderr is a log file."""
+    pytest.importorskip("matplotlib")
+    from tests.logging.test_dashboards import experiment_of, layout_of
+
+    args = ["--members", "4", "--epochs", "4", "--logdir", str(tmp_path), "--run", "r", "--seed", "3", "--plots",
+            str(tmp_path / "plots")]
+    assert gradient_noise.main(args) == 0
+    out, err = capsys.readouterr()
+    assert err == "", "no progress-bar frames in a log"
+    assert "tag filter: ^(escaped|directions|noise)/" in out and "pinnedCards" in out
+    run_dir = tmp_path / "gradient_noise" / "r"
+    assert layout_of(run_dir / "online").category[0].chart[0].title == "escaped fraction"
+    columns, metrics, values = experiment_of(run_dir / "online")
+    assert columns[0] == ("mode", True) and ("seed", False) in columns and ("epochs", False) in columns
+    assert metrics[0] == "escaped/fraction" and values["seed"] == 3 and values["mode"] == "online"
+    assert (tmp_path / "plots" / "escapes_and_noise.png").exists() and (tmp_path / "plots" / "report.html").exists()
+    other = json.loads((run_dir / "results.json").read_text())["results"]["batch"]["initial"]
+    assert gradient_noise.main([*args[:-2], "--run", "s", "--seed", "0", "--quiet"]) == 0
+    seed0 = json.loads((tmp_path / "gradient_noise" / "s" / "results.json").read_text())["results"]["batch"]["initial"]
+    assert other != seed0, "--seed draws other starting networks"
