@@ -3,6 +3,8 @@ and read through checkpoint.py (atomic, weights_only)."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from pathlib import Path
 from typing import Union
 
@@ -29,7 +31,25 @@ class TrainerCheckpoints:
             "generator": self.generator.get_state(), "history": self.history.to_dict(),
             "good_state": [p.cpu() for p in self._good_state] if self._good_state is not None else None,
             "loss": self.loss_fn.spec(), "optimizer": self.optimizer.checkpoint_entry(),
+            "data_digest": self._checkpoint_data_digest(),
         }
+
+    def _checkpoint_data_digest(self) -> str:
+        """sha256 of the training and test data (in float64 on the CPU, so a net moved between float32 and float64
+        keeps it), computed once: a resume on other data (another dataset, an edited CSV) is refused by it."""
+        digest = self.__dict__.get("_data_digest")
+        if digest is None:
+            h = hashlib.sha256()
+            for name in ("x_train", "y_train", "labels_train", "x_test", "y_test", "labels_test"):
+                t = getattr(self, name, None)
+                if t is None:
+                    h.update(name.encode() + b":none")
+                    continue
+                t = t.detach().to("cpu", torch.float64 if t.is_floating_point() else torch.int64).contiguous()
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                h.update(t.numpy().tobytes())
+            digest = self.__dict__["_data_digest"] = h.hexdigest()
+        return digest
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state_dict()``'s dict. Everything is checked before anything changes (all or nothing).
@@ -44,6 +64,9 @@ class TrainerCheckpoints:
         missing = [k for k in required if k not in state]
         if missing:
             raise ValueError(f"state is not a Trainer checkpoint: it lacks {missing}")
+        _check_fields(state)
+        _check_same_run(state, self.net.spec(), self._checkpoint_data_digest())
+        _check_undamaged(state)
         for key in ("mode", "batch_size", "replacement"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"checkpoint was written with {key}={state[key]!r}, but this run has "
@@ -54,6 +77,11 @@ class TrainerCheckpoints:
         generator = state["generator"]
         if not isinstance(generator, Tensor) or generator.dtype != torch.uint8:
             raise ValueError("checkpoint's sample-order generator state must be a uint8 tensor")
+        try:
+            torch.Generator().set_state(generator)  # a scratch generator: its size and contents, nothing changed
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"checkpoint's sample-order generator state is damaged ({generator.numel()} bytes, "
+                             f"expected {self.generator.get_state().numel()}): {str(err).splitlines()[0]}") from None
         if not isinstance(state["history"], dict):
             raise ValueError(f"checkpoint's history must be a dict, but got {type(state['history']).__name__}")
         try:
@@ -87,3 +115,89 @@ class TrainerCheckpoints:
     def resume(self, path: Union[str, Path]) -> "TrainerCheckpoints":
         self.load_state_dict(load_checkpoint(path))
         return self
+
+
+_ARCHITECTURE = ("sizes", "activation", "output_activation", "bias")
+
+
+def _check_fields(state: dict) -> None:
+    """The counters and the history as the Trainer writes them: ValueError naming the field otherwise."""
+    for key in ("epoch", "updates"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"checkpoint's {key!r} must be a whole number >= 0, but got {v!r}: the file is damaged")
+    for key in ("train_seconds", "lr"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"checkpoint's {key!r} must be a finite number >= 0, but got {v!r}: the file is damaged")
+    history = state["history"]
+    if not isinstance(history, dict):
+        raise ValueError(f"checkpoint's history must be a dict, but got {type(history).__name__}")
+    lengths = set()
+    for key in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates", "seconds"):
+        v = history.get(key, [])
+        if not isinstance(v, list) or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                                              for x in v):
+            raise ValueError(f"checkpoint's history[{key!r}] must be a list of numbers, but got "
+                             f"{type(v).__name__} {str(v)[:60]}")
+        if key in history:
+            lengths.add(len(v))
+    if len(lengths) > 1:
+        raise ValueError(f"checkpoint's history lists have different lengths {sorted(lengths)}: the file is damaged")
+    for key in ("mode", "stop_reason", "message"):
+        if key in history and not isinstance(history[key], str):
+            raise ValueError(f"checkpoint's history[{key!r}] must be a string, but got {history[key]!r}")
+
+
+def _check_same_run(state: dict, spec: dict, data_digest: str) -> None:
+    """The checkpoint's architecture and data are this run's (older checkpoints without them are not checked)."""
+    saved = state.get("net_spec")
+    if isinstance(saved, dict):
+        for key in _ARCHITECTURE:
+            if key in saved and saved[key] != spec[key]:
+                raise ValueError(f"checkpoint was written for a network with {key}={saved[key]!r}, but this run's "
+                                 f"network has {key}={spec[key]!r}")
+    digest = state.get("data_digest")
+    if digest is not None and digest != data_digest:
+        raise ValueError("checkpoint was written for other data (its digest of the training and test samples "
+                         "differs): another dataset, other loader settings or an edited file; resume on the data "
+                         "it was trained on, or start a new run")
+
+
+def _nonfinite(t) -> bool:
+    return isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+
+
+def _check_undamaged(state: dict) -> None:
+    """No NaN or inf in the saved weights, last good state or optimizer state, and an optimizer state for every
+    parameter or for none: a damaged file is refused by name (not trained on, nor taken for a divergence)."""
+    net = state["net"]
+    if isinstance(net, dict):
+        for key, t in net.items():
+            if _nonfinite(t):
+                raise ValueError(f"checkpoint's net[{key!r}] holds NaN or inf: the file is damaged (a run that "
+                                 "diverged keeps its last finite parameters)")
+    for i, t in enumerate(state.get("good_state") or []):
+        if _nonfinite(t):
+            raise ValueError(f"checkpoint's good_state[{i}] holds NaN or inf: the file is damaged")
+    entry = state.get("optimizer")
+    inner = entry.get("state") if isinstance(entry, dict) else None
+    per_param = inner.get("state") if isinstance(inner, dict) else None
+    if not isinstance(per_param, dict) or not per_param:
+        return
+    n_params = len(net) if isinstance(net, dict) else None
+    keys = {int(i): sorted(s) if isinstance(s, dict) else None for i, s in per_param.items()}
+    full = max(keys.values(), key=lambda k: len(k or []))
+    if n_params is not None and len(keys) != n_params:
+        lost = sorted(set(range(n_params)) - set(keys))
+        raise ValueError(f"checkpoint's optimizer state lacks parameter{'s' if len(lost) > 1 else ''} "
+                         f"{', '.join(map(str, lost))} (of {n_params}): the file is damaged; its moments would "
+                         "restart silently")
+    for i, k in sorted(keys.items()):
+        if k != full:
+            raise ValueError(f"checkpoint's optimizer state of parameter {i} holds {k}, but the others hold {full}: "
+                             "the file is damaged")
+        for name, t in per_param[i if i in per_param else str(i)].items():
+            if _nonfinite(t):
+                raise ValueError(f"checkpoint's optimizer state {name!r} of parameter {i} holds NaN or inf: the "
+                                 "file is damaged")
