@@ -179,7 +179,7 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     data = load_dataset(cfg.dataset, n_samples=cfg.n_samples, noise=cfg.noise, seed=cfg.seed, dtype=dtype)
     validate(cfg, data.x_train.shape[0])
     if cfg.plots and main:
-        require_matplotlib()  # before any training: a missing matplotlib is one line, not a lost run
+        require_matplotlib(cfg.plots)  # before any training: a missing matplotlib is one line, not a lost run
     sizes = cfg.sizes or [data.n_features, 32, data.num_classes or data.y_train.shape[1]]
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -363,6 +363,8 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
                                     logger=logger if main else None,
                                     checkpoint_path=mode_dir / "checkpoint.pt" if main else None,
                                     progress=f"{mode:>9}" if progress_bars(quiet) else False)
+            if state is None and cfg.resume and not quiet:
+                print(f"resuming {mode}: it saved no checkpoint, so it starts from epoch 0 of {cfg.epochs}")
             if state is not None:
                 trainer.load_state_dict(state)
                 if not quiet:

@@ -48,6 +48,7 @@ EXPERIMENTS = {
     "softmax_outputs": [],
     "linear_collapse": [],
     "hidden_layers": [],
+    "gradient_noise": [],
 }
 QUICK = {  # --quick: seconds each, to check the script itself
     "learning_modes": ["--epochs", "3"],
@@ -56,6 +57,7 @@ QUICK = {  # --quick: seconds each, to check the script itself
     "softmax_outputs": ["--epochs", "5"],
     "linear_collapse": ["--seeds", "2", "--epochs", "100"],
     "hidden_layers": ["--epochs", "600"],
+    "gradient_noise": ["--members", "40", "--epochs", "300"],
 }
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
