@@ -131,6 +131,31 @@ static void randperm(uint8_t *state, int64_t n, const uint64_t *mods, int32_t *r
     memcpy(state + 16, &g.next, sizeof g.next);
 }
 
+/* torch.Generator().manual_seed(seeds[m]) for each member, as state bytes: rng holds K copies of a freshly seeded
+ * generator's state (the fields mt19937 does not own: the caches of normal samples, none after manual_seed); this
+ * writes each one's seed, `left` = 1, `seeded`, `next` = 0 and mt19937's initial words (MT19937RNGEngine.h's
+ * init_with_uint32). The proof checks the bytes against get_state(). */
+void mbp_pop_seed(uint8_t *rng, int64_t stride, const uint64_t *seeds, int64_t K)
+{
+    for (int64_t m = 0; m < K; m++) {
+        uint8_t *state = rng + m * stride;
+        const uint64_t seed = seeds[m];
+        const int32_t left = 1, seeded = 1;
+        const uint64_t next = 0;
+        memcpy(state, &seed, sizeof seed);
+        memcpy(state + 8, &left, sizeof left);
+        memcpy(state + 12, &seeded, sizeof seeded);
+        memcpy(state + 16, &next, sizeof next);
+        uint64_t *words = (uint64_t *)(void *)(state + 24);
+        uint32_t w = (uint32_t)(seed & 0xffffffffu);
+        words[0] = w;
+        for (uint32_t j = 1; j < MT_N; j++) {
+            w = 1812433253u * (w ^ (w >> 30)) + j;
+            words[j] = w;
+        }
+    }
+}
+
 /* The replay alone, for the proof: `count` permutations of n drawn one after another from one generator state. */
 void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
 {

@@ -95,8 +95,19 @@ def load_population_kernel() -> ctypes.CDLL:
             fn = getattr(lib, f"mbp_pop_train_{suffix}")
             fn.restype, fn.argtypes = i64, [p, i64, p, p, p, p]
         lib.mbp_pop_randperm.restype, lib.mbp_pop_randperm.argtypes = None, [p, i64, i64, p]
+        lib.mbp_pop_seed.restype, lib.mbp_pop_seed.argtypes = None, [p, i64, p, i64]
         _libs[cc] = lib
         return lib
+
+
+def seeded_states(seeds) -> Tensor:
+    """(K, state bytes) uint8: ``torch.Generator().manual_seed(s).get_state()`` for each seed, written by the kernel
+    (one get_state call, not K of them)."""
+    template = torch.Generator().manual_seed(int(seeds[0])).get_state()
+    rng = template.unsqueeze(0).repeat(len(seeds), 1)
+    values = torch.tensor([int(s) for s in seeds], dtype=torch.int64)  # seeds < 2**63: the same bits as uint64
+    load_population_kernel().mbp_pop_seed(rng.data_ptr(), rng.shape[1], values.data_ptr(), len(seeds))
+    return rng
 
 
 def replay_randperm(state: Tensor, n: int, count: int) -> Tensor:
@@ -180,7 +191,7 @@ class PopulationCKernel:
     """
 
     def __init__(self, population, loss_fn: Loss, lr: Tensor, x_train: Tensor, y_train: Tensor, evals: dict,
-                 target_loss: Optional[float], generators):
+                 target_loss: Optional[float], generators, fresh_seeds=None):
         lib = load_population_kernel()
         pop = population
         self.pop, self.generators, self.K = pop, list(generators), pop.size
@@ -212,9 +223,16 @@ class PopulationCKernel:
         self._plan = plan
         self._plan_ref = ctypes.byref(plan)
         self.rng: Optional[Tensor] = None
+        self._fresh_seeds = fresh_seeds
 
-    def read_generators(self) -> None:
-        self.rng = torch.stack([g.get_state() for g in self.generators])  # (K, 5056) uint8
+    def read_generators(self, seeds=None) -> None:
+        """The generators' states into ``rng`` (K, state bytes); ``seeds``: the generators are freshly seeded with
+        them and nothing drew from them yet, so the kernel writes the states itself (K get_state calls cost more
+        than a short run)."""
+        if seeds is not None:
+            self.rng = seeded_states(seeds)
+        else:
+            self.rng = torch.stack([g.get_state() for g in self.generators])
         self._plan.rng, self._plan.rng_stride = self.rng.data_ptr(), self.rng.shape[1]
 
     def write_generators(self) -> None:
@@ -227,7 +245,7 @@ class PopulationCKernel:
     def run(self, epochs: int, active: Tensor, last: Tensor):
         pop, plan = self.pop, self._plan
         if self.rng is None:
-            self.read_generators()
+            self.read_generators(self._fresh_seeds)
         params = pop.weights + pop.biases
         if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == pop.dtype for p in params):
             raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype")

@@ -146,7 +146,8 @@ class PopulationTrainer:
             reason = population_c_unsupported(population, self.loss_fn, mode, self.replacement, optimizer, n)
             if reason is None:
                 self._c_kernel = PopulationCKernel(population, self.loss_fn, self.lr, self.x_train, self.y_train,
-                                                   evals, self.target_loss, self.orders.generators)
+                                                   evals, self.target_loss, self.orders.generators,
+                                                   fresh_seeds=self.orders.seeds)  # nothing drew from them yet
             else:
                 if requested == "c":
                     warnings.warn(f"engine='c' cannot run here: {reason}; using the 'eager' engine instead",

@@ -18,7 +18,8 @@ from manual_backprop.fast.common import FastPathWarning
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.optim import SGD
 from manual_backprop.population import Population, PopulationTrainer
-from manual_backprop.population.c_engine import POPULATION_C_ULPS, population_c_unsupported, replay_randperm
+from manual_backprop.population.c_engine import (POPULATION_C_ULPS, population_c_unsupported, replay_randperm,
+                                                 seeded_states)
 from reference.update_proof import named, reference_update, update_misses
 
 F64 = torch.float64
@@ -81,6 +82,13 @@ def test_replayed_orders_and_states_are_torch_randperms(n):
         got = replay_randperm(state, n, count)
         assert torch.equal(got.long(), expected), f"seed {seed}, n {n}"
         assert torch.equal(state, g.get_state()), f"seed {seed}, n {n}: the generator state after"
+
+
+def test_kernel_seeded_states_are_manual_seeds():
+    seeds = [0, 1, 7, 2 ** 31 - 1, 2 ** 32, 2 ** 32 + 5, 2 ** 62 + 12345, 2 ** 63 - 1]
+    states = seeded_states(seeds)
+    for s, state in zip(seeds, states):
+        assert torch.equal(state, torch.Generator().manual_seed(s).get_state()), f"seed {s}"
 
 
 def _xor_trainer(engine, K=40, epochs=60, **kwargs):
