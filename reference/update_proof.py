@@ -23,14 +23,15 @@ import torch
 from torch import Tensor
 
 from manual_backprop import fast
+from manual_backprop.fast import narrow
 from manual_backprop.datasets import Dataset
 from manual_backprop.network import MLP, Gradients, loss_and_gradients, update
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
 
 __all__ = ["reference_update", "ulps", "update_misses", "PATHS", "paths_for", "path_update", "prove_paths"]
 
-PATHS = ("fused-exact", "fused", "c", "cuda_graph", "population-api", "population-eager", "population-compiled",
-         "population-cuda_graph")
+PATHS = ("fused-exact", "fused", "c", "narrow", "cuda_graph", "population-api", "population-eager",
+         "population-compiled", "population-cuda_graph")
 
 
 def named(loss: Tensor, grads, params) -> dict:
@@ -124,6 +125,10 @@ def path_update(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float):
         losses = fast.CKernel(net, loss_fn).run(x.contiguous(), y.contiguous(), torch.arange(B),
                                                 torch.tensor([0, B]), lr, grads=grads)
         return named(losses[0], grads, net.parameters()), fast.C_ULPS
+    if path == "narrow":  # the kernel's pass, then network.update on its gradients
+        loss, grads = narrow.NarrowKernel(net, loss_fn).loss_and_gradients(x, y)
+        update(net.weights, net.biases, grads, lr)
+        return named(loss, grads, net.parameters()), narrow.NARROW_ULPS
     if path == "cuda_graph":
         B = x.shape[0]
         runner = fast.CudaGraphRunner(net, loss_fn, B, chunk=1, keep_grads=True)

@@ -143,7 +143,7 @@ class NarrowKernel:
         if reason:
             raise FastPathUnavailable(reason)
         lib = load_narrow_kernel()
-        self.net, self.loss_fn = net, loss_fn
+        self.net, self.loss_fn, self.dtype = net, loss_fn, net.dtype
         self._fn = lib.narrow_pass_f64 if net.dtype == torch.float64 else lib.narrow_pass_f32
         L = net.num_layers
         fs = net.activation_functions
@@ -224,6 +224,11 @@ class NarrowBatch:
         self._kept = None  # (state of parameters and data, E, Gradients, output or None)
         self.grads = None  # the gradients of the last update (Trainer.last_grads)
         self.passes = 0  # kernel passes made (the tests count them)
+
+    def is_bound_to(self, net: MLP) -> bool:
+        """Whether this is still the right engine for net (its dtype and device unchanged; new parameter tensors
+        are rebound at the next pass)."""
+        return net is self.net and net.dtype == self.kernel.dtype and net.device.type == "cpu"
 
     def _key(self, x: Tensor, y: Tensor) -> tuple:
         return _state([*self.net.weights, *self.net.biases, x, y])
