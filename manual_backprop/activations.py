@@ -292,7 +292,7 @@ class Softmax(Activation):
     def c_forward_row(self) -> str:
         # exp(net - max) * (1 / sum), as torch's softmax kernel does
         return ("REAL m = z[0], sum = 0; for (i = 1; i < n; i++) m = z[i] > m ? z[i] : m; "
-                "for (i = 0; i < n; i++) { z[i] = R_EXP(z[i] - m); sum += z[i]; } "
+                "for (i = 0; i < n; i++) z[i] = R_EXP(z[i] - m); for (i = 0; i < n; i++) sum += z[i]; "
                 "const REAL inv = (REAL)1 / sum; for (i = 0; i < n; i++) z[i] = z[i] * inv;")
 
     def c_backward_row(self) -> str:

@@ -12,7 +12,9 @@
  * mlp_body.c holds the loop; it is included twice, once for double (suffix _f64) and once for float (_f32), so
  * each dtype computes in its own precision as torch does. Parameters are updated in place in the caller's buffers.
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
 #include <math.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,7 @@
 enum { RED_MEAN = 0, RED_SUM = 1, RED_ELEMENTWISE_MEAN = 2 };
 
 /* Version of the calling convention; c_loop.py refuses a library that reports another. */
-int mbp_abi_version(void) { return 4; }
+int mbp_abi_version(void) { return 5; }
 
 /* What stays fixed between calls: the architecture, the loss, the parameters and the training set. c_loop.py fills
  * it once (ctypes.Structure _Plan) so that a call passes only what changes: the sample order and the updates. */
@@ -40,10 +42,31 @@ typedef struct {
     int64_t n_samples;
 } mbp_plan;
 
+/* One call of mbp_train_epochs: n_epochs epochs of the Trainer, each its updates, its evaluation and its rules
+ * (fast/epochs.py fills it, ctypes.Structure _Epochs). Parameters are net.parameters() order: W[0], b[0], W[1], ... */
+typedef struct {
+    int64_t n_epochs, n_updates;  /* E epochs of U updates */
+    const int64_t *offsets;       /* U + 1: update u of every epoch uses that epoch's order[offsets[u]:offsets[u+1]] */
+    const int64_t *orders;        /* E * offsets[U] sample indices, epoch after epoch */
+    double lr, target_loss;       /* target_loss NaN: no target */
+    const int64_t *train_labels;  /* (n_samples,) class indices for the accuracy, or NULL */
+    const void *test_x, *test_y;  /* the test split, or NULL when it is the training split */
+    const int64_t *test_labels;
+    int64_t test_n;
+    void *const *good_init;       /* the last good state before the call (the Trainer's), read */
+    void *const *good;            /* the last good state during and after the call, written */
+    void *losses;                 /* out: E * U update losses */
+    double *figures;              /* out: E * 4: train loss, train accuracy, test loss, test accuracy (NaN: none) */
+    double *seconds;              /* out: E seconds of each epoch's updates */
+    void *const *grad_w, *const *grad_b;  /* NULL or L buffers: dE/dW, dE/db of the call's last update */
+    int64_t epochs_run;           /* out: epochs whose rows were written (the last may have diverged) */
+    int32_t stop;                 /* out: 0 none, 1 the last epoch reached the target, 2 it diverged (rewound) */
+} mbp_epochs;
+
 #define REAL double
 #define SUFFIX(name) name##_f64
-#define R_EXP exp
-#define R_TANH tanh
+#define R_EXP mbp_exp_f64 /* vecmath.h, inlined in kernels.h: vectorisable, within 1 ulp of torch */
+#define R_TANH mbp_tanh_f64
 #define R_LOG log
 #define R_LOG1P log1p
 #include "mlp_body.c"
@@ -56,8 +79,8 @@ typedef struct {
 
 #define REAL float
 #define SUFFIX(name) name##_f32
-#define R_EXP expf
-#define R_TANH tanhf
+#define R_EXP mbp_exp_f32
+#define R_TANH mbp_tanh_f32
 #define R_LOG logf
 #define R_LOG1P log1pf
 #include "mlp_body.c"

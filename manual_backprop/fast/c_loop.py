@@ -40,11 +40,11 @@ from ..network import MLP, Gradients
 from .common import FastPathUnavailable
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
 
-__all__ = ["CKernel", "load_kernel", "c_unsupported", "c_function", "C_ULPS"]
+__all__ = ["CKernel", "EpochsCall", "load_kernel", "c_unsupported", "c_function", "C_ULPS"]
 
 # The per-update bound of the C loop against network.py, in units in the last place (see the module docstring).
 C_ULPS = 4
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _CSRC = Path(__file__).resolve().parent.parent / "_csrc"
 
 
@@ -228,6 +228,18 @@ class _Plan(ctypes.Structure):
                 ("n_samples", ctypes.c_int64)]
 
 
+class EpochsCall(ctypes.Structure):
+    """mbp_epochs of _csrc/mlp.c: one call of mbp_train_epochs (fast/epochs.py fills it)."""
+
+    _fields_ = [("n_epochs", ctypes.c_int64), ("n_updates", ctypes.c_int64), ("offsets", ctypes.c_void_p),
+                ("orders", ctypes.c_void_p), ("lr", ctypes.c_double), ("target_loss", ctypes.c_double),
+                ("train_labels", ctypes.c_void_p), ("test_x", ctypes.c_void_p), ("test_y", ctypes.c_void_p),
+                ("test_labels", ctypes.c_void_p), ("test_n", ctypes.c_int64), ("good_init", ctypes.c_void_p),
+                ("good", ctypes.c_void_p), ("losses", ctypes.c_void_p), ("figures", ctypes.c_void_p),
+                ("seconds", ctypes.c_void_p), ("grad_w", ctypes.c_void_p), ("grad_b", ctypes.c_void_p),
+                ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32)]
+
+
 class CKernel:
     """The compiled training loop bound to one network and loss (CPU, float32 or float64).
 
@@ -243,6 +255,8 @@ class CKernel:
         lib = load_kernel()
         self.net, self.loss_fn = net, loss_fn
         self._fn = lib.mbp_train_f64 if net.dtype == torch.float64 else lib.mbp_train_f32
+        self._epochs_fn = lib.mbp_train_epochs_f64 if net.dtype == torch.float64 else lib.mbp_train_epochs_f32
+        self._epochs_fn.restype, self._epochs_fn.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p]
         L = net.num_layers
         self._sizes = (ctypes.c_int64 * (L + 1))(*net.sizes)
         self._acts = (ctypes.c_int32 * L)(*[ACT_CODES[type(f)] for f in net.activation_functions])
@@ -300,16 +314,22 @@ class CKernel:
         self.call(order.data_ptr(), offsets.data_ptr(), n_updates, lr, losses.data_ptr(), gw, gb)
         return losses
 
-    def call(self, order_ptr: int, offsets_ptr: int, n_updates: int, lr: float, losses_ptr: int,
-             grad_w=None, grad_b=None) -> None:
-        """The C call itself, on raw addresses, after ``bind``: no checks beyond the loop's own (for benchmarks)."""
-        status = self._fn(self._plan_ref, order_ptr, offsets_ptr, n_updates, lr, losses_ptr, grad_w, grad_b)
+    def call_epochs(self, epochs: "EpochsCall") -> None:
+        """mbp_train_epochs on a filled EpochsCall, after ``bind`` (fast/epochs.py checks what it passes)."""
+        self._raise(self._epochs_fn(self._plan_ref, ctypes.byref(epochs)))
+
+    def _raise(self, status: int) -> None:
         if status:
             x_rows = self._plan.n_samples
             raise {1: MemoryError("the C loop could not allocate its workspace"),
                    2: ValueError("offsets must start at 0 and grow by at least 1 per update"),
                    3: ValueError(f"order must hold sample indices in [0, {x_rows - 1}]")}.get(
                 status, RuntimeError(f"the C loop returned status {status}"))
+
+    def call(self, order_ptr: int, offsets_ptr: int, n_updates: int, lr: float, losses_ptr: int,
+             grad_w=None, grad_b=None) -> None:
+        """The C call itself, on raw addresses, after ``bind``: no checks beyond the loop's own (for benchmarks)."""
+        self._raise(self._fn(self._plan_ref, order_ptr, offsets_ptr, n_updates, lr, losses_ptr, grad_w, grad_b))
 
     def kept_bytes(self, batch: int) -> int:
         """Bytes the loop keeps for its backward phase: x^1..x^L and the output logits for ``batch`` samples

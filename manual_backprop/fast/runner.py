@@ -19,6 +19,7 @@ from ..network import MLP, Gradients
 from .c_loop import CKernel, c_unsupported, load_kernel
 from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarning, work_per_update
 from .cuda_graph import CudaGraphRunner
+from .epochs import EpochChunks
 from .fused import FusedStep
 
 __all__ = ["resolve_fast", "EpochRunner", "kept_bytes"]
@@ -101,6 +102,90 @@ class EpochRunner:
             engine = FusedStep(net, t.loss_fn, t.batch_size, keep_grads=self.keep_grads)
         return engine
 
+    def epoch_chunks(self):
+        """The C loop's several-epochs call (fast/epochs.py) when this path is the C loop, else None."""
+        if self.path != "c":
+            return None
+        if self._engine is None:
+            self._engine = self._build()
+        engine = self._engine
+        if getattr(engine, "chunks", None) is None:
+            engine.chunks = EpochChunks(engine, self.keep_grads)
+        return engine.chunks
+
+    def evaluation(self, split: str, with_output: bool):
+        """(E, the output (B, n_L) or None) of the "train" or "test" split at the current parameters where this
+        path computes it (the narrow kernel: on the training split the next update's forward phase), else None."""
+        if self.path != "narrow":
+            return None
+        t, engine = self.trainer, self._bound_engine()
+        if split == "train":
+            return engine.evaluate(t.x_train, t.y_train, with_output)
+        return engine.evaluate_held_out(t.x_test, t.y_test, with_output)
+
+    def run_epoch(self) -> Tensor:
+        """Make one epoch of updates; returns their losses (U,) on the network's device (not read back)."""
+        t, net = self.trainer, self.trainer.net
+        engine = self._bound_engine()
+        if self.path == "narrow":
+            if t.mode != "batch":  # minibatch with b = N: its order (sorted, so all samples in order) draws as always
+                epoch_order(t.mode, t.x_train.shape[0], t.batch_size, t.generator, replacement=t.replacement)
+            losses = engine.update(t.x_train, t.y_train, t.lr).reshape(1)
+            t.last_grads = engine.grads
+            return losses
+        n = t.x_train.shape[0]
+        order, offsets = epoch_order(t.mode, n, t.batch_size, t.generator, replacement=t.replacement)
+        n_updates = offsets.numel() - 1
+        if self.path == "c":
+            losses = engine.run(t.x_train.contiguous(), t.y_train.contiguous(), order, offsets, t.lr,
+                                grads=engine.grads)
+            t.last_grads = engine.grads
+            return losses
+        losses = torch.empty(n_updates, dtype=net.dtype, device=net.device)
+        order = order.to(net.device)
+        bounds = offsets.tolist()
+        if self.path == "cuda_graph":
+            engine.run(t.x_train, t.y_train, order, bounds, t.lr, losses)
+        else:
+            for u in range(n_updates):
+                idx = None if t.mode == "batch" else order[bounds[u]:bounds[u + 1]]
+                engine.update(t.x_train, t.y_train, idx, t.lr, losses[u])
+        t.last_grads = engine.grads
+        return losses
+
+    def close(self) -> None:
+        """Release the engine (a CUDA graph and its memory pool) now."""
+        if self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
+        self._engine = None
+
+
+def _all_samples_each_update(trainer) -> bool:
+    """Batch mode, or minibatch with b = N without replacement (the same single update on every sample in order)."""
+    return trainer.mode == "batch" or (trainer.mode == "minibatch" and not trainer.replacement
+                                       and trainer.batch_size == trainer.x_train.shape[0])
+
+
+def _narrow_applies(net: MLP, loss_fn: Loss) -> bool:
+    """Whether the narrow kernel runs this network and loss here (and builds)."""
+    if narrow_unsupported(net, loss_fn) is not None:
+        return False
+    try:
+        load_narrow_kernel()
+        return True
+    except FastPathUnavailable:
+        return False
+
+
+def kept_bytes(cache) -> int:
+    """Bytes a plain ForwardCache keeps for the backward phase: its activations and logits (distinct storages)."""
+    seen, total = set(), 0
+    for t in [*cache.activations, cache.logits]:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
     def run_epoch(self) -> Tensor:
         """Make one epoch of updates; returns their losses (U,) on the network's device (not read back)."""
         t, net = self.trainer, self.trainer.net

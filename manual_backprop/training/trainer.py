@@ -249,9 +249,9 @@ class Trainer(TrainerCheckpoints):
             with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
                 while self.epoch < self.epochs and not self.history.stop_reason:
                     self._follow_network()
-                    self._run_epoch()
+                    done = self._run_epochs()
                     if bar is not None:
-                        bar.update(1)
+                        bar.update(done)
                         bar.set_postfix(loss=f"{self.history.train_loss[-1]:.4g}",
                                         test=f"{self.history.test_loss[-1]:.4g}")
                     if self.checkpoint_path is not None and (self.epoch % self.checkpoint_every == 0
@@ -272,6 +272,21 @@ class Trainer(TrainerCheckpoints):
         if self.history.stop_reason == "diverged" and raise_on_divergence:
             raise Diverged(self.history.message)
         return self.history
+
+    def _run_epochs(self) -> int:
+        """One epoch, or through the C loop several in one call (fast/epochs.py: the same epochs, rules and records)
+        up to the next epoch that checkpoints, draws histograms or ends the run; returns how many it ran."""
+        chunks = self._fast_runner.epoch_chunks() if self._fast_runner is not None else None
+        if chunks is None:
+            self._run_epoch()
+            return 1
+        from ..fast.epochs import next_boundary
+
+        done = chunks.run(self, next_boundary(self))
+        if chunks.reached_target:
+            self.history.stop_reason = "target_loss"
+            self.history.message = target_message(self.target_loss, self.epoch, self.history.train_loss[-1])
+        return done
 
     def _run_epoch(self) -> None:
         first_update = self.updates
