@@ -189,6 +189,22 @@ def path_rows(output: str) -> dict:
     return rows
 
 
+def environment_summary(path: Path) -> str:
+    """One line of what the machine has: GPU, torch, CUDA, NCCL, triton, and the compiler or its absence."""
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "no environment.json"
+    cuda = env.get("cuda", {})
+    gpus = ", ".join(g["name"] for g in cuda.get("gpus", [])) or "no GPU"
+    triton = env.get("packages", {}).get("triton", {})
+    compiler = env.get("compiler", {})
+    return (f"{gpus}; torch {env.get('torch')}, CUDA {cuda.get('torch_cuda')}, NCCL {cuda.get('nccl')}, triton "
+            f"{triton.get('version') if triton.get('installed') else 'missing'}; "
+            + (f"C compiler {compiler['path']}" if compiler.get("path") else
+               "NO C compiler: the C loop falls back to the fused path"))
+
+
 def write_summary(folder: Path, report: dict) -> None:
     atomic_write(folder / SUMMARY, lambda f: f.write(json.dumps(report, indent=2) + "\n"), binary=False)
 
@@ -219,6 +235,8 @@ def run(cfg: Config) -> int:
             step["junit"] = str(folder / "cuda_tests.xml")
         elif name.startswith("check"):
             step["paths"] = path_rows(text)
+        elif name == "environment":
+            step["summary"] = environment_summary(folder / "environment.json")
         report["steps"].append(step)
         report["running"] = None
         report["figures"], report["targets"] = figures(cfg.cpu_dry_run, folder, [s["step"] for s in report["steps"]])

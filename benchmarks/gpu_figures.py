@@ -78,6 +78,8 @@ TARGET_COLUMNS = [Column("GPU target", align="<"), Column("status", align="<"), 
 def step_result(step: dict) -> str:
     if step.get("error"):
         return step["error"]
+    if step.get("summary"):
+        return step["summary"]
     if step["step"] == "tests":
         return ", ".join(f"{n} {k}" for k, n in step.get("counts", {}).items())
     if step["step"].startswith("check"):

@@ -210,3 +210,14 @@ def test_the_whole_cpu_dry_run_writes_every_file_within_the_budget(tmp_path):
         rows = next(s for s in report["steps"] if s["step"] == step)["paths"]
         assert rows and set(rows.values()) == {"agrees"}, rows
     assert "testcase" in (out / "cuda_tests.xml").read_text()
+
+
+def test_the_environment_line_says_when_there_is_no_c_compiler(tmp_path):
+    env = {"torch": "2.11.0+cu130", "cuda": {"torch_cuda": "13.0", "nccl": "2.27.3", "gpus": [{"name": "H200"}]},
+           "packages": {"triton": {"installed": True, "version": "3.5.0"}},
+           "compiler": {"path": None, "note": "no C compiler"}}
+    (tmp_path / "environment.json").write_text(json.dumps(env))
+    line = gpu_check.environment_summary(tmp_path / "environment.json")
+    assert line.startswith("H200; torch 2.11.0+cu130, CUDA 13.0, NCCL 2.27.3, triton 3.5.0")
+    assert "NO C compiler: the C loop falls back to the fused path" in line
+    assert gpu_figures.step_result({"step": "environment", "summary": line}) == line
