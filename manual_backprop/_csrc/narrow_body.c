@@ -135,7 +135,7 @@ static double SUFFIX(narrow_output_lanes)(const narrow_plan *p, const REAL *x, c
 
 /* One pass of network.loss_and_gradients over all N samples at the current parameters (which it never changes):
  * *loss = E, grad_w[k] = dE/dW[k], grad_b[k] = dE/db[k] (NULL without biases), and, if out_t is not NULL, the
- * output x^L as (n_L, N). Returns 0, or 1 when the workspace cannot be allocated, 2 for an invalid plan. */
+ * output x^L as (n_L, N). grad_w NULL: the forward phase and the loss alone (an evaluation). Returns 0, or 1 when the workspace cannot be allocated, 2 for an invalid plan. */
 int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, REAL *const *grad_b, REAL *out_t)
 {
     const int64_t L = p->n_layers, N = p->n_samples;
@@ -212,7 +212,7 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
         if (out_t)
             for (int64_t j = 0; j < n_out; j++) memcpy(out_t + j * N + s0, xL + j * TILE, (size_t)nt * sizeof(REAL));
         /* ---- backward phase (network.backward_phase), output layer first */
-        for (int64_t k = L - 1; k >= 0; k--) {
+        for (int64_t k = L - 1; grad_w && k >= 0; k--) {
             const int64_t n_in = sizes[k], n_o = sizes[k + 1];
             VEC *gw = lanes + offs_grad[k];
             SUFFIX(narrow_gradient)(delta, act + offs_act[k], gw, bias ? gw + n_o * n_in : NULL, n_in, n_o);
@@ -223,10 +223,10 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
                 REAL *tmp = delta; delta = spare; spare = tmp;
             }
         }
-        if ((t + 1) % BLOCK == 0 || t == n_tiles - 1)
+        if (grad_w && ((t + 1) % BLOCK == 0 || t == n_tiles - 1))
             SUFFIX(narrow_flush)(lanes, total, n_grad);
     }
-    for (int64_t k = 0; k < L; k++) {
+    for (int64_t k = 0; grad_w && k < L; k++) {
         const int64_t nw = sizes[k + 1] * sizes[k];
         for (int64_t q = 0; q < nw; q++) grad_w[k][q] = (REAL)total[offs_grad[k] + q];
         if (bias && grad_b)

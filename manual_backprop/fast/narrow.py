@@ -42,7 +42,7 @@ __all__ = ["NarrowKernel", "NarrowBatch", "narrow_unsupported", "load_narrow_ker
 NARROW_ULPS = 4
 # The widest layer the kernel takes: a tile of 64 samples of every layer stays in L1, and torch's products win above.
 NARROW_MAX_WIDTH = 64
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 _lock = threading.Lock()
 _libs: dict = {}
@@ -91,6 +91,9 @@ def load_narrow_kernel() -> ctypes.CDLL:
         for suffix in ("f64", "f32"):
             fn = getattr(lib, f"narrow_pass_{suffix}")
             fn.restype, fn.argtypes = ctypes.c_int, [p, p, p, p, p]
+            for name in ("narrow_vtanh", "narrow_vecmath_tanh"):
+                fn = getattr(lib, f"{name}_{suffix}")
+                fn.restype, fn.argtypes = None, [p, p, ctypes.c_int64]
         _libs[cc] = lib
         return lib
 
@@ -204,6 +207,18 @@ class NarrowKernel:
                 RuntimeError(f"the narrow kernel returned status {status}")
         return loss, grads
 
+    @torch.no_grad()
+    def loss(self, x: Tensor, y: Tensor, *, output: Optional[Tensor] = None) -> Tensor:
+        """E at the current parameters, the forward phase alone (an evaluation); ``output`` as above."""
+        self._bind(x, y)
+        loss = torch.empty((), dtype=self.net.dtype)
+        status = self._fn(ctypes.byref(self._plan), loss.data_ptr(), None, None,
+                          output.data_ptr() if output is not None else None)
+        if status:
+            raise MemoryError("the narrow kernel could not allocate its workspace") if status == 1 else \
+                RuntimeError(f"the narrow kernel returned status {status}")
+        return loss
+
 
 class NarrowBatch:
     """Batch mode through the narrow kernel, one pass an epoch: the update at the start of an epoch uses the
@@ -217,6 +232,7 @@ class NarrowBatch:
 
     def __init__(self, net: MLP, loss_fn: Loss):
         self.kernel = NarrowKernel(net, loss_fn)
+        self._held_out = NarrowKernel(net, loss_fn)  # the test split's forward passes, with its own data bound
         self.net = net
         self._grads = [self.kernel.new_gradients(), self.kernel.new_gradients()]  # ping-pong: one is last_grads
         self._which = 0
@@ -253,6 +269,13 @@ class NarrowBatch:
     def evaluate(self, x: Tensor, y: Tensor, with_output: bool = False) -> tuple:
         """(E, the output (B, n_L) or None) at the current parameters: the training split's evaluation."""
         _, loss, _, output = self._pass(x, y, with_output)
+        return loss, (output.t() if output is not None else None)
+
+    @torch.no_grad()
+    def evaluate_held_out(self, x: Tensor, y: Tensor, with_output: bool = False) -> tuple:
+        """(E, the output (B, n_L) or None) on another split (the test split): the forward phase alone."""
+        output = torch.empty(self.net.sizes[-1], x.shape[0], dtype=self.net.dtype) if with_output else None
+        loss = self._held_out.loss(x, y, output=output)
         return loss, (output.t() if output is not None else None)
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarni
 from .cuda_graph import CudaGraphRunner
 from .epochs import EpochChunks
 from .fused import FusedStep
+from .narrow import NarrowBatch, load_narrow_kernel, narrow_unsupported
 
 __all__ = ["resolve_fast", "EpochRunner", "kept_bytes"]
 
@@ -80,6 +81,8 @@ class EpochRunner:
         self._trainer = weakref.ref(trainer)
         net = trainer.net
         self.path = resolve_fast(fast, net, trainer.loss_fn, trainer.batch_size)
+        if fast == "auto" and _all_samples_each_update(trainer) and _narrow_applies(net, trainer.loss_fn):
+            self.path = "narrow"  # one pass an epoch: the evaluation is the next update's forward (fast/narrow.py)
         self.keep_grads = trainer.logger is not None  # the gradient histograms want the last update's gradients
         self._engine = None
 
@@ -96,11 +99,20 @@ class EpochRunner:
             engine = CKernel(net, t.loss_fn)
             engine.grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
                                      biases=[torch.zeros_like(b) for b in net.biases]) if self.keep_grads else None
+        elif self.path == "narrow":
+            engine = NarrowBatch(net, t.loss_fn)
         elif self.path == "cuda_graph":
             engine = CudaGraphRunner(net, t.loss_fn, t.batch_size, keep_grads=self.keep_grads)
         else:
             engine = FusedStep(net, t.loss_fn, t.batch_size, keep_grads=self.keep_grads)
         return engine
+
+    def _bound_engine(self):
+        net = self.trainer.net
+        if self._engine is None or (self.path != "c" and not self._engine.is_bound_to(net)):
+            self.close()
+            self._engine = self._build()
+        return self._engine
 
     def epoch_chunks(self):
         """The C loop's several-epochs call (fast/epochs.py) when this path is the C loop, else None."""
@@ -113,16 +125,29 @@ class EpochRunner:
             engine.chunks = EpochChunks(engine, self.keep_grads)
         return engine.chunks
 
+    def evaluation(self, split: str, with_output: bool):
+        """(E, the output (B, n_L) or None) of the "train" or "test" split at the current parameters where this
+        path computes it (the narrow kernel: on the training split the next update's forward phase), else None."""
+        if self.path != "narrow":
+            return None
+        t, engine = self.trainer, self._bound_engine()
+        if split == "train":
+            return engine.evaluate(t.x_train, t.y_train, with_output)
+        return engine.evaluate_held_out(t.x_test, t.y_test, with_output)
+
     def run_epoch(self) -> Tensor:
         """Make one epoch of updates; returns their losses (U,) on the network's device (not read back)."""
         t, net = self.trainer, self.trainer.net
-        if self._engine is None or (self.path != "c" and not self._engine.is_bound_to(net)):
-            self.close()
-            self._engine = self._build()
+        engine = self._bound_engine()
+        if self.path == "narrow":
+            if t.mode != "batch":  # minibatch with b = N: its order (sorted, so all samples in order) draws as always
+                epoch_order(t.mode, t.x_train.shape[0], t.batch_size, t.generator, replacement=t.replacement)
+            losses = engine.update(t.x_train, t.y_train, t.lr).reshape(1)
+            t.last_grads = engine.grads
+            return losses
         n = t.x_train.shape[0]
         order, offsets = epoch_order(t.mode, n, t.batch_size, t.generator, replacement=t.replacement)
         n_updates = offsets.numel() - 1
-        engine = self._engine
         if self.path == "c":
             losses = engine.run(t.x_train.contiguous(), t.y_train.contiguous(), order, offsets, t.lr,
                                 grads=engine.grads)
@@ -145,6 +170,23 @@ class EpochRunner:
         if self._engine is not None and hasattr(self._engine, "close"):
             self._engine.close()
         self._engine = None
+
+
+def _all_samples_each_update(trainer) -> bool:
+    """Batch mode, or minibatch with b = N without replacement (the same single update on every sample in order)."""
+    return trainer.mode == "batch" or (trainer.mode == "minibatch" and not trainer.replacement
+                                       and trainer.batch_size == trainer.x_train.shape[0])
+
+
+def _narrow_applies(net: MLP, loss_fn: Loss) -> bool:
+    """Whether the narrow kernel runs this network and loss here (and builds)."""
+    if narrow_unsupported(net, loss_fn) is not None:
+        return False
+    try:
+        load_narrow_kernel()
+        return True
+    except FastPathUnavailable:
+        return False
 
 
 def kept_bytes(cache) -> int:

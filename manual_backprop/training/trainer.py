@@ -175,6 +175,10 @@ class Trainer(TrainerCheckpoints):
         """(loss, accuracy or None) of the current network on the "train" or "test" split, as device tensors."""
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
+        fast = self._fast_runner.evaluation(split, labels is not None) if self._fast_runner is not None else None
+        if fast is not None:  # the narrow kernel: on the training split, the next update's forward phase
+            loss, output = fast
+            return loss, (accuracy(output, labels) if labels is not None else None)
         cache = forward_phase(self.net.weights, self.net.biases, self.net.activation_functions, x)
         loss = self.loss_fn.value(cache.logits, cache.output, y)
         acc = accuracy(cache.output, labels) if labels is not None else None

@@ -206,3 +206,25 @@ def test_narrow_batch_reuses_its_pass_only_for_the_same_parameters_and_data():
     x.add_(1.0)  # the data changed in place
     nb.evaluate(x, y)
     assert nb.passes == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_the_kernels_tanh_is_vecmaths_bit_for_bit_and_within_one_ulp_of_torch(dtype):
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    lib, suffix = load_narrow_kernel(), "f64" if dtype == torch.float64 else "f32"
+    gen = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.linspace(-25, 25, 200_001, dtype=torch.float64), torch.randn(100_000, generator=gen,
+                   dtype=torch.float64) * 0.7, torch.tensor([0.625, -0.625, 0.0, -0.0, 1e-30, float("inf"),
+                                                             -float("inf"), float("nan")], dtype=torch.float64)])
+    x = x.to(dtype)
+    mine, vecmath = torch.empty_like(x), torch.empty_like(x)
+    getattr(lib, f"narrow_vtanh_{suffix}")(x.data_ptr(), mine.data_ptr(), x.numel())
+    getattr(lib, f"narrow_vecmath_tanh_{suffix}")(x.data_ptr(), vecmath.data_ptr(), x.numel())
+    assert torch.equal(mine.view(torch.int64 if dtype == torch.float64 else torch.int32),
+                       vecmath.view(torch.int64 if dtype == torch.float64 else torch.int32))
+    ref = torch.tanh(x)
+    finite = torch.isfinite(ref)
+    ulp = torch.finfo(dtype).eps * ref[finite].abs().clamp_min(torch.finfo(dtype).tiny)
+    assert ((mine[finite] - ref[finite]).abs() <= ulp).all()
+    assert torch.isnan(mine[~finite]).all() and torch.isnan(ref[~finite]).all()
