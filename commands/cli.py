@@ -17,11 +17,13 @@ Exit status: 0 agreement, 1 a disagreement (a wrong answer), 2 a bad flag, file 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
 from manual_backprop.activations import ACTIVATIONS
+from manual_backprop.checks import check_memory, check_sizes, network_bytes
 from manual_backprop.init import BIAS_INITS, INITS
 from manual_backprop.losses import LOSSES, REDUCTIONS, get_loss
 from manual_backprop.network import MLP
@@ -80,6 +82,17 @@ def network_from_args(args):
             setattr(args, dest, value)
     if args.batch <= 0:
         raise ValueError(f"--batch must be a positive number of samples, but got {args.batch}")
+    check_sizes(args.sizes)
+    if getattr(args, "max_weights", None) is not None:
+        n_weights = sum(a * b for a, b in zip(args.sizes[:-1], args.sizes[1:]))
+        if n_weights > args.max_weights:
+            raise ValueError(f"trace writes out every weight, and --sizes {' '.join(map(str, args.sizes))} have "
+                             f"{n_weights} (at most {args.max_weights}); `manual-backprop check` compares big "
+                             "networks")
+    # The net, its autograd twin (parameters and gradients) and a float64 copy for finite differences: refuse
+    # before building what the machine cannot hold.
+    check_memory(f"--sizes {' '.join(map(str, args.sizes))} in {args.dtype}",
+                 4 * network_bytes(args.sizes, DTYPES[args.dtype]) + 2 * network_bytes(args.sizes, torch.float64))
     activation = args.activation[0] if len(args.activation) == 1 else args.activation
     net = MLP(args.sizes, activation=activation, output_activation=args.output_activation, bias=not args.no_bias,
               init=args.init, bias_init=args.bias_init, init_scale=0.5, dtype=DTYPES[args.dtype],
@@ -122,6 +135,7 @@ PATH_PROOF_LR = 0.1
 def run_path_proof(net, loss_fn, x, y) -> bool:
     """One update through every fast path and population engine of this device against network.py's update
     (reference/update_proof.py); prints one row per path. True when every path is within its bound."""
+    from manual_backprop.fast import FastPathUnavailable
     from reference.update_proof import path_update, paths_for, reference_update, update_misses
 
     if net.device.type == "cuda":
@@ -136,6 +150,9 @@ def run_path_proof(net, loss_fn, x, y) -> bool:
         try:
             got, bound = path_update(path, net, x, y, loss_fn, PATH_PROOF_LR)
             rows = update_misses(got, ref, scales, bound)
+        except FastPathUnavailable as err:  # the path does not take this dtype or network: said, not failed
+            print(f"{path:24} {'':>10} {'':>14} {'':>10}  not run: {' '.join(str(err).split())[:160]}", flush=True)
+            continue
         except Exception as err:  # noqa: BLE001 - any failure of one path is that path's row
             ok_all = False
             reason = " ".join(str(err).split()) or type(err).__name__
@@ -190,14 +207,17 @@ def run_trace(args) -> int:
             raise ValueError(f"--example mazur fixes the network, its sample and its loss, so {', '.join(fixed)} "
                              "cannot be given with it (--lr, --format, --dtype and --device can)")
         ex = mazur_example(dtype=DTYPES[args.dtype or "float64"], device=args.device or "cpu")
+        if args.lr is not None and lr > torch.finfo(ex.net.dtype).max:
+            raise ValueError(f"--lr {lr:g} does not fit --dtype {args.dtype} (largest finite number "
+                             f"{torch.finfo(ex.net.dtype).max:g})")
         trace = trace_update(ex.net, ex.x, ex.y, ex.loss_fn, lr if args.lr is not None else ex.lr, title=ex.title,
                              notes=ex.notes, weight_names=ex.weight_names)
     else:
+        args.max_weights = TRACE_MAX_WEIGHTS  # checked from the flags, before the network is built
         net, loss_fn = network_from_args(args)
-        n_weights = sum(w.numel() for w in net.weights)
-        if n_weights > TRACE_MAX_WEIGHTS:
-            raise ValueError(f"trace writes out every weight, and sizes {net.sizes} have {n_weights} "
-                             f"(at most {TRACE_MAX_WEIGHTS}); `manual-backprop check` compares big networks")
+        if lr > torch.finfo(net.dtype).max:
+            raise ValueError(f"--lr {lr:g} does not fit --dtype {args.dtype} (largest finite number "
+                             f"{torch.finfo(net.dtype).max:g})")
         x, y = _trace_sample(args, net, loss_fn)
         trace = trace_update(net, x, y, loss_fn, lr, title=f"One update of backprop on sizes {net.sizes}")
     print(render(trace, args.format), end="")
@@ -224,7 +244,11 @@ def _trace_sample(args, net, loss_fn):
     x = torch.tensor([args.input], dtype=net.dtype, device=net.device)
     n_out = net.sizes[-1]
     if loss_fn.name == "cross_entropy" and len(args.target) == 1 and n_out > 1:
-        return x, torch.tensor([int(args.target[0])], device=net.device)
+        target = args.target[0]
+        if target != int(target) or not 0 <= target < n_out:
+            raise ValueError(f"--target for cross_entropy is one class index, a whole number in [0, {n_out - 1}] "
+                             f"for n_L = {n_out}, but got {target:g} (or give n_L = {n_out} probabilities)")
+        return x, torch.tensor([int(target)], device=net.device)
     if len(args.target) != n_out:
         raise ValueError(f"--target must give n_L = {n_out} numbers for sizes {net.sizes}, but got {len(args.target)}")
     return x, torch.tensor([args.target], dtype=net.dtype, device=net.device)
@@ -294,10 +318,16 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe (| head -1) shows here, not at exit
+        return code
     except (ValueError, TypeError) as err:
         print(f"manual-backprop {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped reading: not an error of ours, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
 
 
 if __name__ == "__main__":

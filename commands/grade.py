@@ -67,6 +67,9 @@ def load_function(target: str):
             path = Path(module_part)
             if not path.is_file():
                 raise Unusable(f"no file {module_part!r} (from {target!r}); give a .py file or a dotted module name")
+            if path.suffix != ".py":
+                raise Unusable(f"{module_part!r} (from {target!r}) is not a Python file: expected a .py file (or a "
+                               "dotted module name), then :FUNCTION")
             name = f"_graded_{path.stem}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -128,7 +131,12 @@ def parse_loss(spec: str) -> Loss:
     reduction = None
     for opt in options:
         if opt == "half":
+            if half:
+                raise ValueError(f"--loss {spec!r} gives :half twice")
             half = True
+        elif reduction is not None:
+            raise ValueError(f"--loss {spec!r} gives two reductions ({reduction!r} and {opt!r}); give one, as in "
+                             "squared_error:sum:half")
         else:
             reduction = opt
     return get_loss(name, reduction=reduction, half=half)

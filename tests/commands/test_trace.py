@@ -122,7 +122,7 @@ def test_trace_follows_the_sample_asked_for(capsys):
     run([*net_flags, "--sample", "2"], capsys)
     main(["trace", *net_flags, "--sample", "2"])
     got = parse_trace(capsys.readouterr().out)
-    args = build_parser().parse_args(["check", *net_flags])
+    args = build_parser().parse_args(["check", *net_flags, "--output-activation", "sigmoid"])  # trace's output
     from commands.cli import network_from_args
 
     net, loss_fn = network_from_args(args)
