@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -118,6 +119,13 @@ def load_kernel() -> ctypes.CDLL:
         for folder in (_cache_dir(), None):
             try:
                 folder = _private_folder(folder)
+            except (OSError, FastPathUnavailable) as err:
+                errors.append(f"{folder}: {err}")
+                if folder is not None:  # a cache others could write: say so, build in a private folder instead
+                    warnings.warn(f"{err}; building the C loop in a private temporary folder instead",
+                                  RuntimeWarning, stacklevel=2)
+                continue
+            try:
                 target = folder / name
                 if not target.is_file():
                     _compile(cc, target, header)
@@ -146,19 +154,58 @@ def load_kernel() -> ctypes.CDLL:
 
 
 def _private_folder(folder: Optional[Path]) -> Path:
-    """``folder``, created with mode 0700 if missing, if the current user owns it and nobody else can write to it
-    (nor to any folder on the way, which could swap it); None: a fresh private temporary folder."""
+    """``folder``, created with mode 0700 if missing, if the current user owns it and nobody else can write to it,
+    nor to any folder on the way to it (which could rename it and put another in its place): every parent must be
+    owned by root or this user and writable by nobody else, unless it is sticky (like /tmp, where others cannot
+    rename what is ours). Symbolic links on the way are followed only where they lie in such a folder and belong
+    to root or this user. None: a fresh private temporary folder, whose parents are checked the same way."""
     if folder is None:
-        return Path(tempfile.mkdtemp(prefix="manual_backprop_"))
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = os.lstat(folder)
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
-        os.chmod(folder, stat.S_IMODE(info.st_mode) & ~0o022)  # our own folder, made group- or world-writable
-        info = os.lstat(folder)
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise FastPathUnavailable(f"the cache folder {folder} is not a private folder of this user (owner uid "
-                                  f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}); not loading code from it")
-    return folder
+        folder = Path(tempfile.mkdtemp(prefix="manual_backprop_"))
+    folder = Path(os.path.abspath(folder))
+    uid = os.getuid()
+    trusted = {0, uid}
+
+    def refuse(path, why):
+        raise FastPathUnavailable(f"the cache folder {folder} is not private to this user: {path} {why}; not "
+                                  "loading code from it")
+
+    parts, current, hops = list(folder.parts[1:]), Path(folder.anchor), 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        path = current / part
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o700)
+            info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            hops += 1
+            if info.st_uid not in trusted or hops > 40:
+                refuse(path, f"is a symbolic link of uid {info.st_uid}")
+            target = Path(os.readlink(path))
+            target = target if target.is_absolute() else current / target
+            parts, current = [*target.parts[1:], *parts], Path(target.anchor)
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            refuse(path, "is not a folder")
+        last = not parts
+        if last and info.st_uid == uid and info.st_mode & 0o022:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)  # our own folder, made group- or world-writable
+            info = os.lstat(path)
+        writable = info.st_mode & 0o022
+        if last and (info.st_uid != uid or writable):
+            refuse(path, f"has owner uid {info.st_uid} and mode {oct(info.st_mode & 0o7777)} (it must be this "
+                         f"user's, uid {uid}, and writable by nobody else)")
+        if not last and (info.st_uid not in trusted or (writable and not info.st_mode & stat.S_ISVTX)):
+            refuse(path, f"on the way has owner uid {info.st_uid} and mode {oct(info.st_mode & 0o7777)}: another "
+                         "user could replace what lies below it")
+        current = path
+    return current
 
 
 def _check_private_file(path: Path) -> None:
