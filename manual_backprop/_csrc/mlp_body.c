@@ -379,3 +379,11 @@ void SUFFIX(mbp_hidden_delta)(int32_t act, double slope, const REAL *W, const RE
 {
     SUFFIX(hidden_delta)(act, (REAL)slope, W, above, x, delta, n_in, n_out);
 }
+
+/* vecmath.h's array functions on the caller's rows, for their per-element proof (tests/proof/test_vecmath.py):
+ * which = 0 exp, 1 tanh, 2 sigmoid; y may be x. */
+void SUFFIX(mbp_vecmath)(int32_t which, const REAL *x, REAL *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = which == 0 ? R_EXP(x[i]) : which == 1 ? R_TANH(x[i]) : (REAL)1 / ((REAL)1 + R_EXP(-x[i]));
+}
