@@ -134,19 +134,22 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(moons):
                 loss_fn="squared_error").run(raise_on_divergence=True)
 
 
-def test_divergence_after_good_epochs_restores_the_end_of_the_last_good_epoch(moons, monkeypatch):
+def test_divergence_after_good_epochs_restores_the_end_of_the_last_good_epoch(moons, monkeypatch, tmp_path):
     net = fresh()
-    trainer = Trainer(net, moons, mode="minibatch", batch_size=9, lr=0.1, epochs=6, loss_fn="cross_entropy")
+    # a checkpoint every epoch: the C loop's several-epochs calls (fast/epochs.py) end at every epoch, so the
+    # poison below lands at the start of epoch 4 on the default path as on the plain one
+    trainer = Trainer(net, moons, mode="minibatch", batch_size=9, lr=0.1, epochs=6, loss_fn="cross_entropy",
+                      checkpoint_path=tmp_path / "ckpt.pt")
     snapshots = {}
-    original = Trainer._run_epoch
+    original = Trainer._run_epochs
 
-    def run_epoch(self):
+    def run_epochs(self):
         snapshots[self.epoch] = params(self.net)
         if self.epoch == 3:  # poison one update in epoch 4
             self.net.weights[0][0, 0] = float("nan")
-        original(self)
+        return original(self)
 
-    monkeypatch.setattr(Trainer, "_run_epoch", run_epoch)
+    monkeypatch.setattr(Trainer, "_run_epochs", run_epochs)
     history = trainer.run()
     assert history.stop_reason == "diverged" and "diverged in epoch 4 at update 16" in history.message
     assert history.epoch == [0, 1, 2, 3]
@@ -406,21 +409,21 @@ def test_resuming_a_diverged_run_with_a_new_lr_continues_from_the_last_good_stat
 
 def test_ctrl_c_inside_a_fast_epoch_resumes_to_the_unbroken_fast_run(moons, tmp_path, monkeypatch):
     """The default Trainer runs a fast path (fast="auto"); Ctrl-C inside its epoch rewinds that epoch as well."""
-    from manual_backprop.fast import EpochRunner
+    from manual_backprop.fast import CKernel
 
     path = tmp_path / "ckpt.pt"
     trainer = Trainer(fresh(), moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
                       checkpoint_path=path)
-    assert trainer._fast_runner is not None
-    original, calls = EpochRunner.run_epoch, {"n": 0}
+    assert trainer._fast_runner is not None and trainer._fast_runner.path == "c"
+    original, calls = CKernel.call_epochs, {"n": 0}
 
-    def interrupt(self):
+    def interrupt(self, epochs):  # Ctrl-C as the C loop's call returns, before its epochs are recorded
+        original(self, epochs)
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self)
 
-    monkeypatch.setattr(EpochRunner, "run_epoch", interrupt)
+    monkeypatch.setattr(CKernel, "call_epochs", interrupt)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     monkeypatch.undo()
