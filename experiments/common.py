@@ -41,6 +41,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import types
 import typing
@@ -354,8 +355,11 @@ def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tu
     run that finished (default 0), from what ``run`` returned. On Ctrl-C (KeyboardInterrupt, no traceback) it
     prints what was saved and the command that resumes the run (session.py), exactly as it must be typed.
     """
+    from experiments import _interrupted_while_starting
     from experiments.session import Interrupted, current_session
 
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is handled below
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = None
     try:
