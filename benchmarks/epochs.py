@@ -125,7 +125,8 @@ def evaluated_splits(split: dict) -> tuple:
 class TrainerRun(Impl):
     """``Trainer.run`` for n more epochs (the public API: a finished run continues when ``epochs`` grows)."""
 
-    def __init__(self, net, data, case: EpochCase, seed: int, **fast_kw):
+    def __init__(self, net, data, case: EpochCase, seed: int, per_call=None, **fast_kw):
+        self.per_call = per_call  # None: every epoch of a measurement in one Trainer.run; 1: one call an epoch
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fast.FastPathWarning)
             self.trainer = Trainer(net, data, mode=case.mode, lr=case.lr, epochs=1, loss_fn=case.loss, seed=seed,
@@ -133,13 +134,15 @@ class TrainerRun(Impl):
         runner = getattr(self.trainer, "_fast_runner", None)
         path = getattr(runner, "path", None) if runner is not None else None
         self.chunk_note = f"fast={self.trainer.fast!r}: " + (f"the {path!r} path" if path else "the plain path")
-        self.granularity = "E epochs per Trainer.run call (E = the measurement's); kernel calls: the path's own"
+        self.granularity = ("E epochs per Trainer.run call (E = the measurement's)" if per_call is None
+                            else "1 epoch per Trainer.run call (as the JAX row's one jit call an epoch)")
 
     def run(self, u0, n):
         t = self.trainer
-        t.epochs = t.epoch + n
-        t.history.stop_reason = ""  # as load_state_dict does for a longer run: continue a finished one
-        t.run()
+        for _ in range(1 if self.per_call is None else n):  # all n epochs in one call, or one call an epoch
+            t.epochs = t.epoch + (n if self.per_call is None else 1)
+            t.history.stop_reason = ""  # as load_state_dict does for a longer run: continue a finished one
+            t.run()
         return n
 
     def final_loss(self):
@@ -261,6 +264,7 @@ def build_rows(case: EpochCase, dtype: torch.dtype, seed: int, add, skipped: dic
 
     split = encoded_split(net(), loss_fn, data)
     add("trainer-default", lambda: TrainerRun(net(), data, case, seed))
+    add("trainer-default (1 epoch/call)", lambda: TrainerRun(net(), data, case, seed, per_call=1))
     add("trainer fast=False", lambda: TrainerRun(net(), data, case, seed, fast=False))
     add("trainer fast=True", lambda: TrainerRun(net(), data, case, seed, fast=True))
     add("autograd+SGD", lambda: AutogradEpochs(net(), loss_fn, split, case.mode, case.lr, seed))

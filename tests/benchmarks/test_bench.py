@@ -100,8 +100,8 @@ def test_trainer_level_case_times_every_row_over_whole_epochs(quick_report):
     (r,) = written["trainer_results"]
     assert r["case"] == "O" and r["updates_per_epoch"] == 4 and r["device"] == "cpu"
     rows = r["implementations"]
-    for name in ("trainer-default", "trainer fast=False", "trainer fast=True", "autograd+SGD", "numpy",
-                 "torch products", "FLOP floor"):
+    for name in ("trainer-default", "trainer-default (1 epoch/call)", "trainer fast=False", "trainer fast=True",
+                 "autograd+SGD", "numpy", "torch products", "FLOP floor"):
         assert name in rows, f"{name} missing (skipped: {r['skipped']})"
     assert rows["FLOP floor"]["computed"] and rows["FLOP floor"]["macs"] == 4 * (3 * 6 - 4) + 4 * 6, \
         "XOR's 4 online updates and one evaluation of its 4 samples (the test split is the training split)"
