@@ -66,9 +66,10 @@ class PopulationTrainer:
         logger: a PopulationLogger, or None.
         engine: "eager" (network.py's functions with bmm, CPU or CUDA), "compiled" (the same epoch function
             through torch.compile; compiles once, tens of seconds; needs a C++ compiler on the CPU; at most
-            COMPILED_MAX_UPDATES updates an epoch) or "cuda_graph" (CUDA only: the eager epoch is captured once as a
-            CUDA graph and replayed).
-        epochs_per_draw: epochs whose sample orders are drawn and gathered at once.
+            COMPILED_MAX_UPDATES updates an epoch), "cuda_graph" (CUDA only: the eager epoch is captured once as a
+            CUDA graph and replayed), "c" (c_engine.py: many online epochs per call of one C kernel) or "auto"
+            (the default: "c" where it applies, else "eager"; ``self.engine`` says which runs).
+        epochs_per_draw: epochs whose sample orders are drawn and gathered at once (the C engine: epochs per call).
         optimizer: a manual_backprop.optim optimizer built on this population (settings one per member or shared);
             None: plain gradient descent. Only the eager engine runs one.
         progress: a tqdm bar over epochs; a string is its label.
