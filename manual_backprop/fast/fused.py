@@ -20,6 +20,7 @@ from torch import Tensor
 from ..losses import BinaryCrossEntropy, CrossEntropy, Loss
 from ..network import MLP, Gradients
 from ..activations import Softmax
+from .narrow import _same_state as _same_tensor_state, _state as _tensor_state
 
 __all__ = ["FusedStep", "FUSED_ULPS"]
 
@@ -67,6 +68,7 @@ class FusedStep:
         self.grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
                                biases=[torch.zeros_like(b) for b in net.biases]) if keep_grads else None
         self._views = {}
+        self._kept = None  # (state of parameters and data, E) after evaluate: its forward phase is the next update's
 
     def is_bound_to(self, net: MLP) -> bool:
         """Whether the step still works on the network's own parameter tensors (net.to() replaces them)."""
@@ -93,10 +95,40 @@ class FusedStep:
             self._views[B] = views
         return views
 
+    def _forward_and_delta(self, v: dict, x: Tensor, y: Tensor, loss_out: Tensor) -> None:
+        """The forward phase (network.forward_phase), E into loss_out and the output delta (network.output_delta)
+        into the step's buffers ``v`` for the samples x, y."""
+        net = self.net
+        L = net.num_layers
+        acts = [x] + v["acts"]
+        for k, f in enumerate(net.activation_functions):
+            z = v["logits"] if k == L - 1 and self.separate_logits else acts[k + 1]
+            if net.bias:
+                torch.addmm(net.biases[k], acts[k], self._weights_t[k], out=z)  # net^{k+1}: (B, n_{k+1})
+            else:
+                torch.mm(acts[k], self._weights_t[k], out=z)
+            f.forward_(z, acts[k + 1])  # x^{k+1}, in place unless the logits are kept
+        z = v["logits"] if self.separate_logits else acts[L]
+        self.loss_fn.value_and_delta_(z, acts[L], y, net.output_activation, v["deltas"][L - 1], loss_out,
+                                      v["scratch"][L])
+
+    def _state(self, x: Tensor, y: Tensor) -> tuple:
+        return _tensor_state([*self.params, x, y])
+
+    def evaluate(self, x_all: Tensor, y_all: Tensor, loss_out: Tensor) -> Tensor:
+        """The forward phase, E (into ``loss_out``) and the output delta on all samples at the current parameters,
+        kept for the next batch-mode update (``update(..., idx=None, ...)``), which then skips its own forward
+        phase: the same operations on the same parameters, so the same update. Returns the output x^L (B, n_L), a
+        view of the step's buffer (valid until the next call). Call under torch.no_grad()."""
+        v = self._batch_views(x_all.shape[0])
+        self._forward_and_delta(v, x_all, y_all, loss_out)
+        self._kept = (self._state(x_all, y_all), loss_out.clone())
+        return v["acts"][-1]
+
     def update(self, x_all: Tensor, y_all: Tensor, idx: Optional[Tensor], lr: float, loss_out: Tensor) -> None:
         """Forward phase, output delta, hidden deltas and update on the samples ``idx`` of (x_all, y_all) (None: all
         of them, which must fit max_batch); the loss goes into the 0-dim ``loss_out``. Call under torch.no_grad()."""
-        net, loss_fn = self.net, self.loss_fn
+        net = self.net
         L = net.num_layers
         if idx is None:
             v = self._batch_views(x_all.shape[0])
@@ -105,19 +137,13 @@ class FusedStep:
             v = self._batch_views(idx.shape[0])
             x = torch.index_select(x_all, 0, idx, out=v["x0"])  # x^0: (B, n_0)
             y = torch.index_select(y_all, 0, idx, out=v["y"])  # (B, n_L)
-        acts, scratch = [x] + v["acts"], v["scratch"]
-        # ---- forward phase (network.forward_phase)
-        for k, f in enumerate(net.activation_functions):
-            z = v["logits"] if k == L - 1 and self.separate_logits else acts[k + 1]
-            if net.bias:
-                torch.addmm(net.biases[k], acts[k], self._weights_t[k], out=z)  # net^{k+1}: (B, n_{k+1})
-            else:
-                torch.mm(acts[k], self._weights_t[k], out=z)
-            f.forward_(z, acts[k + 1])  # x^{k+1}, in place unless the logits are kept
-        # ---- the loss and the output delta (network.output_delta)
-        z = v["logits"] if self.separate_logits else acts[L]
-        deltas = v["deltas"]
-        loss_fn.value_and_delta_(z, acts[L], y, net.output_activation, deltas[L - 1], loss_out, scratch[L])
+        acts, scratch, deltas = [x] + v["acts"], v["scratch"], v["deltas"]
+        kept = self._kept
+        if idx is not None or kept is None or not _same_tensor_state(kept[0], self._state(x, y)):
+            self._forward_and_delta(v, x, y, loss_out)
+        else:  # batch mode: the evaluation's forward phase at these very parameters (evaluate)
+            loss_out.copy_(kept[1])
+        self._kept = None  # the parameters change below
         # ---- hidden deltas and the update, output layer first (network.hidden_delta, weight_gradient, update)
         for k in range(L - 1, -1, -1):
             if k > 0:

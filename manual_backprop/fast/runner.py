@@ -127,10 +127,16 @@ class EpochRunner:
 
     def evaluation(self, split: str, with_output: bool):
         """(E, the output (B, n_L) or None) of the "train" or "test" split at the current parameters where this
-        path computes it (the narrow kernel: on the training split the next update's forward phase), else None."""
+        path computes it (on the training split in batch mode the next update's forward phase: the narrow kernel's
+        pass, the fused step's forward), else None."""
+        t = self.trainer
+        if self.path == "fused" and t.mode == "batch" and split == "train":  # kept for the next update's forward
+            loss = torch.empty((), dtype=t.net.dtype, device=t.net.device)
+            output = self._bound_engine().evaluate(t.x_train, t.y_train, loss)
+            return loss, (output if with_output else None)
         if self.path != "narrow":
             return None
-        t, engine = self.trainer, self._bound_engine()
+        engine = self._bound_engine()
         if split == "train":
             return engine.evaluate(t.x_train, t.y_train, with_output)
         return engine.evaluate_held_out(t.x_test, t.y_test, with_output)

@@ -101,14 +101,14 @@ def _data(n, n_in, n_out, seed=0, classes=False):
     return Dataset("narrow-test", x, y, x[: n // 3], y[: n // 3], n_out if classes else None)
 
 
-def _pair(epochs=3, lr=0.05, classes=False, **kw):
-    """A narrow trainer and a plain one on the same network and data (float64)."""
+def _pair(epochs=3, lr=0.05, classes=False, path="auto", **kw):
+    """A narrow (or ``path``) trainer and a plain one on the same network and data (float64)."""
     data = _data(300, 3, 4, classes=classes)
     out = "softmax" if classes else "identity"
     trainers = [Trainer(MLP([3, 9, 5, 4], activation="tanh", output_activation=out, seed=1,
                                 dtype=torch.float64), data, mode="batch",
-                        lr=lr, epochs=epochs, fast=fast, **kw) for fast in ("auto", False)]
-    assert trainers[0]._fast_runner.path == "narrow"
+                        lr=lr, epochs=epochs, fast=fast, **kw) for fast in (path, False)]
+    assert trainers[0]._fast_runner.path == ("narrow" if path == "auto" else path)
     return trainers
 
 
@@ -132,25 +132,31 @@ def test_one_pass_an_epoch_and_the_history_of_the_plain_loop(classes):
     _assert_same_runs(narrow, plain)
 
 
-def _edit_between_runs(edit):
-    narrow, plain = _pair(epochs=3)
+def _edit_between_runs(edit, path="auto"):
+    narrow, plain = _pair(epochs=3, path=path)
     narrow.run(), plain.run()
     for t in (narrow, plain):
         edit(t.net)
         t.epochs = 6
     engine = narrow._fast_runner._engine
-    passes = engine.passes
+    passes = getattr(engine, "passes", 0)
     narrow.run(), plain.run()
-    assert engine.passes == passes + 4 or narrow._fast_runner._engine is not engine  # recomputed after the edit
+    if path == "auto":
+        assert engine.passes == passes + 4 or narrow._fast_runner._engine is not engine  # recomputed after the edit
     _assert_same_runs(narrow, plain)
 
 
-def test_a_users_edit_between_runs_is_seen():
-    _edit_between_runs(lambda net: net.weights[1].mul_(1.5))
+PATHS = ["auto", "fused"]  # the narrow kernel's kept pass, the fused step's kept forward phase
 
 
-def test_net_to_between_runs_is_seen():
-    _edit_between_runs(lambda net: net.to(dtype=torch.float32).to(dtype=torch.float64))  # new, rounded tensors
+@pytest.mark.parametrize("path", PATHS)
+def test_a_users_edit_between_runs_is_seen(path):
+    _edit_between_runs(lambda net: net.weights[1].mul_(1.5), path)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_net_to_between_runs_is_seen(path):
+    _edit_between_runs(lambda net: net.to(dtype=torch.float32).to(dtype=torch.float64), path)  # new, rounded
 
 
 def test_replaced_parameter_tensors_are_seen():
@@ -168,8 +174,9 @@ def test_the_evaluation_after_an_edit_is_the_edited_networks():
                                atol=0)
 
 
-def test_a_divergence_rewind_is_seen():
-    narrow, plain = _pair(epochs=5, lr=1e154)
+@pytest.mark.parametrize("path", PATHS)
+def test_a_divergence_rewind_is_seen(path):
+    narrow, plain = _pair(epochs=5, lr=1e154, path=path)
     narrow.run(), plain.run()
     assert narrow.history.stop_reason == plain.history.stop_reason == "diverged"
     _assert_same_runs(narrow, plain)
@@ -179,9 +186,10 @@ def test_a_divergence_rewind_is_seen():
                                atol=0)
 
 
-def test_a_resume_into_the_same_trainer_is_seen_and_exact(tmp_path):
+@pytest.mark.parametrize("fast", PATHS)
+def test_a_resume_into_the_same_trainer_is_seen_and_exact(tmp_path, fast):
     path = tmp_path / "ckpt.pt"
-    narrow, _ = _pair(epochs=2)
+    narrow, _ = _pair(epochs=2, path=fast)
     narrow.run()
     narrow.save_checkpoint(path)
     narrow.epochs = 5
@@ -228,3 +236,21 @@ def test_the_kernels_tanh_is_vecmaths_bit_for_bit_and_within_one_ulp_of_torch(dt
     ulp = torch.finfo(dtype).eps * ref[finite].abs().clamp_min(torch.finfo(dtype).tiny)
     assert ((mine[finite] - ref[finite]).abs() <= ulp).all()
     assert torch.isnan(mine[~finite]).all() and torch.isnan(ref[~finite]).all()
+
+
+@pytest.mark.parametrize("classes", [False, True], ids=["regression", "classes"])
+def test_the_fused_step_reuses_the_evaluations_forward_phase_in_batch_mode(classes, monkeypatch):
+    from manual_backprop.fast import FusedStep
+
+    calls = {"n": 0}
+    original = FusedStep._forward_and_delta
+
+    def counted(self, *args):
+        calls["n"] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(FusedStep, "_forward_and_delta", counted)
+    fused, plain = _pair(epochs=6, classes=classes, path="fused")
+    fused.run(), plain.run()
+    assert calls["n"] == 7  # epoch 0's evaluation, then one forward phase per epoch, not two
+    _assert_same_runs(fused, plain)
