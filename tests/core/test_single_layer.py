@@ -21,6 +21,8 @@ from manual_backprop.single_layer import (LinearUnit, Perceptron, collapse_linea
                                           perceptron_mistake_bound, perceptron_train)
 from manual_backprop.tblog import RunLogger, load_run, read_scalars
 
+from helpers import draw_targets
+
 F64 = torch.float64
 SEEDS = range(20)
 
@@ -65,7 +67,7 @@ def test_delta_rule_step_is_backprop_on_a_linear_layer(batch, n_in, n_out):
     g = torch.Generator().manual_seed(batch)
     weight, bias = torch.randn(n_out, n_in, generator=g, dtype=F64), torch.randn(n_out, generator=g, dtype=F64)
     x = torch.randn(batch, n_in, generator=g, dtype=F64)
-    y = torch.randint(0, 2, (batch, n_out), generator=g).to(F64)
+    y = draw_targets("binary", (batch,), n_out, g)
     unit = LinearUnit.from_tensors(weight, bias)
     net = MLP.from_tensors([weight], [bias], activation=[], output_activation="identity")
     e_before = unit.step(x, y, lr=0.05)

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from conftest import HAS_CUDA, assert_grads_agree, assert_tensors_agree
+from helpers import draw_targets, target_kind
 from manual_backprop import MLP, Gradients, get_loss
 from manual_backprop.datasets import Dataset, load_dataset
 from manual_backprop.modes import EpochOrders
@@ -84,10 +85,7 @@ def make_batch(sizes, loss, K, B, shared, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     lead = (B,) if shared else (K, B)
     x = torch.randn(*lead, sizes[0], generator=g, dtype=F64)
-    if get_loss(loss).name == "cross_entropy":
-        y = torch.randint(0, sizes[-1], lead, generator=g)
-    else:
-        y = torch.randint(0, 2, (*lead, sizes[-1]), generator=g).to(F64)
+    y = draw_targets(target_kind(get_loss(loss)), lead, sizes[-1], g)
     return x.to(device), y.to(device)
 
 

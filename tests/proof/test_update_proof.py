@@ -28,7 +28,7 @@ from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.network import Gradients
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
 from reference.update_proof import named, path_update, reference_update, update_misses
-from helpers import GraphWatcher
+from helpers import GraphWatcher, draw_targets, target_kind
 
 F64 = torch.float64
 HAS_CUDA = torch.cuda.is_available()
@@ -46,11 +46,8 @@ REGIMES = {"ordinary": 1.0, "saturated": 8.0}  # factor on the initial weights
 
 
 def _targets(loss_fn, B: int, gen: torch.Generator) -> torch.Tensor:
-    if loss_fn.name == "cross_entropy":
-        return torch.nn.functional.one_hot(torch.randint(0, SIZES[-1], (B,), generator=gen), SIZES[-1]).to(F64)
-    if loss_fn.name == "binary_cross_entropy":
-        return torch.randint(0, 2, (B, SIZES[-1]), generator=gen).to(F64)
-    return torch.rand(B, SIZES[-1], generator=gen, dtype=F64)
+    """B rows of this file's output width: one-hot classes, 0/1 for binary cross-entropy, [0, 1) otherwise."""
+    return draw_targets(target_kind(loss_fn, classes="onehot", other="unit"), (B,), SIZES[-1], gen)
 
 
 def _problem(hidden, output, loss_fn, regime, B, seed=0):

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from conftest import assert_tensors_agree
+from helpers import draw_targets, target_kind
 from manual_backprop import MLP
+from manual_backprop.losses import get_loss
 from manual_backprop.optim import SGD, Adam, AdamW, get_optimizer
 from manual_backprop.population import Population
 from reference import TorchMLP, norm_relative_error, torch_loss
@@ -35,8 +37,7 @@ SETTINGS = {
 def make_problem(device, dtype=F64, batch=24, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, SIZES[0], generator=g, dtype=F64).to(dtype=dtype, device=device)
-    y = torch.randint(0, SIZES[-1], (batch,), generator=g).to(device)
-    return x, y
+    return x, draw_targets("index", (batch,), SIZES[-1], g).to(device)
 
 
 def make_net(device, dtype=F64, seed=1):
@@ -90,6 +91,41 @@ def test_hundred_steps_equal_torch_optim_on_the_autograd_twin(setting, device):
         err = abs(loss.item() - expected.item()) / abs(expected.item())
         assert err <= 1e-12, f"step {step + 1}: loss {loss.item()!r} vs torch.optim {expected.item()!r}"
     assert float(net.loss(x, y, "cross_entropy")) < first, "the run learned nothing: a vacuous comparison"
+    for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
+        assert_tensors_agree(f"parameter {i} after {STEPS} steps", mine, theirs.detach(), rel=1e-12)
+
+
+# The plain update (MLP.step, no optimizer) on three architectures.
+PLAIN_CASES = {
+    "xor-sigmoid-se": ([2, 2, 1], "sigmoid", "sigmoid", "squared_error", 0.5),
+    "tanh-softmax-ce": ([4, 10, 3], "tanh", "softmax", "cross_entropy", 0.2),
+    "relu-deep-bce": ([3, 8, 8, 8, 2], "relu", "sigmoid", "binary_cross_entropy", 0.1),
+}
+
+
+@pytest.mark.parametrize("case", PLAIN_CASES.values(), ids=PLAIN_CASES.keys())
+def test_hundred_plain_steps_equal_torch_optim_sgd_on_the_twin(case, device):
+    """100 MLP.step updates equal 100 torch.optim.SGD steps on the autograd twin: the same loss at every step and
+    the same parameters at the end, to 1e-12."""
+    sizes, hidden, output, loss_name, lr = case
+    net = MLP(sizes, activation=hidden, output_activation=output, bias_init="uniform", dtype=F64, device=device,
+              seed=4)
+    twin = TorchMLP.from_manual(net)
+    reference = torch.optim.SGD(twin.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, sizes[0], generator=g, dtype=F64).to(device)
+    loss_fn = get_loss(loss_name)
+    y = draw_targets(target_kind(loss_fn), (16,), sizes[-1], g).to(device)
+    for step in range(STEPS):
+        loss, grads = net.loss_and_grads(x, y, loss_fn)
+        net.step(grads, lr)
+        with torch.enable_grad():
+            out, zs = twin.forward_with_logits(x)
+            expected = torch_loss(loss_fn, zs[-1], out, y)
+            reference.zero_grad()
+            expected.backward()
+        reference.step()
+        assert_tensors_agree(f"loss at step {step}", loss.reshape(1), expected.detach().reshape(1), rel=1e-12)
     for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
         assert_tensors_agree(f"parameter {i} after {STEPS} steps", mine, theirs.detach(), rel=1e-12)
 
