@@ -141,6 +141,8 @@ def _commands_in(block: Block, line: int, text: str) -> list[Command]:
             if token in {">", ">>", "<", "2>", "2>&1"}:
                 argv = argv[:i]
                 break
+        while argv and re.match(r"^[A-Za-z_]\w*=", argv[0]):    # VAR=value before the command
+            argv = argv[1:]
         if not argv:
             continue
         problem = None
@@ -274,7 +276,7 @@ b = a + 1
 python -m experiments.xor --seeds 2 \\
     --hidden 2 && manual-backprop trace --example mazur > out.md
 torchrun --nproc_per_node=2 -m experiments.sweep --distributed   # needs torchrun
-python -m benchmarks.gpu_check   # needs CUDA
+PYTHONPATH=. python3 -m benchmarks.gpu_check --out gpu_check   # needs CUDA
 torchrun -m experiments.sweep
 ```
 ```python
@@ -295,6 +297,6 @@ def test_the_extraction_chains_blocks_and_reads_commands(tmp_path):
         (10, ["python", "-m", "experiments.xor", "--seeds", "2", "--hidden", "2"], None, False),
         (10, ["manual-backprop", "trace", "--example", "mazur"], None, False),
         (12, ["python", "-m", "experiments.sweep", "--distributed"], "needs torchrun", False),
-        (13, ["python", "-m", "benchmarks.gpu_check"], "needs CUDA", False),
+        (13, ["python3", "-m", "benchmarks.gpu_check", "--out", "gpu_check"], "needs CUDA", False),
         (14, ["python", "-m", "experiments.sweep"], None, True),
     ]
