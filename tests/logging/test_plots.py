@@ -63,7 +63,7 @@ def test_plots_are_redrawn_from_a_run_folder(plotted, tmp_path, capsys):
     assert plotting_main([str(plotted / "runs" / "softmax_outputs" / "t"), str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "row_sums.svg").exists() and (tmp_path / "again" / "report.html").exists()
     assert plotting_main([str(tmp_path / "nothing" / "here"), str(tmp_path / "x"), "--experiment", "xor"]) == 2
-    assert "is not a run folder" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_plots_without_matplotlib_are_refused_before_training(tmp_path, monkeypatch, capsys):
