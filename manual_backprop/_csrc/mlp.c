@@ -58,7 +58,7 @@ typedef struct {
     void *losses;                 /* out: E * U update losses */
     double *figures;              /* out: E * 4: train loss, train accuracy, test loss, test accuracy (NaN: none) */
     double *seconds;              /* out: E seconds of each epoch's updates */
-    void *const *grad_w, *const *grad_b;  /* NULL or L buffers: dE/dW, dE/db of the call's last update */
+    void *const *grad_w, *const *grad_b;  /* NULL or L buffers: dE/dW, dE/db of the last update run */
     int64_t epochs_run;           /* out: epochs whose rows were written (the last may have diverged) */
     int32_t stop;                 /* out: 0 none, 1 the last epoch reached the target, 2 it diverged (rewound) */
 } mbp_epochs;

@@ -321,7 +321,7 @@ int SUFFIX(mbp_train_epochs)(const mbp_plan *plan, mbp_epochs *e)
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int64_t u = 0; u < U; u++) {
-            const int last = (ep == e->n_epochs - 1) && (u == U - 1);
+            const int last = u == U - 1; /* each epoch's last update: the call may stop after any epoch */
             lo[u] = SUFFIX(train_update)(plan, &w, order + e->offsets[u], e->offsets[u + 1] - e->offsets[u], alpha,
                                          last ? (REAL *const *)e->grad_w : NULL,
                                          last ? (REAL *const *)e->grad_b : NULL);

@@ -208,3 +208,21 @@ def test_default_trainer_uses_the_chunks_on_xor():
         chunks_mod.EpochChunks.run = original
     assert calls and len(calls) < 40 and len(t.history.epoch) == 41
     assert isinstance(t._fast_runner, EpochRunner)
+
+
+def test_the_last_gradients_are_those_of_the_stopping_epoch():
+    """What the gradient histograms read (trainer.last_grads) after a call that stopped early: the last update's."""
+    loss_fn = SquaredError()
+    probe = _trainer("tanh", "sigmoid", loss_fn, epochs=30, chunked=False)
+    probe.run()
+    target = probe.history.train_loss[12] * (1 + 1e-9)
+    runs = []
+    for chunked in (True, False):
+        t = _trainer("tanh", "sigmoid", loss_fn, epochs=30, chunked=chunked, target_loss=target)
+        t._fast_runner.keep_grads = True
+        t.run()
+        runs.append(t)
+    a, b = runs
+    assert a.history.stop_reason == "target_loss" and a.history.epoch == b.history.epoch
+    for g, h in zip([*a.last_grads.weights, *a.last_grads.biases], [*b.last_grads.weights, *b.last_grads.biases]):
+        assert torch.equal(g, h), "the last gradients differ from the one-epoch C loop's"
