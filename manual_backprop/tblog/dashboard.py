@@ -40,6 +40,9 @@ from .command import tensorboard_command
 _URL_SAFE = "/:,[]{}()|^$*?"
 MISSING = "-"
 TABS = {"timeseries": "TIME SERIES", "custom_scalars": "CUSTOM SCALARS"}
+# Settings that say where a run goes or how it prints, not what it computes: no HPARAMS column.
+UNSHOWN = ("logdir", "run", "resume", "quiet", "plots", "config")
+FIRST_SETTINGS = ("seed", "seeds", "epochs", "lr")  # the settings columns that come (and are ticked) first
 LOCAL_EXPERIMENT = "defaultExperimentId"  # TensorBoard's name of the experiment of a --logdir (run ids are <it>/<run>)  # the value of an HPARAMS key that a run does not have (a perceptron has no hidden layer)
 
 
@@ -131,8 +134,9 @@ class Dashboard:
         for name in ("layout", "metrics", "pinned", "pinned_images"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "hparams", {k: [hparam_value(v) for v in vs] for k, vs in self.hparams.items()})
-        object.__setattr__(self, "settings", {k: hparam_value(v) for k, v in self.settings.items()
-                                              if k not in self.hparams})
+        shown = {k: hparam_value(v) for k, v in self.settings.items() if k not in self.hparams and k not in UNSHOWN}
+        first = [k for k in FIRST_SETTINGS if k in shown]  # TensorBoard ticks the first columns it is given
+        object.__setattr__(self, "settings", {k: shown[k] for k in [*first, *(k for k in shown if k not in first)]})
         for name in ("tag_filter", "run_filter", "run_colors"):
             try:
                 re.compile(getattr(self, name))
