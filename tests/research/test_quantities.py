@@ -176,7 +176,7 @@ def test_hessian_vector_product_matches_finite_differences_of_gradients(hidden, 
     assert err < 1e-7, f"H v vs finite differences of gradients: norm-relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("sizes,hidden", [([2, 2, 1], "sigmoid"), ([4, 8, 8, 8, 3], ["tanh", "sigmoid", "relu"]),
+@pytest.mark.parametrize("sizes,hidden", [([2, 2, 2], "sigmoid"), ([4, 8, 8, 8, 3], ["tanh", "sigmoid", "relu"]),
                                           ([5, 3], None), ([3, 1, 4, 2], "tanh")],
                          ids=["xor-net", "deep-mixed", "one-layer", "width1"])
 def test_hessian_vector_product_architectures(sizes, hidden):
