@@ -127,6 +127,9 @@ def start_run(experiment: str, cfg, default: str, *, extra: Optional[dict] = Non
     that exists without --resume, a --resume with nothing to resume or with changed settings.
     """
     check_run_name(cfg.run)  # before anything is written
+    if cfg.resume and cfg.run is not None and not (Path(cfg.logdir) / experiment / cfg.run).exists():
+        raise ValueError(f"--resume: there is no run {cfg.run!r} in {Path(cfg.logdir) / experiment} to resume; check "
+                         f"--run and --logdir, or leave --resume out to start it")
     folder = open_run_folder(cfg.logdir, experiment, cfg.run, default, resume=cfg.resume)
     try:
         settings = settings_of(cfg, extra)

@@ -140,3 +140,11 @@ def test_resume_refuses_other_settings_naming_each(tmp_path, capsys, monkeypatch
     assert script.main([*base, "--resume", "--lr-mlp", "2"]) == 2
     line = capsys.readouterr().err.strip()
     assert "--lr-mlp 5.0 (now 2.0)" in line and "--config" in line, line
+
+
+def test_resume_of_a_run_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    script, args = TINY["hidden_layers"]
+    assert script.main([*args, "--logdir", str(tmp_path), "--resume", "--run", "nothere"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "no run 'nothere'" in line, line
+    assert not (tmp_path / "hidden_layers" / "nothere").exists()
