@@ -197,7 +197,7 @@ def run(cfg: Config) -> dict:
     if not 0 < cfg.confidence < 1:
         raise ValueError(f"--confidence must lie in (0, 1), but got {cfg.confidence}")
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
     default = f"xor-h{cfg.hidden}-lr{cfg.lr:g}-k{cfg.members}-seed{cfg.seed}"
     with start_run(EXPERIMENT, cfg, default) as session:

@@ -166,7 +166,7 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"--activation must be non-linear (sigmoid, tanh, relu, ...), but got {cfg.activation!r}; "
                          f"the identity hidden layer is always trained alongside it")
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
     with start_run(EXPERIMENT, cfg, f"seed{cfg.seed}", extra={"nets": cfg.nets()}) as session:
         return _run(cfg, session, device)

@@ -117,7 +117,7 @@ def margins(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def run(cfg: Config) -> dict:
     validate(cfg)
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     sizes = [2, *cfg.hidden, 1]
     device = resolve_device(cfg.device)
     default = f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}"

@@ -128,7 +128,7 @@ def run(cfg: Config) -> dict:
                          f"{cfg.dataset!r} has {data.num_classes}")
     check_config(cfg)
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     with start_run(EXPERIMENT, cfg, f"{cfg.dataset}-seed{cfg.seed}") as session:
         return _run(cfg, session, device, dtype, data)
 

@@ -175,7 +175,7 @@ def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
     check_config(cfg)
     if cfg.plots:
-        require_matplotlib()
+        require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
     with start_run(EXPERIMENT, cfg, f"{cfg.mode}-seeds{cfg.seeds}") as session:
         return _run(cfg, session, device)
