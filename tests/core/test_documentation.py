@@ -152,11 +152,9 @@ def _commands_in(block: Block, line: int, text: str) -> list[Command]:
             if "-m" not in argv:
                 continue
             argv = ["python"] + argv[argv.index("-m"):]
-        if argv[0] in {"python", "python3"} and argv[1:2] == ["-m"] and len(argv) > 2 and argv[2] != "pytest":
-            pass
-        elif argv[0] == "manual-backprop" and len(argv) > 1 and not argv[1].startswith("-"):
-            pass
-        else:
+        module = argv[0] in {"python", "python3"} and argv[1:2] == ["-m"] and len(argv) > 2 and argv[2] != "pytest"
+        command = argv[0] == "manual-backprop" and len(argv) > 1 and not argv[1].startswith("-")
+        if not (module or command):
             continue
         skip = f"needs {need.group(1)}" if need and not problem else None
         commands.append(Command(block, line, argv, skip, problem))
@@ -217,7 +215,7 @@ def test_python_block_runs_as_written(chain, tmp_path, monkeypatch):
             # Padded so that a traceback names the markdown file and the line of the failing statement.
             code = compile("\n" * (block.line - 1) + block.text, str(block.path), "exec")
             with contextlib.redirect_stdout(io.StringIO()):
-                exec(code, namespace)
+                exec(code, namespace)  # noqa: S102 - running the documented snippet is the test
     finally:
         torch.set_default_dtype(dtype)
 
@@ -258,9 +256,9 @@ def test_relative_links_point_at_files(path):
     missing = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         for target in LINK.findall(line):
-            if "://" not in target and not target.startswith("mailto:"):
-                if not (path.parent / target).exists():
-                    missing.append(f"{path.relative_to(ROOT)}:{number}: {target}")
+            local = "://" not in target and not target.startswith("mailto:")
+            if local and not (path.parent / target).exists():
+                missing.append(f"{path.relative_to(ROOT)}:{number}: {target}")
     assert not missing, "links to files that do not exist:\n" + "\n".join(missing)
 
 
