@@ -298,3 +298,16 @@ def test_the_extraction_chains_blocks_and_reads_commands(tmp_path):
         (13, ["python3", "-m", "benchmarks.gpu_check", "--out", "gpu_check"], "needs CUDA", False),
         (14, ["python", "-m", "experiments.sweep"], None, True),
     ]
+
+
+NAMED_FILE = re.compile(r"(?<![\w/.])((?:manual_backprop|reference|commands|experiments|benchmarks|tests|examples|"
+                        r"scripts)/[\w/]+\.(?:py|c|h))\b")
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_the_docs_name_exist(path):
+    # A page that names tests/proof/test_x.py or manual_backprop/fast/y.py sends a reader there: it must exist.
+    missing = [f"{path.relative_to(ROOT)}:{number}: {name}"
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+               for name in NAMED_FILE.findall(line) if not (ROOT / name).exists()]
+    assert not missing, "files named that do not exist:\n" + "\n".join(missing)
