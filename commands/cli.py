@@ -274,9 +274,15 @@ def _add_grade(sub) -> None:
 
     p = sub.add_parser("grade", help="grade a student's backward phase against autograd and finite differences",
                        description=grade.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", metavar="MODULE:FUNCTION",
+    p.add_argument("target", metavar="MODULE:FUNCTION", nargs="+",
                    help="a dotted module importable from here, or a path to a .py file, then :FUNCTION "
-                        "(default function: backward)")
+                        "(default function: backward); or a class: several .py files or folders of them, each "
+                        "graded in its own process, one row each in --csv and --json")
+    p.add_argument("--function", default="backward", help="a class's function name (default backward)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="a class's seconds per submission before it is stopped (default 120)")
+    p.add_argument("--csv", default="grades.csv", help="a class's rows as CSV (default grades.csv)")
+    p.add_argument("--json", default="grades.json", help="a class's rows as JSON (default grades.json)")
     p.add_argument("--loss", nargs="+", default=["squared_error"],
                    help=f"the losses to grade on, one or several: {sorted(LOSSES)}, each optionally with "
                         ":REDUCTION and :half, e.g. squared_error:sum:half (default squared_error)")
@@ -294,6 +300,16 @@ def run_grade(args) -> int:
     from .grade import Unusable, grade, load_function, parse_loss
 
     losses = [parse_loss(spec) for spec in args.loss]  # a bad name is a bad flag (exit 2) before anything runs
+    if len(args.target) > 1 or os.path.isdir(args.target[0]):
+        from .grade_class import grade_class
+
+        if not args.timeout > 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, but got {args.timeout}")
+        flags = ["--loss", *args.loss, "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed),
+                 "--fd-samples", str(args.fd_samples)] + (["--no-fd"] if args.no_fd else [])
+        return grade_class(args.target, args.function, flags, timeout=args.timeout, csv_path=args.csv,
+                           json_path=args.json)
+    args.target = args.target[0]
     try:
         fn, name = load_function(args.target)
     except Unusable as err:

@@ -16,6 +16,7 @@ an unexplained shape); a student's exception is reported as one message with its
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import os
@@ -249,8 +250,8 @@ def _call(fn, name: str, case: Case) -> None:
     net = case.net.copy()
     cache = ForwardCache(activations=[a.clone() for a in case.cache.activations], logits=case.cache.logits.clone())
     try:
-        with torch.no_grad():
-            result = fn(net, cache, case.y.clone(), case.loss_fn)
+        with torch.no_grad():  # a fresh Loss each call: a student who changes it changes nothing the grader uses
+            result = fn(net, cache, case.y.clone(), copy.deepcopy(case.loss_fn))
     except (Exception, SystemExit) as err:
         hint = ""
         if isinstance(err, RuntimeError) and "shape" in str(err):
@@ -260,11 +261,14 @@ def _call(fn, name: str, case: Case) -> None:
             hint = " (autograd is off here, as in the library: the backward phase is written by hand)"
         raise Unusable(f"{name} raised {_describe(err)}{hint}") from None
     case.student = _as_pair(result, name, case.net)
-    for k, (w, w0) in enumerate(zip(net.weights, case.net.weights)):
-        if not torch.equal(w, w0):
-            case.notes.append(f"{name} changed net.weights[{k}] in place: the backward phase must be pure "
-                              "(only an update step changes the parameters)")
-            break
+    changed = [f"net.{kind}[{k}]" for kind in ("weights", "biases")
+               for k, (p, p0) in enumerate(zip(getattr(net, kind), getattr(case.net, kind)))
+               if p.shape != p0.shape or not torch.equal(p, p0)]
+    if len(net.weights) != len(case.net.weights) or len(net.biases) != len(case.net.biases):
+        changed.append("the number of layers")
+    if changed:  # every parameter compared
+        case.notes.append(f"{name} changed {changed[0]} in place: the backward phase must be pure "
+                          "(only an update step changes the parameters)")
 
 
 # ------------------------------------------------------------------------------------------------------ grading
