@@ -329,8 +329,9 @@ class DistributedTrainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation, sharded
     @torch.no_grad()
-    def evaluate(self, split: str) -> tuple:
-        """(loss, accuracy or None) on the whole split, from shard sums reduced over the ranks (same on every rank)."""
+    def evaluate(self, split: str, *, reference: bool = True) -> tuple:
+        """(loss, accuracy or None) on the whole split, from shard sums reduced over the ranks (same on every rank);
+        always through network.py's forward phase, so ``reference`` changes nothing here."""
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
         start, stop = shard_bounds(x.shape[0], self.rank, self.world_size)

@@ -171,11 +171,13 @@ class Trainer(TrainerCheckpoints):
         return loss
 
     @torch.no_grad()
-    def evaluate(self, split: str) -> tuple:
-        """(loss, accuracy or None) of the current network on the "train" or "test" split, as device tensors."""
+    def evaluate(self, split: str, *, reference: bool = False) -> tuple:
+        """(loss, accuracy or None) of the current network on the "train" or "test" split, as device tensors.
+
+        ``reference=True`` evaluates through network.py's forward phase even where a fast path would compute it."""
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
-        fast = self._fast_runner.evaluation(split, labels is not None) if self._fast_runner is not None else None
+        fast = None if reference or self._fast_runner is None else self._fast_runner.evaluation(split, labels is not None)
         if fast is not None:  # the narrow kernel: on the training split, the next update's forward phase
             loss, output = fast
             return loss, (accuracy(output, labels) if labels is not None else None)
@@ -184,9 +186,9 @@ class Trainer(TrainerCheckpoints):
         acc = accuracy(cache.output, labels) if labels is not None else None
         return loss, acc
 
-    def _record_epoch(self) -> dict:
-        train = self.evaluate("train")
-        values = [*train, *(train if self._test_is_train else self.evaluate("test"))]
+    def _record_epoch(self, *, reference: bool = False) -> dict:
+        train = self.evaluate("train", reference=reference)
+        values = [*train, *(train if self._test_is_train else self.evaluate("test", reference=reference))]
         present = [v for v in values if v is not None]
         numbers = torch.stack(present).tolist() if present else []  # one read-back for the epoch's figures
         it = iter(numbers)
@@ -246,7 +248,8 @@ class Trainer(TrainerCheckpoints):
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
         if not self.history.epoch:
-            metrics = self._record_epoch()  # epoch 0: the initial network
+            # Epoch 0, the initial network, through network.py in every mode: the modes start from one row.
+            metrics = self._record_epoch(reference=True)
             self._log_epoch(metrics, None, 0)
             self._good_state = [p.clone() for p in self.net.parameters()]
         try:
