@@ -2,6 +2,8 @@
 tests draw, the graph watcher that proves autograd is off, and the printed-digits comparison of the textbook
 examples."""
 
+import functools
+
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -83,3 +85,15 @@ def make_problem(sizes, target_kind, batch, dtype, device, seed=0):
     y = y.to(dtype) if y.is_floating_point() else y
     return x.to(dtype=dtype, device=device), y.to(device)
 
+
+
+@functools.lru_cache(maxsize=None)
+def c_loop_reason():
+    """Why the C loop cannot run here (no working C compiler, say), or None where it builds and loads."""
+    from manual_backprop import fast
+
+    try:
+        fast.load_kernel()
+        return None
+    except fast.FastPathUnavailable as err:
+        return str(err)

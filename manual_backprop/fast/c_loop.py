@@ -88,54 +88,58 @@ def _cpu_fingerprint() -> str:
     return text
 
 
-def load_kernel() -> ctypes.CDLL:
-    """Compile ``_csrc/mlp.c`` (once per source, compiler and CPU; cached on disk) and load it with ctypes.
+def build_library(main: str, patterns, header: str, what: str) -> tuple:
+    """Compile ``_csrc/<main>`` (with the sources matching ``patterns`` hashed into its name, and ``header`` as
+    kernels.h) and load it: once per source, compiler and CPU, cached on disk; returns (library, its path).
 
-    The cache is ``$MANUAL_BACKPROP_CACHE``, else ``~/.cache/manual_backprop`` (``$XDG_CACHE_HOME`` honoured), used
-    only while it is this user's private folder; else a fresh private temporary folder. Raises FastPathUnavailable,
-    saying why, when no compiler is found or compilation fails.
+    The one build every C kernel of the project goes through. The cache is ``$MANUAL_BACKPROP_CACHE``, else
+    ``~/.cache/manual_backprop`` (``$XDG_CACHE_HOME`` honoured), used only while it is this user's private folder
+    (every folder on the way checked); else, with a warning, a fresh private temporary folder. Raises
+    FastPathUnavailable, saying why, when no compiler is found or compilation fails.
     """
     cc = _compiler()
     if cc is None:
         raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
+    sources = sorted({src for pattern in patterns for src in _CSRC.glob(pattern)})
+    if not (_CSRC / main).is_file():
+        raise FastPathUnavailable(f"the C sources are missing from {_CSRC} (an install without package data)")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
+    digest = hashlib.sha256(header.encode())
+    for src in sources:
+        digest.update(src.name.encode() + src.read_bytes())
+    digest.update((cc + version + _cpu_fingerprint() + sys.platform).encode())
+    name = f"{Path(main).stem}_{digest.hexdigest()[:20]}.so"
+    errors = []
+    for folder in (_cache_dir(), None):
+        try:
+            folder = _private_folder(folder)
+        except (OSError, FastPathUnavailable) as err:
+            errors.append(f"{folder}: {err}")
+            if folder is not None:  # a cache others could write: say so, build in a private folder instead
+                warnings.warn(f"{err}; building the {what} in a private temporary folder instead",
+                              RuntimeWarning, stacklevel=3)
+            continue
+        try:
+            target = folder / name
+            if not target.is_file():
+                _compile(cc, target, header, main=main)
+            _check_private_file(target)
+            return ctypes.CDLL(str(target)), target
+        except (OSError, FastPathUnavailable) as err:
+            errors.append(f"{folder}: {err}")
+    raise FastPathUnavailable(f"could not build the {what}: " + "; ".join(errors))
+
+
+def load_kernel() -> ctypes.CDLL:
+    """The C loop: ``_csrc/mlp.c`` with the activation and loss kernels of kernels.h, built by ``build_library``."""
     with _lib_lock:
+        cc = _compiler()
         if cc in _lib_cache:
             return _lib_cache[cc]
-        sources = sorted(_CSRC.glob("*.c"))
-        if not (_CSRC / "mlp.c").is_file():
-            raise FastPathUnavailable(f"the C sources are missing from {_CSRC} (an install without package data)")
-        try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError) as err:
-            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
-        header = kernels_h()
-        digest = hashlib.sha256(header.encode())
-        for src in sources:
-            digest.update(src.name.encode() + src.read_bytes())
-        digest.update((cc + version + _cpu_fingerprint() + sys.platform).encode())
-        name = f"mlp_{digest.hexdigest()[:20]}.so"
-        errors = []
-        lib = None
-        for folder in (_cache_dir(), None):
-            try:
-                folder = _private_folder(folder)
-            except (OSError, FastPathUnavailable) as err:
-                errors.append(f"{folder}: {err}")
-                if folder is not None:  # a cache others could write: say so, build in a private folder instead
-                    warnings.warn(f"{err}; building the C loop in a private temporary folder instead",
-                                  RuntimeWarning, stacklevel=2)
-                continue
-            try:
-                target = folder / name
-                if not target.is_file():
-                    _compile(cc, target, header)
-                _check_private_file(target)
-                lib = ctypes.CDLL(str(target))
-                break
-            except (OSError, FastPathUnavailable) as err:
-                errors.append(f"{folder}: {err}")
-        if lib is None:
-            raise FastPathUnavailable("could not build the C loop: " + "; ".join(errors))
+        lib, target = build_library("mlp.c", ["*.c"], kernels_h(), "C loop")
         if lib.mbp_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable(f"the C loop at {target} reports ABI {lib.mbp_abi_version()}, "
                                       f"expected {_ABI_VERSION}")

@@ -198,21 +198,12 @@ class EpochChunks:
                 train_acc = None
             if t.labels_test is None:
                 test_acc = None
-            h.epoch.append(t.epoch)
-            h.train_loss.append(train_loss)
-            h.test_loss.append(test_loss)
-            h.train_accuracy.append(train_acc)
-            h.test_accuracy.append(test_acc)
-            h.updates.append(t.updates)
-            h.seconds.append(t.train_seconds)
+            metrics = h.record(t.epoch, train_loss, test_loss, train_acc, test_acc, t.updates, t.train_seconds)
             if t.logger is not None:
                 if j == kept - 1:
                     t.last_grads = self.grads
                     if stop == 1:
                         t.history.stop_reason = "target_loss"
-                metrics = {"loss/train": train_loss, "loss/test": test_loss}
-                if train_acc is not None:
-                    metrics.update({"accuracy/train": train_acc, "accuracy/test": test_acc})
                 t._log_epoch(metrics, losses[j], first_update)
         t.last_grads = self.grads
         t._good_state = good

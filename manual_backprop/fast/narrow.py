@@ -19,9 +19,6 @@ edit, a divergence rewind, a resume).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import subprocess
-import sys
 import threading
 from typing import Optional
 
@@ -51,39 +48,11 @@ _libs: dict = {}
 def load_narrow_kernel() -> ctypes.CDLL:
     """Compile ``_csrc/narrow.c`` with kernels.h (once per source, compiler and CPU; cached on disk) and load it,
     through the C loop's own build (c_loop.py: the same compiler, flags and private-folder checks)."""
-    cc = c_loop._compiler()
-    if cc is None:
-        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
     with _lock:
+        cc = c_loop._compiler()
         if cc in _libs:
             return _libs[cc]
-        sources = sorted([*c_loop._CSRC.glob("narrow*.c"), *c_loop._CSRC.glob("*.h")])
-        if not (c_loop._CSRC / "narrow.c").is_file():
-            raise FastPathUnavailable(f"the C sources are missing from {c_loop._CSRC} (an install without package data)")
-        try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError) as err:
-            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
-        header = kernels_h()
-        digest = hashlib.sha256(header.encode())
-        for src in sources:
-            digest.update(src.name.encode() + src.read_bytes())
-        digest.update((cc + version + c_loop._cpu_fingerprint() + sys.platform).encode())
-        name = f"narrow_{digest.hexdigest()[:20]}.so"
-        errors, lib = [], None
-        for folder in (c_loop._cache_dir(), None):
-            try:
-                folder = c_loop._private_folder(folder)
-                target = folder / name
-                if not target.is_file():
-                    c_loop._compile(cc, target, header, main="narrow.c")
-                c_loop._check_private_file(target)
-                lib = ctypes.CDLL(str(target))
-                break
-            except (OSError, FastPathUnavailable) as err:
-                errors.append(f"{folder}: {err}")
-        if lib is None:
-            raise FastPathUnavailable("could not build the narrow kernel: " + "; ".join(errors))
+        lib, target = c_loop.build_library("narrow.c", ["narrow*.c", "*.h"], kernels_h(), "narrow kernel")
         if lib.narrow_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable(f"the narrow kernel at {target} reports ABI {lib.narrow_abi_version()}, "
                                       f"expected {_ABI_VERSION}")

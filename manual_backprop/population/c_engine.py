@@ -19,9 +19,6 @@ activations (sigmoid, tanh, relu, leaky_relu, identity), squared error or binary
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import subprocess
-import sys
 import threading
 import time
 from typing import Optional
@@ -55,38 +52,13 @@ _libs: dict = {}
 def load_population_kernel() -> ctypes.CDLL:
     """Compile ``_csrc/population.c`` (once per source, compiler and CPU; cached on disk) and load it, through the
     C loop's own build (c_loop.py: the same compiler, flags and private-folder checks)."""
-    cc = c_loop._compiler()
-    if cc is None:
-        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
     with _lock:
+        cc = c_loop._compiler()
         if cc in _libs:
             return _libs[cc]
-        sources = sorted([*c_loop._CSRC.glob("population*.c"), *c_loop._CSRC.glob("*.h")])
-        if not (c_loop._CSRC / "population.c").is_file() or not (c_loop._CSRC / "vecmath.h").is_file():
+        if not (c_loop._CSRC / "vecmath.h").is_file():
             raise FastPathUnavailable(f"the C sources are missing from {c_loop._CSRC} (an install without package data)")
-        try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError) as err:
-            raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
-        digest = hashlib.sha256()
-        for src in sources:
-            digest.update(src.name.encode() + src.read_bytes())
-        digest.update((cc + version + c_loop._cpu_fingerprint() + sys.platform).encode())
-        name = f"population_{digest.hexdigest()[:20]}.so"
-        errors, lib = [], None
-        for folder in (c_loop._cache_dir(), None):
-            try:
-                folder = c_loop._private_folder(folder)
-                target = folder / name
-                if not target.is_file():
-                    c_loop._compile(cc, target, "", main="population.c")
-                c_loop._check_private_file(target)
-                lib = ctypes.CDLL(str(target))
-                break
-            except (OSError, FastPathUnavailable) as err:
-                errors.append(f"{folder}: {err}")
-        if lib is None:
-            raise FastPathUnavailable("could not build the population kernel: " + "; ".join(errors))
+        lib, target = c_loop.build_library("population.c", ["population*.c", "*.h"], "", "population kernel")
         if lib.mbp_pop_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable(f"the population kernel at {target} reports ABI {lib.mbp_pop_abi_version()}, "
                                       f"expected {_ABI_VERSION}")

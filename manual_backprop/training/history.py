@@ -33,6 +33,18 @@ class History:
     stop_reason: str = ""  # "max_epochs", "target_loss", "diverged", "interrupted"
     message: str = ""
 
+    def record(self, epoch: int, train_loss, test_loss, train_accuracy, test_accuracy, updates: int,
+               seconds: float) -> dict:
+        """Append one epoch's row; returns its figures as the logger's metrics (accuracies only where there are)."""
+        for name, value in (("epoch", epoch), ("train_loss", train_loss), ("test_loss", test_loss),
+                            ("train_accuracy", train_accuracy), ("test_accuracy", test_accuracy),
+                            ("updates", updates), ("seconds", seconds)):
+            getattr(self, name).append(value)
+        metrics = {"loss/train": train_loss, "loss/test": test_loss}
+        if train_accuracy is not None:
+            metrics.update({"accuracy/train": train_accuracy, "accuracy/test": test_accuracy})
+        return metrics
+
     @property
     def final(self) -> dict:
         """The last epoch's figures."""

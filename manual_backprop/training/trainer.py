@@ -193,18 +193,8 @@ class Trainer(TrainerCheckpoints):
         numbers = torch.stack(present).tolist() if present else []  # one read-back for the epoch's figures
         it = iter(numbers)
         train_loss, train_acc, test_loss, test_acc = [next(it) if v is not None else None for v in values]
-        h = self.history
-        h.epoch.append(self.epoch)
-        h.train_loss.append(train_loss)
-        h.test_loss.append(test_loss)
-        h.train_accuracy.append(train_acc)
-        h.test_accuracy.append(test_acc)
-        h.updates.append(self.updates)
-        h.seconds.append(self.train_seconds)
-        metrics = {"loss/train": train_loss, "loss/test": test_loss}
-        if train_acc is not None:
-            metrics.update({"accuracy/train": train_acc, "accuracy/test": test_acc})
-        return metrics
+        return self.history.record(self.epoch, train_loss, test_loss, train_acc, test_acc, self.updates,
+                                   self.train_seconds)
 
     def _log_epoch(self, metrics: dict, update_losses: Optional[Tensor], first_update: int) -> None:
         if self.logger is None:

@@ -12,13 +12,14 @@
 import pytest
 import torch
 
-from manual_backprop import MLP, fast
+from manual_backprop import MLP
 from manual_backprop.datasets import Dataset, load_dataset
 from manual_backprop.fast import epochs as chunks_mod
 from manual_backprop.fast.runner import EpochRunner
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.modes import epoch_order
 from manual_backprop.training import Trainer
+from helpers import c_loop_reason
 
 F64 = torch.float64
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
@@ -27,15 +28,7 @@ OUTPUTS = [("sigmoid", SquaredError()), ("identity", SquaredError(reduction="ele
            ("sigmoid", get_loss("binary_cross_entropy"))]
 
 
-def _c_reason():
-    try:
-        fast.load_kernel()
-        return None
-    except fast.FastPathUnavailable as err:
-        return str(err)
-
-
-pytestmark = pytest.mark.skipif(_c_reason() is not None, reason=f"no working C compiler: {_c_reason()}")
+pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
 
 def _data(loss_fn, n=12, n_test=7, seed=0, dtype=F64, classes=3):

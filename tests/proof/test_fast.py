@@ -16,20 +16,13 @@ from manual_backprop.losses import get_loss
 from manual_backprop.network import Gradients, loss_and_gradients, update
 from manual_backprop.training import Trainer
 from reference.compare import norm_relative_error
+from helpers import c_loop_reason
 
 F64, F32 = torch.float64, torch.float32
 HAS_CUDA = torch.cuda.is_available()
 
 
-def _c_reason():
-    try:
-        fast.load_kernel()
-        return None
-    except fast.FastPathUnavailable as err:
-        return str(err)
-
-
-C_REASON = _c_reason()  # compiled once per session (cached on disk across sessions)
+C_REASON = c_loop_reason()  # compiled once per session (cached on disk across sessions)
 needs_c = pytest.mark.skipif(C_REASON is not None, reason=f"no working C compiler: {C_REASON}")
 
 

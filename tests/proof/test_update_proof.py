@@ -29,6 +29,7 @@ from manual_backprop.network import Gradients
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
 from reference.update_proof import named, path_update, reference_update, update_misses
 from helpers import GraphWatcher, draw_targets, target_kind
+from helpers import c_loop_reason
 
 F64 = torch.float64
 HAS_CUDA = torch.cuda.is_available()
@@ -73,15 +74,7 @@ def assert_same_update(path, got: dict, ref: dict, ulps: int, scales: dict):
                     f"{path}: {name} differs from the reference by {miss:.1f} ulps > the bound {ulps}")
 
 
-def _c_reason():
-    try:
-        fast.load_kernel()
-        return None
-    except fast.FastPathUnavailable as err:
-        return str(err)
-
-
-needs_c = pytest.mark.skipif(_c_reason() is not None, reason=f"no working C compiler: {_c_reason()}")
+needs_c = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
 
 # ---------------------------------------------------------------------------------------------------- one network

@@ -13,20 +13,13 @@ import pytest
 import torch
 
 from manual_backprop import fast
+from helpers import c_loop_reason
 
 VECMATH_ULPS = {"exp": 1, "tanh": 1, "sigmoid": 4}
 REFERENCE = {"exp": torch.exp, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
-def _c_reason():
-    try:
-        fast.load_kernel()
-        return None
-    except fast.FastPathUnavailable as err:
-        return str(err)
-
-
-pytestmark = pytest.mark.skipif(_c_reason() is not None, reason=f"no working C compiler: {_c_reason()}")
+pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
 
 def _vecmath(name: str, x: torch.Tensor) -> torch.Tensor:
