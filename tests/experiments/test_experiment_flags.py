@@ -124,12 +124,13 @@ def test_quiet_prints_nothing_in_the_sweep_as_in_learning_modes(tmp_path, capsys
     (["--threads", "1"], "threads", 1),
 ])
 def test_learning_modes_takes_the_trainers_settings(tmp_path, flags, key, value):
-    args = [*QUICK, "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "r", *flags]
+    # Three epochs: momentum's first step is plain SGD's (its velocity starts as the first gradient).
+    args = [*QUICK, "--epochs", "3", "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "r", *flags]
     assert learning_modes.main(args) == 0
     saved = json.loads((tmp_path / "learning_modes" / "r" / "batch" / "config.json").read_text())
     assert saved[key] == value
-    plain = [*QUICK, "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "plain"]
-    if key in ("optimizer", "momentum", "init"):  # these change the numbers of the very first epoch
+    plain = [*QUICK, "--epochs", "3", "--modes", "batch", "minibatch", "--logdir", str(tmp_path), "--run", "plain"]
+    if key in ("optimizer", "momentum", "init"):  # these change the numbers of the run
         assert learning_modes.main(plain) == 0
         read = lambda run: json.loads((tmp_path / "learning_modes" / run / "results.json").read_text())  # noqa: E731
         assert read("r")["batch"]["train_loss"] != read("plain")["batch"]["train_loss"]
