@@ -298,11 +298,11 @@ def test_the_c_loop_is_never_loaded_from_a_cache_folder_others_control(tmp_path,
     monkeypatch.setattr(c_loop, "_lib_cache", {})
     built, real_compile = [], c_loop._compile
 
-    def note_name(cc, target, header):  # the name the project computes, learnt without loading from the cache
+    def note_name(cc, target, header, main="mlp.c"):  # the name the project computes, not loaded from the cache
         built.append(target)
         if target.parent == cache:
             raise c_loop.FastPathUnavailable("the test builds elsewhere")
-        return real_compile(cc, target, header)
+        return real_compile(cc, target, header, main=main)
 
     monkeypatch.setattr(c_loop, "_compile", note_name)
     c_loop.load_kernel()
@@ -328,7 +328,7 @@ def test_the_c_loop_is_never_loaded_from_a_cache_folder_others_control(tmp_path,
 
     monkeypatch.setattr(c_loop.os, "lstat", lstat)
     monkeypatch.setattr(c_loop, "_lib_cache", {})
-    monkeypatch.setattr(c_loop, "_compile", lambda cc, target, header: shutil.copyfile(good, target))
+    monkeypatch.setattr(c_loop, "_compile", lambda cc, target, header, main="mlp.c": shutil.copyfile(good, target))
     loaded = []
     real_cdll = c_loop.ctypes.CDLL
     monkeypatch.setattr(c_loop.ctypes, "CDLL", lambda path, *a, **k: loaded.append(path) or real_cdll(path, *a, **k))
