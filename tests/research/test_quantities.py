@@ -11,6 +11,7 @@ import torch
 
 from conftest import assert_tensors_agree
 from manual_backprop import MLP, Activation, SquaredError
+from manual_backprop.parameter_state import in_layer_order
 from manual_backprop.population import Population
 from manual_backprop.quantities import (SECOND_DERIVATIVES, gradient_noise, hessian_vector_product,
                                         per_sample_gradients, per_sample_norms)
@@ -31,12 +32,8 @@ def make_net(hidden, output_activation, dtype=F64, device="cpu", sizes=SIZES, bi
 
 
 def in_parameter_order(grads):
-    out = []
-    for k in range(len(grads.weights)):
-        out.append(grads.weights[k])
-        if grads.biases:
-            out.append(grads.biases[k])
-    return out
+    """A Gradients' tensors in state-dict order, as the oracles return them."""
+    return in_layer_order(grads.weights, grads.biases)
 
 
 def flat(tensors):

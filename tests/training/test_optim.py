@@ -13,6 +13,7 @@ import torch
 from conftest import assert_tensors_agree
 from helpers import draw_targets, target_kind
 from manual_backprop import MLP
+from manual_backprop.parameter_state import in_layer_order
 from manual_backprop.losses import get_loss
 from manual_backprop.optim import SGD, Adam, AdamW, get_optimizer
 from manual_backprop.population import Population
@@ -50,8 +51,14 @@ def torch_optimizer(cls, params, settings):
     return getattr(torch.optim, cls.__name__)(params, foreach=False, **settings)
 
 
-def in_order(grads):
-    return [t for k in range(len(grads.weights)) for t in (grads.weights[k], grads.biases[k])]
+def step_side_by_side(net, twin, opt, reference, x, y):
+    """One step of the manual optimizer on net and of the torch.optim reference on the twin, from the same
+    gradients (the manual backward's, handed to the twin as .grad)."""
+    _, grads = net.loss_and_grads(x, y, "cross_entropy")
+    opt.step(grads)
+    for p, g in zip(twin.parameters(), in_layer_order(grads.weights, grads.biases)):
+        p.grad = g.clone()
+    reference.step()
 
 
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
@@ -62,11 +69,7 @@ def test_same_gradients_give_bit_equal_updates(setting, device):
     opt, reference = cls(net, **settings), torch_optimizer(cls, twin.parameters(), settings)
     x, y = make_problem(device)
     for step in range(STEPS):
-        _, grads = net.loss_and_grads(x, y, "cross_entropy")
-        opt.step(grads)
-        for p, g in zip(twin.parameters(), in_order(grads)):
-            p.grad = g.clone()
-        reference.step()
+        step_side_by_side(net, twin, opt, reference, x, y)
         for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
             assert torch.equal(mine, theirs.detach()), f"step {step + 1}, parameter {i}: not bit-equal"
 
@@ -147,11 +150,7 @@ def test_float32_follows_torch_optim():
     opt, reference = Adam(net, lr=1e-2), torch_optimizer(Adam, twin.parameters(), {"lr": 1e-2})
     x, y = make_problem("cpu", torch.float32)
     for _ in range(20):
-        _, grads = net.loss_and_grads(x, y, "cross_entropy")
-        opt.step(grads)
-        for p, g in zip(twin.parameters(), in_order(grads)):
-            p.grad = g.clone()
-        reference.step()
+        step_side_by_side(net, twin, opt, reference, x, y)
     for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
         assert torch.equal(mine, theirs.detach()), f"parameter {i}"
 
@@ -193,11 +192,7 @@ def test_state_dicts_load_across_to_and_from_torch_optim(setting):
     reference = torch_optimizer(cls, twin.parameters(), settings)
     reference.load_state_dict(opt.state_dict())
     for _ in range(10):
-        _, grads = net.loss_and_grads(x, y, "cross_entropy")
-        opt.step(grads)
-        for p, g in zip(twin.parameters(), in_order(grads)):
-            p.grad = g.clone()
-        reference.step()
+        step_side_by_side(net, twin, opt, reference, x, y)
     assert all(torch.equal(p, q.detach()) for p, q in zip(net.parameters(), twin.parameters()))
     back = cls(net, **settings)
     back.load_state_dict(reference.state_dict())
@@ -316,7 +311,7 @@ def test_population_with_shared_settings_is_bit_equal_to_torch_optim_per_member(
         _, grads = pop.loss_and_grads(x, y, "cross_entropy")
         opt.step(grads)
         for i, (twin, ref) in enumerate(zip(twins, refs)):
-            for p, g in zip(twin.parameters(), in_order(grads)):
+            for p, g in zip(twin.parameters(), in_layer_order(grads.weights, grads.biases)):
                 p.grad = g[i].clone()
             ref.step()
     for i, twin in enumerate(twins):
