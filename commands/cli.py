@@ -29,6 +29,7 @@ from manual_backprop.losses import LOSSES, REDUCTIONS, get_loss
 from manual_backprop.network import MLP
 
 from reference.compare import compare
+from reference.targets import draw_targets, output_target_kind
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DTYPES = DTYPES  # the name earlier versions used
@@ -257,14 +258,8 @@ def _trace_sample(args, net, loss_fn):
 def random_problem(net, loss_fn, batch: int, seed: int = 0):
     """Seeded inputs (B, n_0) ~ N(0, 1) and targets that suit the loss, drawn on the CPU then moved to the net."""
     g = torch.Generator().manual_seed(seed + 1)
-    n_out = net.sizes[-1]
     x = torch.randn(batch, net.sizes[0], generator=g, dtype=torch.float64)
-    if loss_fn.name == "cross_entropy":
-        y = torch.randint(0, n_out, (batch,), generator=g)
-    elif loss_fn.name == "binary_cross_entropy" or net.output_activation.name in ("sigmoid", "softmax"):
-        y = torch.rand(batch, n_out, generator=g, dtype=torch.float64)
-    else:
-        y = torch.randn(batch, n_out, generator=g, dtype=torch.float64)
+    y = draw_targets(output_target_kind(loss_fn, net.output_activation.name), (batch,), net.sizes[-1], g)
     y = y.to(net.dtype) if y.is_floating_point() else y
     return x.to(dtype=net.dtype, device=net.device), y.to(net.device)
 

@@ -1,6 +1,6 @@
-"""Helpers that several test areas share: the one maker of seeded targets for a loss and the problems the agreement
-tests draw, the graph watcher that proves autograd is off, and the printed-digits comparison of the textbook
-examples."""
+"""Helpers that several test areas share: the one maker of seeded targets for a loss (reference/targets.py, here
+for the tests) and the problems the agreement tests draw, the graph watcher that proves autograd is off, and the
+printed-digits comparison of the textbook examples."""
 
 import functools
 
@@ -8,6 +8,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from manual_backprop import BinaryCrossEntropy, CrossEntropy, SquaredError
+from reference.targets import draw_targets, target_kind  # noqa: F401 - the one maker, re-exported to the tests
 
 
 def close_to_printed(value: float, printed: str, units: float = 0.5) -> bool:
@@ -52,36 +53,11 @@ OUTPUT_LOSSES = {
 }
 
 
-def draw_targets(kind: str, lead, n_out: int, g: torch.Generator) -> torch.Tensor:
-    """The one maker of seeded targets, on the CPU: ``lead`` (B,) or (K, B) rows of ``n_out``, of the kind a loss
-    wants: "index" (class indices, shape ``lead``), "onehot" (those as float64 rows), "binary" (0/1 floats), "unit"
-    (uniform in [0, 1)) or "real" (standard normal)."""
-    lead = tuple(lead)
-    if kind == "index":
-        return torch.randint(0, n_out, lead, generator=g)
-    if kind == "onehot":
-        return torch.nn.functional.one_hot(torch.randint(0, n_out, lead, generator=g), n_out).to(torch.float64)
-    if kind == "binary":
-        return torch.randint(0, 2, (*lead, n_out), generator=g).to(torch.float64)
-    if kind == "unit":
-        return torch.rand(*lead, n_out, generator=g, dtype=torch.float64)
-    if kind == "real":
-        return torch.randn(*lead, n_out, generator=g, dtype=torch.float64)
-    raise ValueError(f"kind must be index, onehot, binary, unit or real, but got {kind!r}")
-
-
-def target_kind(loss_fn, *, classes: str = "index", other: str = "binary") -> str:
-    """The kind of target a loss takes: ``classes`` for cross-entropy, 0/1 for binary cross-entropy, ``other`` for
-    squared error."""
-    name = loss_fn if isinstance(loss_fn, str) else loss_fn.name
-    return classes if name == "cross_entropy" else "binary" if name == "binary_cross_entropy" else other
-
-
-def make_problem(sizes, target_kind, batch, dtype, device, seed=0):
+def make_problem(sizes, kind, batch, dtype, device, seed=0):
     """Seeded inputs (B, n_0) and targets of the given kind, drawn on the CPU in float64, then cast and moved."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, sizes[0], generator=g, dtype=torch.float64)
-    y = draw_targets(target_kind, (batch,), sizes[-1], g)
+    y = draw_targets(kind, (batch,), sizes[-1], g)
     y = y.to(dtype) if y.is_floating_point() else y
     return x.to(dtype=dtype, device=device), y.to(device)
 
