@@ -137,7 +137,7 @@ def run_path_proof(net, loss_fn, x, y) -> bool:
     """One update through every fast path and population engine of this device against network.py's update
     (reference/update_proof.py); prints one row per path. True when every path is within its bound."""
     from manual_backprop.fast import FastPathUnavailable
-    from reference.update_proof import path_update, paths_for, reference_update, update_misses
+    from reference.update_proof import paths_for, prove_path
 
     if net.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -145,12 +145,10 @@ def run_path_proof(net, loss_fn, x, y) -> bool:
     paths = paths_for(net.device)
     print(f"\nOne update (lr {PATH_PROOF_LR}) through each path of {net.device} against network.py's update:")
     print(f"{'path':24} {'bound':>10} {'worst tensor':>14} {'ulps':>10}  result")
-    ref, scales = reference_update(net, x, y, loss_fn, PATH_PROOF_LR)
     ok_all = True
     for path in paths:  # each path its own row: one that fails to run is an error row, never the table's end
         try:
-            got, bound = path_update(path, net, x, y, loss_fn, PATH_PROOF_LR)
-            rows = update_misses(got, ref, scales, bound)
+            bound, rows = prove_path(path, net, x, y, loss_fn, PATH_PROOF_LR)
         except FastPathUnavailable as err:  # the path does not take this dtype or network: said, not failed
             print(f"{path:24} {'':>10} {'':>14} {'':>10}  not run: {' '.join(str(err).split())[:160]}", flush=True)
             continue

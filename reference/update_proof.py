@@ -3,7 +3,10 @@
 The contract of every faster path (manual_backprop.fast, manual_backprop.population): from the same parameters on
 the same samples, one update equals the reference's ``loss_and_gradients`` + ``update``, bit for bit where the same
 operations run, else within the path's stated bound in ulps. tests/proof/test_update_proof.py runs it over every
-activation x loss; ``manual-backprop check --paths all`` runs it on the user's own machine and device.
+activation x loss; ``manual-backprop check --paths all`` runs it on the user's own machine and device. The paths:
+the fused step (keeping its gradients, and with the step fused in), the C loop's one-epoch call, the narrow kernel,
+the CUDA-graph runner, the Trainer's several-epochs C call (fast/epochs.py: one batch-mode epoch, one update), and
+the population's engines (one member of a Population; the C engine learns online, so its update is one sample's).
 
 A bound of u ulps means, for each tensor compared (loss, every gradient, every parameter after the update):
 max |fast - reference| <= u * eps * scale, with the scale from the absolute-value network (the same network run
@@ -27,11 +30,14 @@ from manual_backprop.fast import narrow
 from manual_backprop.datasets import Dataset
 from manual_backprop.network import MLP, Gradients, loss_and_gradients, update
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
+from manual_backprop.population.c_engine import POPULATION_C_ULPS, load_population_kernel, population_c_unsupported
+from manual_backprop.training import Trainer
 
-__all__ = ["reference_update", "ulps", "update_misses", "PATHS", "paths_for", "path_update", "prove_paths"]
+__all__ = ["reference_update", "ulps", "update_misses", "PATHS", "paths_for", "path_samples", "path_update",
+           "population_updates", "prove_path", "prove_paths"]
 
-PATHS = ("fused-exact", "fused", "c", "narrow", "cuda_graph", "population-api", "population-eager",
-         "population-compiled", "population-cuda_graph")
+PATHS = ("fused-exact", "fused", "c", "epochs", "narrow", "cuda_graph", "population-api", "population-eager",
+         "population-compiled", "population-cuda_graph", "population-c")
 
 
 def named(loss: Tensor, grads, params) -> dict:
@@ -100,7 +106,12 @@ def paths_for(device: torch.device, *, compiled: bool = True) -> list:
     if device.type == "cpu":
         try:
             fast.load_kernel()
-            paths.append("c")
+            paths += ["c", "epochs"]
+        except fast.FastPathUnavailable:
+            pass
+        try:
+            load_population_kernel()
+            paths.append("population-c")
         except fast.FastPathUnavailable:
             pass
     if device.type == "cuda":
@@ -108,6 +119,19 @@ def paths_for(device: torch.device, *, compiled: bool = True) -> list:
     if compiled:
         paths.append("population-compiled")
     return paths
+
+
+def path_samples(path: str, x: Tensor, y: Tensor) -> tuple:
+    """(x, y) of the path's one update: the population's C engine learns online (one update is one sample, the
+    first); every other path makes one update on the whole batch."""
+    return (x[:1], y[:1]) if path == "population-c" else (x, y)
+
+
+def _one_batch(x: Tensor, y: Tensor, loss_fn, n_out: int) -> Dataset:
+    """The samples as a Dataset that trains and tests on them (cross-entropy's one-hot rows as class labels)."""
+    classes = loss_fn.name == "cross_entropy"
+    labels = y.argmax(dim=1) if classes else y
+    return Dataset("one-batch", x, labels, x, labels, n_out if classes else None)
 
 
 def path_update(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float):
@@ -129,6 +153,8 @@ def path_update(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float):
         loss, grads = narrow.NarrowKernel(net, loss_fn).loss_and_gradients(x, y)
         update(net.weights, net.biases, grads, lr)
         return named(loss, grads, net.parameters()), narrow.NARROW_ULPS
+    if path == "epochs":
+        return _epochs_update(net, x, y, loss_fn, lr), fast.C_ULPS
     if path == "cuda_graph":
         B = x.shape[0]
         runner = fast.CudaGraphRunner(net, loss_fn, B, chunk=1, keep_grads=True)
@@ -139,39 +165,84 @@ def path_update(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float):
             raise AssertionError("the CUDA-graph update did not go through a captured graph")
         return named(losses[0], runner.grads, net.parameters()), 0
     if path.startswith("population-"):
-        return _population_update(path.split("-", 1)[1], net, x, y, loss_fn, lr), POPULATION_ULPS
+        engine = path.split("-", 1)[1]
+        pop = Population(net.sizes, activation=net.activation_functions[:-1], output_activation=net.output_activation,
+                         bias=net.bias, seeds=[0, 1], dtype=net.dtype, device=net.device)
+        for stack, own in zip(pop.parameters(), net.parameters()):
+            stack.copy_(own.unsqueeze(0).expand_as(stack))  # [net, net]: K = 2 runs the batched kernels
+        bound = POPULATION_C_ULPS if engine == "c" else POPULATION_ULPS
+        return population_updates(engine, pop, x, y, loss_fn, lr)[0], bound
     raise ValueError(f"path must be one of {list(PATHS)}, but got {path!r}")
 
 
-def _population_update(engine: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float) -> dict:
-    """Member 0 of a population of [net, net] after one update through ``engine`` (K = 2 runs the batched kernels)."""
-    pop = Population(net.sizes, activation=net.activation_functions[:-1], output_activation=net.output_activation,
-                     bias=net.bias, seeds=[0, 1], dtype=net.dtype, device=net.device)
-    for stack, own in zip(pop.parameters(), net.parameters()):
-        stack.copy_(own.unsqueeze(0).expand_as(stack))
+def _epochs_update(net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float) -> dict:
+    """One batch-mode epoch (one update, the samples in their stored order) of a Trainer through the C loop's
+    several-epochs call; its gradients (kept) and parameters. The call's update losses stay inside it (the Trainer
+    records the evaluations), so the loss is not compared here."""
+    reason = fast.c_unsupported(net, loss_fn)
+    if reason is not None:
+        raise fast.FastPathUnavailable(reason)
+    trainer = Trainer(net, _one_batch(x, y, loss_fn, net.sizes[-1]), mode="batch", lr=lr, epochs=1, loss_fn=loss_fn,
+                      fast="c", progress=False)
+    runner = trainer._fast_runner
+    if runner is None or runner.path != "c":
+        raise fast.FastPathUnavailable("the Trainer did not take the C loop for this network")
+    runner.keep_grads = True
+    chunks = runner.epoch_chunks()
+    trainer.run()
+    if chunks._per_epoch is None or trainer.history.updates[-1] != 1 or trainer.history.stop_reason == "diverged":
+        raise AssertionError("epochs: expected one finite update through the several-epochs C call")
+    results = named(torch.zeros(()), trainer.last_grads, net.parameters())
+    del results["loss"]
+    return results
+
+
+def population_updates(engine: str, pop: Population, x: Tensor, y: Tensor, loss_fn, lr: float) -> list:
+    """Each member's results after one update of ``pop`` through ``engine`` (in place): [{name: tensor}] in member
+    order. "api": Population.loss_and_grads + step (gradients too); the trainer's engines: one batch-mode epoch on
+    the samples in their stored order, or for "c" (online only) one online epoch of one sample. The update's loss
+    is the epoch-0 record: the same samples through the engine's forward phase, before the step."""
     if engine == "api":
         with torch.no_grad():
             losses, grads = pop.loss_and_grads(x, y, loss_fn)
         pop.step(grads, lr)
-        return named(losses[0], Gradients([g[0] for g in grads.weights], [g[0] for g in grads.biases]),
-                     [p[0] for p in pop.parameters()])
-    classes = loss_fn.name == "cross_entropy"
-    labels = y.argmax(dim=1) if classes else y
-    data = Dataset("one-batch", x, labels, x, labels, net.sizes[-1] if classes else None)
-    trainer = PopulationTrainer(pop, data, mode="batch", lr=lr, epochs=1, loss_fn=loss_fn, engine=engine)
-    trainer.run()  # batch mode: one epoch is one update on the samples in their stored order
+        return [named(losses[i], Gradients([g[i] for g in grads.weights], [g[i] for g in grads.biases]),
+                      [p[i] for p in pop.parameters()]) for i in range(pop.size)]
+    mode = "batch"
+    if engine == "c":
+        if x.shape[0] != 1:
+            raise ValueError(f"the population's C engine learns online: one update is one sample, not {x.shape[0]}")
+        reason = population_c_unsupported(pop, loss_fn, "online", False, None, 1)
+        if reason is not None:
+            raise fast.FastPathUnavailable(reason)
+        mode = "online"
+    trainer = PopulationTrainer(pop, _one_batch(x, y, loss_fn, pop.sizes[-1]), mode=mode, lr=lr, epochs=1,
+                                loss_fn=loss_fn, engine=engine)
+    if trainer.engine != engine:
+        raise AssertionError(f"population {engine}: the trainer took the {trainer.engine!r} engine")
+    trainer.run()
     if trainer.history.updates[-1] != 1 or any(trainer.history.diverged()):
         raise AssertionError(f"population {engine}: expected one finite update")
-    # The loss of the update is the epoch-0 record: the same batch through the same forward phase, before the step.
-    loss = trainer.history.train_loss[0][0].to(net.dtype)
-    return named(loss, None, [p[0] for p in pop.parameters()])
+    return [named(trainer.history.train_loss[0][i].to(pop.dtype), None, [p[i] for p in pop.parameters()])
+            for i in range(pop.size)]
+
+
+def prove_path(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float) -> tuple:
+    """(bound, [(name, ulps, ok)]): one update through ``path`` against the reference's on the path's samples
+    (path_samples). Raises FastPathUnavailable where the path does not take this network, loss or dtype."""
+    x, y = path_samples(path, x, y)
+    got, bound = path_update(path, net, x, y, loss_fn, lr)
+    ref, scales = reference_update(net, x, y, loss_fn, lr)
+    return bound, update_misses(got, ref, scales, bound)
 
 
 def prove_paths(net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float, paths) -> list:
-    """[(path, bound, [(name, ulps, ok)])] for each path: one update through it against the reference's."""
-    ref, scales = reference_update(net, x, y, loss_fn, lr)
+    """[(path, bound, [(name, ulps, ok)])] for each path: one update through it against the reference's; a path
+    that does not take this case is (path, None, why)."""
     out = []
     for path in paths:
-        got, bound = path_update(path, net, x, y, loss_fn, lr)
-        out.append((path, bound, update_misses(got, ref, scales, bound)))
+        try:
+            out.append((path, *prove_path(path, net, x, y, loss_fn, lr)))
+        except fast.FastPathUnavailable as err:
+            out.append((path, None, str(err)))
     return out

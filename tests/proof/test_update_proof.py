@@ -9,8 +9,9 @@ careless f' such as tanh' = 1 - x*x loses digits). Compared in float64:
     bit-equal (0 ulps)       where the same operations run: the fused step keeping its gradients, and the
                              CUDA-graph runner keeping them;
     within the stated bound  where the order of a sum or a fused multiply-add differs: the fused step with the
-                             step fused into the product (FUSED_ULPS), the C loop (C_ULPS), the population engines,
-                             whose batched kernels are not the single network's (POPULATION_ULPS).
+                             step fused into the product (FUSED_ULPS), the C loop and the Trainer's several-epochs
+                             C call (C_ULPS), the population engines, whose batched kernels are not the single
+                             network's (POPULATION_ULPS), and the population's C engine (POPULATION_C_ULPS).
 
 A bound of u ulps is measured against the absolute-value network's magnitudes (reference/update_proof.py says
 how, and why that is the honest yardstick near saturation). The per-kernel proof below checks, on the reference's
@@ -25,9 +26,9 @@ import torch
 from manual_backprop import MLP, fast
 from manual_backprop.datasets import Dataset
 from manual_backprop.losses import SquaredError, get_loss
-from manual_backprop.network import Gradients
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
-from reference.update_proof import named, path_update, reference_update, update_misses
+from manual_backprop.population.c_engine import POPULATION_C_ULPS, population_c_unsupported
+from reference.update_proof import path_update, population_updates, reference_update, update_misses
 from helpers import GraphWatcher, draw_targets, target_kind
 from helpers import c_loop_reason
 
@@ -81,12 +82,17 @@ needs_c = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C 
 @pytest.mark.parametrize("B", [1, 6])
 @pytest.mark.parametrize("regime", list(REGIMES))
 @pytest.mark.parametrize("hidden,output,loss_fn", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("path", ["fused-exact", "fused", pytest.param("c", marks=needs_c)])
+@pytest.mark.parametrize("path", ["fused-exact", "fused", pytest.param("c", marks=needs_c),
+                                  pytest.param("epochs", marks=needs_c)])
 def test_one_fast_update_is_the_reference_update(path, hidden, output, loss_fn, regime, B):
+    """epochs: one batch-mode epoch of a Trainer through the several-epochs C call (fast/epochs.py), its kept
+    gradients and its parameters."""
     net, x, y = _problem(hidden, output, loss_fn, regime, B)
     ref, scales = _reference_update(net, x, y, loss_fn)
-    got, ulps = path_update(path, net, x, y, loss_fn, LR)  # fused-exact: 0; fused: FUSED_ULPS; c: C_ULPS
-    assert ulps == {"fused-exact": 0, "fused": fast.FUSED_ULPS, "c": fast.C_ULPS}[path]
+    got, ulps = path_update(path, net, x, y, loss_fn, LR)  # fused-exact: 0; fused: FUSED_ULPS; c, epochs: C_ULPS
+    assert ulps == {"fused-exact": 0, "fused": fast.FUSED_ULPS, "c": fast.C_ULPS, "epochs": fast.C_ULPS}[path]
+    unseen = ({"loss"} if path == "epochs" else set()) | ({n for n in ref if n[0] == "d"} if path == "fused" else set())
+    assert set(got) == set(ref) - unseen, f"{path}: compared only {sorted(got)}"  # epochs: no loss; fused: no grads
     assert_same_update(f"{path} {hidden}/{output}/{loss_fn!r} {regime} B={B}", got, ref, ulps, scales)
 
 
@@ -230,14 +236,14 @@ def test_one_compiled_population_update_is_each_members_reference_update(hidden,
     _check_population_engine("compiled", hidden, output, loss_fn, "saturated", ordinary_members=True)
 
 
-def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_members=False, device="cpu"):
-    pop = _population(hidden, output, regime)
+def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_members=False, device="cpu", B=6,
+                             K=3):
+    pop = _population(hidden, output, regime, K)
     if ordinary_members:  # member 0 at the ordinary scale beside saturated ones: both regimes in one compile
         for w in pop.weights:
             w[0].div_(REGIMES[regime])
     pop = pop if device == "cpu" else _to(pop, device)
     gen = torch.Generator().manual_seed(7)
-    B = 6
     x = torch.randn(B, SIZES[0], generator=gen, dtype=F64) * 2.0
     y = _targets(loss_fn, B, gen)
     xd, yd = x.to(pop.device), y.to(pop.device)
@@ -245,25 +251,34 @@ def _check_population_engine(engine, hidden, output, loss_fn, regime, ordinary_m
     # devices' f and products round differently (the cross-device bound is tests/proof/test_cuda_paths.py's).
     members = [pop.member(i) for i in range(pop.size)]
     updates = [_reference_update(m, xd, yd, loss_fn) for m in members]
-    refs, scales = [u[0] for u in updates], [u[1] for u in updates]
-    if engine == "api":
-        with torch.no_grad():
-            losses, grads = pop.loss_and_grads(xd, yd, loss_fn)
-        pop.step(grads, LR)
-        gots = [named(losses[i], Gradients([g[i] for g in grads.weights], [g[i] for g in grads.biases]),
-                       [p[i] for p in pop.parameters()]) for i in range(pop.size)]
-    else:
-        labels = yd.argmax(dim=1) if loss_fn.name == "cross_entropy" else yd
-        data = Dataset("one-batch", xd, labels, xd, labels, SIZES[-1] if loss_fn.name == "cross_entropy" else None)
-        trainer = PopulationTrainer(pop, data, mode="batch", lr=LR, epochs=1, loss_fn=loss_fn, engine=engine)
-        trainer.run()  # batch mode: one epoch is one update on the B samples in their stored order
-        assert trainer.history.updates[-1] == 1 and not any(trainer.history.diverged())
-        # the loss of the update is the epoch-0 record: the same batch through the same forward phase
-        gots = [named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
-                for i in range(pop.size)]
-    for i, (got, ref) in enumerate(zip(gots, refs)):
+    gots = population_updates(engine, pop, xd, yd, loss_fn, LR)  # the api's gradients too; the engines' losses
+    assert len(gots) == pop.size and all({"loss", "param[0]"} <= set(g) for g in gots)
+    bound = POPULATION_C_ULPS if engine == "c" else POPULATION_ULPS
+    for i, (got, (ref, scales)) in enumerate(zip(gots, updates)):
         assert_same_update(f"population {engine} member {i} {hidden}/{output}/{loss_fn!r} {regime}", got, ref,
-                           POPULATION_ULPS, scales[i])
+                           bound, scales)
+
+
+def _pop_c_reason():
+    return population_c_unsupported(Population([2, 2, 1], seeds=[0], dtype=F64), SquaredError(), "online", False,
+                                    None, 1)
+
+
+# The population's C engine takes element-wise outputs under squared error and binary cross-entropy: this file's
+# outputs that it takes, and two more (a leaky output, binary cross-entropy summed).
+POP_C_OUTPUTS = [(o, lf) for o, lf in OUTPUTS if o != "softmax"] + [
+    ("leaky_relu:0.2", SquaredError()), ("sigmoid", get_loss("binary_cross_entropy", reduction="sum"))]
+POP_C_CASES = [(h, o, lf) for h in HIDDEN for o, lf in POP_C_OUTPUTS]
+
+
+@pytest.mark.skipif(_pop_c_reason() is not None, reason=f"the population C engine cannot run here: {_pop_c_reason()}")
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("hidden,output,loss_fn", POP_C_CASES,
+                         ids=[f"{h}-{o}-{lf.name}-{lf.reduction}{'-half' if getattr(lf, 'half', False) else ''}"
+                              for h, o, lf in POP_C_CASES])
+def test_one_population_c_engine_update_is_each_members_reference_update(hidden, output, loss_fn, regime):
+    """Online learning on one sample: one epoch is one update; five members with their own parameters."""
+    _check_population_engine("c", hidden, output, loss_fn, regime, B=1, K=5)
 
 
 def _to(pop, device):
@@ -287,12 +302,8 @@ def test_one_cuda_graph_update_is_the_reference_update(hidden, output, loss_fn, 
     net.to("cuda")
     xd, yd = x.to("cuda"), y.to("cuda")
     ref, scales = _reference_update(net, xd, yd, loss_fn)
-    runner = fast.CudaGraphRunner(net, loss_fn, 2, chunk=1, keep_grads=True)
-    losses = torch.zeros(1, dtype=F64, device="cuda")
-    with torch.no_grad():
-        runner.run(xd, yd, torch.arange(2, device="cuda"), [0, 2], LR, losses)
-    assert runner.captures == 1, "the update must have gone through a captured graph"
-    got = named(losses[0], runner.grads, net.parameters())
+    got, bound = path_update("cuda_graph", net, xd, yd, loss_fn, LR)  # raises unless through one captured graph
+    assert bound == 0 and set(got) == set(ref)
     assert_same_update(f"cuda_graph {hidden}/{output}/{loss_fn!r} {regime}", got, ref, 0, scales)
 
 
@@ -342,7 +353,18 @@ def test_prove_paths_reports_every_path_that_runs_here_and_each_passes():
     net, x, y = _problem("tanh", "softmax", loss_fn, "saturated", 6)
     paths = paths_for(torch.device("cpu"), compiled=False)
     assert {"fused-exact", "fused", "population-api", "population-eager"} <= set(paths)
+    if c_loop_reason() is None:
+        assert {"c", "epochs"} <= set(paths)
+    if _pop_c_reason() is None:
+        assert "population-c" in paths
     results = prove_paths(net, x, y, loss_fn, LR, paths)
     assert [r[0] for r in results] == paths
     for path, bound, rows in results:
+        if path == "population-c":  # softmax outputs are not the C engine's: said, with the reason
+            assert bound is None and "softmax" in rows
+            continue
         assert rows and all(ok for _, _, ok in rows), f"{path}: {[(n, u) for n, u, ok in rows if not ok]}"
+    if _pop_c_reason() is None:  # the C engine on a case it takes: its one update is the batch's first sample's
+        net, x, y = _problem("tanh", "sigmoid", SquaredError(), "saturated", 6)
+        [(path, bound, rows)] = prove_paths(net, x, y, SquaredError(), LR, ["population-c"])
+        assert bound == POPULATION_C_ULPS and rows and all(ok for _, _, ok in rows), rows
