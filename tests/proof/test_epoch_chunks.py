@@ -2,7 +2,8 @@
 
     orders       bit-identical to modes.epoch_order epoch by epoch, and the generator left where it leaves it;
     updates      one call of E epochs is bit-equal to E calls of one epoch, and to the one-epoch C loop
-                 (CKernel.run, proven update by update against network.py in test_update_proof.py);
+                 over whole runs (one update through the call is proven against network.py within C_ULPS by
+                 reference/update_proof.py's "epochs" path, in test_update_proof.py);
     evaluation   the in-loop training loss within EVAL_ULPS (relative) of torch's evaluation of the same
                  parameters, the accuracy equal;
     rules        the divergence rewind, the target stop and the last good state as the one-epoch path has them;
@@ -19,7 +20,7 @@ from manual_backprop.fast.runner import EpochRunner
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.modes import epoch_order
 from manual_backprop.training import Trainer
-from helpers import c_loop_reason
+from helpers import c_loop_reason, draw_targets, target_kind
 
 F64 = torch.float64
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
@@ -32,16 +33,13 @@ pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working
 
 
 def _data(loss_fn, n=12, n_test=7, seed=0, dtype=F64, classes=3):
+    """Inputs (n, 3) and targets of the loss's kind (class indices, 0/1, or [0, 1)); a separate test split."""
     g = torch.Generator().manual_seed(seed)
     x, xt = torch.randn(n, 3, generator=g, dtype=dtype), torch.randn(n_test, 3, generator=g, dtype=dtype)
-    if loss_fn.name == "cross_entropy":
-        y, yt = torch.randint(0, classes, (n,), generator=g), torch.randint(0, classes, (n_test,), generator=g)
-        return Dataset("t", x, y, xt, yt, classes)
-    if loss_fn.name == "binary_cross_entropy":
-        y, yt = torch.randint(0, 2, (n, 3), generator=g).to(dtype), torch.randint(0, 2, (n_test, 3), generator=g)
-        return Dataset("t", x, y, xt, yt.to(dtype), None)
-    return Dataset("t", x, torch.rand(n, 3, generator=g, dtype=dtype), xt, torch.rand(n_test, 3, generator=g,
-                                                                                        dtype=dtype), None)
+    kind = target_kind(loss_fn, classes="index", other="unit")
+    y, yt = (draw_targets(kind, (m,), classes, g) for m in (n, n_test))
+    y, yt = (t.to(dtype) if t.is_floating_point() else t for t in (y, yt))
+    return Dataset("t", x, y, xt, yt, classes if kind == "index" else None)
 
 
 def _trainer(hidden, output, loss_fn, *, chunked=True, epochs=9, dtype=F64, lr=0.3, scale=1.0, mode="online",
