@@ -32,6 +32,7 @@ from ..optim.hooks import attach_optimizer
 from ..training.history import same_split
 from ..training.loop import (check_data, check_progress, diverged_message, epoch_bar, epoch_limit_message,
                              first_bad_update, prepare_split, target_message)
+from .checkpoints import PopulationCheckpoints
 from .history import PopulationHistory
 from .logger import PopulationLogger
 from .c_engine import PopulationCKernel, population_c_unsupported, run_c_epochs
@@ -47,7 +48,7 @@ ENGINES = ("auto", "eager", "compiled", "cuda_graph", "c")
 COMPILED_MAX_UPDATES = 256
 
 
-class PopulationTrainer:
+class PopulationTrainer(PopulationCheckpoints):
     """Trains every member of a Population in one learning mode, in lockstep, each exactly as a Trainer would.
 
     Args:
@@ -73,13 +74,17 @@ class PopulationTrainer:
         optimizer: a manual_backprop.optim optimizer built on this population (settings one per member or shared);
             None: plain gradient descent. Only the eager engine runs one.
         progress: a tqdm bar over epochs; a string is its label.
+        checkpoint_path: where the whole state is written atomically (checkpoints.py) every ``checkpoint_every``
+            epochs, at the end, and on Ctrl-C (back to the last finished epoch first); ``resume(path)`` continues
+            it to the numbers an unbroken run gives. None: no checkpoints.
     """
 
     def __init__(self, population: Population, data, *, mode: str, lr, epochs: int,
                  batch_size: Optional[int] = None, loss_fn=None, target_loss: Optional[float] = None,
                  replacement: bool = False, order_seeds: Optional[Sequence[int]] = None,
                  logger: Optional[PopulationLogger] = None, engine: str = "auto", epochs_per_draw: int = 64,
-                 progress: Union[bool, str] = False, optimizer=None):
+                 progress: Union[bool, str] = False, optimizer=None, checkpoint_path=None,
+                 checkpoint_every: int = 100):
         if not isinstance(population, Population):
             raise TypeError(f"population must be a Population, but got {type(population).__name__}")
         self.pop, self.mode, self.engine = population, check_choice("mode", mode, MODES), check_choice(
@@ -157,6 +162,7 @@ class PopulationTrainer:
         self._pending: list = []  # gathered epochs not yet trained: (xs, ys)
         self.train_seconds = 0.0
         self._dtype = dtype
+        self._init_checkpoints(checkpoint_path, checkpoint_every)
 
     # ------------------------------------------------------------------ data
     def _next_epoch_data(self):
@@ -189,8 +195,10 @@ class PopulationTrainer:
         with torch.no_grad():
             if not h.epoch:
                 self._record_initial()
-            with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
+            with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar, \
+                    self._checkpointing():  # Ctrl-C: back to the last finished epoch, saved (checkpoints.py)
                 while self.epoch < self.epochs and self._any_active:
+                    self._epoch_boundary()
                     advanced = self._run_epoch()
                     if bar is not None:
                         bar.update(advanced)
@@ -202,6 +210,7 @@ class PopulationTrainer:
             if not h.stop_reason[i]:
                 h.stop_reason[i], h.message[i] = "max_epochs", epoch_limit_message(self.epochs)
                 h.last_epoch[i] = self.epoch
+        self._checkpoint_at_end()
         if self.logger is not None:
             self.logger.log_epoch(self.epoch, h, len(h.epoch) - 1, force=True)  # the curves end at the last epoch
             self.logger.log_hparams(h, self.hparams())

@@ -1,0 +1,167 @@
+"""PopulationTrainer's checkpoints (population/checkpoints.py): a run interrupted anywhere (mid-epoch, mid-chunk of
+the C engine, inside the logging of a row) and resumed from its checkpoint ends bit for bit where the unbroken run
+ends: parameters, history tables, stops, generator states. A checkpoint that does not fit, or is damaged, is refused
+by name and changes nothing."""
+
+import pytest
+import torch
+
+from manual_backprop.checkpoint import load_checkpoint, save_checkpoint
+from manual_backprop.datasets import load_dataset
+from manual_backprop.optim import Adam
+from manual_backprop.population import Population, PopulationTrainer
+
+XOR = load_dataset("xor", dtype=torch.float64)
+SEEDS = list(range(6))
+LRS = [0.5, 2.0, 8.0, 0.5, 2.0, 8.0]
+
+CASES = {  # name: (mode, engine, extra trainer settings)
+    "batch": ("batch", "eager", {}),
+    "online-eager": ("online", "eager", {}),
+    "online-c": ("online", "c", {}),
+    "minibatch": ("minibatch", "eager", {"batch_size": 2}),
+    "minibatch-replacement": ("minibatch", "eager", {"batch_size": 3, "replacement": True}),
+    "adam": ("minibatch", "eager", {"batch_size": 2, "optimizer": "adam"}),
+}
+
+
+def make(case, path=None, epochs=40, epochs_per_draw=7):
+    mode, engine, extra = CASES[case]
+    extra = dict(extra)
+    pop = Population([2, 3, 1], seeds=SEEDS, dtype=torch.float64)
+    lr = LRS
+    if extra.pop("optimizer", None):
+        lr = [0.05] * len(SEEDS)
+        extra["optimizer"] = Adam(pop, lr=lr)
+    return PopulationTrainer(pop, XOR, mode=mode, lr=lr, epochs=epochs, target_loss=0.03, engine=engine,
+                             epochs_per_draw=epochs_per_draw, checkpoint_path=path, checkpoint_every=5, **extra)
+
+
+def same(a: PopulationTrainer, b: PopulationTrainer) -> None:
+    for p, q in zip(a.pop.weights + a.pop.biases, b.pop.weights + b.pop.biases):
+        assert torch.equal(p, q)
+    ha, hb = a.history, b.history
+    for name in ("train_loss", "test_loss", "train_accuracy"):
+        assert torch.equal(ha.table(name), hb.table(name)), name
+    for name in ("epoch", "updates", "last_epoch", "stop_reason", "epochs_to_target", "diverged_update", "message"):
+        assert getattr(ha, name) == getattr(hb, name), name
+    if a.orders is not None:
+        for g, h in zip(a.orders.generators, b.orders.generators):
+            assert torch.equal(g.get_state(), h.get_state())
+    assert a.epoch == b.epoch
+
+
+def interrupt_after(monkeypatch, target, name, calls):
+    """The ``calls``-th call of target.name raises KeyboardInterrupt (before doing anything)."""
+    original = getattr(target, name)
+    count = [0]
+
+    def cut(*args, **kwargs):
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, cut)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("where", ["mid-epoch", "logging a row"])
+def test_interrupted_then_resumed_equals_the_unbroken_run_bit_for_bit(case, where, tmp_path, monkeypatch):
+    unbroken = make(case)
+    unbroken.run()
+    path = tmp_path / "pop.pt"
+    stopped = make(case, path)
+    with monkeypatch.context() as m:
+        if where == "logging a row" or stopped._c_kernel is not None:
+            interrupt_after(m, stopped, "_append_row", 13)  # the C engine: in the middle of a chunk's rows
+        else:
+            interrupt_after(m, stopped._fn.optimizer, "update", 23)  # updates already made to the parameters
+        with pytest.raises(KeyboardInterrupt):
+            stopped.run()
+    assert 0 < load_checkpoint(path)["epoch"] < unbroken.epoch
+    resumed = make(case, path).resume(path)
+    assert resumed.epoch == load_checkpoint(path)["epoch"]
+    resumed.run()
+    same(resumed, unbroken)
+
+
+@pytest.mark.parametrize("case", ["online-eager", "online-c", "batch"])
+def test_resume_of_a_finished_run_with_more_epochs_continues_it(case, tmp_path):
+    longer = make(case, epochs=60)
+    longer.run()
+    path = tmp_path / "pop.pt"
+    make(case, path, epochs=30).run()
+    resumed = make(case, path, epochs=60).resume(path)
+    resumed.run()
+    same(resumed, longer)
+
+
+def test_checkpoints_are_written_every_n_epochs_and_at_the_end(tmp_path):
+    path = tmp_path / "pop.pt"
+    trainer = make("online-eager", path, epochs=12)
+    seen = []
+    original = trainer.save_checkpoint
+    trainer.save_checkpoint = lambda p: (seen.append(trainer.epoch), original(p))
+    trainer.run()
+    assert seen[:3] == [0, 5, 10] and seen[-1] == trainer.epoch
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "pop.pt"
+    make("online-eager", path, epochs=10).run()
+    return load_checkpoint(path)
+
+
+def refused(state, case="online-eager", **kwargs):
+    fresh = make(case, **kwargs)
+    before = [p.clone() for p in fresh.pop.weights]
+    with pytest.raises(ValueError) as err:
+        fresh.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(before, fresh.pop.weights)), "nothing changes"
+    assert fresh.epoch == 0 and len(fresh.history.epoch) == 0
+    return str(err.value)
+
+
+def test_a_damaged_weight_is_refused_by_name(saved):
+    saved["weights"][1][0, 0, 0] = float("nan")
+    assert "weights[1] holds NaN or inf" in refused(saved)
+
+
+def test_another_network_mode_or_data_is_refused_by_name(saved):
+    assert "sizes" in refused(dict(saved, spec={**saved["spec"], "sizes": [2, 4, 1]}))
+    assert "mode" in refused(saved, case="batch")
+    assert "other data" in refused(dict(saved, data_digest="0" * 64))
+    assert "lr" in refused(dict(saved, settings={**saved["settings"], "lr": [1.0] * 6}))
+
+
+def test_a_trainer_checkpoint_or_a_cut_history_is_refused(saved):
+    assert "not a PopulationTrainer checkpoint" in refused({"net": {}, "epoch": 3})
+    cut = dict(saved, history={"scalars": saved["history"]["scalars"],
+                               "tables": {**saved["history"]["tables"],
+                                          "train_loss": saved["history"]["tables"]["train_loss"][:-1]}})
+    assert "'train_loss'" in refused(cut) and "damaged" in refused(cut)
+
+
+def test_a_damaged_generator_state_is_refused_by_member(saved):
+    orders = dict(saved["orders"])
+    orders["generators"] = orders["generators"][:, :100].clone()  # cut short
+    message = refused(dict(saved, orders=orders))
+    assert "generator state" in message
+
+
+def test_a_damaged_optimizer_state_is_refused(tmp_path):
+    path = tmp_path / "pop.pt"
+    make("adam", path, epochs=4).run()
+    state = load_checkpoint(path)
+    inner = state["optimizer"]["state"]["state"]
+    first = next(iter(inner))
+    inner[first]["exp_avg"].view(-1)[0] = float("inf")
+    assert "optimizer state 'exp_avg'" in refused(state, case="adam")
+
+
+def test_the_file_round_trips_through_the_atomic_writer(saved, tmp_path):
+    save_checkpoint(saved, tmp_path / "again.pt")
+    resumed = make("online-eager", epochs=10).resume(tmp_path / "again.pt")
+    assert resumed.epoch == saved["epoch"]
