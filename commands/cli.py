@@ -274,8 +274,13 @@ def _add_grade(sub) -> None:
     p.add_argument("--function", default="backward", help="a class's function name (default backward)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="a class's seconds per submission before it is stopped (default 120)")
-    p.add_argument("--csv", default="grades.csv", help="a class's rows as CSV (default grades.csv)")
-    p.add_argument("--json", default="grades.json", help="a class's rows as JSON (default grades.json)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help=f"a class's submissions graded at once, each in its own process (default: the number of "
+                        f"CPUs, {os.cpu_count() or 1})")
+    p.add_argument("--csv", default=None, help="the per-layer table as CSV; for a class, its rows (default for a "
+                                               "class: grades.csv)")
+    p.add_argument("--json", default=None, help="the per-layer table as JSON; for a class, its rows with each "
+                                                "submission's table (default for a class: grades.json)")
     p.add_argument("--loss", nargs="+", default=["squared_error"],
                    help=f"the losses to grade on, one or several: {sorted(LOSSES)}, each optionally with "
                         ":REDUCTION and :half, e.g. squared_error:sum:half (default squared_error)")
@@ -290,28 +295,9 @@ def _add_grade(sub) -> None:
 
 
 def run_grade(args) -> int:
-    from .grade import Unusable, grade, load_function, parse_loss
+    from .grade_command import run_grade as run
 
-    losses = [parse_loss(spec) for spec in args.loss]  # a bad name is a bad flag (exit 2) before anything runs
-    if len(args.target) > 1 or os.path.isdir(args.target[0]):
-        from .grade_class import grade_class
-
-        if not args.timeout > 0:
-            raise ValueError(f"--timeout must be a positive number of seconds, but got {args.timeout}")
-        flags = ["--loss", *args.loss, "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed),
-                 "--fd-samples", str(args.fd_samples)] + (["--no-fd"] if args.no_fd else [])
-        return grade_class(args.target, args.function, flags, timeout=args.timeout, csv_path=args.csv,
-                           json_path=args.json)
-    args.target = args.target[0]
-    try:
-        fn, name = load_function(args.target)
-    except Unusable as err:
-        print(f"manual-backprop grade: {err}", file=sys.stderr)
-        return 2
-    report = grade(fn, name, losses, dtype=DTYPES[args.dtype], device=args.device, seed=args.seed,
-                   finite_diff=not args.no_fd, fd_max_per_tensor=args.fd_samples or None)
-    print(report.text())
-    return report.exit_code
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

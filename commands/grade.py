@@ -8,7 +8,9 @@ lists shaped like ``net.weights`` and ``net.biases``: dE/dW and dE/db, autograd'
 The grader calls it on a battery: depths 1 to 4, every hidden activation, each loss asked for, batch sizes 1 and 5
 (square layers at B = 1, uneven ones at B = 5), and networks whose hidden units are saturated. It compares every
 layer with autograd (the torch.nn twin) and with central finite differences, prints the per-layer table, and names
-the classic mistake that reproduces any disagreeing layer (grade_mistakes.py). Exit status: 0 when every layer
+the classic mistake that reproduces any disagreeing layer (grade_mistakes.py, grade_diagnosis.py) with the student's
+line that makes it (grade_lines.py); the table's "yours / autograd" columns give the factor between the student's
+numbers and autograd's where there is one (0.2 = 1/B at B = 5). Exit status: 0 when every layer
 agrees within the dtype's tolerance (float64: 1e-10 norm-relative vs autograd, 1e-6 vs finite differences),
 1 for a wrong answer, 2 for unusable input (the function cannot be loaded, raises, or returns the wrong type or
 an unexplained shape); a student's exception is reported as one message with its line, never a traceback.
@@ -17,13 +19,7 @@ an unexplained shape); a student's exception is reported as one message with its
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
-import os
-import sys
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -34,9 +30,13 @@ from manual_backprop.network import MLP, ForwardCache, Gradients
 
 from reference.compare import FD_TOLERANCE, norm_relative_error, tolerance_for
 from reference.finite_diff import finite_differences
-from .grade_mistakes import diagnose, fitting_labels, match_tolerance, mistaken_gradients
-from .grade_report import SIGNATURE, GradeReport, Row
+from reference.targets import draw_targets, output_target_kind
 from reference.torch_mlp import TorchMLP
+from .grade_diagnosis import diagnose, factor, fitting_labels
+from .grade_lines import describe_line, first_line_of, mistake_line, record_assignments
+from .grade_load import Unusable, describe_error, load_function, student_frame
+from .grade_mistakes import RIGHT, match_tolerance, mistaken_gradients
+from .grade_report import GradeReport, Row
 
 __all__ = ["Unusable", "load_function", "parse_loss", "battery", "grade", "GradeReport", "HIDDEN_ACTIVATIONS"]
 
@@ -46,81 +46,6 @@ _OUTPUTS = {"squared_error": ("sigmoid", "identity", "tanh"), "cross_entropy": (
 _SQUARE = {1: [3, 4], 2: [3, 4, 4], 3: [3, 4, 4, 4], 4: [3, 4, 4, 4, 4]}  # hidden and output layers square
 _UNEVEN = {1: [3, 2], 2: [3, 5, 2], 3: [3, 5, 4, 2], 4: [3, 5, 4, 6, 2]}
 SATURATION = 6.0  # hidden weights and biases times this: |net| of a few units, f' of 1e-2 to 1e-4
-
-
-class Unusable(Exception):
-    """The student's function cannot be graded: not found, raised, or returned something of the wrong kind."""
-
-
-# ------------------------------------------------------------------------------------------- loading the function
-def load_function(target: str):
-    """(function, display name) from "module.dotted:FUNCTION" or "path/to/file.py:FUNCTION" (FUNCTION defaults to
-    backward). A dotted module is imported from the current folder, like ``python -m``."""
-    module_part, sep, func_name = target.rpartition(":")
-    if not sep:
-        module_part, func_name = target, "backward"
-    if not module_part or not func_name:
-        raise Unusable("expected MODULE:FUNCTION (a dotted module or a .py file, then the function), "
-                       f"but got {target!r}")
-    is_path = module_part.endswith(".py") or "/" in module_part or os.sep in module_part
-    try:
-        if is_path:
-            path = Path(module_part)
-            if not path.is_file():
-                raise Unusable(f"no file {module_part!r} (from {target!r}); give a .py file or a dotted module name")
-            if path.suffix != ".py":
-                raise Unusable(f"{module_part!r} (from {target!r}) is not a Python file: expected a .py file (or a "
-                               "dotted module name), then :FUNCTION")
-            name = f"_graded_{path.stem}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(module_part)
-    except Unusable:
-        raise
-    except ModuleNotFoundError as err:
-        raise Unusable(f"cannot import {module_part!r}: {err}; give a module importable from the current folder "
-                       "or a path to a .py file") from None
-    except (Exception, SystemExit) as err:  # the student's module raised while it was imported
-        raise Unusable(f"importing {module_part} raised {_describe(err, module_part)}") from None
-    fn = getattr(module, func_name, None)
-    if fn is None:
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                         and getattr(v, "__module__", None) == module.__name__)
-        raise Unusable(f"{module_part} has no function {func_name!r}; it defines {defined or 'no functions'}")
-    if not callable(fn):
-        raise Unusable(f"{module_part}:{func_name} is not a function but {type(fn).__name__} {fn!r}; expected "
-                       f"{SIGNATURE}")
-    return fn, f"{module_part}:{func_name}"
-
-
-def _describe(err: BaseException, module_hint: Optional[str] = None) -> str:
-    """'TypeError: message, at file:line in function: code' with the frame in the student's own code."""
-    text = f"{type(err).__name__}: {err}"
-    if isinstance(err, SyntaxError) and err.filename:
-        return f"{text} (at {err.filename}:{err.lineno})"
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_HERE)]
-    user = [f for f in frames if "site-packages" not in f.filename and "/torch/" not in f.filename] or frames
-    if user:
-        f = user[-1]
-        text += f", at {_short(f.filename)}:{f.lineno} in {f.name}" + (f": {f.line.strip()}" if f.line else "")
-    return text
-
-
-_HERE = str(Path(__file__).resolve().parent)
-
-
-def _short(filename: str) -> str:
-    """The path relative to the current folder where it lies below it, else as it is."""
-    try:
-        rel = os.path.relpath(filename)
-    except ValueError:
-        return filename
-    return filename if rel.startswith("..") else rel
 
 
 # ----------------------------------------------------------------------------------------------------- battery
@@ -160,6 +85,8 @@ class Case:
     autograd: Optional[Gradients] = None
     fd: object = None
     problem: Optional[str] = None  # why the student's answer could not be used
+    error: Optional[str] = None  # what the student's function raised ("mat1 and mat2 shapes ..."), if it did
+    error_at: str = ""  # the student's line that raised
     notes: list = field(default_factory=list)
 
     @property
@@ -171,16 +98,9 @@ class Case:
 
 
 def _targets(net: MLP, loss_fn: Loss, batch: int, g: torch.Generator) -> Tensor:
-    n_out, out = net.sizes[-1], net.output_activation.name
-    if loss_fn.name == "cross_entropy":
-        y = torch.nn.functional.one_hot(torch.randint(0, n_out, (batch,), generator=g), n_out).to(torch.float64)
-    elif out in ("sigmoid", "softmax") or loss_fn.name == "binary_cross_entropy":
-        y = torch.rand(batch, n_out, generator=g, dtype=torch.float64)
-    elif out == "tanh":
-        y = torch.rand(batch, n_out, generator=g, dtype=torch.float64) * 1.8 - 0.9
-    else:
-        y = torch.randn(batch, n_out, generator=g, dtype=torch.float64)
-    return y
+    """(B, n_L) float64 targets inside the output's range (one-hot rows for cross-entropy)."""
+    kind = output_target_kind(loss_fn, net.output_activation.name, classes="onehot")
+    return draw_targets(kind, (batch,), net.sizes[-1], g)
 
 
 def battery(losses: list, dtype: torch.dtype = torch.float64, device="cpu", seed: int = 0) -> list:
@@ -245,21 +165,26 @@ def _as_pair(result, name: str, net: MLP) -> tuple:
     return [g.detach() for g in grad_w], [g.detach() for g in grad_b]
 
 
-def _call(fn, name: str, case: Case) -> None:
-    """Run the student's function on copies (so it cannot change the battery) under no_grad, as the library does."""
-    net = case.net.copy()
+def _arguments(case: Case) -> tuple:
+    """Copies of the case's (net, cache, y, loss_fn), so that the student cannot change the battery; a fresh Loss
+    each call: a student who changes it changes nothing the grader uses."""
     cache = ForwardCache(activations=[a.clone() for a in case.cache.activations], logits=case.cache.logits.clone())
+    return case.net.copy(), cache, case.y.clone(), copy.deepcopy(case.loss_fn)
+
+
+def _call(fn, name: str, case: Case) -> None:
+    """Run the student's function on copies under no_grad, as the library does."""
+    args = _arguments(case)
+    net = args[0]
     try:
-        with torch.no_grad():  # a fresh Loss each call: a student who changes it changes nothing the grader uses
-            result = fn(net, cache, case.y.clone(), copy.deepcopy(case.loss_fn))
+        with torch.no_grad():
+            result = fn(*args)
     except (Exception, SystemExit) as err:
         hint = ""
-        if isinstance(err, RuntimeError) and "shape" in str(err):
-            hint = (" (a shape error in a matrix product: the hidden delta is delta @ W, (B, n_{k+1}) @ "
-                    "(n_{k+1}, n_k); delta @ W.T runs only where the layer is square)")
-        elif "does not require grad" in str(err):
+        if "does not require grad" in str(err):
             hint = " (autograd is off here, as in the library: the backward phase is written by hand)"
-        raise Unusable(f"{name} raised {_describe(err)}{hint}") from None
+        case.error, case.error_at = str(err), student_frame(err)  # a shape error is diagnosed by its operands
+        raise Unusable(f"{name} raised {describe_error(err)}{hint}") from None
     case.student = _as_pair(result, name, case.net)
     changed = [f"net.{kind}[{k}]" for kind in ("weights", "biases")
                for k, (p, p0) in enumerate(zip(getattr(net, kind), getattr(case.net, kind)))
@@ -274,6 +199,7 @@ def _call(fn, name: str, case: Case) -> None:
 # ------------------------------------------------------------------------------------------------------ grading
 def _compare(student: Optional[Tensor], truth: Tensor, fd_est: Optional[Tensor], mask, tol: float,
              fd_tol: float, label: str, errors: dict) -> bool:
+    """Fill errors[label~autograd], errors[label~fd]; whether the student's tensor agrees with both."""
     if student is None:
         errors[f"{label}~autograd"] = errors[f"{label}~fd"] = "-"
         return False
@@ -323,7 +249,7 @@ def grade(fn, name: str, losses=("squared_error",), dtype: torch.dtype = torch.f
         rows, entries = [], []
         for c in cases:
             for k in range(c.net.num_layers):
-                errors, ok = {}, True
+                errors, factors, ok = {}, {}, True
                 for q, attr in (("dW", "weights"), ("db", "biases")):
                     student = None if c.student is None else c.student[0 if q == "dW" else 1][k]
                     truth = getattr(c.autograd, attr)[k]
@@ -331,10 +257,12 @@ def grade(fn, name: str, losses=("squared_error",), dtype: torch.dtype = torch.f
                     mask = c.fd.masks[attr][k] if c.fd is not None else None
                     q_ok = _compare(student, truth, fd_est, mask, tol, fd_tol, q, errors)
                     ok = ok and q_ok
+                    factors[q] = factor(student, truth, c.match_tol)
                     if student is not None:
                         entries.append((c, k, q, student, truth, q_ok))
-                rows.append(Row(case=c, k=k, errors=errors, ok=ok))
-        diagnosis = diagnose(entries, variants_of)
+                rows.append(Row(case=c, k=k, errors=errors, ok=ok, factors=factors))
+        diagnosis = diagnose(entries, variants_of, cases)
+        _find_lines(fn, diagnosis, entries, cases)
         for row in rows:  # each disagreeing layer: the mistakes that give its numbers
             c, k = row.case, row.k
             if not row.ok and c.student is not None:
@@ -346,3 +274,37 @@ def grade(fn, name: str, losses=("squared_error",), dtype: torch.dtype = torch.f
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         torch.set_num_threads(threads)
     return GradeReport(name=name, cases=cases, rows=rows, diagnosis=diagnosis, tolerance=tol, fd_tolerance=fd_tol)
+
+
+def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> None:
+    """The student's line for each mistake the diagnosis names, or for the first wrong tensor where none explains
+    them all: the student's function run again, traced, on a case that fails (grade_lines.py)."""
+    failing = [e for e in entries if not e[5]]
+    failing_cases = list({e[0].index: e[0] for e in failing}.values())[:tries]
+    raised = [c for c in cases if c.error is not None and c.error_at]
+    for m in diagnosis.explains:
+        if diagnosis.raised and raised:  # the line that raised the shape error the mistake makes
+            diagnosis.where[m.label] = raised[0].error_at
+            continue
+        for c in failing_cases:
+            wrong, right = {}, {}
+            if mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, m, trail=wrong) is None:
+                continue
+            mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, RIGHT, trail=right)
+            rec = mistake_line(_traced(fn, c), wrong, right, c.match_tol)
+            if rec is not None:
+                diagnosis.where[m.label] = describe_line(rec)
+                break
+    if not diagnosis.explains and failing_cases:
+        c = failing_cases[0]
+        wrong = [e for e in failing if e[0] is c]
+        rec = first_line_of(_traced(fn, c), [e[3] for e in wrong])
+        if rec is not None:
+            e = next(e for e in wrong if rec.value.shape == e[3].shape and bool((rec.value == e[3]).all()))
+            diagnosis.first_wrong = (f"{e[2]} of layer {e[1] + 1} in case {c.index} ({c.description}, "
+                                     f"B={c.x.shape[0]}), is made at {describe_line(rec)}")
+
+
+def _traced(fn, case: Case) -> list:
+    with torch.no_grad():
+        return record_assignments(fn, _arguments(case))

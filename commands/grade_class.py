@@ -1,43 +1,79 @@
 """`manual-backprop grade class/` (or several files): a whole class graded in one command.
 
 Each submission runs in its own process (grade_worker.py) with a timeout, from its own folder with that folder
-first on the import path, as ``python file.py`` would have it. One row per submission goes to a CSV and a JSON
-(student, verdict, layers right / total, the mistakes named, seconds), then one summary line. The verdict comes only
+first on the import path, as ``python file.py`` would have it; ``jobs`` of them at once. A file in a folder that
+defines no FUNCTION (a helper module a submission imports) is skipped, and the skipped files are named in one line.
+One row per submission goes to a CSV and a JSON (student, verdict, layers right / total, the mistakes named, the
+student's line, the factors yours / autograd, seconds; the JSON also holds each per-layer table), in the order of
+the files, then one summary line. The verdict comes only
 from the worker's last line, marked with a random token made for this run, so a submission cannot print one, and
-one that exits early or hangs gets "error" or "timeout". Ctrl-C stops the class: the rows so far are written, no
-traceback, exit 130.
+one that exits early or hangs gets "error" or "timeout". Ctrl-C stops the class: the submissions still running are
+stopped, the rows finished so far are written, no traceback, exit 130.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import ast
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from manual_backprop.checkpoint import atomic_write
+from .grade_report import write_rows
 
-__all__ = ["submissions", "grade_one", "grade_class", "FIELDS"]
+__all__ = ["submissions", "defines", "grade_one", "grade_class", "FIELDS"]
 
-FIELDS = ("student", "file", "verdict", "layers_right", "layers_total", "mistakes", "problem", "seconds")
+FIELDS = ("student", "file", "verdict", "layers_right", "layers_total", "mistakes", "line", "factors", "problem",
+          "seconds")
 _ROOT = str(Path(__file__).resolve().parent.parent)  # the project, so that the worker imports commands/
 
 
-def submissions(targets: list) -> list:
-    """The .py files to grade: each file given, and every .py file directly inside each folder given (sorted)."""
-    files = []
+def defines(path: Path, function: str) -> bool:
+    """Whether the file binds ``function`` at its top level (def, class, assignment or import as), read without
+    running it; a file that does not parse counts as defining it, so that its error is graded and shown."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return True
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == function:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" or (a.asname or a.name.split(".")[0]) == function for a in node.names):
+                return True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == function for t in targets for n in ast.walk(t)):
+                return True
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # a definition inside `if`/`try` still counts
+            stack += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            stack += [s for h in getattr(node, "handlers", []) for s in h.body]
+    return False
+
+
+def submissions(targets: list, function: str = "backward") -> tuple:
+    """(files to grade, files skipped): each file given, and every .py file directly inside each folder given
+    (sorted) that defines ``function``."""
+    files, skipped = [], []
     for t in targets:
         p = Path(t)
         if p.is_dir():
             found = sorted(f for f in p.glob("*.py") if not f.name.startswith(("_", ".")))
             if not found:
                 raise ValueError(f"folder {t!r} holds no .py submission")
+            skipped += [f for f in found if not defines(f, function)]
+            found = [f for f in found if f not in skipped]
+            if not found:
+                raise ValueError(f"folder {t!r} holds no .py file that defines {function!r} (skipped: "
+                                 f"{', '.join(f.name for f in skipped)}); give --function NAME")
             files += found
         elif p.is_file():
             if p.suffix != ".py":
@@ -45,16 +81,43 @@ def submissions(targets: list) -> list:
             files.append(p)
         else:
             raise ValueError(f"no file or folder {t!r}")
-    return files
+    return files, skipped
 
 
 def _row(path: Path, verdict: str, seconds: float, problem: str = "", **result) -> dict:
     return {"student": path.stem, "file": str(path), "verdict": verdict,
             "layers_right": result.get("layers_right", 0), "layers_total": result.get("layers_total", 0),
-            "mistakes": "; ".join(result.get("mistakes", [])), "problem": problem, "seconds": round(seconds, 2)}
+            "mistakes": "; ".join(result.get("mistakes", [])), "line": "; ".join(result.get("lines", [])),
+            "factors": result.get("factors", ""), "problem": problem, "seconds": round(seconds, 2),
+            "layers": result.get("layers", [])}
 
 
-def grade_one(path: Path, function: str, flags: list, timeout: float) -> dict:
+class _Running:
+    """The grading processes alive now, so that Ctrl-C in the main thread can stop every one of them."""
+
+    def __init__(self):
+        self.procs, self.lock, self.stopping = set(), threading.Lock(), False
+
+    def add(self, proc) -> None:
+        with self.lock:
+            self.procs.add(proc)
+            stop = self.stopping
+        if stop:
+            _kill(proc)
+
+    def discard(self, proc) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        for proc in procs:
+            _kill(proc)
+
+
+def grade_one(path: Path, function: str, flags: list, timeout: float, running: "_Running | None" = None) -> dict:
     """Grade one file in a fresh process; the row for it, whatever the submission does."""
     token = secrets.token_hex(16)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -62,6 +125,8 @@ def grade_one(path: Path, function: str, flags: list, timeout: float) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "commands.grade_worker", str(path.resolve()), function, *flags],
                             cwd=path.resolve().parent, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if running is not None:
+        running.add(proc)
     try:
         out, err = proc.communicate(token + "\n", timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -70,6 +135,9 @@ def grade_one(path: Path, function: str, flags: list, timeout: float) -> dict:
     except BaseException:  # Ctrl-C: the submission's process goes with it
         _kill(proc)
         raise
+    finally:
+        if running is not None:
+            running.discard(proc)
     seconds = time.perf_counter() - start
     lines = [line for line in out.splitlines() if line.strip()]
     if lines and lines[-1].startswith(token + " "):
@@ -90,30 +158,33 @@ def _kill(proc) -> None:
     proc.wait()
 
 
-def _write(rows: list, csv_path, json_path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(csv_path, lambda f: f.write(buf.getvalue()), binary=False)
-    atomic_write(json_path, lambda f: f.write(json.dumps(rows, indent=1) + "\n"), binary=False)
-
-
-def grade_class(targets: list, function: str, flags: list, *, timeout: float, csv_path, json_path) -> int:
-    """Grade every submission, print one line each and a summary; 0 when all pass, 1 otherwise, 130 on Ctrl-C."""
-    files = submissions(targets)
-    rows, start, code = [], time.perf_counter(), None
+def grade_class(targets: list, function: str, flags: list, *, timeout: float, csv_path, json_path,
+                jobs: int = 1) -> int:
+    """Grade every submission, ``jobs`` at once, print one line each as it finishes and a summary; 0 when all
+    pass, 1 otherwise, 130 on Ctrl-C."""
+    files, skipped = submissions(targets, function)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) with no {function!r} (helper modules?): "
+              f"{', '.join(str(f) for f in skipped)}", flush=True)
+    done, start, code = {}, time.perf_counter(), None
+    running = _Running()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(files))))
     try:
-        for i, path in enumerate(files, 1):
-            row = grade_one(path, function, flags, timeout)
-            rows.append(row)
-            print(f"[{i}/{len(files)}] {row['student']}: {row['verdict']} {row['layers_right']}/"
+        futures = {pool.submit(grade_one, path, function, flags, timeout, running): i for i, path in enumerate(files)}
+        for future in as_completed(futures):
+            row = done[futures[future]] = future.result()
+            print(f"[{len(done)}/{len(files)}] {row['student']}: {row['verdict']} {row['layers_right']}/"
                   f"{row['layers_total']} layers" + (f", {row['mistakes']}" if row["mistakes"] else "")
+                  + (f" at {row['line'][:100]}" if row["line"] else "")
                   + (f" ({row['problem'][:120]})" if row["problem"] else "") + f", {row['seconds']:.1f} s",
                   flush=True)
     except KeyboardInterrupt:
         code = 130
-    _write(rows, csv_path, json_path)
+        running.stop()  # the submissions still running go with the class
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    rows = [done[i] for i in sorted(done)]
+    write_rows(rows, FIELDS, csv_path, json_path)
     counts = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1

@@ -9,21 +9,25 @@ changed, exactly as a student's slip changes it:
     the wrong sign                  the lecture's delta = -dE/dnet returned as if it were the gradient
     W where W^T belongs             delta @ W.T in the hidden delta (square layers), or x^T @ delta for dE/dW
     a missing 1/m                   the output delta without the loss's reduction factor (1/B for "mean")
-    bias gradient not summed        the deltas (B, n) themselves, the first sample's row, or their mean
+    the 1/m taken twice             the output delta times the reduction factor once more
+    dE/dW divided by m              delta^T @ x / B, the 1/m already being in delta
+    delta @ x                       dE/dW without the transpose (raises unless n_{k+1} = B)
+    bias gradient not summed        the deltas (B, n) themselves, the first sample's row, their mean, or
+                                    delta.sum(1) over the units
+    deltas summed first             the output delta summed over the samples, (1, n_L), and back-propagated
+                                    with the mean sample's activities
     f' taken of net, not of x       the code's f'(x) formula (x (1 - x) for sigmoid) applied to net
     f' evaluated at the activity    sigma'(x) = sigma(x)(1 - sigma(x)) where sigma'(net) belongs
     a factor 2 off                  the 2 of d(e^2)/dx dropped, or doubled against a loss with the 1/2
 
 The f' mistakes come in three scopes (every layer, the hidden layers only, the output layer only); two mistakes
-on different steps combine. ``diagnose`` finds the mistakes whose numbers equal the student's at every
+on different steps combine; grade_diagnosis.py finds the mistakes whose numbers equal the student's at every
 disagreeing layer.
 """
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, fields, replace
-from itertools import combinations
 from typing import Optional
 
 import torch
@@ -33,9 +37,7 @@ from manual_backprop.losses import Loss, SquaredError
 from manual_backprop.network import (MLP, ForwardCache, bias_gradient, hidden_delta, net_input, output_delta,
                                      weight_gradient)
 
-from reference.compare import norm_relative_error
-
-__all__ = ["Mistake", "MISTAKES", "mistaken_gradients", "match_tolerance", "fits", "diagnose", "Diagnosis"]
+__all__ = ["Mistake", "MISTAKES", "RIGHT", "mistaken_gradients", "match_tolerance"]
 
 _MATCH = {torch.float64: 1e-8, torch.float32: 1e-4}
 
@@ -54,10 +56,11 @@ class Mistake:
     hint: str = ""
     output: str = "ok"  # the output delta's f': ok | none | of_net | at_x
     hidden: str = "ok"  # the hidden delta: ok | none | of_net | at_x | w_t
-    factor: str = "ok"  # ok | no_mean (no 1/m) | half (the 2 dropped) | double
+    factor: str = "ok"  # ok | no_mean (no 1/m) | twice (1/m twice) | half (the 2 dropped) | double
     sign: int = 1
-    weight: str = "ok"  # dE/dW: ok | transposed
-    bias: str = "ok"  # dE/db: ok | unsummed | first | mean
+    weight: str = "ok"  # dE/dW: ok | transposed (x^T @ delta) | no_t (delta @ x) | over_m (divided by B)
+    bias: str = "ok"  # dE/db: ok | unsummed | first | mean | units (delta.sum(1))
+    batch: str = "ok"  # ok | summed: the output delta summed over the samples before back-propagating
 
     @property
     def label(self) -> str:
@@ -96,12 +99,27 @@ MISTAKES = [
             "(n_{k+1}, n_k); x^T @ delta is its transpose.", weight="transposed"),
     Mistake("a missing 1/m", "", "The loss's reduction divides by the number of samples (loss_fn.scale(B, n) is "
             "the whole factor c): the output delta is c * 2 (x - y) f'(net).", factor="no_mean"),
+    Mistake("the 1/m taken twice", "in the output delta", "loss_fn.scale(B, n) is the whole factor c, 1/B "
+            "already: dividing the output delta by B once more makes every gradient 1/B of autograd's (the same "
+            "numbers as dE/dW and dE/db each divided by B).", factor="twice"),
+    Mistake("dE/dW divided by m", "", "dE/dW[k] is delta^T @ x^k, summed over the samples, not averaged: the "
+            "loss's 1/m is in delta already.", weight="over_m"),
+    Mistake("delta @ x where delta^T @ x belongs", "in dE/dW", "dE/dW[k] = delta^T @ x^k, (n_{k+1}, B) @ (B, n_k): "
+            "the product sums over the samples; delta @ x multiplies (B, n_{k+1}) by (B, n_k), which runs only "
+            "when n_{k+1} = B.", weight="no_t"),
+    Mistake("the deltas summed over the samples before back-propagating", "", "Each sample has its own delta "
+            "(B, n): dE/dW[k] = sum_i delta_i x_i^T is delta^T @ x^k, a sum of products, which is not the summed "
+            "delta times one (mean) activity; sum over the samples only in the last step, dE/dW and dE/db.",
+            batch="summed"),
     Mistake("bias gradient not summed over the samples", "(the deltas themselves)", "dE/db[k] is the layer's "
             "deltas summed over the sample axis, delta.sum(0), shape (n_{k+1},).", bias="unsummed"),
     Mistake("bias gradient not summed over the samples", "(the first sample only)", "dE/db[k] is the layer's "
             "deltas summed over the sample axis, delta.sum(0), not delta[0].", bias="first"),
     Mistake("bias gradient not summed over the samples", "(averaged instead)", "dE/db[k] is delta.sum(0): the "
             "loss's 1/m is in delta already, and mean(0) divides by m a second time.", bias="mean"),
+    Mistake("bias gradient not summed over the samples", "(summed over the units instead)", "dE/db[k] is "
+            "delta.sum(0), (n_{k+1},): axis 0 holds the samples; delta.sum(1) sums a sample's units, (B,).",
+            bias="units"),
     Mistake("f' taken of net instead of the activity x", "in every layer", _OF_NET, output="of_net", hidden="of_net"),
     Mistake("f' taken of net instead of the activity x", "in the hidden layers", _OF_NET, hidden="of_net"),
     Mistake("f' taken of net instead of the activity x", "at the output layer", _OF_NET, output="of_net"),
@@ -113,6 +131,8 @@ MISTAKES = [
     Mistake("a factor 2 off", "(doubled)", "With half=True the loss is 1/2 sum (y - x)^2, whose output delta is "
             "(x - y) f'(net): c = loss_fn.scale(B, n) already holds the 1/2.", factor="double"),
 ]
+
+RIGHT = Mistake("no mistake")  # every step done right: its trail is the right intermediates
 
 
 def _with_fprime(how: str, f, x, net, grad_x):
@@ -126,8 +146,10 @@ def _with_fprime(how: str, f, x, net, grad_x):
     return f.backward(x, grad_x)
 
 
-def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mistake):
-    """(grad_weights, grad_biases) of the backward phase with mistake ``m``; None where it cannot happen here."""
+def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mistake, trail: Optional[dict] = None):
+    """(grad_weights, grad_biases) of the backward phase with mistake ``m``; None where it cannot happen here.
+    ``trail`` gets every intermediate by role: ("delta", k) the delta of layer k (1..L), ("dW", k), ("db", k)."""
+    trail = {} if trail is None else trail
     W, b, fs, L = net.weights, net.biases, net.activation_functions, net.num_layers
     xs = cache.activations
     batch, n_out = cache.output.shape
@@ -143,21 +165,36 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
         else:
             grad_x = loss_fn.output_delta(cache.logits, cache.output, y, Identity())  # dE/dx^L
             delta = _with_fprime(m.output, fs[-1], xs[L], nets[L - 1], grad_x)
-        if m.factor == "no_mean":
+        if m.factor in ("no_mean", "twice"):
             reduction = Loss.scale(loss_fn, batch, n_out)  # 1/B or 1/(B n), without the 1/2
             if reduction == 1.0:
                 return None
-            delta = delta / reduction
+            delta = delta / reduction if m.factor == "no_mean" else delta * reduction
         elif m.factor in ("half", "double"):
             delta = delta * (0.5 if m.factor == "half" else 2.0)
         delta = delta * m.sign
+        if m.batch == "summed":  # the batch collapsed: one summed delta, the mean sample's activities
+            if batch == 1:
+                return None
+            delta = delta.sum(dim=0, keepdim=True)  # (1, n_L)
+            xs = [x.mean(dim=0, keepdim=True) for x in xs]
+            nets = [v.mean(dim=0, keepdim=True) for v in nets]
+        trail[("delta", L)] = delta
         grad_w, grad_b = [None] * L, [None] * L
         for k in range(L - 1, -1, -1):
-            grad_w[k] = weight_gradient(delta, xs[k])
+            if m.weight == "no_t":
+                if delta.shape[-1] != xs[k].shape[-2]:
+                    return None  # delta @ x does not run unless n_{k+1} = B
+                grad_w[k] = delta @ xs[k]
+            else:
+                grad_w[k] = weight_gradient(delta, xs[k])
             if m.weight == "transposed":
                 grad_w[k] = grad_w[k].transpose(-2, -1)
+            elif m.weight == "over_m":
+                grad_w[k] = grad_w[k] / batch
             grad_b[k] = {"ok": bias_gradient, "unsummed": lambda d: d, "first": lambda d: d[0],
-                         "mean": lambda d: d.mean(dim=0)}[m.bias](delta)
+                         "mean": lambda d: d.mean(dim=0), "units": lambda d: d.sum(dim=-1)}[m.bias](delta)
+            trail[("dW", k)], trail[("db", k)] = grad_w[k], grad_b[k]
             if k == 0:
                 break
             f = fs[k - 1]
@@ -169,98 +206,5 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
                 delta = hidden_delta(f, xs[k], delta, W[k])
             else:
                 delta = _with_fprime(m.hidden, f, xs[k], nets[k - 1], delta @ W[k])
+            trail[("delta", k)] = delta
     return grad_w, grad_b if b else []
-
-
-def fits(student, mistaken, correct, tol: float, agree_tol: float = 0.0) -> bool:
-    """Whether the student's tensor equals the mistake's within ``tol``, and the mistake's is clearly not the right
-    answer (ten times further from it than from the student's, and than the agreement tolerance)."""
-    if student is None or mistaken is None or student.shape != mistaken.shape:
-        return False
-    near = norm_relative_error(student, mistaken)
-    if near > tol:
-        return False
-    return mistaken.shape != correct.shape or norm_relative_error(mistaken, correct) > 10 * max(near, agree_tol)
-
-
-@dataclass
-class Diagnosis:
-    """The mistakes that reproduce every disagreeing layer (``explains``), else the best partial fits."""
-
-    failing: int  # disagreeing (case, layer, quantity) entries
-    explains: list  # Mistake, each fitting every failing entry
-    partial: list  # (Mistake, number of failing entries it fits), best first, when none explains them all
-
-    def lines(self) -> list:
-        if not self.failing:
-            return []
-        if self.explains:
-            head = (f"Diagnosis: all {self.failing} disagreeing tensors (dE/dW, dE/db) are what this classic mistake "
-                    "gives, computed with the library's own functions:")
-            out = [head]
-            for m in self.explains:
-                out += [f"  - {m.label}", _indented(m.hint)]
-            return out
-        if not self.partial:
-            return [f"Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
-                    f"a missing 1/m, a bias gradient not summed, f' of net instead of x, a factor 2) reproduces the "
-                    f"{self.failing} disagreeing tensors; compare them with the autograd column."]
-        out = [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these fit "
-               "some of them:"]
-        for m, n in self.partial:
-            out += [f"  - {m.label}: {n} of {self.failing}", _indented(m.hint)]
-        return out
-
-
-def _indented(text: str) -> str:
-    return textwrap.fill(text, 110, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
-
-
-def diagnose(entries: list, variants_of) -> Diagnosis:
-    """entries: (case, layer index k, quantity "dW"/"db", student tensor, correct tensor, ok) for every compared
-    tensor; variants_of(case, mistake) -> (grad_w, grad_b) or None. Singles first, then pairs of mistakes."""
-    failing = [e for e in entries if not e[5]]
-    if not failing:
-        return Diagnosis(0, [], [])
-
-    def value(case, m, k, q):
-        grads = variants_of(case, m)
-        return None if grads is None else (grads[0] if q == "dW" else grads[1])[k]
-
-    def fit(m, entry) -> bool:
-        c, k, q, s, ok_t, _ = entry
-        return fits(s, value(c, m, k, q), ok_t, c.match_tol, c.agree_tol)
-
-    def count(m, pool) -> int:
-        return sum(fit(m, e) for e in pool)
-
-    def best(candidates):
-        full = [m for m in candidates if all(fit(m, e) for e in failing)]  # stops at the first misfit
-        if not full:
-            return []
-        scores = {m: count(m, entries) for m in full}  # tie-break: also matches the layers that agree
-        top = max(scores.values())
-        return [m for m in full if scores[m] == top]
-
-    explains = best(MISTAKES)
-    if not explains:
-        pairs = [p for a, b in combinations(MISTAKES, 2) if (p := a.combine(b)) is not None]
-        explains = best(pairs)
-    partial = []
-    if not explains:
-        counts = [(m, count(m, failing)) for m in MISTAKES]
-        partial = sorted([mc for mc in counts if mc[1]], key=lambda mc: -mc[1])[:3]
-    return Diagnosis(len(failing), explains, partial)
-
-
-def fitting_labels(case, k: int, q: str, student, correct, variants_of, candidates=None) -> list:
-    """Names of the mistakes (the diagnosis's, else every single one) that reproduce one disagreeing tensor."""
-    names = []
-    for m in candidates or MISTAKES:
-        grads = variants_of(case, m)
-        if grads is not None and fits(student, (grads[0] if q == "dW" else grads[1])[k], correct, case.match_tol,
-                                      case.agree_tol):
-            name = m.name if candidates is None else m.label
-            if name not in names:
-                names.append(name)
-    return names

@@ -1,14 +1,29 @@
-"""The grader's report: the per-layer table of a student's gradients against autograd and finite differences,
-the messages for answers it could not use, the diagnosis, the verdict and the exit status (grade.py runs it)."""
+"""The grader's report: the per-layer table of a student's gradients against autograd and finite differences
+(norm-relative errors, and the factor c where the student's tensor is c times autograd's), the messages for answers
+it could not use, the diagnosis, the verdict and the exit status (grade.py runs it); the same table as records for
+a CSV or a JSON."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "GradeReport", "SIGNATURE"]
+from manual_backprop.checkpoint import atomic_write
+
+__all__ = ["Row", "GradeReport", "SIGNATURE", "RECORD_FIELDS", "format_factor", "write_rows"]
 
 SIGNATURE = "FUNCTION(net, cache, y, loss_fn) returning a Gradients or (grad_weights, grad_biases)"
+RECORD_FIELDS = ("case", "network", "loss", "B", "layer", "dW_vs_autograd", "dW_vs_fd", "dW_yours_over_autograd",
+                 "db_vs_autograd", "db_vs_fd", "db_yours_over_autograd", "ok", "fits")
+_COLUMNS = (("dW~autograd", 11), ("dW~fd", 8), ("dW", 17), ("db~autograd", 11), ("db~fd", 8), ("db", 17))
+
+
+def format_factor(c) -> str:
+    """A factor as the table shows it: 3 significant digits ("0.2", "-1", "5"), "-" where there is none."""
+    return "-" if c is None else f"{c:.3g}"
 
 
 @dataclass
@@ -18,6 +33,20 @@ class Row:
     errors: dict  # "dW~autograd", "dW~fd", "db~autograd", "db~fd" -> float, or a string ("shape (5, 4)")
     ok: bool
     fits: list = field(default_factory=list)
+    factors: dict = field(default_factory=dict)  # "dW", "db" -> c with yours = c * autograd's, or None
+
+    def record(self) -> dict:
+        """This row for a CSV or a JSON (RECORD_FIELDS)."""
+        c, e = self.case, self.errors
+        out = {"case": c.index, "network": c.description, "loss": repr(c.loss_fn), "B": c.x.shape[0],
+               "layer": f"{self.k + 1}/{c.net.num_layers}"}
+        for q in ("dW", "db"):
+            out[f"{q}_vs_autograd"] = e.get(f"{q}~autograd", "-")
+            out[f"{q}_vs_fd"] = e.get(f"{q}~fd", "-")
+            c_q = self.factors.get(q)
+            out[f"{q}_yours_over_autograd"] = None if c_q is None else float(f"{c_q:.6g}")
+        out.update(ok=self.ok, fits="; ".join(self.fits))
+        return out
 
 
 @dataclass
@@ -52,7 +81,7 @@ class GradeReport:
 
     def table(self) -> str:
         head = (f"{'case':>4}  {'network':<40} {'B':>2}  {'layer':>5}  {'dW~autograd':>11}  {'dW~fd':>8}  "
-                f"{'db~autograd':>11}  {'db~fd':>8}  ok   fits")
+                f"{'dW yours/autograd':>17}  {'db~autograd':>11}  {'db~fd':>8}  {'db yours/autograd':>17}  ok   fits")
         lines, loss = [], None
         for r in self.rows:
             if r.case.loss_fn != loss:
@@ -61,7 +90,10 @@ class GradeReport:
             first = r.k == 0
             cells = [f"{r.case.index:>4}" if first else " " * 4, f"{r.case.description if first else '':<40}",
                      f"{r.case.x.shape[0] if first else '':>2}", f"{r.k + 1:>3}/{r.case.net.num_layers}"]
-            for key, width in (("dW~autograd", 11), ("dW~fd", 8), ("db~autograd", 11), ("db~fd", 8)):
+            for key, width in _COLUMNS:
+                if key in r.factors:
+                    cells.append(f"{format_factor(r.factors[key]):>{width}}")
+                    continue
                 v = r.errors.get(key, "-")
                 cells.append(f"{v:>{width}}" if isinstance(v, str) else f"{v:>{width}.1e}")
             cells.append("yes" if r.ok else "NO ")
@@ -69,11 +101,17 @@ class GradeReport:
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
 
+    def records(self) -> list:
+        """The per-layer table as dicts (RECORD_FIELDS), for a CSV or a JSON."""
+        return [r.record() for r in self.rows]
+
     def text(self) -> str:
         n_layers = len(self.rows)
         bad = [r for r in self.rows if not r.ok]
         out = [f"grade {self.name}: {len(self.cases)} networks, {n_layers} layers; norm-relative tolerance "
-               f"{self.tolerance:.0e} vs autograd, {self.fd_tolerance:.0e} vs finite differences", self.table(), ""]
+               f"{self.tolerance:.0e} vs autograd, {self.fd_tolerance:.0e} vs finite differences; yours/autograd: "
+               "c where your tensor is c times autograd's (0.2 = 1/B at B = 5), - where it is no multiple",
+               self.table(), ""]
         for message, cases in self.problems().items():
             first = cases[0]
             out.append(f"case {first.index} ({first.description}, B={first.x.shape[0]}): {message}{_more(cases)}")
@@ -108,3 +146,19 @@ class GradeReport:
 def _more(cases: list) -> str:
     n = len(cases) - 1
     return f" (and in {n} more case{'s' if n > 1 else ''})" if n else ""
+
+
+def write_rows(rows: list, fields, csv_path=None, json_path=None) -> None:
+    """Rows (dicts) to a CSV of ``fields`` and a JSON list, each written atomically; None skips that file. A value
+    the CSV cannot hold (a list) is left to the JSON."""
+    try:
+        if csv_path:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: ("-" if r.get(k) is None else r.get(k)) for k in fields} for r in rows)
+            atomic_write(csv_path, lambda f: f.write(buf.getvalue()), binary=False)
+        if json_path:
+            atomic_write(json_path, lambda f: f.write(json.dumps(rows, indent=1) + "\n"), binary=False)
+    except OSError as err:  # one line naming the file, as every bad path gets
+        raise ValueError(str(err)) from None

@@ -14,17 +14,37 @@ import os
 import sys
 import time
 
+from .grade_report import format_factor
+
 
 def _summary(report) -> dict:
     code = report.exit_code
     verdict = {0: "pass", 1: "fail"}.get(code, "unusable")
     layers = len(report.rows)
     right = sum(r.ok for r in report.rows)
-    mistakes = [m.label for m in report.diagnosis.explains] or [m.label for m, _ in report.diagnosis.partial]
+    d = report.diagnosis
+    mistakes = [m.label for m in d.explains] or [m.label for m, _ in d.partial]
+    lines = list(dict.fromkeys(d.where.values())) or ([d.first_wrong] if d.first_wrong else [])
     problems = list(report.problems())
     notes = sorted({n for c in report.cases for n in c.notes})
     return {"verdict": verdict, "layers_right": right, "layers_total": layers, "mistakes": mistakes,
-            "problems": problems[:3], "notes": notes[:3]}
+            "lines": lines, "factors": _factors(report), "problems": problems[:3], "notes": notes[:3],
+            "layers": report.records()}
+
+
+def _factors(report) -> str:
+    """The factors yours / autograd of the disagreeing tensors, e.g. "dW 0.2" or "dW 0.2; db -" ("-": no multiple)."""
+    seen = []
+    for r in report.rows:
+        if r.ok:
+            continue
+        for q in ("dW", "db"):
+            c = r.factors.get(q)
+            if q in r.factors and (c is None or abs(c - 1) > 1e-6):
+                label = f"{q} {format_factor(c)}"
+                if label not in seen:
+                    seen.append(label)
+    return "; ".join(seen[:6])
 
 
 def main(argv=None) -> int:

@@ -139,6 +139,97 @@ def off_by_a_little(net, cache, y, loss_fn):
     return [g * (1 + 1e-6) for g in w], b
 
 
+# ---- the slips of issue 21, each written out whole as a student would, its wrong line marked "# the slip"
+def _output_delta(net, cache, y, loss_fn):
+    """dE/dnet^L, (B, n_L), right."""
+    x, L = cache.activations, net.num_layers
+    c = loss_fn.scale(*y.shape)
+    if loss_fn.name == "squared_error":
+        return c * 2 * (x[L] - y) * fprime(net.activation_functions[-1], x[L])
+    return c * (x[L] - y)
+
+
+def dw_without_transpose(net, cache, y, loss_fn):
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta @ x[k]  # the slip: (B, n_{k+1}) @ (B, n_k), where delta.T @ x[k] belongs
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def deltas_summed_first(net, cache, y, loss_fn):
+    """The batch collapsed before back-propagating: the summed delta and the mean sample's activities."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)  # (B, n_L)
+    delta = delta.sum(0, keepdim=True)  # the slip: (1, n_L), the samples summed before back-propagating
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        x_mean = x[k].mean(0, keepdim=True)  # (1, n_k)
+        grad_w[k] = delta.T @ x_mean
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k].mean(0, keepdim=True))
+    return grad_w, grad_b
+
+
+def mean_taken_twice(net, cache, y, loss_fn):
+    x, L = cache.activations, net.num_layers
+    B = y.shape[0]
+    delta = _output_delta(net, cache, y, loss_fn) / B  # the slip: loss_fn.scale holds the 1/m already
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def dw_divided_by_m(net, cache, y, loss_fn):
+    x, L = cache.activations, net.num_layers
+    B = y.shape[0]
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k] / B  # the slip: the 1/m is in delta already
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def bias_summed_over_units(net, cache, y, loss_fn):
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(1)  # the slip: (B,), summed over the units where the samples belong
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def wrong_sign_written_out(net, cache, y, loss_fn):
+    x, L = cache.activations, net.num_layers
+    c = loss_fn.scale(*y.shape)
+    if loss_fn.name == "squared_error":
+        delta = c * 2 * (y - x[L]) * fprime(net.activation_functions[-1], x[L])  # the slip: the lecture's sign
+    else:
+        delta = c * (y - x[L])  # the slip: the lecture's sign
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
 # ---- unusable answers
 def raises(net, cache, y, loss_fn):
     return 1 / 0

@@ -85,7 +85,8 @@ def test_each_classic_mistake_is_named(function, diagnosis, code):
     bad = [r for r in report.rows if not r.ok and r.case.student is not None]
     assert bad and all(r.fits for r in bad), "every disagreeing layer names the mistake that fits it"
     text = report.text()
-    assert f"  - {diagnosis}" in text and ("FAIL" in text if code == 1 else "UNUSABLE" in text)
+    assert f"Diagnosis: {diagnosis}, at tests/commands/student_mistakes.py:" in text  # the student's line
+    assert "FAIL" in text if code == 1 else "UNUSABLE" in text
 
 
 def test_each_mistake_is_named_on_the_other_losses_too():

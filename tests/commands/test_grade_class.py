@@ -1,8 +1,10 @@
 """`manual-backprop grade` for a class (issue 21 item 2): several files or a folder, each in its own process with a
-timeout, rows in a CSV and a JSON, a verdict a submission cannot forge, Ctrl-C clean."""
+timeout, --jobs of them at once, rows in a CSV and a JSON (with the student's line and the factor yours / autograd),
+a verdict a submission cannot forge, helper files skipped, Ctrl-C clean."""
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -55,8 +57,13 @@ def test_a_class_is_graded_one_process_each_and_nothing_is_forged(tmp_path, caps
     out = capsys.readouterr().out
     assert code == 1
     rows = rows_of(tmp_path)
+    assert list(rows) == list(SUBMISSIONS)  # in the order of the files, whichever finished first
     assert rows["alice"]["verdict"] == "pass" and rows["alice"]["layers_right"] == rows["alice"]["layers_total"]
     assert rows["bob"]["verdict"] == "fail" and rows["bob"]["mistakes"] == "a missing 1/m"
+    assert rows["bob"]["line"].startswith("helpers.py:") and "delta = c * 2 * (x[L] - y) * fp" in rows["bob"]["line"]
+    assert rows["bob"]["factors"] == "dW 5; db 5"  # B = 5: five times autograd's
+    bob = next(r for r in json.loads((tmp_path / "g.json").read_text()) if r["student"] == "bob")
+    assert {(r["B"], r["dW_yours_over_autograd"]) for r in bob["layers"]} == {(1, 1.0), (5, 5.0)}
     assert rows["carol"]["verdict"] == "timeout" and "15 s" in rows["carol"]["problem"]
     assert rows["dave"]["verdict"] == "error" and "before the grader's final line" in rows["dave"]["problem"]
     assert rows["erin"]["verdict"] == "fail"  # a printed verdict of her own counts for nothing
@@ -68,18 +75,67 @@ def test_a_class_is_graded_one_process_each_and_nothing_is_forged(tmp_path, caps
     assert "graded 7 submissions in" in out and "1 pass" in out and "1 timeout" in out
 
 
-def test_a_folder_is_a_class(tmp_path, capsys):
+def test_a_folder_is_a_class_and_its_helper_files_are_skipped(tmp_path, capsys):
     make_class(tmp_path / "class", ["alice", "bob"])
     code = main(["grade", str(tmp_path / "class"), "--no-fd", "--csv", str(tmp_path / "g.csv"),
                  "--json", str(tmp_path / "g.json")])
+    out = capsys.readouterr().out
     rows = rows_of(tmp_path)
-    assert code == 1 and set(rows) == {"alice", "bob", "helpers"}  # every .py file in it is a submission
-    assert rows["helpers"]["verdict"] == "unusable"
+    assert code == 1 and list(rows) == ["alice", "bob"]  # helpers.py defines no backward: not a submission
+    skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert skipped == [f"skipped 1 file(s) with no 'backward' (helper modules?): {tmp_path / 'class' / 'helpers.py'}"]
+    assert "graded 2 submissions" in out
+
+
+def test_a_folder_of_helpers_only_is_one_clear_line(tmp_path, capsys):
+    make_class(tmp_path / "class", [])
+    code = main(["grade", str(tmp_path / "class"), "--no-fd"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds no .py file that defines 'backward' (skipped: helpers.py)" in err
+    assert "Traceback" not in err
+
+
+def _running_here(tmp_path) -> list:
+    """Processes whose command line names a file under tmp_path (the grading processes of this test)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(tmp_path) in cmdline and "commands.grade_worker" in cmdline:
+            found.append(pid)
+    return found
+
+
+def test_ctrl_c_in_parallel_stops_every_submission(tmp_path):
+    SUBMISSIONS["carol2"] = SUBMISSIONS["carol"]
+    files = make_class(tmp_path / "class", ["alice", "carol", "carol2"])
+    del SUBMISSIONS["carol2"]
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd", "--jobs", "3",
+                             "--timeout", "300", "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    seen = ""
+    while "alice" not in seen and time.time() < deadline:
+        seen += proc.stdout.readline()
+    assert len(_running_here(tmp_path)) == 2  # both endless loops run at once
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err and "stopped by Ctrl-C after 1 of 3" in out
+    assert list(rows_of(tmp_path)) == ["alice"] and _running_here(tmp_path) == []
+
+
+def test_a_bad_jobs_flag_is_one_line(tmp_path, capsys):
+    files = make_class(tmp_path / "class", ["alice", "bob"])
+    code = main(["grade", *map(str, files), "--jobs", "0"])
+    assert code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
 
 
 def test_ctrl_c_writes_the_rows_so_far_and_exits_130(tmp_path):
     files = make_class(tmp_path / "class", ["alice", "carol", "bob"])
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd",
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd", "--jobs", "1",
                              "--timeout", "300", "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -1,0 +1,193 @@
+"""Which classic mistake (grade_mistakes.py) gives a student's numbers, and how the grader says so.
+
+A mistake fits a tensor when the student's equals the mistake's within the match tolerance; ``diagnose`` keeps the
+mistakes that fit every disagreeing tensor (single mistakes first, then pairs). A call that raised a shape error in
+a matrix product is explained by the operand shapes (``shape_slips``): (B, n_{k+1}) @ (B, n_k) is delta @ x, and so
+on. ``factor`` is the "yours / autograd" column: the number c with yours = c * autograd's, where there is one.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Optional
+
+from reference.compare import norm_relative_error
+from .grade_mistakes import MISTAKES, Mistake
+
+__all__ = ["fits", "factor", "diagnose", "Diagnosis", "fitting_labels", "shape_slips", "explain_raised"]
+
+
+def fits(student, mistaken, correct, tol: float, agree_tol: float = 0.0) -> bool:
+    """Whether the student's tensor equals the mistake's within ``tol``, and the mistake's is clearly not the right
+    answer (ten times further from it than from the student's, and than the agreement tolerance)."""
+    if student is None or mistaken is None or student.shape != mistaken.shape:
+        return False
+    near = norm_relative_error(student, mistaken)
+    if near > tol:
+        return False
+    return mistaken.shape != correct.shape or norm_relative_error(mistaken, correct) > 10 * max(near, agree_tol)
+
+
+def factor(student, truth, tol: float) -> Optional[float]:
+    """c with student = c * truth within ``tol`` (norm-relative), the least-squares c; None where there is none
+    (other shapes, or numbers that are not a multiple of autograd's)."""
+    if student is None or student.shape != truth.shape:
+        return None
+    tt = float((truth * truth).sum())
+    if tt == 0.0:
+        return 1.0 if not bool(student.any()) else None
+    c = float((student * truth).sum()) / tt
+    return c if norm_relative_error(student, c * truth) <= tol else None
+
+
+# ----------------------------------------------------------------------------------- shape errors, by operands
+_MATMUL = re.compile(r"\((\d+)x(\d+) and (\d+)x(\d+)\)")
+
+
+def _by(**step) -> Mistake:
+    return next(m for m in MISTAKES if all(getattr(m, k) == v for k, v in step.items()))
+
+
+def _delta_at_x(sizes, B, a, b):  # delta @ x^k: (B, n_{k+1}) @ (B, n_k)
+    return any(a == (B, sizes[k + 1]) and b == (B, sizes[k]) for k in range(len(sizes) - 1))
+
+
+def _delta_at_w_t(sizes, B, a, b):  # delta @ W[k].T: (B, n_{k+1}) @ (n_k, n_{k+1})
+    return any(a == (B, sizes[k + 1]) and b == (sizes[k], sizes[k + 1]) for k in range(1, len(sizes) - 1))
+
+
+def _summed_delta_t_at_x(sizes, B, a, b):  # a summed delta (1, n_{k+1}), transposed, @ x^k (B, n_k)
+    return B > 1 and any(a == (sizes[k + 1], 1) and b == (B, sizes[k]) for k in range(len(sizes) - 1))
+
+
+SHAPE_SLIPS = [(_delta_at_x, _by(weight="no_t")), (_delta_at_w_t, _by(hidden="w_t")),
+               (_summed_delta_t_at_x, _by(batch="summed"))]
+
+
+def shape_slips(sizes, batch: int, message: str) -> Optional[list]:
+    """The mistakes whose matrix product has the operand shapes of a "mat1 and mat2 shapes cannot be multiplied"
+    error; None where the message is no such error."""
+    found = _MATMUL.search(message)
+    if not found:
+        return None
+    r1, c1, r2, c2 = map(int, found.groups())
+    return [m for test, m in SHAPE_SLIPS if test(list(sizes), batch, (r1, c1), (r2, c2))]
+
+
+def explain_raised(cases) -> tuple:
+    """(mistakes, calls): the slips that give every shape error the student's calls raised, and how many raised."""
+    raised = [c for c in cases if c.error is not None and _MATMUL.search(c.error)]
+    common = None
+    for c in raised:
+        slips = shape_slips(c.net.sizes, c.x.shape[0], c.error)
+        common = slips if common is None else [m for m in common if m in slips]
+    return (common or []), len(raised)
+
+
+# ------------------------------------------------------------------------------------------------ the diagnosis
+@dataclass
+class Diagnosis:
+    """The mistakes that reproduce every disagreeing layer and every shape error (``explains``), else the best
+    partial fits; ``where`` names the student's line for each, ``first_wrong`` the line of the first wrong tensor."""
+
+    failing: int  # disagreeing (case, layer, quantity) entries
+    explains: list  # Mistake, each fitting every failing entry
+    partial: list  # (Mistake, number of failing entries it fits), best first, when none explains them all
+    raised: int = 0  # calls that raised a shape error which ``explains`` gives
+    where: dict = field(default_factory=dict)  # mistake label -> "file:line: code"
+    first_wrong: str = ""  # "dE/dW of layer 2 (case 4), made at file:line: code", when no mistake explains all
+
+    def lines(self) -> list:
+        if not self.failing and not self.explains:
+            return []
+        if self.explains:
+            out = [f"Diagnosis: {m.label}" + (f", at {self.where[m.label]}" if m.label in self.where else "")
+                   for m in self.explains]
+            what = []
+            if self.failing:
+                what.append(f"all {self.failing} disagreeing tensors (dE/dW, dE/db) are what "
+                            f"{'this mistake gives' if len(self.explains) == 1 else 'each of these gives'}, computed "
+                            "with the library's own functions")
+            if self.raised:
+                what.append(f"the shape error of the {self.raised} calls that raised is the one it makes")
+            out.append("  " + "; ".join(what))
+            return out + [_indented(h) for h in dict.fromkeys(m.hint for m in self.explains)]
+        if not self.partial:
+            out = ["Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
+                   f"a 1/m missing or twice, a bias gradient not summed, f' of net instead of x, a factor 2) "
+                   f"reproduces the {self.failing} disagreeing tensors; compare them with the autograd column."]
+        else:
+            out = [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these "
+                   "fit some of them:"]
+            for m, n in self.partial:
+                out += [f"  - {m.label}: {n} of {self.failing}", _indented(m.hint)]
+        return out + ([f"  The first wrong number, {self.first_wrong}"] if self.first_wrong else [])
+
+
+def _indented(text: str) -> str:
+    return textwrap.fill(text, 110, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
+
+
+def diagnose(entries: list, variants_of, cases=()) -> Diagnosis:
+    """entries: (case, layer index k, quantity "dW"/"db", student tensor, correct tensor, ok) for every compared
+    tensor; variants_of(case, mistake) -> (grad_w, grad_b) or None; cases: every case, for the shape errors.
+    Singles first, then pairs of mistakes."""
+    failing = [e for e in entries if not e[5]]
+    slips, raised = explain_raised(cases)
+    if not failing:
+        return Diagnosis(0, slips, [], raised if slips else 0)
+
+    def value(case, m, k, q):
+        grads = variants_of(case, m)
+        return None if grads is None else (grads[0] if q == "dW" else grads[1])[k]
+
+    def fit(m, entry) -> bool:
+        c, k, q, s, ok_t, _ = entry
+        return fits(s, value(c, m, k, q), ok_t, c.match_tol, c.agree_tol)
+
+    def count(m, pool) -> int:
+        return sum(fit(m, e) for e in pool)
+
+    def contradicts(m, entry) -> bool:  # the mistake changes a tensor the student got right
+        c, k, q, s, _, _ = entry
+        v = value(c, m, k, q)
+        return v is not None and (v.shape != s.shape or norm_relative_error(s, v) > c.match_tol)
+
+    def best(candidates):
+        full = [m for m in candidates if all(fit(m, e) for e in failing)]  # stops at the first misfit
+        if not full:
+            return []
+        agreeing = [e for e in entries if e[5]]
+        # tie-break: also matches the layers that agree, and leaves the right ones right
+        scores = {m: count(m, entries) - sum(contradicts(m, e) for e in agreeing) for m in full}
+        top = max(scores.values())
+        return [m for m in full if scores[m] == top]
+
+    explains = best([m for m in MISTAKES if not raised or m in slips])  # the slip behind a shape error, first
+    if not explains:
+        explains = best(MISTAKES)
+        raised = 0
+    if not explains:
+        pairs = [p for a, b in combinations(MISTAKES, 2) if (p := a.combine(b)) is not None]
+        explains = best(pairs)
+    partial = []
+    if not explains:
+        counts = [(m, count(m, failing)) for m in MISTAKES]
+        partial = sorted([mc for mc in counts if mc[1]], key=lambda mc: -mc[1])[:3]
+    return Diagnosis(len(failing), explains, partial, raised if explains else 0)
+
+
+def fitting_labels(case, k: int, q: str, student, correct, variants_of, candidates=None) -> list:
+    """Names of the mistakes (the diagnosis's, else every single one) that reproduce one disagreeing tensor."""
+    names = []
+    for m in candidates or MISTAKES:
+        grads = variants_of(case, m)
+        if grads is not None and fits(student, (grads[0] if q == "dW" else grads[1])[k], correct, case.match_tol,
+                                      case.agree_tol):
+            name = m.name if candidates is None else m.label
+            if name not in names:
+                names.append(name)
+    return names

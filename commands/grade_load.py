@@ -1,0 +1,96 @@
+"""Loading a student's backward function for `manual-backprop grade`, and telling what it raised: one line with
+the student's file and line, never a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from .grade_report import SIGNATURE
+
+__all__ = ["Unusable", "load_function", "describe_error", "student_frame"]
+
+
+class Unusable(Exception):
+    """The student's function cannot be graded: not found, raised, or returned something of the wrong kind."""
+
+
+def load_function(target: str):
+    """(function, display name) from "module.dotted:FUNCTION" or "path/to/file.py:FUNCTION" (FUNCTION defaults to
+    backward). A dotted module is imported from the current folder, like ``python -m``."""
+    module_part, sep, func_name = target.rpartition(":")
+    if not sep:
+        module_part, func_name = target, "backward"
+    if not module_part or not func_name:
+        raise Unusable("expected MODULE:FUNCTION (a dotted module or a .py file, then the function), "
+                       f"but got {target!r}")
+    is_path = module_part.endswith(".py") or "/" in module_part or os.sep in module_part
+    try:
+        if is_path:
+            path = Path(module_part)
+            if not path.is_file():
+                raise Unusable(f"no file {module_part!r} (from {target!r}); give a .py file or a dotted module name")
+            if path.suffix != ".py":
+                raise Unusable(f"{module_part!r} (from {target!r}) is not a Python file: expected a .py file (or a "
+                               "dotted module name), then :FUNCTION")
+            name = f"_graded_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_part)
+    except Unusable:
+        raise
+    except ModuleNotFoundError as err:
+        raise Unusable(f"cannot import {module_part!r}: {err}; give a module importable from the current folder "
+                       "or a path to a .py file") from None
+    except (Exception, SystemExit) as err:  # the student's module raised while it was imported
+        raise Unusable(f"importing {module_part} raised {describe_error(err, module_part)}") from None
+    fn = getattr(module, func_name, None)
+    if fn is None:
+        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                         and getattr(v, "__module__", None) == module.__name__)
+        raise Unusable(f"{module_part} has no function {func_name!r}; it defines {defined or 'no functions'}")
+    if not callable(fn):
+        raise Unusable(f"{module_part}:{func_name} is not a function but {type(fn).__name__} {fn!r}; expected "
+                       f"{SIGNATURE}")
+    return fn, f"{module_part}:{func_name}"
+
+
+def describe_error(err: BaseException, module_hint: Optional[str] = None) -> str:
+    """'TypeError: message, at file:line in function: code' with the frame in the student's own code."""
+    text = f"{type(err).__name__}: {err}"
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{text} (at {err.filename}:{err.lineno})"
+    at = student_frame(err)
+    return text + (f", at {at}" if at else "")
+
+
+def student_frame(err: BaseException) -> str:
+    """'file:line in function: code' of the innermost frame in the student's own code ('' if none)."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_HERE)]
+    user = [f for f in frames if "site-packages" not in f.filename and "/torch/" not in f.filename] or frames
+    if not user:
+        return ""
+    f = user[-1]
+    return f"{_short(f.filename)}:{f.lineno} in {f.name}" + (f": {f.line.strip()}" if f.line else "")
+
+
+_HERE = str(Path(__file__).resolve().parent)
+
+
+def _short(filename: str) -> str:
+    """The path relative to the current folder where it lies below it, else as it is."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel

@@ -1,0 +1,94 @@
+"""The grader names the mistakes of issue 21 right, at the student's own line, and shows the factor yours /
+autograd: each slip written out whole in tests/commands/student_mistakes.py, its wrong line marked "# the slip"."""
+
+import csv
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from commands.cli import main
+from commands.grade import grade
+
+HERE = Path(__file__).resolve().parent
+STUDENTS = HERE / "student_mistakes.py"
+
+_spec = importlib.util.spec_from_file_location("student_mistakes", STUDENTS)
+students = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(students)
+
+
+def slip_line(function: str) -> int:
+    """The line number, in student_mistakes.py, of the function's first line marked '# the slip'."""
+    lines, first = inspect.getsourcelines(getattr(students, function))
+    return first + next(i for i, text in enumerate(lines) if "# the slip" in text)
+
+
+SLIPS = [  # student, the diagnosis it must get, exit status, what it must not be called
+    ("dw_without_transpose", "delta @ x where delta^T @ x belongs in dE/dW", 2, "the hidden delta is delta @ W"),
+    ("deltas_summed_first", "the deltas summed over the samples before back-propagating", 1, "a missing 1/m"),
+    ("mean_taken_twice", "the 1/m taken twice in the output delta", 1, "averaged instead"),
+    ("dw_divided_by_m", "dE/dW divided by m", 1, "none of the classic mistakes"),
+    ("bias_summed_over_units", "bias gradient not summed over the samples (summed over the units instead)", 1,
+     "shapes that no classic mistake explains"),
+    ("wrong_sign_written_out", "the wrong sign", 1, "f' missing"),
+]
+
+
+@pytest.mark.parametrize("function,diagnosis,code,not_this", SLIPS, ids=[s[0] for s in SLIPS])
+def test_each_slip_is_named_in_one_line_at_the_students_line(function, diagnosis, code, not_this, capsys):
+    status = main(["grade", f"{STUDENTS}:{function}", "--no-fd"])
+    out = capsys.readouterr().out
+    assert status == code, out[-3000:]
+    found = [line for line in out.splitlines() if line.startswith("Diagnosis: ")]
+    assert len(found) == 1, found
+    assert found[0].startswith(f"Diagnosis: {diagnosis}, at "), found[0]
+    assert f"student_mistakes.py:{slip_line(function)}" in found[0] and "# the slip" in found[0]
+    assert not_this not in out
+
+
+def test_a_shape_error_names_the_slip_behind_it_not_a_fixed_hint():
+    """delta @ W.T raises on layers that are not square; its diagnosis (and only it) says so, at the line."""
+    report = grade(students.w_not_transposed, "w_not_transposed", finite_diff=False)
+    assert [m.label for m in report.diagnosis.explains] == ["W where W^T belongs in the hidden delta"]
+    assert report.diagnosis.raised > 0
+    text = report.text()
+    assert "delta @ x where delta^T @ x belongs" not in text
+
+
+def test_no_diagnosis_still_names_the_line_of_the_first_wrong_number():
+    report = grade(students.off_by_a_little, "off_by_a_little", finite_diff=False)
+    line = next(n for n, text in enumerate(STUDENTS.read_text().splitlines(), 1) if "(1 + 1e-6)" in text)
+    assert f"is made at tests/commands/student_mistakes.py:{line}: return [g * (1 + 1e-6)" in report.text()
+
+
+def test_the_factor_column_is_yours_over_autograd():
+    report = grade(students.dw_divided_by_m, "dw_divided_by_m", finite_diff=False)
+    for r in report.rows:
+        B = r.case.x.shape[0]
+        assert r.factors["dW"] == pytest.approx(1 / B, rel=1e-9), r.record()  # 0.2 = 1/B at B = 5
+        assert r.factors["db"] == pytest.approx(1.0, rel=1e-9)
+    table = report.table()
+    assert "dW yours/autograd" in table and "db yours/autograd" in table
+    row = next(line for line in table.splitlines() if line.startswith("   2  3-2 identity out"))
+    assert row.split()[5:8] == ["1/1", "8.0e-01", "-"] and row.split()[8] == "0.2"
+    sign = grade(students.wrong_sign, "wrong_sign", finite_diff=False)
+    assert all(r.factors["dW"] == pytest.approx(-1.0) for r in sign.rows)
+    summed = grade(students.deltas_summed_first, "deltas_summed_first", finite_diff=False)
+    assert any(not r.ok and r.factors["dW"] is None for r in summed.rows)  # no multiple: "-"
+
+
+def test_the_table_goes_to_csv_and_json_with_the_factor(tmp_path, capsys):
+    code = main(["grade", f"{STUDENTS}:dw_divided_by_m", "--no-fd", "--csv", str(tmp_path / "t.csv"),
+                 "--json", str(tmp_path / "t.json")])
+    assert code == 1 and "per-layer table in" in capsys.readouterr().out
+    with open(tmp_path / "t.csv") as f:
+        rows = list(csv.DictReader(f))
+    records = json.loads((tmp_path / "t.json").read_text())
+    assert len(rows) == len(records) == 102
+    five = [(r, j) for r, j in zip(rows, records) if r["B"] == "5"]
+    assert five and all(r["dW_yours_over_autograd"] == "0.2" and j["dW_yours_over_autograd"] == 0.2
+                        and j["db_yours_over_autograd"] == 1.0 and j["ok"] is False for r, j in five)
+    assert all(j["ok"] for j in records if j["B"] == 1)
