@@ -13,8 +13,8 @@ within ``C_ULPS`` ulps of their magnitude; on saturated units the same bound hol
 with the reference's own formula, e.g. tanh' = (1 - x)(1 + x)).
 
 Security: the compiled library is code this process runs, so it is loaded only from a folder that the current user
-owns and nobody else can write, checked before every load; otherwise it is built in a fresh private temporary
-folder.
+owns and nobody else can write (every folder on the way checked, by path and again by handle), and only the very
+file opened and checked is loaded (private_load.py); otherwise it is built in a fresh private temporary folder.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import hashlib
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from ..losses import Loss
 from ..network import MLP, Gradients
 from .common import FastPathUnavailable
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
+from .private_load import load_private_library, open_private_folder
+from .private_load import private_folder as _private_folder
 
 __all__ = ["CKernel", "EpochsCall", "load_kernel", "c_unsupported", "c_function", "C_ULPS"]
 
@@ -113,23 +114,28 @@ def build_library(main: str, patterns, header: str, what: str) -> tuple:
     digest.update((cc + version + _cpu_fingerprint() + sys.platform).encode())
     name = f"{Path(main).stem}_{digest.hexdigest()[:20]}.so"
     errors = []
-    for folder in (_cache_dir(), None):
-        try:
-            folder = _private_folder(folder)
+    for cache in (_cache_dir(), None):
+        folder = cache
+        try:  # checked by path, then opened again by handle and checked there (private_load.py)
+            folder = _private_folder(cache)
+            dir_fd = open_private_folder(folder)
         except (OSError, FastPathUnavailable) as err:
             errors.append(f"{folder}: {err}")
-            if folder is not None:  # a cache others could write: say so, build in a private folder instead
+            if cache is not None:  # a cache others could write: say so, build in a private folder instead
                 warnings.warn(f"{err}; building the {what} in a private temporary folder instead",
                               RuntimeWarning, stacklevel=3)
             continue
+        target = folder / name
         try:
-            target = folder / name
-            if not target.is_file():
+            try:
+                return load_private_library(dir_fd, name, target), target
+            except FileNotFoundError:
                 _compile(cc, target, header, main=main)
-            _check_private_file(target)
-            return ctypes.CDLL(str(target)), target
+                return load_private_library(dir_fd, name, target), target
         except (OSError, FastPathUnavailable) as err:
             errors.append(f"{folder}: {err}")
+        finally:
+            os.close(dir_fd)
     raise FastPathUnavailable(f"could not build the {what}: " + "; ".join(errors))
 
 
@@ -155,68 +161,6 @@ def load_kernel() -> ctypes.CDLL:
                 fn.restype, fn.argtypes = restype, argtypes
         _lib_cache[cc] = lib
         return lib
-
-
-def _private_folder(folder: Optional[Path]) -> Path:
-    """``folder``, created with mode 0700 if missing, if the current user owns it and nobody else can write to it,
-    nor to any folder on the way to it (which could rename it and put another in its place): every parent must be
-    owned by root or this user and writable by nobody else, unless it is sticky (like /tmp, where others cannot
-    rename what is ours). Symbolic links on the way are followed only where they lie in such a folder and belong
-    to root or this user. None: a fresh private temporary folder, whose parents are checked the same way."""
-    if folder is None:
-        folder = Path(tempfile.mkdtemp(prefix="manual_backprop_"))
-    folder = Path(os.path.abspath(folder))
-    uid = os.getuid()
-    trusted = {0, uid}
-
-    def refuse(path, why):
-        raise FastPathUnavailable(f"the cache folder {folder} is not private to this user: {path} {why}; not "
-                                  "loading code from it")
-
-    parts, current, hops = list(folder.parts[1:]), Path(folder.anchor), 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            current = current.parent
-            continue
-        path = current / part
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, 0o700)
-            info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
-            hops += 1
-            if info.st_uid not in trusted or hops > 40:
-                refuse(path, f"is a symbolic link of uid {info.st_uid}")
-            target = Path(os.readlink(path))
-            target = target if target.is_absolute() else current / target
-            parts, current = [*target.parts[1:], *parts], Path(target.anchor)
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            refuse(path, "is not a folder")
-        last = not parts
-        if last and info.st_uid == uid and info.st_mode & 0o022:
-            os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)  # our own folder, made group- or world-writable
-            info = os.lstat(path)
-        writable = info.st_mode & 0o022
-        if last and (info.st_uid != uid or writable):
-            refuse(path, f"has owner uid {info.st_uid} and mode {oct(info.st_mode & 0o7777)} (it must be this "
-                         f"user's, uid {uid}, and writable by nobody else)")
-        if not last and (info.st_uid not in trusted or (writable and not info.st_mode & stat.S_ISVTX)):
-            refuse(path, f"on the way has owner uid {info.st_uid} and mode {oct(info.st_mode & 0o7777)}: another "
-                         "user could replace what lies below it")
-        current = path
-    return current
-
-
-def _check_private_file(path: Path) -> None:
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise FastPathUnavailable(f"{path} is not a regular file of this user that only this user can write; "
-                                  "not loading it")
 
 
 def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:

@@ -331,7 +331,8 @@ def test_the_c_loop_is_never_loaded_from_a_cache_folder_others_control(tmp_path,
     monkeypatch.setattr(c_loop, "_compile", lambda cc, target, header, main="mlp.c": shutil.copyfile(good, target))
     loaded = []
     real_cdll = c_loop.ctypes.CDLL
-    monkeypatch.setattr(c_loop.ctypes, "CDLL", lambda path, *a, **k: loaded.append(path) or real_cdll(path, *a, **k))
+    monkeypatch.setattr(c_loop.ctypes, "CDLL", lambda path, *a, **k: loaded.append(os.path.realpath(path)) or
+                        real_cdll(path, *a, **k))  # the file an open descriptor (/proc/self/fd/N) names
     lib = c_loop.load_kernel()
     assert not marker.exists(), "the planted library ran"
     assert loaded and all(not p.startswith(str(cache)) for p in loaded), loaded
