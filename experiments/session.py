@@ -58,6 +58,7 @@ class RunSession:
         self.experiment, self.folder, self.settings, self.resumed = experiment, folder, settings, resumed
         self.done = done  # {piece: its result}, in the order they finished
         self.interrupted_in: Optional[str] = None
+        self.partial: Optional[str] = None  # what the piece in progress saved of itself (a checkpoint), in words
         self._current: Optional[str] = None
 
     @property
@@ -93,11 +94,12 @@ class RunSession:
 
     def saved(self) -> str:
         """What an interruption keeps, in words."""
+        partial = f"; {self.partial}" if self.partial else ""
         if not self.done:
-            return "nothing was finished yet"
+            return "nothing was finished yet" + partial
         shown = ", ".join(list(self.done)[-3:])
         more = f"{len(self.done) - 3} more and " if len(self.done) > 3 else ""
-        return f"{len(self.done)} finished piece{'s' * (len(self.done) != 1)} kept ({more}{shown})"
+        return f"{len(self.done)} finished piece{'s' * (len(self.done) != 1)} kept ({more}{shown}){partial}"
 
     def __enter__(self) -> "RunSession":
         _CURRENT.append(self)

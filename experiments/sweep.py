@@ -45,7 +45,7 @@ from manual_backprop.checks import check_memory, resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
 from manual_backprop.population.sharding import gather_population_history, member_shard
 from manual_backprop.training import MODES
-from manual_backprop.checkpoint import write_json
+from manual_backprop.checkpoint import load_checkpoint, write_json
 
 EXPERIMENT = "sweep"
 
@@ -153,6 +153,8 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     dashboard = dashboards.sweep(cfg.modes, cfg.lrs, settings={**asdict(cfg), "sizes": sizes})
     done = [m for m in cfg.modes if main_rank and session.is_done(m)]
     done = distributed.from_rank0(done) if info else done
+    saved = {} if info else _checked_checkpoints(cfg, session, [m for m in cfg.modes if m not in done], data,
+                                                 sizes, seeds, lrs, device)  # before anything is trained
     rows, members = [], {}
     for mode in cfg.modes:
         if mode in done:
@@ -161,20 +163,28 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
                 rows += kept["rows"]
                 members[mode] = kept["members"]
             continue
-        if main_rank:
-            session.begin(mode, *[f"{mode}_{name}" for name in groups])
-        pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation,
-                         seeds=seeds[start:stop], dtype=dtype, device=device)
+        state, checkpoint = saved.get(mode), None if info else checkpoint_path(session, mode)
+        if main_rank:  # a mode continued from its checkpoint keeps its curves; one started over loses its folders
+            session.begin(mode, *([] if state is not None else [f"{mode}_{name}" for name in groups]))
         logger = PopulationLogger(cfg.logdir, EXPERIMENT, run_name, groups=groups, member_runs=0,
                                   log_every=max(1, cfg.epochs // 200),  # about 200 points a curve
-                                  dashboard=dashboard) if main_rank else None
+                                  dashboard=dashboard, resume=state is not None) if main_rank else None
         began = time.perf_counter()
-        trainer = PopulationTrainer(pop, data, mode=mode, lr=lrs[start:stop], epochs=cfg.epochs, loss_fn=cfg.loss,
-                                    batch_size=cfg.batch_size if mode == "minibatch" else None,
-                                    target_loss=cfg.target_loss, order_seeds=seeds[start:stop],
-                                    logger=None if info else logger, engine=cfg.engine,
-                                    progress=f"{mode:>9}" if main_rank and progress_bars(cfg.quiet) else False)
-        history = trainer.run()
+        trainer = make_trainer(cfg, mode, data, sizes, seeds[start:stop], lrs[start:stop], device,
+                               logger=None if info else logger, checkpoint=checkpoint,
+                               progress=f"{mode:>9}" if main_rank and progress_bars(cfg.quiet) else False)
+        if state is not None:
+            trainer.load_state_dict(state)
+            if not cfg.quiet:
+                print(f"resuming {mode} from epoch {trainer.epoch} of {cfg.epochs} ({checkpoint})")
+        elif session is not None and session.resumed and not cfg.quiet:
+            print(f"resuming {mode}: it saved no checkpoint, so it starts from epoch 0 of {cfg.epochs}")
+        try:
+            history = trainer.run()
+        except KeyboardInterrupt:
+            if checkpoint is not None and checkpoint.is_file():
+                session.partial = f"{mode} saved at epoch {trainer.epoch} of {cfg.epochs} ({checkpoint})"
+            raise
         if info:  # the whole population's record on rank 0, logged there as one process would have logged it
             history = gather_population_history(history)
             if not main_rank:
@@ -192,6 +202,8 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
                           "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
         rows += mode_rows
         session.finish(mode, {"rows": mode_rows, "members": members[mode]})
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # the mode's results are kept: its checkpoint is no longer needed
     if not main_rank:
         return {}
     results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows,
@@ -200,6 +212,41 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=table(rows, cfg), config=results["config"], dashboard=dashboard,
                show=not cfg.quiet)
     return results
+
+
+def checkpoint_path(session: RunSession, mode: str) -> Path:
+    """Where a mode's population saves its state while it trains (removed once the mode's results are kept)."""
+    return session.path / "checkpoints" / f"{mode}.pt"
+
+
+def make_trainer(cfg: Config, mode: str, data, sizes: list, seeds: list, lrs: list, device, *, logger=None,
+                 checkpoint=None, progress=False) -> PopulationTrainer:
+    """One mode's population (member m: lrs[m], weight and sample-order seed seeds[m]) and its trainer."""
+    pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation, seeds=seeds,
+                     dtype=getattr(torch, cfg.dtype), device=device)
+    return PopulationTrainer(pop, data, mode=mode, lr=lrs, epochs=cfg.epochs, loss_fn=cfg.loss,
+                             batch_size=cfg.batch_size if mode == "minibatch" else None,
+                             target_loss=cfg.target_loss, order_seeds=seeds, logger=logger, engine=cfg.engine,
+                             progress=progress, checkpoint_path=checkpoint,
+                             checkpoint_every=max(1, cfg.epochs // 10))
+
+
+def _checked_checkpoints(cfg: Config, session: RunSession, modes: list, data, sizes: list, seeds: list, lrs: list,
+                         device) -> dict:
+    """{mode: checkpoint state} of a resumed run's unfinished modes, each read and checked against a trainer of
+    this run before any training: a damaged or foreign file ends the run in one line naming it."""
+    states = {}
+    for mode in modes if session.resumed else ():
+        path = checkpoint_path(session, mode)
+        if not path.is_file():
+            continue
+        state = load_checkpoint(path)
+        try:
+            make_trainer(cfg, mode, data, sizes, seeds, lrs, device).load_state_dict(state)
+        except (ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as err:
+            raise ValueError(f"--resume: {path} does not fit this run: {err}") from None
+        states[mode] = state
+    return states
 
 
 def network_sizes(cfg: Config, data) -> list:

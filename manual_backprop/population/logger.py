@@ -34,16 +34,17 @@ class PopulationLogger:
             thousands of epochs does not need a point per epoch.
         dashboard: a tblog.Dashboard every folder gets (its layout; its HPARAMS keys and metric tags).
         enabled: False makes it a no-op.
+        resume: the folders may hold this run's events already (a population continued from its checkpoint).
     """
 
     def __init__(self, logdir, experiment: str, run: str, *, groups: Optional[dict] = None, member_runs: int = 16,
-                 log_every: int = 1, dashboard=None, enabled: bool = True):
+                 log_every: int = 1, dashboard=None, enabled: bool = True, resume: bool = False):
         self.log_every = check_int("log_every", log_every, minimum=1)
         self._last_logged: Optional[int] = None
         self.logdir, self.experiment, self.run = logdir, experiment, run
         self.groups = None if groups is None else {str(k): list(v) for k, v in groups.items()}
         self.member_runs = check_int("member_runs", member_runs, minimum=0)
-        self.enabled = enabled
+        self.enabled, self.resume = enabled, resume
         self.dashboard = dashboard
         self._group_loggers: dict = {}
         self._member_loggers: dict = {}
@@ -61,13 +62,13 @@ class PopulationLogger:
             folder = mode if name == "" else f"{mode}_{name}"
             self._group_loggers[name] = (RunLogger(self.logdir, self.experiment, self.run, folder,
                                                    updates_per_epoch=updates_per_epoch, dashboard=self.dashboard,
-                                                   enabled=self.enabled), members)
+                                                   enabled=self.enabled, resume=self.resume), members)
         if size <= self.member_runs:
             width = len(str(size - 1))
             for i in range(size):
                 self._member_loggers[i] = RunLogger(self.logdir, self.experiment, self.run, f"{mode}_m{i:0{width}d}",
                                                     updates_per_epoch=updates_per_epoch, dashboard=self.dashboard,
-                                                    enabled=self.enabled)
+                                                    enabled=self.enabled, resume=self.resume)
 
     def log_epoch(self, epoch: int, history: PopulationHistory, row: int, *, force: bool = False) -> None:
         """Aggregates (and member curves) of history row ``row`` (= epoch), if the epoch is one to log."""

@@ -148,3 +148,27 @@ def test_resume_of_a_run_that_does_not_exist_creates_nothing(tmp_path, capsys):
     line = capsys.readouterr().err.strip()
     assert "no run 'nothere'" in line, line
     assert not (tmp_path / "hidden_layers" / "nothere").exists()
+
+
+def test_a_sweep_continues_its_population_from_the_epoch_it_saved(tmp_path, capsys, monkeypatch):
+    script, args = TINY["sweep"]
+    base = [*args, "--modes", "online", "--logdir", str(tmp_path)]
+    with monkeypatch.context() as m:
+        calls = count_epochs(m)
+        assert script.main([*base, "--run", "unbroken", "--quiet"]) == 0
+    total = calls[0]
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=total // 2)
+        assert script.main([*base, "--run", "stopped", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "online saved at epoch" in err and "checkpoints" in err, err
+    with monkeypatch.context() as m:
+        calls = count_epochs(m)
+        assert script.main([*base, "--run", "stopped", "--resume"]) == 0
+    out = capsys.readouterr().out
+    saved_at = int(out.split("resuming online from epoch ")[1].split()[0])
+    assert saved_at > 0, out
+    assert calls[0] < total, "the resumed run trains (and logs) only the epochs after its checkpoint"
+    stopped, unbroken = results(tmp_path, "sweep", "stopped"), results(tmp_path, "sweep", "unbroken")
+    assert stopped["rows"] == unbroken["rows"] and stopped["members"] == unbroken["members"]  # config: --quiet
+    assert not (tmp_path / "sweep" / "stopped" / "checkpoints" / "online.pt").exists(), "removed once kept"
