@@ -12,6 +12,9 @@ from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SquaredError, get_lo
 from .network import (MLP, ForwardCache, Gradients, backward_phase, bias_gradient, forward_phase, hidden_delta,
                       output_delta, update, weight_gradient)
 from .training import History, Trainer, train
+from .fast import one_update as _one_update
+
+_one_update.register()  # MLP.loss_and_grads's one C call for small CPU networks (MANUAL_BACKPROP_PURE=1: off)
 
 __version__ = "0.1.0"
 

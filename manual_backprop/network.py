@@ -39,14 +39,16 @@ import torch
 from torch import Tensor
 
 from .activations import Activation, resolve_activations
-from .checks import (check_bool, check_finite, check_input, check_positive_number, check_seed, check_sizes,
-                     check_tensor_like, resolve_device, resolve_dtype)
-from .init import initial_parameters, resolve_init
+from .architecture import resolve_architecture
+from .checks import check_finite, check_input, check_positive_number, check_seed, check_tensor_like, \
+    resolve_device, resolve_dtype
+from .derived import ONE_UPDATE, grad_off
+from .init import initial_parameters
 from .losses import Loss, default_loss_for, get_loss
 from .parameter_state import in_layer_order, layers_of, load_state_dict_into, state_dict_of
 
 __all__ = ["MLP", "ForwardCache", "Gradients", "net_input", "forward_phase", "output_delta", "hidden_delta",
-           "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients"]
+           "weight_gradient", "bias_gradient", "backward_phase", "update", "loss_and_gradients", "ONE_UPDATE"]
 
 ActivationSpec = Union[str, Activation]
 
@@ -178,22 +180,6 @@ def loss_and_gradients(net: "MLP", x: Tensor, y: Tensor, loss_fn: Loss):
     loss = loss_fn.value(cache.logits, cache.output, y)
     return loss, backward_phase(net.weights, net.activation_functions, cache, y, loss_fn, bias=net.bias)
 
-
-def resolve_architecture(sizes, activation, output_activation, bias, init, init_scale, bias_init, dtype,
-                         device) -> dict:
-    """The checked architecture of an MLP (and of a Population, whose members share it): sizes,
-    activation_functions, bias, dtype, device, init, bias_init, init_scale."""
-    sizes = check_sizes(sizes)
-    check_bool("bias", bias)
-    init, bias_init = resolve_init(init, bias_init)
-    functions = resolve_activations(sizes, activation, output_activation)
-    if functions[-1].name == "softmax" and sizes[-1] == 1:
-        raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
-                         "output per class, one 'sigmoid' output for two classes, or an 'identity' output with "
-                         "loss 'squared_error' for a regression target")
-    return {"sizes": sizes, "activation_functions": functions,
-            "bias": bias, "dtype": resolve_dtype(dtype), "device": resolve_device(device), "init": init,
-            "bias_init": bias_init, "init_scale": check_positive_number("init_scale", init_scale)}
 
 class MLP:
     """A multilayer perceptron trained by hand-written backprop.
@@ -348,18 +334,20 @@ class MLP:
         y = self.check_y(y, cache.output.shape, loss_fn)
         return loss_fn.value(cache.logits, cache.output, y)
 
-    @torch.no_grad()
+    @grad_off
     def loss_and_grads(self, x: Tensor, y: Tensor, loss_fn: Union[str, Loss, None] = None):
         """Forward and backward phase on (x, y): returns (E as a 0-dim tensor, Gradients). Changes nothing.
 
         ``loss_fn`` is a Loss or a name; None picks cross-entropy for a softmax output and squared error otherwise.
+        A registered derivative (``ONE_UPDATE``: one C call for small CPU networks) runs where it applies.
         """
         loss_fn = self.check_loss(loss_fn)
         x = self.check_x(x)
         y = self.check_y(y, (*x.shape[:-1], self.sizes[-1]), loss_fn)
-        return loss_and_gradients(self, x, y, loss_fn)
+        got = ONE_UPDATE.path(self, x, y, loss_fn) if ONE_UPDATE.enabled and ONE_UPDATE.path else None
+        return got if got is not None else loss_and_gradients(self, x, y, loss_fn)
 
-    @torch.no_grad()
+    @grad_off
     def step(self, grads: Gradients, lr: float) -> None:
         """Gradient descent in place (``update``): W <- W - lr * dE/dW, b <- b - lr * dE/db."""
         lr = check_positive_number("lr", lr, allow_zero=True)
@@ -371,11 +359,15 @@ class MLP:
                 f"grads must hold {self.num_layers} weight and {len(self.biases)} bias gradients, "
                 f"but got {len(grads.weights)} and {len(grads.biases)}"
             )
-        for name, params, given in (("weights", self.weights, grads.weights), ("biases", self.biases, grads.biases)):
-            for k, (p, g) in enumerate(zip(params, given)):
-                if not isinstance(g, Tensor) or g.shape != p.shape:
-                    got = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
-                    raise ValueError(f"grads.{name}[{k}] must have shape {tuple(p.shape)}, but got {got}")
+        given = [*grads.weights, *grads.biases]
+        if not all(isinstance(g, Tensor) for g in given) or [g.shape for g in given] != [
+                p.shape for p in (*self.weights, *self.biases)]:  # one cheap test; the loop names the culprit
+            for name, params, given in (("weights", self.weights, grads.weights), ("biases", self.biases,
+                                                                                   grads.biases)):
+                for k, (p, g) in enumerate(zip(params, given)):
+                    if not isinstance(g, Tensor) or g.shape != p.shape:
+                        got = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+                        raise ValueError(f"grads.{name}[{k}] must have shape {tuple(p.shape)}, but got {got}")
         update(self.weights, self.biases, grads, lr)
 
     # ------------------------------------------------------------------ checks at the public edge

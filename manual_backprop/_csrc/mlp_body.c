@@ -355,6 +355,135 @@ int SUFFIX(mbp_train_epochs)(const mbp_plan *plan, mbp_epochs *e)
     return 0;
 }
 
+/* dot() of four rows a[0..3] with one vector b at once: each sum in dot()'s own order (eight running sums, paired
+ * as dot() pairs them, then the tail), so every result is dot()'s bit for bit; four independent chains instead of one
+ * keep the vector units busy where a wide layer makes the forward phase a long dot product. */
+static void SUFFIX(dot4)(const REAL *const *a, const REAL *b, int64_t n, REAL *out)
+{
+    REAL s[4][8] = {{0}};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 8; l++)
+                s[r][l] += a[r][i + l] * b[i + l];
+    for (int r = 0; r < 4; r++) {
+        REAL total = ((s[r][0] + s[r][4]) + (s[r][1] + s[r][5])) + ((s[r][2] + s[r][6]) + (s[r][3] + s[r][7]));
+        for (int64_t t = i; t < n; t++)
+            total += a[r][t] * b[t];
+        out[r] = total;
+    }
+}
+
+/* forward_phase on the B rows of x_data, the same values bit for bit (net_input's dot products through
+ * dot4 four units at a time, each block of W over all the samples, then the same bias add and activation per
+ * row). */
+static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B)
+{
+    const int64_t L = plan->n_layers, *sizes = plan->sizes;
+    REAL *const *weights = (REAL *const *)plan->weights;
+    REAL *const *biases = (REAL *const *)plan->biases;
+    for (int64_t k = 0; k < L; k++) {
+        const int64_t n_in = sizes[k], n_o = sizes[k + 1];
+        const REAL *W = weights[k], *bias = biases ? biases[k] : NULL;
+        REAL *out = (k == L - 1) ? w->logits : w->act[k + 1];
+        const REAL *in0 = (k == 0) ? x_data : w->act[k];
+        int64_t j = 0;
+        for (; j + 4 <= n_o; j += 4) { /* four rows of W stay in L1 across the samples */
+            const REAL *rows[4] = {W + j * n_in, W + (j + 1) * n_in, W + (j + 2) * n_in, W + (j + 3) * n_in};
+            for (int64_t b = 0; b < B; b++)
+                SUFFIX(dot4)(rows, in0 + b * n_in, n_in, out + b * n_o + j);
+        }
+        for (; j < n_o; j++)
+            for (int64_t b = 0; b < B; b++)
+                out[b * n_o + j] = SUFFIX(dot)(W + j * n_in, in0 + b * n_in, n_in);
+        for (int64_t b = 0; b < B; b++) {
+            REAL *z = out + b * n_o;
+            if (bias)
+                for (j = 0; j < n_o; j++) z[j] = bias[j] + z[j];
+            if (k == L - 1)
+                memcpy(w->act[L] + b * n_o, z, (size_t)n_o * sizeof(REAL));
+            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], (k == L - 1) ? w->act[L] + b * n_o : z,
+                                       n_o);
+        }
+    }
+}
+
+/* network.weight_gradient and bias_gradient for one layer, without the update: update()'s sums in its order (each
+ * element summed over the samples b = 0 .. B-1, from 0), so the entry point below writes the C loop's own gradients
+ * bit for bit; a block of 64 elements is kept in registers across the samples. grad_w (n_out, n_in), grad_b (n_out)
+ * or NULL. */
+static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
+                              REAL *grad_w, REAL *grad_b)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        REAL *gw = grad_w + j * n_in;
+        if (B == 1) {
+            const REAL dj = delta[j];
+            const REAL *in = inputs[0];
+            for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
+        } else {
+            for (int64_t i0 = 0; i0 < n_in; i0 += 64) {
+                const int64_t m = n_in - i0 < 64 ? n_in - i0 : 64;
+                REAL acc[64];
+                for (int64_t i = 0; i < m; i++) acc[i] = 0;
+                for (int64_t b = 0; b < B; b++) {
+                    const REAL dbj = delta[b * n_out + j];
+                    const REAL *in = inputs[b] + i0;
+                    for (int64_t i = 0; i < m; i++) acc[i] += dbj * in[i];
+                }
+                memcpy(gw + i0, acc, (size_t)m * sizeof(REAL));
+            }
+        }
+        if (grad_b) {
+            REAL gb = B == 1 ? delta[j] : 0;
+            if (B > 1)
+                for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j];
+            grad_b[j] = gb;
+        }
+    }
+}
+
+/* One call of MLP.loss_and_grads (fast/one_update.py): network.loss_and_gradients on the B rows of x (B, sizes[0])
+ * and y (B, sizes[L]), the parameters of plan read and never written (plan's x_data, y_data are not used).
+ * out: 3L + 1 pointers, where the results are written: dE/dW[0..L-1] (n_{k+1}, n_k), dE/db[0..L-1] (n_{k+1}; NULL
+ * pointers without biases), deltas[0..L-1] (B, n_{k+1}), and E (one value). The forward phase, the output delta and
+ * the hidden deltas are the C loop's own functions and the gradients its update's sums, so every value is what
+ * SUFFIX(train_update) computes before its step. Returns 0, 1 when the workspace cannot be allocated, 2 for an
+ * invalid L or B. */
+int SUFFIX(mbp_loss_and_grads)(const mbp_plan *plan, const REAL *x, const REAL *y, int64_t B, void *const *out)
+{
+    const int64_t L = plan->n_layers, *sizes = plan->sizes, n_out = sizes[L];
+    if (L < 1 || L > 64 || B < 1)
+        return 2;
+    REAL *const *grad_w = (REAL *const *)out, *const *grad_b = (REAL *const *)out + L;
+    REAL *const *deltas = (REAL *const *)out + 2 * L;
+    REAL *loss = (REAL *)out[3 * L];
+    SUFFIX(workspace) w;
+    if (SUFFIX(workspace_alloc)(&w, sizes, L, B))
+        return 1;
+    SUFFIX(forward_rows)(plan, &w, x, B);
+    const double c = SUFFIX(loss_scale)(plan, B);
+    REAL acc = 0;
+    for (int64_t b = 0; b < B; b++)
+        acc = SUFFIX(output_delta)(plan->loss_kind, plan->acts[L - 1], (REAL)plan->slopes[L - 1],
+                                   w.logits + b * n_out, w.act[L] + b * n_out, y + b * n_out,
+                                   deltas[L - 1] + b * n_out, n_out, c, acc);
+    for (int64_t k = L - 1; k >= 0; k--) {
+        const int64_t n_in = sizes[k], n_o = sizes[k + 1];
+        if (k > 0)
+            for (int64_t b = 0; b < B; b++)
+                SUFFIX(hidden_delta)(plan->acts[k - 1], (REAL)plan->slopes[k - 1],
+                                     ((REAL *const *)plan->weights)[k], deltas[k] + b * n_o, w.act[k] + b * n_in,
+                                     deltas[k - 1] + b * n_in, n_in, n_o);
+        for (int64_t b = 0; b < B; b++)
+            w.inputs[b] = (k == 0) ? x + b * sizes[0] : w.act[k] + b * n_in;
+        SUFFIX(gradients)(deltas[k], w.inputs, B, n_in, n_o, grad_w[k], plan->biases ? grad_b[k] : NULL);
+    }
+    *loss = acc * (REAL)c;
+    SUFFIX(workspace_free)(&w);
+    return 0;
+}
+
 /* Each kernel alone, on the caller's rows, for the per-kernel proof in tests/test_update_proof.py: given the
  * reference's own inputs, the C kernel must give the reference's outputs (bit for bit where the classes' C code is
  * their formula, op for op). */

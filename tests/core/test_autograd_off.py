@@ -13,8 +13,19 @@ CASES = [("sigmoid", "sigmoid", "squared_error"), ("relu", "softmax", "cross_ent
          ("tanh", "sigmoid", "binary_cross_entropy"), ("leaky_relu", "identity", "squared_error")]
 
 
+@pytest.mark.parametrize("path", ["one C call", "pure"])
 @pytest.mark.parametrize("hidden,output,loss", CASES)
-def test_manual_step_builds_no_graph(hidden, output, loss, device):
+def test_manual_step_builds_no_graph(hidden, output, loss, device, path, monkeypatch):
+    """Both ways MLP.loss_and_grads runs: network.ONE_UPDATE's C call (fast/one_update.py, on the CPU where a
+    compiler works) and the pure path, network.py's functions alone."""
+    from manual_backprop.network import ONE_UPDATE
+
+    ran = []
+    if path == "pure":
+        monkeypatch.setattr(ONE_UPDATE, "enabled", False)
+    else:
+        real = ONE_UPDATE.path
+        monkeypatch.setattr(ONE_UPDATE, "path", lambda *args: ran.append(real(*args)) or ran[-1])
     net = MLP([3, 5, 4, 2], activation=hidden, output_activation=output, dtype=torch.float64, device=device, seed=0)
     x = torch.randn(6, 3, dtype=torch.float64, device=device, requires_grad=True)
     if loss == "cross_entropy":
@@ -30,6 +41,10 @@ def test_manual_step_builds_no_graph(hidden, output, loss, device):
         loss_value, grads = net.loss_and_grads(x, y, loss)
         net.step(grads, lr=0.1)
     assert watcher.ops > 20, "the mode must have seen the step's ops"
+    if path == "one C call" and device == "cpu":
+        from helpers import c_loop_reason
+
+        assert ran and (ran[0] is not None or c_loop_reason() is not None), "the C call did not run"
     assert watcher.graph_ops == [], f"ops that built autograd graph nodes: {watcher.graph_ops}"
     assert watcher.grad_mode_ops == [], f"ops run with grad mode on: {watcher.grad_mode_ops}"
     assert saved == [], f"autograd saved tensors for backward: {saved}"
