@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -51,8 +52,12 @@ class TrainerCheckpoints:
             digest = self.__dict__["_data_digest"] = h.hexdigest()
         return digest
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, source: str = "the checkpoint") -> None:
         """Continue from ``state_dict()``'s dict. Everything is checked before anything changes (all or nothing).
+
+        ``source`` names the state in the one warning an older checkpoint gets, which lacks some of what a resume
+        checks (the architecture, the data's digest, the loss): it is taken, and the warning says what is unchecked.
+        A checkpoint of another dtype is refused: its numbers would not continue the same.
 
         A run that diverged continues from its last good state when this Trainer has another lr; with the same lr
         it would only diverge again, so it stays finished (``run`` returns at once, with the divergence message).
@@ -67,6 +72,7 @@ class TrainerCheckpoints:
         _check_fields(state)
         _check_same_run(state, self.net.spec(), self._checkpoint_data_digest())
         _check_undamaged(state)
+        unchecked = [what for key, what in _CHECKED_BY if key not in state]
         for key in ("mode", "batch_size", "replacement"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"checkpoint was written with {key}={state[key]!r}, but this run has "
@@ -95,6 +101,11 @@ class TrainerCheckpoints:
                     isinstance(g, Tensor) and g.shape == p.shape for g, p in zip(good, own)):
                 raise ValueError("checkpoint's good_state does not fit the network's parameters")
         self.optimizer.check_checkpoint_entry(state.get("optimizer"))
+        if unchecked:
+            keys = [k for k, _ in _CHECKED_BY if k not in state]
+            warnings.warn(f"{source} was written by an older version of manual_backprop without {_listing(keys, 'or')}"
+                          f": {_listing(unchecked, 'and')} cannot be checked against this run's; resuming it as it is "
+                          "(start a new run if it may be another run's)", UserWarning, stacklevel=2)
         self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
         self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
         self.generator.set_state(generator)
@@ -113,11 +124,30 @@ class TrainerCheckpoints:
         save_checkpoint(self.state_dict(), path)
 
     def resume(self, path: Union[str, Path]) -> "TrainerCheckpoints":
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path), source=f"checkpoint {str(path)!r}")
         return self
 
 
 _ARCHITECTURE = ("sizes", "activation", "output_activation", "bias")
+# What a resume checks that older checkpoints did not hold: (key, what cannot be checked without it).
+_CHECKED_BY = (("net_spec", "the activations"), ("data_digest", "the training and test data"),
+               ("loss", "the loss"))
+
+
+def _listing(items: list, word: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def _saved_dtype(state: dict):
+    """The dtype the checkpoint's run had: its net_spec's, else (older files) its parameters' own."""
+    spec = state.get("net_spec")
+    if isinstance(spec, dict) and isinstance(spec.get("dtype"), str):
+        return spec["dtype"]
+    net = state.get("net")
+    for t in net.values() if isinstance(net, dict) else ():
+        if isinstance(t, Tensor) and t.is_floating_point():
+            return str(t.dtype).replace("torch.", "")
+    return None
 
 
 def _check_fields(state: dict) -> None:
@@ -150,7 +180,13 @@ def _check_fields(state: dict) -> None:
 
 
 def _check_same_run(state: dict, spec: dict, data_digest: str) -> None:
-    """The checkpoint's architecture and data are this run's (older checkpoints without them are not checked)."""
+    """The checkpoint's dtype, architecture and data are this run's (older checkpoints without a net_spec or a
+    digest are checked by what they hold: the dtype of their parameters)."""
+    dtype = _saved_dtype(state)
+    if dtype is not None and dtype != spec["dtype"]:
+        raise ValueError(f"checkpoint was written by a {dtype} run, but this run's network and data are "
+                         f"{spec['dtype']}: its numbers would not continue the same; resume it with a {dtype} network "
+                         "and data, or start a new run")
     saved = state.get("net_spec")
     if isinstance(saved, dict):
         for key in _ARCHITECTURE:
