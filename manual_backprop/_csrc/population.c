@@ -19,10 +19,12 @@
  *               previous epoch and stops (diverged); one whose training loss is at most the target stops there;
  *               a stopped member keeps its figures in later rows; the call ends early once no member is active.
  * A dot product is summed in index order and the bias added last, where torch's (batched) products pick their own
- * order: a few units in the last place per update, the bound the proof states (POPULATION_C_ULPS). exp and tanh are
- * vecmath.h's (within one ulp of torch's, which is itself a vectorised exp on a population's tensors).
+ * order: a few units in the last place per update, the bound the proof states (POPULATION_C_ULPS). tanh is
+ * vecmath.h's, and so is exp in float; exp in double is pop_exp_f64 below, without a division (each within one ulp
+ * of torch's, which is itself a vectorised exp on a population's tensors).
  *
- * population_body.c holds the kernel, included twice, for double (_f64) and float (_f32).
+ * population_body.c holds the kernel, included twice, for double (_f64) and float (_f32); population_fused.c the
+ * lecture's 2-2-1 XOR network in double, the same operations fused into single passes over the lanes.
  */
 #include <math.h>
 #include <stdint.h>
@@ -44,7 +46,7 @@ enum { POP_SQUARED_ERROR = 0, POP_BINARY_CROSS_ENTROPY = 1 };
 enum { POP_RUNNING = 0, POP_REACHED = 1, POP_DIVERGED = 2 };
 
 /* Version of the calling convention; c_engine.py refuses a library that reports another. */
-int mbp_pop_abi_version(void) { return 1; }
+int mbp_pop_abi_version(void) { return 2; }
 
 /* What one call needs. c_engine.py fills it (ctypes.Structure _PopPlan); REAL is the population's dtype. */
 typedef struct {
@@ -72,6 +74,7 @@ typedef struct {
     int32_t has_target;
     double target;
     double *last;              /* (4, K) each member's figures in the last row, updated */
+    int32_t general;           /* 1: the general kernel even where population_fused.c's applies (the proof) */
 } pop_plan;
 
 /* torch's mt19937 (aten/src/ATen/core/MT19937RNGEngine.h) on the state words of a CPUGeneratorImpl state:
@@ -166,11 +169,62 @@ void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
     free(mods);
 }
 
+
+/* exp(x) in double without a division, for the double kernel (vecmath.h's exp has one, and a division costs this
+ * kernel more than the polynomial that replaces it). The reduction of vecmath.h (x = k ln2 + r, ln2 in two parts,
+ * k by the 1.5 * 2^52 shifter, 2^k as two powers of two), then exp(r) by its Taylor polynomial of degree 13 in
+ * Horner's form with fused multiply-adds (|r| <= ln2 / 2: the first term left out is below 5e-18 of the sum). Each
+ * fma rounds once, as written; without FMA hardware fma() is libm's, slower and the same bits. Within 1 ulp of
+ * torch.exp, sigmoid within 4 ulps of torch.sigmoid, the bounds of vecmath.h's (VECMATH_ULPS), checked on the same
+ * inputs by tests/population/test_population_c_engine.py. */
+static inline double pop_exp_f64(double x)
+{
+    const double shifter = 0x1.8p52, log2e = 0x1.71547652b82fep0;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    x = x < -1000.0 ? -1000.0 : x; /* exp is 0 below -745.2 and inf above 709.8; NaN passes both (max, min) */
+    x = x > 1000.0 ? 1000.0 : x;
+    const double kd_shifted = x * log2e + shifter;
+    const int64_t k = (int64_t)(mbp_bits_f64(kd_shifted) - mbp_bits_f64(shifter)); /* |k| <= 1443 */
+    const double kd = kd_shifted - shifter;
+    const double r = __builtin_fma(-kd, ln2_lo, __builtin_fma(-kd, ln2_hi, x)); /* the inner fma is exact */
+    double q = 1.0 / 6227020800.0;                                               /* 1 / 13! */
+    q = __builtin_fma(q, r, 1.0 / 479001600.0);
+    q = __builtin_fma(q, r, 1.0 / 39916800.0);
+    q = __builtin_fma(q, r, 1.0 / 3628800.0);
+    q = __builtin_fma(q, r, 1.0 / 362880.0);
+    q = __builtin_fma(q, r, 1.0 / 40320.0);
+    q = __builtin_fma(q, r, 1.0 / 5040.0);
+    q = __builtin_fma(q, r, 1.0 / 720.0);
+    q = __builtin_fma(q, r, 1.0 / 120.0);
+    q = __builtin_fma(q, r, 1.0 / 24.0);
+    q = __builtin_fma(q, r, 1.0 / 6.0);
+    q = __builtin_fma(q, r, 0.5);
+    q = __builtin_fma(q, r, 1.0);
+    const double y = __builtin_fma(q, r, 1.0); /* exp(r), in [0.7, 1.42] */
+    const int64_t k1 = k >> 1, k2 = k - k1;
+    const double s1 = mbp_from_bits_f64((uint64_t)(k1 + 1023) << 52);
+    const double s2 = mbp_from_bits_f64((uint64_t)(k2 + 1023) << 52);
+    return (y * s1) * s2;
+}
+
+/* Sigmoid's formula 1 / (1 + exp(-x)) on pop_exp_f64. */
+static inline double pop_sigmoid_f64(double x) { return 1.0 / (1.0 + pop_exp_f64(-x)); }
+
+/* The two over arrays, for the proof of their bounds. */
+void mbp_pop_vexp_f64(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = pop_exp_f64(x[i]);
+}
+void mbp_pop_vsigmoid_f64(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = pop_sigmoid_f64(x[i]);
+}
+
 #define REAL double
 #define SUFFIX(name) name##_f64
 #define R_EXP mbp_exp_f64
 #define R_TANH mbp_tanh_f64
-#define R_SIGMOID mbp_sigmoid_f64
+#define R_SIGMOID pop_sigmoid_f64
 #define R_LOG1P log1p
 #include "population_body.c"
 #undef REAL
@@ -180,6 +234,8 @@ void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
 #undef R_SIGMOID
 #undef R_LOG1P
 
+#include "population_fused.c"
+
 #define REAL float
 #define SUFFIX(name) name##_f32
 #define R_EXP mbp_exp_f32
@@ -187,3 +243,29 @@ void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
 #define R_SIGMOID mbp_sigmoid_f32
 #define R_LOG1P log1pf
 #include "population_body.c"
+#undef REAL
+#undef SUFFIX
+#undef R_EXP
+#undef R_TANH
+#undef R_SIGMOID
+#undef R_LOG1P
+
+/* The entry points: population_fused.c's kernel for the network it is written for (unless the plan asks for the
+ * general one, as the proof does), the general kernel otherwise. */
+/* Whether mbp_pop_train_f64 runs population_fused.c's kernel on this plan. */
+int mbp_pop_fused(const pop_plan *p) { return !p->general && xor_applies(p); }
+
+int64_t mbp_pop_train_f64(const pop_plan *p, int64_t E, double *rows, int32_t *stop_epoch, int8_t *stop_kind,
+                          double *bad_losses)
+{
+    if (mbp_pop_fused(p))
+        return (p->acts[0] == ACT_TANH ? xor_train_tanh : xor_train_sigmoid)(p, E, rows, stop_epoch, stop_kind,
+                                                                            bad_losses);
+    return pop_train_entry_f64(p, E, rows, stop_epoch, stop_kind, bad_losses);
+}
+
+int64_t mbp_pop_train_f32(const pop_plan *p, int64_t E, double *rows, int32_t *stop_epoch, int8_t *stop_kind,
+                          double *bad_losses)
+{
+    return pop_train_entry_f32(p, E, rows, stop_epoch, stop_kind, bad_losses);
+}

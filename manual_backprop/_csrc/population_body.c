@@ -321,8 +321,8 @@ POP_INLINE int64_t SUFFIX(pop_train)(const pop_plan *p, const int64_t *sizes, in
 
 /* The entry point: the lecture's XOR network 2-2-1 with its sizes as constants (the loops over units unrolled, the
  * rows kept in registers), any other network with the sizes read from the plan. The same code either way. */
-int64_t SUFFIX(mbp_pop_train)(const pop_plan *p, int64_t E, double *rows, int32_t *stop_epoch, int8_t *stop_kind,
-                              double *bad_losses)
+static int64_t SUFFIX(pop_train_entry)(const pop_plan *p, int64_t E, double *rows, int32_t *stop_epoch,
+                                      int8_t *stop_kind, double *bad_losses)
 {
     static const int64_t xor_sizes[3] = {2, 2, 1};
     if (p->n_layers == 2 && p->sizes[0] == 2 && p->sizes[1] == 2 && p->sizes[2] == 1)

@@ -9,8 +9,10 @@ Trainer draws), and applies the rules inside the call: a member with a non-finit
 to its parameters at the end of the previous epoch (diverged), one whose training loss is at most the target stops.
 
 One update agrees with network.py through Population within ``POPULATION_C_ULPS`` units in the last place of each
-tensor's largest entry (the dot products summed in index order, vecmath.h's exp and tanh within one ulp of torch's);
-E epochs in one call are bit-equal to the same epochs one call each (tests/population/test_population_c_engine.py).
+tensor's largest entry (the dot products summed in index order; exp and tanh within one ulp of torch's: vecmath.h's,
+and in double population.c's division-free exp, ``kernel_math``); E epochs in one call are bit-equal to the same
+epochs one call each, and the lecture's 2-2-1 network's fused kernel (population_fused.c) is bit-equal to the general
+one (tests/population/test_population_c_engine.py).
 
 Applies to CPU float32/float64 populations in online mode without replacement and without an optimizer, element-wise
 activations (sigmoid, tanh, relu, leaky_relu, identity), squared error or binary cross-entropy, small networks.
@@ -32,7 +34,7 @@ from ..fast.common import FastPathUnavailable
 from ..fast.csource import ACT_CODES
 from ..losses import BinaryCrossEntropy, Loss, SquaredError
 
-__all__ = ["PopulationCKernel", "population_c_unsupported", "load_population_kernel", "run_c_epochs",
+__all__ = ["PopulationCKernel", "population_c_unsupported", "load_population_kernel", "run_c_epochs", "kernel_math",
            "POPULATION_C_ULPS", "POP_LOSS_CODES"]
 
 # One update's bound against network.py through Population, in ulps of each tensor's largest entry.
@@ -41,7 +43,7 @@ POP_LOSS_CODES = {SquaredError: 0, BinaryCrossEntropy: 1}
 _KERNEL_ACTS = (Sigmoid, Tanh, ReLU, LeakyReLU, Identity)  # codes 0..4 of population.c, ACT_CODES' order
 _MAX_PARAMETERS = 4096  # per member: a block's parameters and their good copies stay in L2; bmm wins above
 _MAX_SAMPLES = 2 ** 20  # training samples (randperm's 32-bit Fisher-Yates holds far beyond)
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _WORK_PER_CALL = 2_000_000  # member-updates per call at most: about 50 ms, so that Ctrl-C stays prompt
 REACHED, DIVERGED = 1, 2
 
@@ -68,6 +70,9 @@ def load_population_kernel() -> ctypes.CDLL:
             fn.restype, fn.argtypes = i64, [p, i64, p, p, p, p]
         lib.mbp_pop_randperm.restype, lib.mbp_pop_randperm.argtypes = None, [p, i64, i64, p]
         lib.mbp_pop_seed.restype, lib.mbp_pop_seed.argtypes = None, [p, i64, p, i64]
+        lib.mbp_pop_fused.restype, lib.mbp_pop_fused.argtypes = ctypes.c_int, [p]
+        for name in ("mbp_pop_vexp_f64", "mbp_pop_vsigmoid_f64"):
+            getattr(lib, name).restype, getattr(lib, name).argtypes = None, [p, p, i64]
         _libs[cc] = lib
         return lib
 
@@ -80,6 +85,15 @@ def seeded_states(seeds) -> Tensor:
     values = torch.tensor([int(s) for s in seeds], dtype=torch.int64)  # seeds < 2**63: the same bits as uint64
     load_population_kernel().mbp_pop_seed(rng.data_ptr(), rng.shape[1], values.data_ptr(), len(seeds))
     return rng
+
+
+def kernel_math(name: str, x: Tensor) -> Tensor:
+    """The double kernel's own ``exp`` or ``sigmoid`` (population.c's pop_exp_f64, pop_sigmoid_f64) of a float64
+    tensor, element by element, for the proof of their bounds."""
+    x = x.to(torch.float64).contiguous()
+    y = torch.empty_like(x)
+    getattr(load_population_kernel(), f"mbp_pop_v{name}_f64")(x.data_ptr(), y.data_ptr(), x.numel())
+    return y
 
 
 def replay_randperm(state: Tensor, n: int, count: int) -> Tensor:
@@ -150,7 +164,7 @@ class _PopPlan(ctypes.Structure):
                 ("c_update", f64), ("c_eval", f64 * 2), ("K", i64), ("weights", p), ("biases", p), ("lr", p),
                 ("active", p), ("rng", p), ("rng_stride", i64), ("x_train", p), ("y_train", p), ("n_train", i64),
                 ("eval_x", p * 2), ("eval_y", p * 2), ("labels", p * 2), ("eval_n", i64 * 2), ("has_target", i32),
-                ("target", f64), ("last", p)]
+                ("target", f64), ("last", p), ("general", i32)]
     del p, i32, i64, f64
 
 
@@ -160,13 +174,15 @@ class PopulationCKernel:
     ``run(epochs, active, last)`` trains up to ``epochs`` epochs (fewer once no member is active) and returns
     (epochs run, rows (E, 4, K) float64, stop_epoch (K,), stop_kind (K,), bad_losses (K, n)). The generators'
     states live in ``rng`` between calls: ``read_generators()`` takes them, ``write_generators()`` puts them back.
+    ``general = True`` runs the general kernel even for the network population_fused.c is written for (the lecture's
+    2-2-1 XOR network in float64), as the proof compares them.
     """
 
     def __init__(self, population, loss_fn: Loss, lr: Tensor, x_train: Tensor, y_train: Tensor, evals: dict,
                  target_loss: Optional[float], generators, fresh_seeds=None):
         lib = load_population_kernel()
         pop = population
-        self.pop, self.generators, self.K = pop, list(generators), pop.size
+        self.pop, self.generators, self.K, self._lib = pop, list(generators), pop.size, lib
         self._fn = lib.mbp_pop_train_f64 if pop.dtype == torch.float64 else lib.mbp_pop_train_f32
         L, sizes = pop.num_layers, pop.sizes
         self._sizes = (ctypes.c_int64 * (L + 1))(*sizes)
@@ -193,9 +209,16 @@ class PopulationCKernel:
             plan.labels[s] = labels.data_ptr() if labels is not None else None
             plan.c_eval[s] = loss_fn.scale(x.shape[0], sizes[-1])
         self._plan = plan
+        self.general = False
         self._plan_ref = ctypes.byref(plan)
         self.rng: Optional[Tensor] = None
         self._fresh_seeds = fresh_seeds
+
+    @property
+    def fused(self) -> bool:
+        """Whether a call runs population_fused.c's kernel (the 2-2-1 XOR network in float64, unless ``general``)."""
+        self._plan.general = int(bool(self.general))
+        return self.pop.dtype == torch.float64 and bool(self._lib.mbp_pop_fused(self._plan_ref))
 
     def read_generators(self, seeds=None) -> None:
         """The generators' states into ``rng`` (K, state bytes); ``seeds``: the generators are freshly seeded with
@@ -216,6 +239,7 @@ class PopulationCKernel:
 
     def run(self, epochs: int, active: Tensor, last: Tensor):
         pop, plan = self.pop, self._plan
+        plan.general = int(bool(self.general))
         if self.rng is None:
             self.read_generators(self._fresh_seeds)
         params = pop.weights + pop.biases

@@ -5,8 +5,13 @@ network.py's functions as the population applies them.
   activation x output x loss the kernel accepts, ordinary and saturated, float64 (the update's loss too);
 - the orders are torch.randperm's, bit for bit, and the generators are left as torch leaves them;
 - the freeze and divergence rules, the History rows and the messages are the eager engine's;
-- E epochs in one call are bit-equal to the same epochs one call each; a continued run equals a whole one.
+- E epochs in one call are bit-equal to the same epochs one call each; a continued run equals a whole one;
+- the lecture's 2-2-1 network's fused kernel (population_fused.c) makes the reference's update and is bit-equal to
+  the general kernel over whole runs (stops, divergence, a partial block, a separate test split);
+- the double kernel's own exp and sigmoid (division-free) keep vecmath.h's bounds against torch.
 """
+
+import math
 
 import warnings
 
@@ -18,8 +23,8 @@ from manual_backprop.fast.common import FastPathWarning
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.optim import SGD
 from manual_backprop.population import Population, PopulationTrainer
-from manual_backprop.population.c_engine import (POPULATION_C_ULPS, population_c_unsupported, replay_randperm,
-                                                 seeded_states)
+from manual_backprop.population.c_engine import (POPULATION_C_ULPS, kernel_math, population_c_unsupported,
+                                                 replay_randperm, seeded_states)
 from reference.update_proof import named, reference_update, update_misses
 
 F64 = torch.float64
@@ -68,6 +73,95 @@ def test_one_kernel_update_is_each_members_reference_update(hidden, output, loss
         got = named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
         for name, miss, ok in update_misses(got, ref, scales, POPULATION_C_ULPS):
             assert ok, f"member {i} {regime}: {name} differs by {miss:.1f} ulps > {POPULATION_C_ULPS}"
+
+
+XOR_HIDDEN = ["sigmoid", "tanh"]
+XOR_LOSSES = [SquaredError(), SquaredError(reduction="sum"), SquaredError(half=True)]
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("loss_fn", XOR_LOSSES, ids=["mean", "sum", "half"])
+@pytest.mark.parametrize("hidden", XOR_HIDDEN)
+def test_one_fused_kernel_update_is_each_members_reference_update(hidden, loss_fn, regime):
+    """The 2-2-1 network with a sigmoid output under squared error runs population_fused.c's kernel."""
+    pop = Population([2, 2, 1], seeds=list(range(37)), activation=hidden, bias_init="uniform", dtype=F64)
+    for w in pop.weights:
+        w.mul_(REGIMES[regime])
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(1, 2, generator=gen, dtype=F64) * 2.0, torch.rand(1, 1, generator=gen, dtype=F64)
+    lrs = [0.1 * (1 + i % 5) for i in range(pop.size)]
+    updates = [reference_update(pop.member(i), x, y, loss_fn, lrs[i]) for i in range(pop.size)]
+    trainer = PopulationTrainer(pop, Dataset("one-sample", x, y, x, y, None), mode="online", lr=lrs, epochs=1,
+                                loss_fn=loss_fn)
+    assert trainer.engine == "c" and trainer._c_kernel.fused
+    trainer.run()
+    for i, (ref, scales) in enumerate(updates):
+        got = named(trainer.history.train_loss[0][i], None, [p[i] for p in pop.parameters()])
+        for name, miss, ok in update_misses(got, ref, scales, POPULATION_C_ULPS):
+            assert ok, f"member {i} {regime}: {name} differs by {miss:.1f} ulps > {POPULATION_C_ULPS}"
+
+
+def _fused_and_general(hidden, data, K, epochs, lrs, poisoned=(), **kwargs):
+    """The same run through both kernels; a poisoned member's first hidden unit has bias -inf and output weight
+    inf: inf * 0 is its output's net at once, and it diverges in the first epoch (sigmoid outputs never do)."""
+    runs = {}
+    for general in (False, True):
+        pop = Population([2, 2, 1], seeds=list(range(K)), activation=hidden, dtype=F64)
+        for i in poisoned:
+            pop.biases[0][i, 0], pop.weights[1][i, 0, 0] = -math.inf, math.inf
+        trainer = PopulationTrainer(pop, data, mode="online", lr=lrs, epochs=epochs, loss_fn="squared_error",
+                                    order_seeds=[500 + i for i in range(K)], **kwargs)
+        trainer._c_kernel.general = general
+        assert trainer._c_kernel.fused != general
+        runs[general] = (pop, trainer.run(), trainer)
+    return runs[False], runs[True]
+
+
+@pytest.mark.parametrize("hidden", XOR_HIDDEN)
+def test_fused_kernel_is_bit_equal_to_the_general_kernel(hidden):
+    """XOR, 45 members (a partial block of 13): some reach the target, two diverge, the rest run out."""
+    K = 45
+    lrs = [[0.5, 2.0, 4.0, 8.0][i % 4] for i in range(K)]
+    (pa, ha, ta), (pb, hb, tb) = _fused_and_general(hidden, load_dataset("xor", dtype=F64), K, 120, lrs,
+                                                    poisoned=(5, 40), target_loss=0.05, epochs_per_draw=50)
+    assert ha.diverged()[5] and ha.diverged()[40] and "target_loss" in ha.stop_reason
+    assert "max_epochs" in ha.stop_reason
+    _assert_same_histories(ha, hb, rel=0)
+    assert all(torch.equal(a, b) for a, b in zip(pa.parameters(), pb.parameters()))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(ta.orders.generators, tb.orders.generators))
+
+
+def test_fused_kernel_is_bit_equal_to_the_general_kernel_on_a_separate_test_split():
+    data = load_dataset("moons", n_samples=40, seed=1, dtype=F64)  # 30 training samples, a separate test split
+    (pa, ha, _), (pb, hb, _) = _fused_and_general("tanh", data, 6, 8, [0.05, 0.2, 0.5, 1.0, 2.0, 4.0])
+    assert ha.train_accuracy[1] is not None and not torch.equal(ha.train_loss[-1], ha.test_loss[-1])
+    _assert_same_histories(ha, hb, rel=0)
+    assert all(torch.equal(a, b) for a, b in zip(pa.parameters(), pb.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------- exp, sigmoid
+KERNEL_MATH_ULPS = {"exp": 1, "sigmoid": 4}  # vecmath.h's bounds (tests/proof/test_vecmath.py's VECMATH_ULPS)
+
+
+def _ulps(got, ref):
+    spacing = torch.nextafter(ref.abs(), torch.full_like(ref, math.inf)) - ref.abs()
+    same = (got == ref) | (got.isnan() & ref.isnan())
+    return torch.where(same, torch.zeros_like(ref), (got - ref).abs() / spacing)
+
+
+@pytest.mark.parametrize("name,reference", [("exp", torch.exp), ("sigmoid", torch.sigmoid)])
+def test_kernel_exp_and_sigmoid_are_within_their_bounds_of_torch(name, reference):
+    g = torch.Generator().manual_seed(0)
+    spread = torch.cat([torch.randn(200_000, generator=g, dtype=F64) * s for s in (0.05, 1, 4, 30, 300)])
+    edges = torch.tensor([0.0, -0.0, 1e-300, -1e-30, 0.3465, -0.3466, 19.0, 36.8, 37.0, -708.3, -708.5, 709.7,
+                          709.8, -744.4, -745.1, -745.2, 1e4, -1e4, 1e300, -1e300], dtype=F64)
+    x = torch.cat([spread, torch.linspace(-1, 1, 200_001, dtype=F64), torch.linspace(-745.2, -700, 20_001,
+                                                                                       dtype=F64), edges])
+    worst = _ulps(kernel_math(name, x), reference(x))
+    assert not worst.isnan().any() and worst.max().item() <= KERNEL_MATH_ULPS[name], (
+        f"{name}: {worst.max().item():.2f} ulps from torch at x = {x[worst.argmax()].item()!r}")
+    special = torch.tensor([math.inf, -math.inf, math.nan, -0.0, 1e6, -1e6], dtype=F64)
+    torch.testing.assert_close(kernel_math(name, special), reference(special), rtol=0, atol=0, equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------------- orders
@@ -121,7 +215,7 @@ def _assert_same_histories(a, b, rel=1e-12):
             if ra is None:
                 assert rb is None
                 continue
-            torch.testing.assert_close(ra, rb, rtol=rel, atol=0, msg=f"{name} row {e}")
+            torch.testing.assert_close(ra, rb, rtol=rel, atol=0, equal_nan=True, msg=f"{name} row {e}")
 
 
 def test_freeze_and_divergence_rules_are_the_eager_engines():
