@@ -154,8 +154,9 @@ class Dashboard:
         return key in self.hparams and len(set(map(_key, self.hparams[key]))) > 1
 
     def numeric(self, key: str) -> bool:
-        """Whether a key's column holds numbers (every value the runs take is one) rather than text."""
-        return all(not isinstance(v, str) for v in self.hparams.get(key, [self.settings.get(key)]))
+        """Whether a key's column holds numbers rather than text: every value the runs take is a number, and not
+        every one a whole number (``integer_column``: seeds and epochs are written as text, "4", not 4.0000)."""
+        return numeric_column(self.hparams.get(key, [self.settings.get(key)]))
 
     def session_hparams(self, hparams: Mapping) -> dict:
         """A run's values for exactly this dashboard's keys, as its columns hold them (MISSING where it has none)."""
@@ -247,6 +248,18 @@ def hparams_summaries(hparams: Mapping, columns: Sequence[tuple], metrics: Seque
     return [summary(metadata.EXPERIMENT_TAG, experiment=experiment),
             summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
             summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)]
+
+
+def numeric_column(values) -> bool:
+    """Whether an HPARAMS column of these values is written as numbers (DATA_TYPE_FLOAT64).
+
+    The HPARAMS table shows every number with five significant digits (its frontend formats them with
+    ``toPrecision(5)``), so the seed 4 would read 4.0000 and 1000 epochs 1000.0. A column whose values are all ints
+    (seeds, epochs, sizes of a grid) is written as text instead (DATA_TYPE_STRING), which it shows as given ("4");
+    a column with any fraction (learning rates) stays numeric, with the plugin's min/max filter.
+    """
+    values = list(values)
+    return all(not isinstance(v, str) for v in values) and not all(isinstance(v, int) for v in values)
 
 
 def hparam_value(value):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_bool, check_int
-from .dashboard import Dashboard, hparam_value, layout_summary
+from .dashboard import Dashboard, hparam_value, layout_summary, numeric_column
 from ..checkpoint import PathLike
 from .decision_boundary import decision_boundary_image, grid_predict_fn
 from .event_files import NamedWriter as _NamedWriter
@@ -310,6 +310,7 @@ class RunLogger:
             from .dashboard import hparams_summaries
 
             values = {k: hparam_value(v) for k, v in merged.items()}
+            values = {k: v if numeric_column([v]) else str(v) for k, v in values.items()}  # ints as text: "4"
             columns = [(k, not isinstance(v, str), False) for k, v in values.items()]
             summaries = hparams_summaries(values, columns, self._metric_tags(metrics))
         step = 0 if self._last_epoch is None else self._last_epoch

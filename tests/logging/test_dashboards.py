@@ -47,7 +47,8 @@ def test_only_the_hparams_that_vary_become_columns_and_every_run_has_every_key()
     assert board.columns() == ["mode", "seed"]
     assert board.numeric("lr") and not board.numeric("sizes")
     assert board.session_hparams({"mode": "online", "lr": 0.5, "seed": 1, "extra": 3}) == \
-        {"mode": "online", "lr": 0.5, "sizes": MISSING, "seed": 1}
+        {"mode": "online", "lr": 0.5, "sizes": MISSING, "seed": "1"}  # whole numbers as text: HPARAMS shows "1"
+    assert not board.numeric("seed") and board.numeric("lr")
     # A text column holds text in every run: a number there is written as text.
     mixed = Dashboard("x", hparams={"method": ["mlp", "delta"], "hidden": [4, MISSING]})
     assert mixed.session_hparams({"method": "mlp", "hidden": 4}) == {"method": "mlp", "hidden": "4"}
@@ -112,7 +113,7 @@ def test_xor_runs_share_one_table_whatever_the_method(tmp_path):
     assert metrics == ["accuracy/train", "loss/train", "errors/train"]
     values = tables["xor-mlp-seed1"][2]
     assert {k: values[k] for k in ("problem", "method", "seed", "lr", "seeds", "epochs_mlp")} == \
-        {"problem": "xor", "method": "mlp", "seed": 1, "lr": 5.0, "seeds": 2, "epochs_mlp": 3}
+        {"problem": "xor", "method": "mlp", "seed": "1", "lr": 5.0, "seeds": "2", "epochs_mlp": "3"}  # ints as text
 
 
 @pytest.mark.parametrize("make, key_tag", [
@@ -154,3 +155,31 @@ def test_real_tensorboard_serves_the_layout_and_the_columns(tmp_path):
         assert [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]] == \
             [("lr", True), ("mode", True)]  # seed is the same in both runs: not a column
         assert [m["name"]["tag"] for m in experiment["metricInfos"]] == ["loss/train"]
+
+
+def test_real_tensorboard_serves_seeds_and_epochs_as_whole_numbers_and_lr_as_a_number(tmp_path):
+    """HPARAMS formats every number with toPrecision(5) (seed 4 would read 4.0000): whole-number columns go as text."""
+    board = Dashboard("x", hparams={"seed": [4, 10], "lr": [0.5, 2.0]}, settings={"epochs": 1000})
+    for seed, lr in ((4, 0.5), (10, 2.0)):
+        with RunLogger(tmp_path, "e", "r", f"seed{seed}", dashboard=board) as log:
+            log.log_epoch(1, {"loss/train": lr})
+            log.log_hparams({"seed": seed, "lr": lr})
+    with RunLogger(tmp_path, "e", "r", "plain") as log:  # no dashboard: the run's own keys, by their types
+        log.log_epoch(1, {"loss/train": 1.0})
+        log.log_hparams({"seed": 7, "lr": 0.25})
+
+    def ready(runs, tags):
+        return set(runs) == {"seed4", "seed10", "plain"} and all("loss/train" in tags.get(m, {}) for m in runs)
+
+    with tensorboard_server(tmp_path / "e" / "r", tmp_path, ready) as base:
+        experiment = get_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        types = {h["name"]: h["type"] for h in experiment["hparamInfos"]}
+        assert types["seed"] == "DATA_TYPE_STRING" and types["lr"] == "DATA_TYPE_FLOAT64", types
+        groups = get_json(f"{base}/data/plugin/hparams/session_groups",
+                          {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                           "colParams": [], "startIndex": 0, "sliceSize": 100})
+        values = {g["name"]: g["hparams"] for g in groups["sessionGroups"]}
+        seeds = sorted(h["seed"] for h in values.values())
+        assert seeds == ["10", "4", "7"], values  # text, as written: "4", never 4.0
+        assert all(h.get("epochs", "1000") == "1000" for h in values.values() if "epochs" in h), values
+        assert sorted(h["lr"] for h in values.values()) == [0.25, 0.5, 2.0], values

@@ -351,7 +351,7 @@ def test_tensorboard_aggregates_member_runs_and_hparams(tmp_path):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         hp = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
         assert (hp["lr"], hp["seed"], hp["order_seed"], hp["mode"], hp["member"]) == \
-            (history.lr[i], i, i, "online", i)
+            (history.lr[i], str(i), str(i), "online", str(i))  # whole numbers as text: HPARAMS shows "4"
 
 
 def test_large_population_writes_only_aggregates(tmp_path):
