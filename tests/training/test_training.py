@@ -1,4 +1,6 @@
-"""The learning modes: their equivalences, stopping conditions, reproducibility and checkpoints."""
+"""The learning modes: their equivalences, stopping conditions and reproducibility; the Trainer following its network
+to another dtype or device and continuing when the epochs are raised (checkpoints: test_trainer_checkpoints.py;
+argument checks: test_trainer_arguments.py)."""
 
 import math
 
@@ -6,25 +8,10 @@ import pytest
 import torch
 
 from manual_backprop import MLP
-from manual_backprop.datasets import load_dataset
 from manual_backprop.training import Trainer, train
-from manual_backprop.checkpoint import load_checkpoint, save_checkpoint
+from trainer_cases import F64, fresh, moons_data, params
 
-F64 = torch.float64
-
-
-@pytest.fixture(scope="module")
-def moons():
-    return load_dataset("moons", n_samples=60, noise=0.2, seed=0, dtype=F64)
-
-
-def fresh(seed=0, device="cpu", sizes=(2, 6, 2), dtype=F64):
-    return MLP(list(sizes), activation="tanh", output_activation="softmax", bias_init="uniform", dtype=dtype,
-               device=device, seed=seed)
-
-
-def params(net):
-    return [p.clone() for p in net.parameters()]
+moons = pytest.fixture(scope="module", name="moons")(moons_data)
 
 
 def test_minibatch_with_b_equal_n_is_exactly_batch_mode(moons, device):
@@ -156,193 +143,11 @@ def test_divergence_after_good_epochs_restores_the_end_of_the_last_good_epoch(mo
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), snapshots[3]))
 
 
-def test_checkpoint_resume_equals_an_unbroken_run(moons, tmp_path):
-    for mode, kwargs in [("online", {}), ("minibatch", {"batch_size": 7}), ("batch", {})]:
-        unbroken = fresh()
-        h_full = train(unbroken, moons, mode=mode, lr=0.2, epochs=6, loss_fn="cross_entropy", seed=2, **kwargs)
-        path = tmp_path / f"{mode}.pt"
-        first = fresh()
-        train(first, moons, mode=mode, lr=0.2, epochs=3, loss_fn="cross_entropy", seed=2, checkpoint_path=path,
-              **kwargs)
-        resumed = fresh(seed=123)  # other initial weights: everything must come from the checkpoint
-        trainer = Trainer(resumed, moons, mode=mode, lr=0.2, epochs=6, loss_fn="cross_entropy", seed=2,
-                          checkpoint_path=path, **kwargs)
-        trainer.resume(path)
-        h_resumed = trainer.run()
-        assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters())), mode
-        assert h_resumed.train_loss == h_full.train_loss and h_resumed.updates == h_full.updates, mode
-        assert load_checkpoint(path)["epoch"] == 6
-
-
-def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint({"epoch": 1}, path)
-
-    def broken_save(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"epoch": 2}, path)
-    monkeypatch.undo()
-    assert load_checkpoint(path) == {"epoch": 1}, "the previous checkpoint is intact"
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "no temporary file is left behind"
-
-
-def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(moons, tmp_path, monkeypatch):
-    path = tmp_path / "ckpt.pt"
-    net = fresh()
-    trainer = Trainer(net, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
-                      checkpoint_path=path, fast=False)  # interrupted inside the plain per-update loop
-    original = Trainer._update
-    calls = {"n": 0}
-
-    def interrupt(self, idx):
-        calls["n"] += 1
-        if calls["n"] == 25:  # in the middle of epoch 3
-            raise KeyboardInterrupt
-        return original(self, idx)
-
-    monkeypatch.setattr(Trainer, "_update", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run()
-    monkeypatch.undo()
-    state = load_checkpoint(path)
-    assert state["epoch"] == 2 and state["history"]["stop_reason"] == "interrupted"
-    resumed = fresh(seed=9)
-    t2 = Trainer(resumed, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
-                 fast=False)
-    t2.resume(path)
-    t2.run()
-    unbroken = fresh()
-    train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy", fast=False)
-    assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters()))
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"mode": "stochastic", "lr": 0.1}, r"mode must be one of \['batch', 'online', 'minibatch'\], but got 'stochastic'"),
-    ({"mode": "batch", "lr": -0.1}, "lr must be a finite number > 0, but got -0.1"),
-    ({"mode": "minibatch", "lr": 0.1, "batch_size": 46}, r"batch_size must be an int in \[1, 45\]"),
-    ({"mode": "minibatch", "lr": 0.1}, r"batch_size must be an int in \[1, 45\] .* but got None"),
-    ({"mode": "batch", "lr": 0.1, "epochs": 0}, "epochs must be an int >= 1, but got 0"),
-])
-def test_bad_training_arguments_are_refused(moons, kwargs, message):
-    kwargs.setdefault("epochs", 1)
-    with pytest.raises(ValueError, match=message):
-        Trainer(fresh(), moons, loss_fn="cross_entropy", **kwargs)
-
-
-def test_data_that_does_not_fit_the_net_is_refused(moons):
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
-        Trainer(fresh(sizes=(3, 4, 2)), moons, mode="batch", lr=0.1, epochs=1)
-    with pytest.raises(ValueError, match=r"sizes\[-1\] must equal the number of classes \(2\)"):
-        Trainer(fresh(sizes=(2, 4, 3)), moons, mode="batch", lr=0.1, epochs=1, loss_fn="squared_error")
-
-
 def test_float32_training_works_and_learns(moons):
     data = moons.to(dtype=torch.float32)
     net = fresh(dtype=torch.float32)
     h = train(net, data, mode="minibatch", batch_size=5, lr=0.3, epochs=20, loss_fn="cross_entropy")
     assert h.train_accuracy[-1] > 0.8
-
-
-# ---------------------------------------------------------------------------------------------- issue 12
-@pytest.mark.parametrize("kwargs,error,message", [
-    ({"replacement": "no"}, TypeError, "replacement must be True or False, but got 'no'"),
-    ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be an int >= 1, but got 0"),
-    ({"histogram_every": 0}, ValueError, "histogram_every must be an int >= 1, but got 0"),
-    ({"seed": "abc"}, TypeError, "seed must be an int, but got str: 'abc'"),
-    ({"seed": 2 ** 70}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\], but got 1180591620717411303424"),
-    ({"seed": -1}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\], but got -1"),
-    ({"logger": "runs"}, TypeError, "logger must be a tblog.RunLogger .* but got str"),
-    ({"progress": 3}, TypeError, "progress must be True, False or a label string, but got int: 3"),
-])
-def test_every_trainer_argument_is_checked_in_the_constructor(moons, kwargs, error, message):
-    with pytest.raises(error, match=message):
-        Trainer(fresh(), moons, mode="minibatch", batch_size=5, lr=0.1, epochs=1, **kwargs)
-
-
-def test_a_folder_as_checkpoint_path_is_refused_in_the_constructor(moons, tmp_path):
-    with pytest.raises(ValueError, match=rf"checkpoint_path {str(tmp_path)!r} is a folder; give a file path"):
-        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1, checkpoint_path=tmp_path)
-
-
-def test_data_and_net_of_the_wrong_type_are_refused(moons):
-    with pytest.raises(TypeError, match="data must be a Dataset .* but got str"):
-        Trainer(fresh(), "moons", mode="batch", lr=0.1, epochs=1)
-    with pytest.raises(TypeError, match="net must be a manual_backprop MLP, but got str"):
-        Trainer("net", moons, mode="batch", lr=0.1, epochs=1)
-
-
-def test_an_empty_split_is_refused_naming_it(moons):
-    empty = type(moons)("empty", moons.x_train, moons.y_train, moons.x_test[:0], moons.y_test[:0], 2)
-    with pytest.raises(ValueError, match="data.x_test is empty"):
-        Trainer(fresh(), empty, mode="batch", lr=0.1, epochs=1)
-
-
-def test_a_learning_rate_beyond_the_dtype_is_refused(moons):
-    with pytest.raises(ValueError, match=r"lr=1e\+308 does not fit the network's dtype torch.float32"):
-        Trainer(fresh(dtype=torch.float32), moons.to(dtype=torch.float32), mode="batch", lr=1e308, epochs=1)
-
-
-def test_cross_entropy_on_regression_targets_is_refused(moons):
-    regression = type(moons)("r", moons.x_train, moons.y_train[:, None].double(), moons.x_test,
-                             moons.y_test[:, None].double(), None)
-    with pytest.raises(ValueError, match="cross_entropy needs class labels, but the data holds regression targets"):
-        Trainer(fresh(), regression, mode="batch", lr=0.1, epochs=1, loss_fn="cross_entropy")
-
-
-def test_softmax_on_a_single_output_is_refused_before_training():
-    """Softmax of one number is 1: such a network "trains" with loss 0 and learns nothing (a CSV with float labels
-    and the default sizes made one). It is refused where the network is built, so no Trainer ever gets one."""
-    with pytest.raises(ValueError, match="output_activation 'softmax' on a single output is always 1"):
-        MLP([2, 3, 1], output_activation="softmax", dtype=F64, seed=0)
-
-
-def test_trainer_state_dict_needs_a_mapping(moons):
-    with pytest.raises(TypeError, match="state must be a Trainer.state_dict\\(\\) dict, but got NoneType"):
-        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1).load_state_dict(None)
-
-
-def test_checkpoints_load_without_unpickling_code(moons, tmp_path, monkeypatch):
-    """Every field of a Trainer checkpoint loads under torch.load(weights_only=True)."""
-    path = tmp_path / "ckpt.pt"
-    trainer = Trainer(fresh(), moons, mode="minibatch", batch_size=7, lr=0.2, epochs=2, checkpoint_path=path)
-    trainer.run()
-    state = torch.load(path, weights_only=True)
-    assert state["epoch"] == 2 and state["history"]["epoch"] == [0, 1, 2] and state["generator"].dtype == torch.uint8
-    loads = []
-    real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
-    load_checkpoint(path)
-    assert loads == [True]
-
-
-class _RunsCode:
-    def __reduce__(self):
-        import os
-        return (os.system, ("touch pwned",))
-
-
-def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"epoch": 1, "payload": _RunsCode()}, path)
-    with pytest.raises(ValueError, match=rf"checkpoint {str(path)!r} holds objects that are not plain data"):
-        load_checkpoint(path)
-    assert not (tmp_path / "pwned").exists(), "the checkpoint ran code"
-
-
-@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", "truncated"])
-def test_a_damaged_checkpoint_is_one_error_naming_the_file(moons, tmp_path, content):
-    path = tmp_path / "checkpoint.pt"
-    if content == "truncated":
-        Trainer(fresh(), moons, mode="batch", lr=0.1, epochs=1, checkpoint_path=path).run()
-        content = path.read_bytes()[:len(path.read_bytes()) // 2]
-    path.write_bytes(content)
-    with pytest.raises(ValueError, match=rf"checkpoint {str(path)!r} cannot be read .*delete it"):
-        load_checkpoint(path)
 
 
 def test_trainer_follows_the_network_to_another_dtype(moons, monkeypatch):
@@ -386,70 +191,6 @@ def test_trainer_follows_the_network_to_cuda(moons):
     train(expected, moons.to("cuda"), mode="minibatch", batch_size=7, lr=0.2, epochs=2, seed=1)
     for p, q in zip(net.parameters(), expected.parameters()):
         torch.testing.assert_close(p, q)
-
-
-def test_resuming_a_diverged_run_with_a_new_lr_continues_from_the_last_good_state(moons, tmp_path):
-    path = tmp_path / "ckpt.pt"
-    regression = type(moons)(name="moons-regression", x_train=moons.x_train * 50, y_train=torch.randn(45, 1, dtype=F64),
-                             x_test=moons.x_test, y_test=torch.randn(15, 1, dtype=F64), num_classes=None)
-
-    def trainer(lr):
-        net = MLP([2, 8, 1], activation="relu", output_activation="identity", init="normal", init_scale=1.0,
-                  dtype=F64, seed=0)
-        return Trainer(net, regression, mode="online", lr=lr, epochs=3, loss_fn="squared_error")
-
-    first = trainer(0.5)
-    first.checkpoint_path = path
-    assert first.run().stop_reason == "diverged"
-    same = trainer(0.5).resume(path)
-    assert same.run().stop_reason == "diverged", "the same lr would only diverge again: the run stays finished"
-    history = trainer(1e-6).resume(path).run()
-    assert history.stop_reason == "max_epochs" and history.epoch == [0, 1, 2, 3], history.message
-
-
-def test_ctrl_c_inside_a_fast_epoch_resumes_to_the_unbroken_fast_run(moons, tmp_path, monkeypatch):
-    """The default Trainer runs a fast path (fast="auto"); Ctrl-C inside its epoch rewinds that epoch as well."""
-    from manual_backprop.fast import CKernel
-
-    path = tmp_path / "ckpt.pt"
-    trainer = Trainer(fresh(), moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy",
-                      checkpoint_path=path)
-    assert trainer._fast_runner is not None and trainer._fast_runner.path == "c"
-    original, calls = CKernel.call_epochs, {"n": 0}
-
-    def interrupt(self, epochs):  # Ctrl-C as the C loop's call returns, before its epochs are recorded
-        original(self, epochs)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(CKernel, "call_epochs", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run()
-    monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 2
-    resumed = fresh(seed=9)
-    Trainer(resumed, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy").resume(path).run()
-    unbroken = fresh()
-    train(unbroken, moons, mode="minibatch", batch_size=5, lr=0.2, epochs=5, loss_fn="cross_entropy")
-    assert all(torch.equal(p, q) for p, q in zip(unbroken.parameters(), resumed.parameters()))
-
-
-def test_a_checkpoint_that_cannot_be_written_names_the_file_and_keeps_the_last_one(tmp_path, monkeypatch):
-    """A folder that turns read-only (or a full disk): the error names the checkpoint, the previous one stays."""
-    from manual_backprop import checkpoint
-
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint({"epoch": 1}, path)
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path))
-
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", read_only)
-    with pytest.raises(PermissionError, match=rf"cannot write {path}: Permission denied"):
-        save_checkpoint({"epoch": 2}, path)
-    monkeypatch.undo()
-    assert load_checkpoint(path) == {"epoch": 1}
 
 
 def test_run_continues_when_epochs_are_raised(moons):
