@@ -159,6 +159,28 @@ void mbp_pop_seed(uint8_t *rng, int64_t stride, const uint64_t *seeds, int64_t K
     }
 }
 
+/* torch.rand(count, generator=torch.Generator().manual_seed(seeds[m]), dtype=torch.float64) for each member m, into
+ * out[m * count ..]: a fresh generator's mt19937 (as mbp_pop_seed), each value from one random64() (two 32-bit
+ * draws, the first in the high half) as ATen's uniform_real_distribution<double> takes it: its low 53 bits times
+ * 2^-53 (init.py's draws on the CPU; the proof compares them with torch's). */
+void mbp_pop_uniform(const uint64_t *seeds, int64_t K, int64_t count, double *out)
+{
+    uint64_t words[MT_N];
+    for (int64_t m = 0; m < K; m++) {
+        uint32_t w = (uint32_t)(seeds[m] & 0xffffffffu);
+        words[0] = w;
+        for (uint32_t j = 1; j < MT_N; j++) {
+            w = 1812433253u * (w ^ (w >> 30)) + j;
+            words[j] = w;
+        }
+        mt_view g = {1, 0, words};
+        for (int64_t c = 0; c < count; c++) {
+            const uint64_t hi = mt_random(&g), lo = mt_random(&g);
+            out[m * count + c] = (double)(((hi << 32) | lo) & ((UINT64_C(1) << 53) - 1)) * 0x1p-53;
+        }
+    }
+}
+
 /* The replay alone, for the proof: `count` permutations of n drawn one after another from one generator state. */
 void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
 {

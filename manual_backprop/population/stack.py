@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
-from ..init import initial_parameters
+from .c_engine import stacked_initial_parameters
 from ..losses import Loss
 from ..network import MLP, Gradients, resolve_architecture, update
 
@@ -101,13 +101,12 @@ class Population:
         vars(self).update(resolve_architecture(sizes, activation, output_activation, bias, init, init_scale,
                                                bias_init, dtype, device))
         self.seeds = check_seeds("seeds", seeds)
-        drawn = [initial_parameters(self.sizes, init=self.init, bias_init=self.bias_init, scale=self.init_scale,
-                                    seed=s, bias=bias) for s in self.seeds]
-        # Stacked on the CPU in float64 and only then cast and moved, exactly as MLP casts each of its draws.
-        self.weights = [torch.stack([w[k] for w, _ in drawn]).to(dtype=self.dtype).to(self.device)
-                        for k in range(self.num_layers)]
-        self.biases = [torch.stack([b[k] for _, b in drawn]).to(dtype=self.dtype).to(self.device)
-                       for k in range(self.num_layers)] if bias else []
+        # Each seed's initial_parameters, stacked on the CPU in float64 (many members: drawn by the C kernel, bit for
+        # bit), and only then cast and moved, exactly as MLP casts each of its draws.
+        weights, biases = stacked_initial_parameters(self.sizes, init=self.init, bias_init=self.bias_init,
+                                                     scale=self.init_scale, seeds=self.seeds, bias=bias)
+        self.weights = [w.to(dtype=self.dtype).to(self.device) for w in weights]
+        self.biases = [b.to(dtype=self.dtype).to(self.device) for b in biases]
 
     # ------------------------------------------------------------------ structure
     @property
