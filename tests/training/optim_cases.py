@@ -3,10 +3,12 @@ of each optimizer, the problem and network they train, and one step of the manua
 
 import torch
 
+from conftest import assert_tensors_agree
 from helpers import draw_targets
 from manual_backprop import MLP
 from manual_backprop.parameter_state import in_layer_order
 from manual_backprop.optim import SGD, Adam, AdamW
+from reference import torch_loss
 
 F64 = torch.float64
 SIZES = [4, 8, 6, 3]
@@ -48,3 +50,21 @@ def step_side_by_side(net, twin, opt, reference, x, y):
     for p, g in zip(twin.parameters(), in_layer_order(grads.weights, grads.biases)):
         p.grad = g.clone()
     reference.step()
+
+
+def train_beside_the_twin(net, step, twin, reference, x, y, loss_fn) -> None:
+    """STEPS updates of net (``step(grads)``, from the manual backward) beside STEPS of the torch.optim ``reference``
+    on its autograd twin (the loss from torch.nn.functional, autograd's gradients): the same loss at every step and
+    the same parameters at the end, to 1e-12 (norm-relative)."""
+    for k in range(STEPS):
+        loss, grads = net.loss_and_grads(x, y, loss_fn)
+        step(grads)
+        with torch.enable_grad():
+            out, zs = twin.forward_with_logits(x)
+            expected = torch_loss(net.check_loss(loss_fn), zs[-1], out, y)
+            reference.zero_grad()
+            expected.backward()
+        reference.step()
+        assert_tensors_agree(f"loss at step {k + 1}", loss.reshape(1), expected.detach().reshape(1), rel=1e-12)
+    for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
+        assert_tensors_agree(f"parameter {i} after {STEPS} steps", mine, theirs.detach(), rel=1e-12)

@@ -12,13 +12,13 @@ Two claims per optimizer setting, over 100 steps in float64:
 import pytest
 import torch
 
-from conftest import assert_tensors_agree
 from helpers import draw_targets, target_kind
 from manual_backprop import MLP
 from manual_backprop.losses import get_loss
 from manual_backprop.optim import SGD, Adam, AdamW, get_optimizer
-from reference import TorchMLP, torch_loss
-from optim_cases import F64, SETTINGS, STEPS, make_net, make_problem, step_side_by_side, torch_optimizer
+from reference import TorchMLP
+from optim_cases import (F64, SETTINGS, STEPS, make_net, make_problem, step_side_by_side, torch_optimizer,
+                         train_beside_the_twin)
 
 
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
@@ -42,20 +42,8 @@ def test_hundred_steps_equal_torch_optim_on_the_autograd_twin(setting, device):
     opt, reference = cls(net, **settings), torch_optimizer(cls, twin.parameters(), settings)
     x, y = make_problem(device)
     first = float(net.loss(x, y, "cross_entropy"))
-    for step in range(STEPS):
-        loss, grads = net.loss_and_grads(x, y, "cross_entropy")
-        opt.step(grads)
-        with torch.enable_grad():
-            out, zs = twin.forward_with_logits(x)
-            expected = torch_loss(net.check_loss("cross_entropy"), zs[-1], out, y)
-            reference.zero_grad()
-            expected.backward()
-        reference.step()
-        err = abs(loss.item() - expected.item()) / abs(expected.item())
-        assert err <= 1e-12, f"step {step + 1}: loss {loss.item()!r} vs torch.optim {expected.item()!r}"
+    train_beside_the_twin(net, opt.step, twin, reference, x, y, "cross_entropy")
     assert float(net.loss(x, y, "cross_entropy")) < first, "the run learned nothing: a vacuous comparison"
-    for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
-        assert_tensors_agree(f"parameter {i} after {STEPS} steps", mine, theirs.detach(), rel=1e-12)
 
 
 # The plain update (MLP.step, no optimizer) on three architectures.
@@ -79,18 +67,7 @@ def test_hundred_plain_steps_equal_torch_optim_sgd_on_the_twin(case, device):
     x = torch.randn(16, sizes[0], generator=g, dtype=F64).to(device)
     loss_fn = get_loss(loss_name)
     y = draw_targets(target_kind(loss_fn), (16,), sizes[-1], g).to(device)
-    for step in range(STEPS):
-        loss, grads = net.loss_and_grads(x, y, loss_fn)
-        net.step(grads, lr)
-        with torch.enable_grad():
-            out, zs = twin.forward_with_logits(x)
-            expected = torch_loss(loss_fn, zs[-1], out, y)
-            reference.zero_grad()
-            expected.backward()
-        reference.step()
-        assert_tensors_agree(f"loss at step {step}", loss.reshape(1), expected.detach().reshape(1), rel=1e-12)
-    for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
-        assert_tensors_agree(f"parameter {i} after {STEPS} steps", mine, theirs.detach(), rel=1e-12)
+    train_beside_the_twin(net, lambda grads: net.step(grads, lr), twin, reference, x, y, loss_fn)
 
 
 def test_plain_sgd_is_the_lectures_update():
