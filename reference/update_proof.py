@@ -5,7 +5,7 @@ the same samples, one update equals the reference's ``loss_and_gradients`` + ``u
 operations run, else within the path's stated bound in ulps. tests/proof/test_update_proof.py runs it over every
 activation x loss; ``manual-backprop check --paths all`` runs it on the user's own machine and device. The paths:
 the fused step (keeping its gradients, and with the step fused in), the C loop's one-epoch call, the narrow kernel,
-the CUDA-graph runner, the Trainer's several-epochs C call (fast/epochs.py: one batch-mode epoch, one update), and
+the CUDA-graph runner, MLP.loss_and_grads' one C call (fast/one_update.py), the Trainer's several-epochs C call (fast/epochs.py: one batch-mode epoch, one update), and
 the population's engines (one member of a Population; the C engine learns online, so its update is one sample's).
 
 A bound of u ulps means, for each tensor compared (loss, every gradient, every parameter after the update):
@@ -36,7 +36,7 @@ from manual_backprop.training import Trainer
 __all__ = ["reference_update", "ulps", "update_misses", "PATHS", "paths_for", "path_samples", "path_update",
            "population_updates", "prove_path", "prove_paths"]
 
-PATHS = ("fused-exact", "fused", "c", "epochs", "narrow", "cuda_graph", "population-api", "population-eager",
+PATHS = ("fused-exact", "fused", "c", "epochs", "one-update", "narrow", "cuda_graph", "population-api", "population-eager",
          "population-compiled", "population-cuda_graph", "population-c")
 
 
@@ -106,7 +106,7 @@ def paths_for(device: torch.device, *, compiled: bool = True) -> list:
     if device.type == "cpu":
         try:
             fast.load_kernel()
-            paths += ["c", "epochs"]
+            paths += ["c", "epochs", "one-update"]
         except fast.FastPathUnavailable:
             pass
         try:
@@ -155,6 +155,16 @@ def path_update(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float):
         return named(loss, grads, net.parameters()), narrow.NARROW_ULPS
     if path == "epochs":
         return _epochs_update(net, x, y, loss_fn, lr), fast.C_ULPS
+    if path == "one-update":  # the C call MLP.loss_and_grads asks first, then network.update on its gradients
+        from manual_backprop.fast import one_update
+
+        got = one_update.loss_and_gradients(net, x, net.check_y(y, (x.shape[0], net.sizes[-1]), loss_fn), loss_fn)
+        if got is None:
+            raise fast.FastPathUnavailable(one_update.unavailable or "the one-update C call does not take this "
+                                           "network, loss or batch (network.py runs instead)")
+        loss, grads = got
+        update(net.weights, net.biases, grads, lr)
+        return named(loss, grads, net.parameters()), one_update.ONE_UPDATE_ULPS
     if path == "cuda_graph":
         B = x.shape[0]
         runner = fast.CudaGraphRunner(net, loss_fn, B, chunk=1, keep_grads=True)

@@ -28,24 +28,14 @@ from manual_backprop.datasets import Dataset
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.population import POPULATION_ULPS, Population, PopulationTrainer
 from manual_backprop.population.c_engine import POPULATION_C_ULPS, population_c_unsupported
+from reference.proof_cases import CASE_IDS, CASES, HIDDEN, OUTPUTS, REGIMES, SIZES, case_id
 from reference.update_proof import path_update, population_updates, reference_update, update_misses
 from helpers import GraphWatcher, draw_targets, target_kind
 from helpers import c_loop_reason
 
 F64 = torch.float64
 HAS_CUDA = torch.cuda.is_available()
-SIZES = [3, 5, 4, 3]
 LR = 0.3
-HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
-# (output activation, loss): every loss, every reduction, the 1/2 factor, softmax under both losses
-OUTPUTS = [("sigmoid", SquaredError()), ("tanh", SquaredError(reduction="sum")),
-           ("identity", SquaredError(reduction="elementwise_mean")), ("relu", SquaredError(half=True)),
-           ("softmax", SquaredError()), ("softmax", get_loss("cross_entropy")),
-           ("sigmoid", get_loss("binary_cross_entropy")), ("softmax", get_loss("cross_entropy", reduction="sum"))]
-CASES = [(h, o, l) for h in HIDDEN for o, l in OUTPUTS]
-CASE_IDS = [f"{h}-{o}-{l.name}-{l.reduction}{'-half' if getattr(l, 'half', False) else ''}" for h, o, l in CASES]
-REGIMES = {"ordinary": 1.0, "saturated": 8.0}  # factor on the initial weights
-
 
 def _targets(loss_fn, B: int, gen: torch.Generator) -> torch.Tensor:
     """B rows of this file's output width: one-hot classes, 0/1 for binary cross-entropy, [0, 1) otherwise."""
@@ -83,14 +73,14 @@ needs_c = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C 
 @pytest.mark.parametrize("regime", list(REGIMES))
 @pytest.mark.parametrize("hidden,output,loss_fn", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("path", ["fused-exact", "fused", pytest.param("c", marks=needs_c),
-                                  pytest.param("epochs", marks=needs_c)])
+                                  pytest.param("epochs", marks=needs_c), pytest.param("one-update", marks=needs_c)])
 def test_one_fast_update_is_the_reference_update(path, hidden, output, loss_fn, regime, B):
     """epochs: one batch-mode epoch of a Trainer through the several-epochs C call (fast/epochs.py), its kept
-    gradients and its parameters."""
+    gradients and its parameters; one-update: MLP.loss_and_grads' one C call (fast/one_update.py), then the step."""
     net, x, y = _problem(hidden, output, loss_fn, regime, B)
     ref, scales = _reference_update(net, x, y, loss_fn)
-    got, ulps = path_update(path, net, x, y, loss_fn, LR)  # fused-exact: 0; fused: FUSED_ULPS; c, epochs: C_ULPS
-    assert ulps == {"fused-exact": 0, "fused": fast.FUSED_ULPS, "c": fast.C_ULPS, "epochs": fast.C_ULPS}[path]
+    got, ulps = path_update(path, net, x, y, loss_fn, LR)  # fused-exact: 0; fused: FUSED_ULPS; else C_ULPS
+    assert ulps == {"fused-exact": 0, "fused": fast.FUSED_ULPS}.get(path, fast.C_ULPS)
     unseen = ({"loss"} if path == "epochs" else set()) | ({n for n in ref if n[0] == "d"} if path == "fused" else set())
     assert set(got) == set(ref) - unseen, f"{path}: compared only {sorted(got)}"  # epochs: no loss; fused: no grads
     assert_same_update(f"{path} {hidden}/{output}/{loss_fn!r} {regime} B={B}", got, ref, ulps, scales)
@@ -231,7 +221,7 @@ COMPILED_CASES = [(HIDDEN[i % len(HIDDEN)], o, l) for i, (o, l) in enumerate(OUT
 
 
 @pytest.mark.parametrize("hidden,output,loss_fn", COMPILED_CASES,
-                         ids=[f"{h}-{o}-{l.name}-{l.reduction}" for h, o, l in COMPILED_CASES])
+                         ids=[case_id(*c) for c in COMPILED_CASES])
 def test_one_compiled_population_update_is_each_members_reference_update(hidden, output, loss_fn):
     _check_population_engine("compiled", hidden, output, loss_fn, "saturated", ordinary_members=True)
 
@@ -274,8 +264,7 @@ POP_C_CASES = [(h, o, lf) for h in HIDDEN for o, lf in POP_C_OUTPUTS]
 @pytest.mark.skipif(_pop_c_reason() is not None, reason=f"the population C engine cannot run here: {_pop_c_reason()}")
 @pytest.mark.parametrize("regime", list(REGIMES))
 @pytest.mark.parametrize("hidden,output,loss_fn", POP_C_CASES,
-                         ids=[f"{h}-{o}-{lf.name}-{lf.reduction}{'-half' if getattr(lf, 'half', False) else ''}"
-                              for h, o, lf in POP_C_CASES])
+                         ids=[case_id(*c) for c in POP_C_CASES])
 def test_one_population_c_engine_update_is_each_members_reference_update(hidden, output, loss_fn, regime):
     """Online learning on one sample: one epoch is one update; five members with their own parameters."""
     _check_population_engine("c", hidden, output, loss_fn, regime, B=1, K=5)
