@@ -20,10 +20,10 @@ from manual_backprop.fast.runner import EpochRunner
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.modes import epoch_order
 from manual_backprop.training import Trainer
+from reference.proof_cases import HIDDEN
 from helpers import c_loop_reason, draw_targets, target_kind
 
 F64 = torch.float64
-HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
 OUTPUTS = [("sigmoid", SquaredError()), ("identity", SquaredError(reduction="elementwise_mean")),
            ("tanh", SquaredError(reduction="sum", half=True)), ("softmax", get_loss("cross_entropy")),
            ("sigmoid", get_loss("binary_cross_entropy"))]
