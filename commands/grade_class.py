@@ -15,23 +15,36 @@ from __future__ import annotations
 
 import ast
 import json
+import multiprocessing
 import os
-import secrets
 import signal
-import subprocess
-import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from .grade_report import write_rows
+from .grade_worker import PRELOAD, child
 
 __all__ = ["submissions", "defines", "grade_one", "grade_class", "FIELDS"]
 
 FIELDS = ("student", "file", "verdict", "layers_right", "layers_total", "mistakes", "line", "factors", "problem",
           "seconds")
-_ROOT = str(Path(__file__).resolve().parent.parent)  # the project, so that the worker imports commands/
+_CONTEXT = []  # the forkserver context, made once
+
+
+def _context():
+    """The forkserver context, its server started and its imports done (once, before any submission's clock)."""
+    if not _CONTEXT:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        warm = ctx.Process(target=time.sleep, args=(0,))
+        warm.start()
+        warm.join()
+        _CONTEXT.append(ctx)
+    return _CONTEXT[0]
 
 
 def defines(path: Path, function: str) -> bool:
@@ -118,44 +131,63 @@ class _Running:
 
 
 def grade_one(path: Path, function: str, flags: list, timeout: float, running: "_Running | None" = None) -> dict:
-    """Grade one file in a fresh process; the row for it, whatever the submission does."""
-    token = secrets.token_hex(16)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    """Grade one file in a process of its own (grade_worker.child); the row for it, whatever the submission does."""
+    ctx = _context()
+    receive, send = ctx.Pipe(duplex=False)
+    fd, log = tempfile.mkstemp(prefix="grade_", suffix=".log")
+    os.close(fd)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "commands.grade_worker", str(path.resolve()), function, *flags],
-                            cwd=path.resolve().parent, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    if running is not None:
-        running.add(proc)
+    proc = ctx.Process(target=child, args=(send, str(path.resolve()), function, flags, log), daemon=True)
     try:
-        out, err = proc.communicate(token + "\n", timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        return _row(path, "timeout", time.perf_counter() - start, f"no answer within {timeout:g} s (an endless loop?)")
+        proc.start()
+        send.close()
+        if running is not None:
+            running.add(proc)
+        data = None
+        if wait([receive, proc.sentinel], timeout):
+            try:
+                data = receive.recv_bytes() if receive.poll() else None
+            except (EOFError, OSError):
+                data = None
+        elif proc.is_alive() or proc.exitcode is None:
+            _kill(proc)
+            return _row(path, "timeout", time.perf_counter() - start,
+                        f"no answer within {timeout:g} s (an endless loop?)")
+        proc.join(5)
+        if proc.exitcode is None:
+            _kill(proc)
+        seconds = time.perf_counter() - start
+        if data is not None:
+            result = json.loads(data)
+            problem = "; ".join(result.pop("problems", []) + result.pop("notes", []))
+            result.pop("seconds", None)
+            return _row(path, result.pop("verdict"), seconds, problem, **result)
+        tail = " ".join(Path(log).read_text(errors="replace").strip().splitlines()[-1:])[:200]
+        return _row(path, "error", seconds, f"the grading process ended (exit {proc.exitcode}) before the grader's "
+                                            f"final line" + (f": {tail}" if tail else ""))
     except BaseException:  # Ctrl-C: the submission's process goes with it
         _kill(proc)
         raise
     finally:
         if running is not None:
             running.discard(proc)
-    seconds = time.perf_counter() - start
-    lines = [line for line in out.splitlines() if line.strip()]
-    if lines and lines[-1].startswith(token + " "):
-        result = json.loads(lines[-1][len(token) + 1:])
-        problem = "; ".join(result.pop("problems", []) + result.pop("notes", []))
-        result.pop("seconds", None)
-        return _row(path, result.pop("verdict"), seconds, problem, **result)
-    tail = " ".join(err.strip().splitlines()[-1:])[:200]
-    return _row(path, "error", seconds, f"the grading process ended (exit {proc.returncode}) before the grader's "
-                                        f"final line" + (f": {tail}" if tail else ""))
+        receive.close()
+        os.unlink(log)
 
 
 def _kill(proc) -> None:
+    """SIGKILL to the child's process group (its own, from setsid) and to the child itself."""
+    if proc.pid is None:
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
+    try:
+        proc.kill()
+    except (ProcessLookupError, OSError, AttributeError):
+        pass
+    proc.join()
 
 
 def grade_class(targets: list, function: str, flags: list, *, timeout: float, csv_path, json_path,
@@ -170,6 +202,7 @@ def grade_class(targets: list, function: str, flags: list, *, timeout: float, cs
     running = _Running()
     pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(files))))
     try:
+        _context()
         futures = {pool.submit(grade_one, path, function, flags, timeout, running): i for i, path in enumerate(files)}
         for future in as_completed(futures):
             row = done[futures[future]] = future.result()
@@ -182,7 +215,13 @@ def grade_class(targets: list, function: str, flags: list, *, timeout: float, cs
         code = 130
         running.stop()  # the submissions still running go with the class
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        while True:
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
+            except KeyboardInterrupt:  # a second Ctrl-C while the last ones stop
+                code = 130
+                running.stop()
     rows = [done[i] for i in sorted(done)]
     write_rows(rows, FIELDS, csv_path, json_path)
     counts = {}

@@ -1,10 +1,9 @@
-"""One submission of a class, graded in its own process (grade_class.py starts it): ``python -m
-commands.grade_worker FILE FUNCTION [grade flags]``, in the submission's folder with that folder first on the import
-path, as ``python FILE`` would have it.
-
-The grader's secret token arrives on stdin before any student code runs; the only line the class grader accepts is
-the last one, ``TOKEN {json}``. A submission that prints a verdict of its own, exits early (``os._exit(0)``) or hangs
-gives no such line, so it gets no verdict.
+"""One submission of a class, graded in its own process (grade_class.py starts it): a child forked from a server
+that has torch and the grader imported already (multiprocessing's forkserver), so a submission costs its grading,
+not a fresh interpreter's imports. The child leaves the grader's process group, works in the submission's folder
+with that folder first on the import path, as ``python FILE`` would have it, and sends its summary through a pipe
+of the grader's own. The student's prints go to a log, never to that pipe, so a submission that prints a verdict,
+exits early (``os._exit(0)``) or hangs gives no summary and gets no verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +14,10 @@ import sys
 import time
 
 from .grade_report import format_factor
+
+__all__ = ["PRELOAD", "child"]
+
+PRELOAD = ["torch", "commands.grade"]  # what the fork server imports once for every submission
 
 
 def _summary(report) -> dict:
@@ -47,35 +50,38 @@ def _factors(report) -> str:
     return "; ".join(seen[:6])
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    token = sys.stdin.readline().strip()
-    sys.stdin.close()
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # the grader's own copy of stdout, kept from the student
-    path, function, *flags = argv
+def child(conn, path: str, function: str, flags: list, log: str) -> None:
+    """The forked child: grade ``path``'s ``function`` with the grade flags, send the summary (JSON) on ``conn``."""
+    os.setsid()  # its own process group: Ctrl-C of the class reaches the grader only, which kills this group
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     folder = os.path.dirname(os.path.abspath(path))
+    os.chdir(folder)
     sys.path.insert(0, folder)  # as `python file.py` would have it: the submission's helper files import
+    sys.argv = [path]
     start = time.perf_counter()
 
-    from .cli import DTYPES, build_parser
+    from .cli import build_parser
     from .grade import Unusable, grade, load_function, parse_loss
+    import torch
 
     args = build_parser().parse_args(["grade", f"{path}:{function}", *flags])
-    losses = [parse_loss(spec) for spec in args.loss]
     try:
         fn, name = load_function(f"{path}:{function}")
-        report = grade(fn, name, losses, dtype=DTYPES[args.dtype], device=args.device, seed=args.seed,
-                       finite_diff=not args.no_fd, fd_max_per_tensor=args.fd_samples or None)
+        report = grade(fn, name, [parse_loss(spec) for spec in args.loss], dtype=getattr(torch, args.dtype),
+                       device=args.device, seed=args.seed, finite_diff=not args.no_fd,
+                       fd_max_per_tensor=args.fd_samples or None)
         result = _summary(report)
     except Unusable as err:
         result = {"verdict": "unusable", "layers_right": 0, "layers_total": 0, "mistakes": [],
                   "problems": [str(err)], "notes": []}
     result["seconds"] = round(time.perf_counter() - start, 2)
     sys.stdout.flush()
-    out.write("\n" + token + " " + json.dumps(result) + "\n")
-    out.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.stderr.flush()
+    conn.send_bytes(json.dumps(result).encode())
+    conn.close()

@@ -96,14 +96,15 @@ def test_a_folder_of_helpers_only_is_one_clear_line(tmp_path, capsys):
 
 
 def _running_here(tmp_path) -> list:
-    """Processes whose command line names a file under tmp_path (the grading processes of this test)."""
+    """Processes working in a folder under tmp_path: the grading processes of this test (each works in its
+    submission's folder)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if str(tmp_path) in cmdline and "commands.grade_worker" in cmdline:
+        if cwd.startswith(str(tmp_path)):
             found.append(pid)
     return found
 
