@@ -39,30 +39,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shlex
-import signal
-import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+# Re-exported: every script imports its helpers from here.
+from experiments.running import USER_ERRORS, progress_bars, resume_command, run_main  # noqa: F401
+from experiments.tables import Column, format_table  # noqa: F401
+from manual_backprop.init import INITS
+from manual_backprop.optim import OPTIMIZERS
+
 DTYPES = ("float32", "float64")
 # The same words for the same flags in every script.
 QUIET_HELP = "print nothing but errors: no progress bars, no table, no links"
 RESUME_HELP = ("continue the run --run names (default: your newest run of the default name) from what it saved; "
                "the settings must be the run's own")
-# What run_main turns into one line and exit status 2: bad flags, files and settings, however deep they surface.
-# RuntimeError: what torch raises for a tensor that does not fit (a damaged checkpoint's state, a wrong dtype).
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 
 
 # ---------------------------------------------------------------------------------------------------- declaring
 def option(default: Any = MISSING, *, help: str, choices: Optional[Iterable] = None,
            flags: Optional[Sequence[str]] = None, check: Optional[Callable[[Any], Optional[str]]] = None,
-           factory: Optional[Callable[[], Any]] = None):
+           factory: Optional[Callable[[], Any]] = None, group: Optional[str] = None):
     """A Config field with its help text (and optional choices, option strings and validator) as metadata.
 
     A list default is copied for every Config (no shared mutable default); ``factory`` computes a default at
@@ -75,6 +74,8 @@ def option(default: Any = MISSING, *, help: str, choices: Optional[Iterable] = N
         metadata["flags"] = tuple(flags)
     if check is not None:
         metadata["check"] = check
+    if group is not None:
+        metadata["group"] = group  # a titled section of --help (TRAINER_GROUP: the Trainer's settings)
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     if isinstance(default, list):
@@ -105,6 +106,11 @@ def distinct(value) -> Optional[str]:
 def finite_positive(value) -> Optional[str]:
     """Validator: the value (when set) is a finite number > 0 (NaN fails the comparison)."""
     return None if value is None or (value > 0 and value != math.inf) else "must be a finite number > 0"
+
+
+def unit_interval(value) -> Optional[str]:
+    """Validator: the value (when set) lies in [0, 1) (a decay rate such as Adam's betas)."""
+    return None if value is None or 0 <= value < 1 else "must be in [0, 1)"
 
 
 def flag_name(name: str) -> str:
@@ -276,6 +282,7 @@ def build_parser(config_class, *, prog: str, description: Optional[str] = None,
     """An argparse parser with one flag per field of ``config_class`` (and --config); ``defaults`` replace the
     dataclass defaults (the values of a --config file), and the help shows the defaults in force."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    sections: dict = {}
     kinds = _kinds(config_class)
     defaults = defaults or {}
     for f in fields(config_class):
@@ -296,7 +303,10 @@ def build_parser(config_class, *, prog: str, description: Optional[str] = None,
                 kwargs["choices"] = meta["choices"]  # argparse shows them as the metavar: {a,b,c}
             else:
                 kwargs["metavar"] = _METAVARS.get(kind.scalar) or _flags(f)[0].lstrip("-").replace("-", "_").upper()
-        parser.add_argument(*_flags(f), **kwargs)
+        title = meta.get("group")
+        if title is not None and title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        (sections[title] if title is not None else parser).add_argument(*_flags(f), **kwargs)
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="a config.json a run wrote: its settings become the defaults, flags override them")
     return parser
@@ -321,94 +331,65 @@ def parse_config(config_class, argv=None, *, prog: str, description: Optional[st
     return cfg
 
 
-# ---------------------------------------------------------------------------------------------------- running
-def progress_bars(quiet: bool = False) -> bool:
-    """Whether a script draws progress bars: not with --quiet, and not when stderr (where tqdm draws) is not a
-    terminal, where every redraw would be one more line of a log file."""
-    return not quiet and sys.stderr.isatty()
+# ------------------------------------------------------------------------------------------------- the Trainer's flags
+TRAINER_GROUP = "the Trainer's settings (the same flags, defaults and checks in every script that trains)"
 
 
-def resume_command(name: str, argv: Sequence[str], run_name: str) -> str:
-    """The command that continues run ``run_name``: the same flags, ``--run NAME --resume`` in place of any
-    ``--run`` / ``--resume`` given (under torchrun, the same launcher line)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--run", "--run-name"):
-            skip = True
-            continue
-        if arg.startswith(("--run=", "--run-name=")) or arg in ("--resume", "--no-resume"):
-            continue
-        kept.append(arg)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    launcher = (f"torchrun --standalone --nproc_per_node={world} -m" if world > 1 else "python -m")
-    return f"{launcher} experiments.{name} " + shlex.join([*kept, "--run", run_name, "--resume"])
+@dataclass
+class TrainerFlags:
+    """The Trainer's settings users change, declared once: a script's Config inherits them (``class
+    Config(TrainerFlags)``), so every script that trains has the same flags, defaults, help and checks, shown in
+    one section of --help. A script whose training has its own meaning for one redeclares that field (the sweep's
+    target loss is its success criterion) with ``group=TRAINER_GROUP``; ``check_trainer_flags`` refuses, in one
+    line, a flag the script's training cannot honour."""
+    init: str = option("xavier_uniform", help="initial weights", choices=INITS, group=TRAINER_GROUP)
+    optimizer: str = option("sgd", help="the update rule: sgd (the lecture's w -= lr g, plus --momentum), adam, "
+                                        "adamw", choices=sorted(OPTIMIZERS), group=TRAINER_GROUP)
+    momentum: float = option(0.0, help="sgd's momentum mu (0: plain gradient descent)", check=at_least(0),
+                             group=TRAINER_GROUP)
+    beta1: float = option(0.9, help="adam/adamw: decay of the first-moment average", check=unit_interval,
+                          group=TRAINER_GROUP)
+    beta2: float = option(0.999, help="adam/adamw: decay of the second-moment average", check=unit_interval,
+                          group=TRAINER_GROUP)
+    eps: float = option(1e-8, help="adam/adamw: added to the denominator", check=finite_positive, group=TRAINER_GROUP)
+    weight_decay: float = option(0.0, help="L2 factor (adamw: decoupled)", check=at_least(0), group=TRAINER_GROUP)
+    target_loss: Optional[float] = option(None, help="stop once the training loss is at most this (default: none, "
+                                                     "run every epoch)", check=at_least(0), group=TRAINER_GROUP)
+    replacement: bool = option(False, help="minibatch draws its batches with replacement", group=TRAINER_GROUP)
+    threads: Optional[int] = option(None, help="CPU threads torch uses (default: torch's own)", check=at_least(1),
+                                    group=TRAINER_GROUP)
 
 
-def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
-             status: Optional[Callable[[Any], int]] = None) -> int:
-    """Parse, run, and turn a bad flag, file or setting into one line and exit status 2; Ctrl-C into exit 130.
-
-    ``errors``: further exception types this script reports the same way. ``status(result)``: the exit status of a
-    run that finished (default 0), from what ``run`` returned. On Ctrl-C (KeyboardInterrupt, no traceback) it
-    prints what was saved and the command that resumes the run (session.py), exactly as it must be typed.
-    """
-    from experiments import _interrupted_while_starting
-    from experiments.session import Interrupted, current_session
-
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is handled below
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = None
-    try:
-        cfg = parse(argv)
-        result = run(cfg)
-    except (*USER_ERRORS, *errors) as err:
-        if not getattr(err, "reported_by_rank0", False):  # under torchrun, one line for the job, not one per rank
-            print(f"{name}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as interrupt:
-        session = interrupt.session if isinstance(interrupt, Interrupted) else current_session()
-        run_name = session.name if session is not None else getattr(cfg, "_run_name", None)
-        if run_name is None:
-            print(f"\n{name}: interrupted before a run folder was opened; nothing was written", file=sys.stderr)
-        else:
-            saved = session.saved() if session is not None else getattr(cfg, "_saved", "the checkpoints are saved")
-            print(f"\n{name}: interrupted; {saved}. Continue with:\n  {resume_command(name, argv, run_name)}",
-                  file=sys.stderr)
-        return 130
-    return status(result) if status is not None else 0
+def check_trainer_flags(cfg, script: str, *, modes: Sequence[str]) -> None:
+    """Refuse (ValueError, one line) a Trainer flag that the script's training, in ``modes``, cannot honour."""
+    if cfg.replacement and "minibatch" not in modes and "online" not in modes:
+        raise ValueError(f"--replacement draws samples with replacement, but {script} trains in batch mode, which "
+                         f"uses every sample once an epoch; leave --replacement out")
+    if cfg.optimizer != "sgd" and cfg.momentum:
+        raise ValueError(f"--momentum is sgd's, but --optimizer is {cfg.optimizer}; leave --momentum out or pass "
+                         f"--optimizer sgd")
 
 
-# ---------------------------------------------------------------------------------------------------- tables
-@dataclass(frozen=True)
-class Column:
-    """A table column: its title, the least width, alignment ("<" or ">"), the format spec of its values
-    (None prints as "-") and the spaces before it."""
-    title: str
-    width: int = 0
-    align: str = ">"
-    spec: str = ""
-    gap: int = 1
+def apply_threads(cfg) -> None:
+    """--threads: torch's CPU threads for this process (the default leaves torch's own)."""
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
 
 
-def format_table(columns: Sequence[Column], rows: Iterable[Sequence], *, markdown: bool = False) -> str:
-    """Rows under a header: fixed-width text with a rule under the header, or a markdown table.
+def trainer_settings(cfg, model, lr) -> dict:
+    """The Trainer's (or PopulationTrainer's) keyword arguments from the flags: lr, target_loss, replacement and,
+    unless the update is the lecture's plain one (sgd without momentum or weight decay, which keeps the fast paths),
+    the optimizer built on ``model`` (an MLP or a Population; ``lr`` one number or one per member)."""
+    settings = {"lr": lr, "target_loss": cfg.target_loss, "replacement": cfg.replacement}
+    if cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.weight_decay == 0:
+        return settings
+    from manual_backprop.optim import get_optimizer
 
-    A column is as wide as the widest of its least width, its title and its cells.
-    """
-    cells = [["-" if v is None else format(v, c.spec) for v, c in zip(row, columns)] for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(c.title for c in columns) + " |",
-                 "|" + "|".join("---:" if c.align == ">" else "---" for c in columns) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-    widths = [max([c.width, len(c.title)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-
-    def line(values):
-        return "".join((" " * c.gap if i else "") + f"{v:{c.align}{w}}"
-                       for i, (v, c, w) in enumerate(zip(values, columns, widths))).rstrip()
-
-    head = line([c.title for c in columns])
-    return "\n".join([head, "-" * len(head)] + [line(row) for row in cells])
+    if cfg.optimizer == "sgd":
+        optimizer = get_optimizer("sgd", model, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = get_optimizer(cfg.optimizer, model, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay)
+    return {**settings, "optimizer": optimizer}

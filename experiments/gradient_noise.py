@@ -40,9 +40,9 @@ from typing import Optional
 import torch
 
 from experiments import dashboards
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, distinct,
-                                finite_positive, format_table, option, parse_config, progress_bars, run_main,
-                                seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, TRAINER_GROUP, Column, TrainerFlags, apply_threads,
+                                at_least, check_config, check_trainer_flags, distinct, finite_positive, format_table,
+                                option, parse_config, progress_bars, run_main, seed_range, trainer_settings)
 from experiments.plotting import finish_run, require_matplotlib
 from experiments.session import RunSession, start_run
 from manual_backprop.checks import resolve_device
@@ -57,7 +57,7 @@ EXPERIMENT = "gradient_noise"
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --replacement, --threads, as every script has
     members: int = option(200, help="networks per mode (seeds 0 .. K-1, the same starts in every mode)",
                           check=at_least(2))
     modes: list[str] = option(list(MODES), help="learning modes, in this order", choices=MODES, check=distinct)
@@ -71,7 +71,7 @@ class Config:
     epochs: int = option(2000, help="epoch limit; a network not at the target by then counts as stuck",
                          check=at_least(1))
     target_loss: float = option(0.06, help="escaped once e(w) <= this (below 1/16 every point is on its side of 0.5)",
-                                check=finite_positive)
+                                check=finite_positive, group=TRAINER_GROUP)
     measure_every: int = option(5, help="epochs between noise measurements (each one is one backward phase)",
                                 check=at_least(1))
     max_directions: int = option(256, help="minibatch directions per measurement: every b-subset when there are at "
@@ -136,11 +136,11 @@ def measure(pop: Population, x, y, loss_fn, weights: torch.Tensor) -> dict:
 def run_mode(cfg: Config, mode: str, data, device, dtype, run_name: str, bar, dashboard=None) -> dict:
     """Train K networks in one mode, measuring the noise every ``measure_every`` epochs; returns the mode's figures."""
     K = cfg.members
-    pop = Population([2, cfg.hidden, 1], activation="sigmoid", output_activation="sigmoid",
+    pop = Population([2, cfg.hidden, 1], activation="sigmoid", output_activation="sigmoid", init=cfg.init,
                      seeds=list(range(cfg.seed, cfg.seed + K)), dtype=dtype, device=device)
-    trainer = PopulationTrainer(pop, data, mode=mode, lr=cfg.lr, epochs=1, loss_fn="squared_error",
+    trainer = PopulationTrainer(pop, data, mode=mode, epochs=1, loss_fn="squared_error",
                                 batch_size=cfg.batch_size if mode == "minibatch" else None,
-                                target_loss=cfg.target_loss)
+                                **trainer_settings(cfg, pop, cfg.lr))
     x, y = trainer.x_train, trainer.y_train  # (4, 2), (4, 1): checked and encoded where they entered
     weights = direction_weights(mode, x.shape[0], cfg.batch_size, cfg.max_directions,
                                 torch.Generator().manual_seed(cfg.seed))
@@ -192,6 +192,7 @@ def run_mode(cfg: Config, mode: str, data, device, dtype, run_name: str, bar, da
 def run(cfg: Config) -> dict:
     """Every mode on the same K starting networks; returns {mode: figures} (also in results.json)."""
     check_config(cfg)
+    check_trainer_flags(cfg, "gradient_noise", modes=cfg.modes)
     if "minibatch" in cfg.modes and cfg.batch_size > 4:
         raise ValueError(f"--batch-size must be at most 4 (XOR's points), but got {cfg.batch_size}")
     if not 0 < cfg.confidence < 1:
@@ -199,6 +200,7 @@ def run(cfg: Config) -> dict:
     if cfg.plots:
         require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
+    apply_threads(cfg)
     default = f"xor-h{cfg.hidden}-lr{cfg.lr:g}-k{cfg.members}-seed{cfg.seed}"
     with start_run(EXPERIMENT, cfg, default) as session:
         return _run(cfg, session, device)

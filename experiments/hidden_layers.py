@@ -39,8 +39,9 @@ from torch import Tensor
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
 from experiments.session import RunSession, start_run
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, finite_positive,
-                                format_table, option, parse_config, progress_bars, run_main, seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, TrainerFlags, apply_threads, at_least,
+                                check_config, check_trainer_flags, finite_positive, format_table, option,
+                                parse_config, progress_bars, run_main, seed_range, trainer_settings)
 from manual_backprop import MLP
 from manual_backprop.checks import resolve_device
 from manual_backprop.datasets import load_dataset
@@ -53,7 +54,7 @@ SIGMOID_VIEW = (-0.05, 1.05, -0.05, 1.05)  # a sigmoid's hidden space, (0, 1)^2:
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --target-loss, --threads, as every script has
     hidden: int = option(4, help="H of the second net, 2-H-1 (the first is 2-2-1)", check=at_least(3))
     activation: str = option("sigmoid", help="the non-linear hidden activation (the output is a sigmoid)")
     # Above about 2.5 the linear net's weights oscillate around its least-squares line (the loss stays 0.25).
@@ -165,9 +166,11 @@ def run(cfg: Config) -> dict:
     if cfg.activation.strip().lower() in ("identity", "linear"):
         raise ValueError(f"--activation must be non-linear (sigmoid, tanh, relu, ...), but got {cfg.activation!r}; "
                          f"the identity hidden layer is always trained alongside it")
+    check_trainer_flags(cfg, "hidden_layers", modes=["batch"])
     if cfg.plots:
         require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
+    apply_threads(cfg)
     with start_run(EXPERIMENT, cfg, f"seed{cfg.seed}", extra={"nets": cfg.nets()}) as session:
         return _run(cfg, session, device)
 
@@ -186,14 +189,15 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
             results[name] = session.result(name)
             continue
         session.begin(name, name)
-        net = MLP([2, spec["hidden"], 1], activation=spec["activation"], output_activation="sigmoid", dtype=dtype,
-                  device=device, seed=cfg.seed)
+        net = MLP([2, spec["hidden"], 1], activation=spec["activation"], output_activation="sigmoid", init=cfg.init,
+                  dtype=dtype, device=device, seed=cfg.seed)
         sigmoid_plane = spec["hidden"] == 2 and spec["activation"] == "sigmoid"
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, name, updates_per_epoch=1, dashboard=dashboard, run_hparams={"net": name, "hidden_activation": spec["activation"],
-                                                         "hidden": spec["hidden"]}) as base:
+        run_hparams = {"net": name, "hidden_activation": spec["activation"], "hidden": spec["hidden"]}
+        with RunLogger(cfg.logdir, EXPERIMENT, run_name, name, updates_per_epoch=1, dashboard=dashboard,
+                       run_hparams=run_hparams) as base:
             logger = HiddenSpaceLogger(base, net, x, labels, sigmoid_plane)
-            history = Trainer(net, data, mode="batch", lr=cfg.lr, epochs=cfg.epochs, loss_fn="squared_error",
-                              seed=cfg.seed, logger=logger, histogram_every=cfg.image_every,
+            history = Trainer(net, data, mode="batch", epochs=cfg.epochs, loss_fn="squared_error", seed=cfg.seed,
+                              logger=logger, histogram_every=cfg.image_every, **trainer_settings(cfg, net, cfg.lr),
                               progress=f"{name:>16}" if progress_bars(cfg.quiet) else False).run()
         separable = next((e for e, m in logger.margins if m > 0), None)
         results[name] = {**spec, "history": history.to_dict(), "final": history.final, "margins": logger.margins,

@@ -39,15 +39,13 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, USER_ERRORS, Column, at_least, check_config,
-                                distinct, finite_positive, flag_name, format_table, option, parse_config,
-                                progress_bars, run_main, seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, USER_ERRORS, Column, TrainerFlags, apply_threads,
+                                at_least, check_config, check_trainer_flags, distinct, flag_name, format_table,
+                                option, parse_config, progress_bars, run_main, seed_range, trainer_settings)
 from experiments.run_folder import changed_settings, check_run_name, merge_results, open_run_folder, read_json
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import check_memory, network_bytes, resolve_device
-from manual_backprop.init import INITS
-from manual_backprop.optim import OPTIMIZERS, get_optimizer
 from manual_backprop.network import MLP
 from manual_backprop.modes import samples_per_update
 from manual_backprop.tblog import RunLogger
@@ -66,7 +64,7 @@ DISTRIBUTED_MODES = ["batch", "minibatch"]  # online is sequential
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --target-loss, --replacement, --threads
     dataset: str = option("digits", help=f"one of {list(DATASETS)}, or a .csv / .npz file")
     n_samples: Optional[int] = option(None, help="samples of a generated dataset (default: the dataset's own)")
     noise: Optional[float] = option(None, help="noise of a generated dataset (default: the dataset's own)")
@@ -93,18 +91,6 @@ class Config:
     allow_changes: list[str] = option([], choices=CHANGEABLE,
                                       help="settings --resume may change: lr (of each mode), epochs; each resume is "
                                            "a segment in the mode's config.json (default: none)")
-    init: str = option("xavier_uniform", help="initial weights", choices=INITS)
-    optimizer: str = option("sgd", help="the update rule: sgd (the lecture's w -= lr g, plus --momentum), adam, "
-                                        "adamw", choices=sorted(OPTIMIZERS))
-    momentum: float = option(0.0, help="sgd's momentum mu (0: plain gradient descent)", check=at_least(0))
-    beta1: float = option(0.9, help="adam/adamw: decay of the first-moment average")
-    beta2: float = option(0.999, help="adam/adamw: decay of the second-moment average")
-    eps: float = option(1e-8, help="adam/adamw: added to the denominator", check=finite_positive)
-    weight_decay: float = option(0.0, help="L2 factor (adamw: decoupled)", check=at_least(0))
-    target_loss: Optional[float] = option(None, help="stop a mode once its training loss is at most this "
-                                                     "(default: none, run every epoch)", check=at_least(0))
-    replacement: bool = option(False, help="minibatch draws its batches with replacement")
-    threads: Optional[int] = option(None, help="CPU threads torch uses (default: torch's own)", check=at_least(1))
     quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
@@ -141,6 +127,7 @@ def validate(cfg: Config, n_train: int) -> None:
     """Refuse bad settings before any training starts."""
     check_config(cfg)
     modes = resolved_modes(cfg)
+    check_trainer_flags(cfg, "learning_modes", modes=modes)
     for mode in modes:
         lr = cfg.lr(mode)
         if not lr > 0 or lr != lr or lr == float("inf"):
@@ -181,8 +168,7 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     if cfg.plots and main:
         require_matplotlib(cfg.plots)  # before any training: a missing matplotlib is one line, not a lost run
     sizes = cfg.sizes or [data.n_features, 32, data.num_classes or data.y_train.shape[1]]
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg)
     # the initial network, a probe and a trainer's copy per mode, each with its gradients and optimizer state
     copies = 3 + 4 * len(modes)
     check_memory(f"--sizes {' '.join(map(str, sizes))} in {cfg.dtype} ({network_bytes(sizes, dtype):,} bytes a "
@@ -303,21 +289,8 @@ def _probe_trainers(cfg: Config, modes: list, data, initial: MLP) -> dict:
     for mode in modes:
         net = initial.copy()
         probes[mode] = Trainer(net, data, mode=mode, epochs=cfg.epochs, batch_size=cfg.batch_size, loss_fn=cfg.loss,
-                               seed=cfg.seed, fast=False, **trainer_settings(cfg, mode, net))
+                               seed=cfg.seed, fast=False, **trainer_settings(cfg, net, cfg.lr(mode)))
     return probes
-
-
-def trainer_settings(cfg: Config, mode: str, net: MLP) -> dict:
-    """The Trainer's settings a user may change: lr or the optimizer that holds it, target loss, replacement."""
-    settings = {"target_loss": cfg.target_loss, "replacement": cfg.replacement}
-    if cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.weight_decay == 0:
-        return {**settings, "lr": cfg.lr(mode)}  # the lecture's update: the plain path (and its fast paths)
-    if cfg.optimizer == "sgd":
-        optimizer = get_optimizer("sgd", net, lr=cfg.lr(mode), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = get_optimizer(cfg.optimizer, net, lr=cfg.lr(mode), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                  weight_decay=cfg.weight_decay)
-    return {**settings, "lr": cfg.lr(mode), "optimizer": optimizer}
 
 
 def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
@@ -358,7 +331,7 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
                        resume=state is not None) as logger:
             trainer_class = Trainer if info is None else distributed.DistributedTrainer
             net = initial.copy()
-            trainer = trainer_class(net, data, mode=mode, epochs=cfg.epochs, **trainer_settings(cfg, mode, net),
+            trainer = trainer_class(net, data, mode=mode, epochs=cfg.epochs, **trainer_settings(cfg, net, cfg.lr(mode)),
                                     batch_size=cfg.batch_size, loss_fn=cfg.loss, seed=cfg.seed,
                                     logger=logger if main else None,
                                     checkpoint_path=mode_dir / "checkpoint.pt" if main else None,

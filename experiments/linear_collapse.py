@@ -40,8 +40,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, finite_positive,
-                                format_table, option, parse_config, progress_bars, run_main)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, TRAINER_GROUP, Column, TrainerFlags, apply_threads,
+                                at_least, check_config, check_trainer_flags, finite_positive, format_table, option,
+                                parse_config, progress_bars, run_main, trainer_settings)
 from experiments.session import RunSession, start_run
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
@@ -55,7 +56,7 @@ EXPERIMENT = "linear_collapse"
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --threads, as every script has
     hidden: list[int] = option([4, 4], help="hidden widths; the net is [2, *hidden, 1]")
     activation: str = option("tanh", help="the non-linear hidden activation compared with identity")
     seeds: int = option(10, help="seeds 0 .. N-1, the same initial weights for both activations", check=at_least(1))
@@ -64,8 +65,8 @@ class Config:
     epochs: int = option(500, help="the linear net runs them all: it never reaches the target loss",
                          check=at_least(1))
     # e(w) <= 0.06 < 1/16 gives every |y - out| < 1/2: every XOR point is on its side of 0.5.
-    target_loss: float = option(0.06, help="stop once e(w) <= this; below 1/16 every XOR point is on its side of "
-                                           "0.5")
+    target_loss: Optional[float] = option(0.06, help="stop once e(w) <= this; below 1/16 every XOR point is on its "
+                                                     "side of 0.5", check=at_least(0), group=TRAINER_GROUP)
     demo_inputs: int = option(1000, help="random inputs (plus the four XOR points) on which the collapse is checked",
                               check=at_least(1))
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
@@ -92,6 +93,7 @@ def parse_args(argv=None) -> Config:
 def validate(cfg: Config) -> None:
     """Refuse bad settings before any training starts."""
     check_config(cfg)
+    check_trainer_flags(cfg, "linear_collapse", modes=["batch"])
     if any(h < 1 for h in cfg.hidden):
         raise ValueError(f"--hidden widths must be >= 1, but got {cfg.hidden}")
     if cfg.activation.strip().lower() in ("identity", "linear"):
@@ -120,6 +122,7 @@ def run(cfg: Config) -> dict:
         require_matplotlib(cfg.plots)
     sizes = [2, *cfg.hidden, 1]
     device = resolve_device(cfg.device)
+    apply_threads(cfg)
     default = f"{'-'.join(map(str, sizes))}-seeds{cfg.seeds}"
     with start_run(EXPERIMENT, cfg, default, extra={"sizes": sizes}) as session:
         return _run(cfg, session, device)
@@ -153,13 +156,14 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
                 records[act].append(session.result(name))
                 continue
             session.begin(name, name)
-            net = MLP(sizes, activation=act, output_activation="identity", dtype=dtype, device=device, seed=seed)
+            net = MLP(sizes, activation=act, output_activation="identity", init=cfg.init, dtype=dtype, device=device,
+                      seed=seed)
             with RunLogger(cfg.logdir, EXPERIMENT, run_name, name, updates_per_epoch=1, histogram_every=50,
                            dashboard=dashboard, run_hparams={"hidden_activation": act, "seed": seed},
                            enabled=seed < cfg.log_seeds) as logger:
-                h = train(net, data, mode="batch", lr=cfg.lr, epochs=cfg.epochs, loss_fn="squared_error",
-                          target_loss=cfg.target_loss, seed=seed, logger=logger if logger.enabled else None,
-                          histogram_every=50)
+                h = train(net, data, mode="batch", epochs=cfg.epochs, loss_fn="squared_error", seed=seed,
+                          logger=logger if logger.enabled else None, histogram_every=50,
+                          **trainer_settings(cfg, net, cfg.lr))
                 last = h.final["epoch"]
                 if logger.enabled and last % 50 != 0 and last != cfg.epochs:
                     logger.log_decision_boundary(last, net, x, labels)  # the Trainer draws none at target_loss

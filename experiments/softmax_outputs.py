@@ -30,8 +30,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, format_table, option,
-                                parse_config, progress_bars, run_main, seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, TrainerFlags, apply_threads, at_least,
+                                check_config, check_trainer_flags, format_table, option, parse_config, progress_bars,
+                                run_main, seed_range, trainer_settings)
 from experiments.run_folder import check_run_name
 from experiments.session import RunSession, start_run
 from manual_backprop import MLP, Softmax
@@ -50,7 +51,7 @@ VARIANTS = {"sigmoid_squared_error": ("sigmoid", "squared_error"),
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --target-loss, --threads, as every script has
     dataset: str = option("blobs", help=f"one of {list(DATASETS)} with 3 or more classes")
     num_classes: int = option(3, help="classes of blobs (other datasets have their own)")
     noise: Optional[float] = option(None, help="noise of a generated dataset (default: the dataset's own)")
@@ -127,8 +128,10 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"--dataset must have 3 or more classes (a softmax over 2 outputs is one sigmoid), but "
                          f"{cfg.dataset!r} has {data.num_classes}")
     check_config(cfg)
+    check_trainer_flags(cfg, "softmax_outputs", modes=[cfg.mode])
     if cfg.plots:
         require_matplotlib(cfg.plots)
+    apply_threads(cfg)
     with start_run(EXPERIMENT, cfg, f"{cfg.dataset}-seed{cfg.seed}") as session:
         return _run(cfg, session, device, dtype, data)
 
@@ -151,13 +154,14 @@ def _run(cfg: Config, session: RunSession, device, dtype, data) -> dict:
             continue
         session.begin(variant, variant)
         # Same seed, same sizes: both networks start from the same weights (the output activation draws none).
-        net = MLP(sizes, activation=cfg.activation, output_activation=output, dtype=dtype, device=device,
-                  seed=cfg.seed)
+        net = MLP(sizes, activation=cfg.activation, output_activation=output, init=cfg.init, dtype=dtype,
+                  device=device, seed=cfg.seed)
         write_json({**asdict(cfg), "run": run_name, "variant": variant, "sizes": sizes, "lr": cfg.lr(variant),
                     "device": str(device), "net": net.spec(), "data": repr(data)}, run_dir / variant / "config.json")
         with RunLogger(cfg.logdir, EXPERIMENT, run_name, variant, dashboard=dashboard) as base:
             logger = RowSumLogger(base, net, x_test)
-            trainer = Trainer(net, data, mode=cfg.mode, lr=cfg.lr(variant), epochs=cfg.epochs,
+            trainer = Trainer(net, data, mode=cfg.mode, epochs=cfg.epochs,
+                              **trainer_settings(cfg, net, cfg.lr(variant)),
                               batch_size=cfg.batch_size if cfg.mode == "minibatch" else None, loss_fn=loss,
                               seed=cfg.seed, logger=logger,
                               progress=f"{variant:>22}" if progress_bars(cfg.quiet) else False)

@@ -35,8 +35,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, USER_ERRORS, Column, at_least, check_config,
-                                distinct, format_table, option, parse_config, progress_bars, run_main, seed_range)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, TRAINER_GROUP, USER_ERRORS, Column, TrainerFlags,
+                                apply_threads, at_least, check_config, check_trainer_flags, distinct, format_table,
+                                option, parse_config, progress_bars, run_main, seed_range, trainer_settings)
 from experiments.run_folder import check_run_name
 from experiments.session import RunSession, start_run
 from manual_backprop import distributed
@@ -51,7 +52,7 @@ EXPERIMENT = "sweep"
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --replacement, --threads, as every script has
     dataset: str = option("xor", help=f"one of {list(DATASETS)}, or a .csv / .npz file")
     sizes: Optional[list[int]] = option(None, help="layer widths (default: 2 2 1 for xor, else n_features 8 n_out)")
     activation: str = option("sigmoid", help="hidden activation f")
@@ -65,7 +66,8 @@ class Config:
     batch_size: int = option(2, help="b, the samples per update of minibatch mode")
     epochs: int = option(1000, help="the epoch limit; a member that has not reached the target by then failed",
                          check=at_least(1))
-    target_loss: float = option(0.04, help="success: the training loss at the end of an epoch is at most this")
+    target_loss: float = option(0.04, help="success: the training loss at the end of an epoch is at most this",
+                                check=at_least(0), group=TRAINER_GROUP)
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float64", help="of the weights and the data", choices=DTYPES)
     engine: str = option("eager", help="eager, compiled (torch.compile) or cuda_graph", choices=ENGINES)
@@ -90,6 +92,9 @@ def parse_args(argv=None) -> Config:
 
 def validate(cfg: Config) -> None:
     check_config(cfg)
+    check_trainer_flags(cfg, "sweep", modes=cfg.modes)
+    if cfg.target_loss is None:
+        raise ValueError("--target-loss is the sweep's success criterion: give one (default 0.04)")
     if not cfg.lrs or any(not (lr > 0 and lr != float("inf")) for lr in cfg.lrs):
         raise ValueError(f"--lrs must be finite numbers > 0, but got {cfg.lrs}")
     if len(set(cfg.lrs)) != len(cfg.lrs):
@@ -115,6 +120,9 @@ def run(cfg: Config) -> dict:
     default = f"{Path(cfg.dataset).stem}-seeds{cfg.seeds}" + (f"-from{cfg.seed}" if cfg.seed else "")
     data = load_dataset(cfg.dataset, dtype=getattr(torch, cfg.dtype))
     check_population_memory(len(cfg.lrs) * cfg.seeds, network_sizes(cfg, data), data, cfg)  # before any write
+    apply_threads(cfg)
+    for mode in cfg.modes if not cfg.distributed else ():  # what a trainer refuses (an optimizer on the C engine)
+        make_trainer(cfg, mode, data, network_sizes(cfg, data), [cfg.seed], [cfg.lrs[0]], resolve_device(cfg.device))
     if not cfg.distributed:
         device = resolve_device(cfg.device)
         with start_run(EXPERIMENT, cfg, default) as session:
@@ -222,13 +230,12 @@ def checkpoint_path(session: RunSession, mode: str) -> Path:
 def make_trainer(cfg: Config, mode: str, data, sizes: list, seeds: list, lrs: list, device, *, logger=None,
                  checkpoint=None, progress=False) -> PopulationTrainer:
     """One mode's population (member m: lrs[m], weight and sample-order seed seeds[m]) and its trainer."""
-    pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation, seeds=seeds,
-                     dtype=getattr(torch, cfg.dtype), device=device)
-    return PopulationTrainer(pop, data, mode=mode, lr=lrs, epochs=cfg.epochs, loss_fn=cfg.loss,
-                             batch_size=cfg.batch_size if mode == "minibatch" else None,
-                             target_loss=cfg.target_loss, order_seeds=seeds, logger=logger, engine=cfg.engine,
-                             progress=progress, checkpoint_path=checkpoint,
-                             checkpoint_every=max(1, cfg.epochs // 10))
+    pop = Population(sizes, activation=cfg.activation, output_activation=cfg.output_activation, init=cfg.init,
+                     seeds=seeds, dtype=getattr(torch, cfg.dtype), device=device)
+    return PopulationTrainer(pop, data, mode=mode, epochs=cfg.epochs, loss_fn=cfg.loss,
+                             batch_size=cfg.batch_size if mode == "minibatch" else None, order_seeds=seeds,
+                             logger=logger, engine=cfg.engine, progress=progress, checkpoint_path=checkpoint,
+                             checkpoint_every=max(1, cfg.epochs // 10), **trainer_settings(cfg, pop, lrs))
 
 
 def _checked_checkpoints(cfg: Config, session: RunSession, modes: list, data, sizes: list, seeds: list, lrs: list,

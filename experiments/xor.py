@@ -38,8 +38,9 @@ import torch
 
 from experiments import dashboards
 from experiments.plotting import finish_run, require_matplotlib
-from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, Column, at_least, check_config, distinct,
-                                finite_positive, format_table, option, parse_config, progress_bars, run_main)
+from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, TRAINER_GROUP, Column, TrainerFlags, apply_threads,
+                                at_least, check_config, check_trainer_flags, distinct, finite_positive, format_table,
+                                option, parse_config, progress_bars, run_main, trainer_settings)
 from experiments.session import RunSession, start_run
 from manual_backprop.datasets import load_dataset
 from manual_backprop.checks import resolve_device
@@ -56,7 +57,7 @@ METHOD_NAMES = {"perceptron": "perceptron rule", "delta": "delta rule", "mlp": "
 
 
 @dataclass
-class Config:
+class Config(TrainerFlags):  # the MLP's Trainer: --init, --optimizer, --momentum, ..., --threads, as every script has
     problems: list[str] = option(list(PROBLEMS), help="logic gates from manual_backprop.datasets", choices=PROBLEMS,
                                  check=distinct)
     methods: list[str] = option(list(METHODS), help="perceptron (rule), delta (rule), mlp (backprop)",
@@ -80,8 +81,8 @@ class Config:
                              check=at_least(1))
     # e(w) = 1/4 sum (y - out)^2 <= 0.06 < 1/16 gives every |y - out| < 1/2: every point is on the right side of
     # 0.5 and the net has solved the problem; going on would only sharpen the outputs.
-    target_loss: float = option(0.06, help="stop the MLP once e(w) <= this; below 1/16 every point is on its side "
-                                           "of 0.5")
+    target_loss: Optional[float] = option(0.06, help="stop the MLP once e(w) <= this; below 1/16 every point is on "
+                                                     "its side of 0.5", check=at_least(0), group=TRAINER_GROUP)
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     dtype: str = option("float64", help="four points: float64 shows e(w) = 0.25 to the last digit", choices=DTYPES)
     log_seeds: Optional[int] = option(None, help="seeds (from 0) whose runs are written to TensorBoard (default: "
@@ -116,10 +117,10 @@ def run_one(cfg: Config, problem: str, method: str, seed: int, data, device, dty
                 "final_accuracy": h.final["accuracy"], "final_loss": h.final["squared_error"],
                 "fewest_errors": min(h.errors), "epochs": h.final["epoch"], "stop_reason": h.stop_reason,
                 "message": h.message}
-    net = MLP([2, cfg.hidden, 1], activation=cfg.activation, output_activation="sigmoid", dtype=dtype,
+    net = MLP([2, cfg.hidden, 1], activation=cfg.activation, output_activation="sigmoid", init=cfg.init, dtype=dtype,
               device=device, seed=seed)
-    h = train(net, data, mode="batch", lr=cfg.lr_mlp, epochs=cfg.epochs_mlp, loss_fn="squared_error",
-              target_loss=cfg.target_loss, seed=seed, logger=logger, histogram_every=cfg.image_every)
+    h = train(net, data, mode="batch", epochs=cfg.epochs_mlp, loss_fn="squared_error", seed=seed, logger=logger,
+              histogram_every=cfg.image_every, **trainer_settings(cfg, net, cfg.lr_mlp))
     last = h.final["epoch"]
     if logger is not None and last % cfg.image_every != 0 and last != cfg.epochs_mlp:
         logger.log_decision_boundary(last, net, x, labels)  # the Trainer draws none where target_loss stops it
@@ -174,9 +175,11 @@ def summarize(records: list) -> dict:
 def run(cfg: Config) -> dict:
     """Every method on every problem for every seed; returns {problem: {method: summary}} (also in results.json)."""
     check_config(cfg)
+    check_trainer_flags(cfg, "xor's MLP", modes=["batch"])
     if cfg.plots:
         require_matplotlib(cfg.plots)
     device = resolve_device(cfg.device)
+    apply_threads(cfg)
     with start_run(EXPERIMENT, cfg, f"{cfg.mode}-seeds{cfg.seeds}") as session:
         return _run(cfg, session, device)
 

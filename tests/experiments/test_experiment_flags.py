@@ -143,3 +143,100 @@ def test_run_names_of_seeds_sort_in_numeric_order(tmp_path):
                      "--device", "cpu", "--logdir", str(tmp_path), "--run", "r"]) == 0
     names = sorted(p.name for p in (tmp_path / "xor" / "r").iterdir() if p.name.startswith("xor-delta-seed"))
     assert names == [f"xor-delta-seed{k:02d}" for k in range(11)]
+
+
+# ---------------------------------------------------------------------------------- the Trainer's flags, everywhere
+TINY = {  # a run of a few seconds of each script that trains
+    "experiments.learning_modes": [*QUICK[:-1], "--epochs", "2"],
+    "experiments.sweep": ["--seeds", "2", "--lrs", "1", "4", "--epochs", "8", "--device", "cpu"],
+    "experiments.xor": ["--problems", "xor", "--methods", "mlp", "--seeds", "2", "--epochs-mlp", "6", "--device",
+                        "cpu"],
+    "experiments.gradient_noise": ["--members", "3", "--epochs", "6"],
+    "experiments.hidden_layers": ["--epochs", "6", "--image-every", "3", "--device", "cpu"],
+    "experiments.linear_collapse": ["--seeds", "2", "--epochs", "6", "--demo-inputs", "10", "--device", "cpu"],
+    "experiments.softmax_outputs": ["--epochs", "1", "--device", "cpu"],
+}
+
+
+def test_every_script_that_trains_has_the_trainers_flags_from_one_place():
+    from experiments.common import TRAINER_GROUP, TrainerFlags
+
+    shared = {f.name: f for f in fields(TrainerFlags)}
+    assert set(shared) == {"init", "optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay", "target_loss",
+                           "replacement", "threads"}
+    for name in EXPERIMENTS:
+        config = importlib.import_module(name).Config
+        assert issubclass(config, TrainerFlags), name
+        own = {f.name: f for f in fields(config)}
+        for key, f in shared.items():
+            assert own[key].metadata.get("group") == TRAINER_GROUP, f"{name} --{key}: not in the Trainer's section"
+            if key != "target_loss":  # a script whose target is its success criterion gives its own default
+                assert own[key] is f or (own[key].default, own[key].metadata["help"]) == \
+                    (f.default, f.metadata["help"]), f"{name} --{key} differs from the shared flag"
+
+
+def _results(logdir, experiment, run):
+    from pathlib import Path
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k and k not in ("config", "run")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads((Path(logdir) / experiment / run / "results.json").read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("flags, key, value", [
+    (["--init", "he_normal"], "init", "he_normal"),
+    (["--optimizer", "adam"], "optimizer", "adam"),
+])
+def test_the_trainers_flags_change_every_scripts_training(name, flags, key, value, tmp_path):
+    script = importlib.import_module(name)
+    experiment = name.split(".")[1]
+    base = [*TINY[name], "--logdir", str(tmp_path), "--quiet"]
+    assert script.main([*base, "--run", "plain"]) == 0
+    assert script.main([*base, "--run", "flagged", *flags]) == 0
+    saved = json.loads(min((tmp_path / experiment / "flagged").rglob("config.json")).read_text())  # learning_modes:
+    assert saved[key] == value, "recorded with the run's settings (HPARAMS, --resume)"  # one per mode folder
+    assert _results(tmp_path, experiment, "flagged") != _results(tmp_path, experiment, "plain"), \
+        f"{name} {flags} trained the same numbers"
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("flags, message", [
+    (["--beta1", "1.5"], "--beta1 must be in [0, 1), but got 1.5"),
+    (["--threads", "0"], "--threads must be >= 1, but got 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0, but got -1.0"),
+    (["--eps", "0"], "--eps must be a finite number > 0, but got 0.0"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is sgd's, but --optimizer is adam"),
+])
+def test_a_bad_trainer_flag_is_one_line_exit_2_in_every_script(name, flags, message, tmp_path, capsys):
+    script = importlib.import_module(name)
+    assert script.main([*TINY[name], "--logdir", str(tmp_path), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / name.split(".")[1]).exists(), "nothing was written"
+
+
+@pytest.mark.parametrize("name", ["experiments.xor", "experiments.hidden_layers", "experiments.linear_collapse"])
+def test_replacement_is_refused_where_the_training_is_batch_only(name, tmp_path, capsys):
+    script = importlib.import_module(name)
+    assert script.main([*TINY[name], "--logdir", str(tmp_path), "--quiet", "--replacement"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--replacement" in err and "batch mode" in err, err
+
+
+def test_threads_sets_torchs_threads(tmp_path):
+    import torch
+
+    from experiments import sweep
+
+    before = torch.get_num_threads()
+    try:
+        assert sweep.main([*TINY["experiments.sweep"], "--logdir", str(tmp_path), "--quiet", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
