@@ -6,7 +6,8 @@ Copy this file, fill in the four lines marked TODO, and run
 
 The grader calls backward(net, cache, y, loss_fn) on networks of depth 1 to 4 with every hidden activation,
 batch sizes 1 and 5 and saturated units, compares every layer's dE/dW and dE/db with autograd and with finite
-differences, and, where a layer disagrees, names the classic mistake that gives your numbers.
+differences, and, where a layer disagrees, names the classic mistake that gives your numbers and the line of
+this file that makes it; its "yours / autograd" columns say what factor your numbers are off by (0.2 = 1/B).
 
 What you get (B samples as rows, L = net.num_layers layers of weights, layer 0 the input):
     net.weights[k]                W^{k->k+1}, shape (n_{k+1}, n_k), k = 0 .. L-1 (the layout of nn.Linear.weight)
