@@ -8,7 +8,7 @@ from helpers import draw_targets
 from manual_backprop import MLP
 from manual_backprop.parameter_state import in_layer_order
 from manual_backprop.optim import SGD, Adam, AdamW
-from reference import torch_loss
+from reference import TorchMLP, torch_loss
 
 F64 = torch.float64
 SIZES = [4, 8, 6, 3]
@@ -50,6 +50,19 @@ def step_side_by_side(net, twin, opt, reference, x, y):
     for p, g in zip(twin.parameters(), in_layer_order(grads.weights, grads.biases)):
         p.grad = g.clone()
     reference.step()
+
+
+def assert_bit_equal_side_by_side(cls, settings, device, dtype=F64, steps=STEPS):
+    """``steps`` steps of cls(**settings) on a fresh net beside torch.optim's on its twin, from the same gradients:
+    the parameters bit-equal after every step (the same operations in the same order)."""
+    net = make_net(device, dtype)
+    twin = TorchMLP.from_manual(net)
+    opt, reference = cls(net, **settings), torch_optimizer(cls, twin.parameters(), settings)
+    x, y = make_problem(device, dtype)
+    for step in range(steps):
+        step_side_by_side(net, twin, opt, reference, x, y)
+        for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
+            assert torch.equal(mine, theirs.detach()), f"step {step + 1}, parameter {i}: not bit-equal"
 
 
 def train_beside_the_twin(net, step, twin, reference, x, y, loss_fn) -> None:

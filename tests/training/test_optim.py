@@ -17,21 +17,13 @@ from manual_backprop import MLP
 from manual_backprop.losses import get_loss
 from manual_backprop.optim import SGD, Adam, AdamW, get_optimizer
 from reference import TorchMLP
-from optim_cases import (F64, SETTINGS, STEPS, make_net, make_problem, step_side_by_side, torch_optimizer,
-                         train_beside_the_twin)
+from optim_cases import (F64, SETTINGS, assert_bit_equal_side_by_side, make_net, make_problem, step_side_by_side,
+                         torch_optimizer, train_beside_the_twin)
 
 
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
 def test_same_gradients_give_bit_equal_updates(setting, device):
-    cls, settings = setting
-    net = make_net(device)
-    twin = TorchMLP.from_manual(net)
-    opt, reference = cls(net, **settings), torch_optimizer(cls, twin.parameters(), settings)
-    x, y = make_problem(device)
-    for step in range(STEPS):
-        step_side_by_side(net, twin, opt, reference, x, y)
-        for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
-            assert torch.equal(mine, theirs.detach()), f"step {step + 1}, parameter {i}: not bit-equal"
+    assert_bit_equal_side_by_side(*setting, device)
 
 
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
@@ -82,14 +74,7 @@ def test_plain_sgd_is_the_lectures_update():
 
 
 def test_float32_follows_torch_optim():
-    net = make_net("cpu", torch.float32)
-    twin = TorchMLP.from_manual(net)
-    opt, reference = Adam(net, lr=1e-2), torch_optimizer(Adam, twin.parameters(), {"lr": 1e-2})
-    x, y = make_problem("cpu", torch.float32)
-    for _ in range(20):
-        step_side_by_side(net, twin, opt, reference, x, y)
-    for i, (mine, theirs) in enumerate(zip(net.parameters(), twin.parameters())):
-        assert torch.equal(mine, theirs.detach()), f"parameter {i}"
+    assert_bit_equal_side_by_side(Adam, {"lr": 1e-2}, "cpu", torch.float32, steps=20)
 
 
 # ---------------------------------------------------------------------------------------------------- state
