@@ -18,7 +18,9 @@ an unexplained shape); a student's exception is reported as one message with its
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -306,5 +308,6 @@ def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> No
 
 
 def _traced(fn, case: Case) -> list:
-    with torch.no_grad():
+    """The student's function run once more, traced; what it prints this time is not shown again."""
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return record_assignments(fn, _arguments(case))

@@ -117,7 +117,7 @@ class Diagnosis:
             return out + [_indented(h) for h in dict.fromkeys(m.hint for m in self.explains)]
         if not self.partial:
             out = ["Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
-                   f"a 1/m missing or twice, a bias gradient not summed, f' of net instead of x, a factor 2) "
+                   f"a 1/m missing or extra, a bias gradient not summed, f' of net instead of x, a factor 2) "
                    f"reproduces the {self.failing} disagreeing tensors; compare them with the autograd column."]
         else:
             out = [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these "

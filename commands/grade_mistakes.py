@@ -9,7 +9,7 @@ changed, exactly as a student's slip changes it:
     the wrong sign                  the lecture's delta = -dE/dnet returned as if it were the gradient
     W where W^T belongs             delta @ W.T in the hidden delta (square layers), or x^T @ delta for dE/dW
     a missing 1/m                   the output delta without the loss's reduction factor (1/B for "mean")
-    the 1/m taken twice             the output delta times the reduction factor once more
+    an extra 1/m                    the output delta divided by B once more
     dE/dW divided by m              delta^T @ x / B, the 1/m already being in delta
     delta @ x                       dE/dW without the transpose (raises unless n_{k+1} = B)
     bias gradient not summed        the deltas (B, n) themselves, the first sample's row, their mean, or
@@ -56,7 +56,7 @@ class Mistake:
     hint: str = ""
     output: str = "ok"  # the output delta's f': ok | none | of_net | at_x
     hidden: str = "ok"  # the hidden delta: ok | none | of_net | at_x | w_t
-    factor: str = "ok"  # ok | no_mean (no 1/m) | twice (1/m twice) | half (the 2 dropped) | double
+    factor: str = "ok"  # ok | no_mean (no 1/m) | extra_m (delta / B) | half (the 2 dropped) | double
     sign: int = 1
     weight: str = "ok"  # dE/dW: ok | transposed (x^T @ delta) | no_t (delta @ x) | over_m (divided by B)
     bias: str = "ok"  # dE/db: ok | unsummed | first | mean | units (delta.sum(1))
@@ -99,9 +99,9 @@ MISTAKES = [
             "(n_{k+1}, n_k); x^T @ delta is its transpose.", weight="transposed"),
     Mistake("a missing 1/m", "", "The loss's reduction divides by the number of samples (loss_fn.scale(B, n) is "
             "the whole factor c): the output delta is c * 2 (x - y) f'(net).", factor="no_mean"),
-    Mistake("the 1/m taken twice", "in the output delta", "loss_fn.scale(B, n) is the whole factor c, 1/B "
-            "already: dividing the output delta by B once more makes every gradient 1/B of autograd's (the same "
-            "numbers as dE/dW and dE/db each divided by B).", factor="twice"),
+    Mistake("an extra 1/m in the output delta", "", "loss_fn.scale(B, n) is the whole factor c (1/B for the default "
+            "mean, so the 1/m is there already; 1 for sum): dividing the output delta by B once more makes every "
+            "gradient 1/B of autograd's (the same numbers as dE/dW and dE/db each divided by B).", factor="extra_m"),
     Mistake("dE/dW divided by m", "", "dE/dW[k] is delta^T @ x^k, summed over the samples, not averaged: the "
             "loss's 1/m is in delta already.", weight="over_m"),
     Mistake("delta @ x where delta^T @ x belongs", "in dE/dW", "dE/dW[k] = delta^T @ x^k, (n_{k+1}, B) @ (B, n_k): "
@@ -165,11 +165,13 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
         else:
             grad_x = loss_fn.output_delta(cache.logits, cache.output, y, Identity())  # dE/dx^L
             delta = _with_fprime(m.output, fs[-1], xs[L], nets[L - 1], grad_x)
-        if m.factor in ("no_mean", "twice"):
+        if m.factor == "no_mean":
             reduction = Loss.scale(loss_fn, batch, n_out)  # 1/B or 1/(B n), without the 1/2
             if reduction == 1.0:
                 return None
-            delta = delta / reduction if m.factor == "no_mean" else delta * reduction
+            delta = delta / reduction
+        elif m.factor == "extra_m":
+            delta = delta / batch
         elif m.factor in ("half", "double"):
             delta = delta * (0.5 if m.factor == "half" else 2.0)
         delta = delta * m.sign

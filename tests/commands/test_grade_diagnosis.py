@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from commands.cli import main
 from commands.grade import grade
@@ -29,7 +30,7 @@ def slip_line(function: str) -> int:
 SLIPS = [  # student, the diagnosis it must get, exit status, what it must not be called
     ("dw_without_transpose", "delta @ x where delta^T @ x belongs in dE/dW", 2, "the hidden delta is delta @ W"),
     ("deltas_summed_first", "the deltas summed over the samples before back-propagating", 1, "a missing 1/m"),
-    ("mean_taken_twice", "the 1/m taken twice in the output delta", 1, "averaged instead"),
+    ("mean_taken_twice", "an extra 1/m in the output delta", 1, "averaged instead"),
     ("dw_divided_by_m", "dE/dW divided by m", 1, "none of the classic mistakes"),
     ("bias_summed_over_units", "bias gradient not summed over the samples (summed over the units instead)", 1,
      "shapes that no classic mistake explains"),
@@ -47,6 +48,24 @@ def test_each_slip_is_named_in_one_line_at_the_students_line(function, diagnosis
     assert found[0].startswith(f"Diagnosis: {diagnosis}, at "), found[0]
     assert f"student_mistakes.py:{slip_line(function)}" in found[0] and "# the slip" in found[0]
     assert not_this not in out
+
+
+@pytest.mark.parametrize("function,diagnosis", [s[:2] for s in SLIPS], ids=[s[0] for s in SLIPS])
+def test_each_slip_is_named_on_the_other_losses_and_in_float32(function, diagnosis):
+    for options in ({"losses": ["cross_entropy", "bce", "squared_error:sum:half"]}, {"dtype": torch.float32}):
+        report = grade(getattr(students, function), function, finite_diff=False, **options)
+        assert [m.label for m in report.diagnosis.explains] == [diagnosis], (options, report.text()[-2000:])
+        assert "student_mistakes.py:" in report.diagnosis.where[diagnosis], options
+        assert "# the slip" in report.diagnosis.where[diagnosis], options
+
+
+def test_a_student_who_prints_is_not_printed_again_by_the_trace(capsys):
+    def loud(net, cache, y, loss_fn):
+        print("hello from the student")
+        return students.dw_divided_by_m(net, cache, y, loss_fn)
+
+    grade(loud, "loud", finite_diff=False)
+    assert capsys.readouterr().out.count("hello from the student") == 36  # once per case, not for the trace
 
 
 def test_a_shape_error_names_the_slip_behind_it_not_a_fixed_hint():
