@@ -41,7 +41,7 @@ _URL_SAFE = "/:,[]{}()|^$*?"
 MISSING = "-"
 TABS = {"timeseries": "TIME SERIES", "custom_scalars": "CUSTOM SCALARS"}
 # Settings that say where a run goes or how it prints, not what it computes: no HPARAMS column.
-UNSHOWN = ("logdir", "run", "resume", "quiet", "plots", "config")
+UNSHOWN = ("logdir", "run", "resume", "quiet", "plots", "config", "threads")
 FIRST_SETTINGS = ("seed", "seeds", "epochs", "lr")  # the settings columns that come (and are ticked) first
 LOCAL_EXPERIMENT = "defaultExperimentId"  # TensorBoard's name of the experiment of a --logdir (run ids are <it>/<run>)  # the value of an HPARAMS key that a run does not have (a perceptron has no hidden layer)
 

@@ -172,3 +172,38 @@ def test_a_sweep_continues_its_population_from_the_epoch_it_saved(tmp_path, caps
     stopped, unbroken = results(tmp_path, "sweep", "stopped"), results(tmp_path, "sweep", "unbroken")
     assert stopped["rows"] == unbroken["rows"] and stopped["members"] == unbroken["members"]  # config: --quiet
     assert not (tmp_path / "sweep" / "stopped" / "checkpoints" / "online.pt").exists(), "removed once kept"
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_of_a_sweep_then_the_printed_command_ends_with_the_unbroken_result(tmp_path):
+    """The real signal, through a process: SIGINT mid-mode exits 130 with no traceback; the printed command, run as
+    printed, continues the mode from its checkpoint to the results of an unbroken run (three processes: slow)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--seeds", "8", "--lrs", "2", "8", "--epochs", "4000", "--modes", "online", "--target-loss", "0.001",
+            "--device", "cpu", "--logdir", str(tmp_path)]
+    run = lambda argv, **kw: subprocess.run([sys.executable, "-m", "experiments.sweep", *argv],  # noqa: E731
+                                            capture_output=True, text=True, timeout=600, **kw)
+    unbroken = run([*args, "--run", "unbroken", "--quiet"])
+    assert unbroken.returncode == 0, unbroken.stderr
+    process = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args, "--run", "cut"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "sweep" / "cut" / "checkpoints" / "online.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err and "online saved at epoch" in err, err
+    command = shlex.split(err.strip().splitlines()[-1].strip())
+    assert command[:3] == ["python", "-m", "experiments.sweep"] and command[-3:] == ["--run", "cut", "--resume"]
+    resumed = run(command[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming online from epoch" in resumed.stdout, resumed.stdout
+    cut, whole = results(tmp_path, "sweep", "cut"), results(tmp_path, "sweep", "unbroken")
+    assert cut["rows"] == whole["rows"] and cut["members"] == whole["members"]
