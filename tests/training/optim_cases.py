@@ -52,6 +52,16 @@ def step_side_by_side(net, twin, opt, reference, x, y):
     reference.step()
 
 
+def trained(cls, settings, steps, device="cpu"):
+    """(net, opt, x, y): a fresh net after ``steps`` steps of cls(**settings) on the problem."""
+    x, y = make_problem(device)
+    net = make_net(device)
+    opt = cls(net, **settings)
+    for _ in range(steps):
+        opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
+    return net, opt, x, y
+
+
 def assert_bit_equal_side_by_side(cls, settings, device, dtype=F64, steps=STEPS):
     """``steps`` steps of cls(**settings) on a fresh net beside torch.optim's on its twin, from the same gradients:
     the parameters bit-equal after every step (the same operations in the same order)."""

@@ -18,7 +18,7 @@ from manual_backprop.losses import get_loss
 from manual_backprop.optim import SGD, Adam, AdamW, get_optimizer
 from reference import TorchMLP
 from optim_cases import (F64, SETTINGS, assert_bit_equal_side_by_side, make_net, make_problem, step_side_by_side,
-                         torch_optimizer, train_beside_the_twin)
+                         torch_optimizer, train_beside_the_twin, trained)
 
 
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
@@ -81,11 +81,7 @@ def test_float32_follows_torch_optim():
 @pytest.mark.parametrize("setting", SETTINGS.values(), ids=SETTINGS.keys())
 def test_state_dict_round_trip_resumes_exactly(setting, tmp_path):
     cls, settings = setting
-    x, y = make_problem("cpu")
-    net = make_net("cpu")
-    opt = cls(net, **settings)
-    for _ in range(30):
-        opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
+    net, opt, x, y = trained(cls, settings, 30)
     torch.save({"net": net.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
     for _ in range(20):
         opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
@@ -105,11 +101,7 @@ def test_state_dict_round_trip_resumes_exactly(setting, tmp_path):
 def test_state_dicts_load_across_to_and_from_torch_optim(setting):
     """The state dict has torch.optim's layout: a manual run continues in torch.optim and back, to the same bits."""
     cls, settings = setting
-    x, y = make_problem("cpu")
-    net = make_net("cpu")
-    opt = cls(net, **settings)
-    for _ in range(10):
-        opt.step(net.loss_and_grads(x, y, "cross_entropy")[1])
+    net, opt, x, y = trained(cls, settings, 10)
     twin = TorchMLP.from_manual(net)
     reference = torch_optimizer(cls, twin.parameters(), settings)
     reference.load_state_dict(opt.state_dict())
