@@ -7,6 +7,7 @@
 
 /* the parameters' rows, in the general kernel's order (all W, then all B): W0 (2x2), W1 (1x2), b0 (2), b1 (1) */
 enum { XW00, XW01, XW10, XW11, XV0, XV1, XB0, XB1, XBO, X_PAR };
+#define XOR_MAX_SHUFFLE 64 /* an epoch of at most this many samples is shuffled as indices, a longer one as rows */
 
 /* one hidden activation: sigmoid or tanh (hidden_tanh is a constant wherever this is inlined) */
 POP_INLINE double xor_hidden(int hidden_tanh, double v) { return hidden_tanh ? mbp_tanh_f64(v) : pop_sigmoid_f64(v); }
@@ -89,119 +90,251 @@ POP_INLINE void xor_evaluate(int hidden_tanh, const pop_plan *p, int split, cons
     }
 }
 
-/* pop_train for this network (the same arguments, the same results). */
+/* One block's state between epochs: its parameters and their last good copies as rows, each lane's -lr, whether
+ * it trains, its figures in the last row, and its generator: mt19937's `left` and `next` (written back to the state
+ * bytes at the end of the call) and the next words of its 624, copied ahead (a population's states are megabytes:
+ * read where they lie, every draw would wait on memory). */
+#define XOR_AHEAD 32
+typedef struct {
+    double par[X_PAR * LANES], good[X_PAR * LANES], neg_lr[LANES], last[4][LANES];
+    int64_t next[LANES];
+    int32_t left[LANES], have[LANES], at[LANES];
+    uint32_t ahead[LANES][XOR_AHEAD];
+    uint8_t on[LANES];
+    int any;
+} xor_block;
+
+/* Lane l's next raw (untempered) word: mt_random's bookkeeping, the refill where the 624 words run out. */
+POP_INLINE uint32_t xor_word(const pop_plan *p, xor_block *b, int64_t m0, int l)
+{
+    if (--b->left[l] == 0) {
+        mt_next_state((uint64_t *)(void *)(p->rng + (m0 + l) * p->rng_stride + 24));
+        b->left[l] = MT_N;
+        b->next[l] = 0;
+        b->have[l] = 0;
+    }
+    if (b->have[l] == 0) { /* words next .. next + left - 1 stay as they are until the next refill */
+        const uint64_t *words = (const uint64_t *)(const void *)(p->rng + (m0 + l) * p->rng_stride + 24);
+        const int32_t count = b->left[l] < XOR_AHEAD ? b->left[l] : XOR_AHEAD;
+        for (int32_t i = 0; i < count; i++) b->ahead[l][i] = (uint32_t)words[b->next[l] + i];
+        b->have[l] = count;
+        b->at[l] = 0;
+    }
+    b->have[l]--;
+    b->next[l]++;
+    return b->ahead[l][b->at[l]++];
+}
+
+/* Ask for the words of the block's lanes that run out of words ahead in their next epoch, one block before: the
+ * block in between hides the wait. */
+POP_INLINE void xor_prefetch(const pop_plan *p, const xor_block *b, int64_t m0)
+{
+    for (int l = 0; l < LANES; l++) {
+        if (b->on[l] && b->have[l] < p->n_train - 1 && b->left[l] > b->have[l] + 1) {
+            const char *at = (const char *)(p->rng + (m0 + l) * p->rng_stride + 24 + 8 * (b->next[l] + b->have[l]));
+            for (int i = 0; i < XOR_AHEAD * 8; i += 64) __builtin_prefetch(at + i);
+        }
+    }
+}
+
+/* Each active lane's torch.randperm(n) of this epoch, as randperm() in population.c draws it, and its samples in
+ * that order (xs: 2 rows per update, ys: 1). The raw words are taken lane by lane, tempered and reduced lane-wise
+ * (fastmod's 128-bit product from 32-bit halves: floor(L d / 2^64) = (hi + lo / 2^32) / 2^32 with hi = (L >> 32) d,
+ * lo = (L mod 2^32) d, in integers), and shuffled lane by lane. An inactive lane's generator is not touched; its
+ * samples are 0. */
+POP_INLINE void xor_orders(const pop_plan *p, xor_block *b, int64_t m0, const uint64_t *mods, uint32_t *raw,
+                           double *restrict xs, double *restrict ys)
+{
+    const int64_t n = p->n_train;
+    const double *X = (const double *)p->x_train, *Y = (const double *)p->y_train;
+    const uint8_t *on = b->on;
+    for (int l = 0; l < LANES; l++)
+        if (on[l])
+            for (int64_t i = 0; i + 1 < n; i++) raw[i * LANES + l] = xor_word(p, b, m0, l);
+    for (int64_t i = 0; i + 1 < n; i++) { /* z_i = random() % (n - i), random() the tempered word */
+        uint32_t *restrict w = raw + i * LANES;
+        const uint64_t m = mods[i], d = (uint64_t)(n - i);
+        LANES_LOOP(l) {
+            uint32_t y = w[l];
+            y ^= (y >> 11);
+            y ^= (y << 7) & 0x9d2c5680u;
+            y ^= (y << 15) & 0xefc60000u;
+            y ^= (y >> 18);
+            const uint64_t L = m * (uint64_t)y, lo = (L & 0xffffffffu) * d, hi = (L >> 32) * d;
+            w[l] = (uint32_t)((hi + (lo >> 32)) >> 32);
+        }
+    }
+    for (int l = 0; l < LANES; l++) {
+        int32_t r[XOR_MAX_SHUFFLE];
+        if (on[l] && n <= XOR_MAX_SHUFFLE) {
+            for (int64_t i = 0; i < n; i++) r[i] = (int32_t)i;
+            for (int64_t i = 0; i + 1 < n; i++) {
+                const int64_t z = raw[i * LANES + l] + i;
+                const int32_t sav = r[i];
+                r[i] = r[z];
+                r[z] = sav;
+            }
+            for (int64_t t = 0; t < n; t++) {
+                xs[(2 * t) * LANES + l] = X[2 * r[t]];
+                xs[(2 * t + 1) * LANES + l] = X[2 * r[t] + 1];
+                ys[t * LANES + l] = Y[r[t]];
+            }
+        } else if (on[l]) { /* a long epoch: the permutation in place of the samples' rows */
+            for (int64_t t = 0; t < n; t++) {
+                xs[(2 * t) * LANES + l] = X[2 * t];
+                xs[(2 * t + 1) * LANES + l] = X[2 * t + 1];
+                ys[t * LANES + l] = Y[t];
+            }
+            for (int64_t i = 0; i + 1 < n; i++) {
+                const int64_t z = raw[i * LANES + l] + i;
+                double sav = xs[(2 * i) * LANES + l];
+                xs[(2 * i) * LANES + l] = xs[(2 * z) * LANES + l]; xs[(2 * z) * LANES + l] = sav;
+                sav = xs[(2 * i + 1) * LANES + l];
+                xs[(2 * i + 1) * LANES + l] = xs[(2 * z + 1) * LANES + l]; xs[(2 * z + 1) * LANES + l] = sav;
+                sav = ys[i * LANES + l];
+                ys[i * LANES + l] = ys[z * LANES + l]; ys[z * LANES + l] = sav;
+            }
+        } else {
+            for (int64_t t = 0; t < n; t++) xs[(2 * t) * LANES + l] = xs[(2 * t + 1) * LANES + l] =
+                ys[t * LANES + l] = 0;
+        }
+    }
+}
+
+/* The rules for one block after an epoch (pop_train's, lane-wise): finite (x - x is 0 only for a finite x) or back
+ * to the last good state and diverged; the target; the figures of the row. */
+POP_INLINE void xor_rules(const pop_plan *p, xor_block *b, int64_t m0, int nl, int64_t e, double fig[4][LANES],
+                          const double *upd_loss, int32_t *stop_epoch, int8_t *stop_kind, double *bad_losses)
+{
+    const int64_t n = p->n_train;
+    double ok[LANES], bad[LANES], hit[LANES], keep[LANES];
+    LANES_LOOP(l) {
+        keep[l] = b->on[l] ? 1.0 : 0.0;
+        ok[l] = (fig[0][l] - fig[0][l]) + (fig[1][l] - fig[1][l]) + (fig[2][l] - fig[2][l]) + (fig[3][l] - fig[3][l]);
+    }
+    for (int64_t t = 0; t < n; t++) LANES_LOOP(l) ok[l] += upd_loss[t * LANES + l] - upd_loss[t * LANES + l];
+    int events = 0;
+    LANES_LOOP(l) {
+        const int finite = ok[l] == 0, active = keep[l] != 0;
+        bad[l] = active && !finite ? 1.0 : 0.0;
+        hit[l] = active && finite && p->has_target && fig[0][l] <= p->target ? 1.0 : 0.0;
+        events |= (bad[l] != 0) | (hit[l] != 0);
+    }
+    for (int r = 0; r < X_PAR; r++) {
+        double *restrict pr = b->par + r * LANES, *restrict gr = b->good + r * LANES;
+        LANES_LOOP(l) { pr[l] = bad[l] != 0 ? gr[l] : pr[l]; gr[l] = pr[l]; }
+    }
+    for (int f = 0; f < 4; f++)
+        LANES_LOOP(l) b->last[f][l] = keep[l] != 0 && bad[l] == 0 ? fig[f][l] : b->last[f][l];
+    if (events) {
+        for (int l = 0; l < nl; l++) {
+            const int64_t m = m0 + l;
+            if (bad[l] != 0) {
+                for (int64_t t = 0; t < n; t++) bad_losses[m * n + t] = upd_loss[t * LANES + l];
+                stop_epoch[m] = (int32_t)e; stop_kind[m] = POP_DIVERGED; b->on[l] = 0;
+            } else if (hit[l] != 0) {
+                stop_epoch[m] = (int32_t)e; stop_kind[m] = POP_REACHED; b->on[l] = 0;
+            }
+        }
+        b->any = 0;
+        for (int l = 0; l < LANES; l++) b->any |= b->on[l];
+    }
+}
+
+/* pop_train for this network (the same arguments, the same results but for the rows of the test split when it is
+ * the training split: rows (E, 4, K) gets the training figures alone then, and the caller reads them twice), epoch
+ * by epoch over every block, so that each epoch's rows are written in order. */
 POP_INLINE int64_t xor_train(int hidden_tanh, const pop_plan *p, int64_t E, double *rows, int32_t *stop_epoch,
                              int8_t *stop_kind, double *bad_losses)
 {
-    const int64_t K = p->K, n = p->n_train;
-    /* rows: parameters, last good ones, the epoch's samples (2 + 1 rows each) and update losses */
-    double *work = (double *)malloc((size_t)(2 * X_PAR + 4 * n) * LANES * sizeof(double));
-    int32_t *perm = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    const int64_t K = p->K, n = p->n_train, nb = (K + LANES - 1) / LANES;
+    const int row_figures = p->eval_x[1] ? 4 : 2;
+    /* per block its state; per epoch the samples (2 + 1 rows each), the update losses and the draws */
+    xor_block *blocks = (xor_block *)malloc((size_t)nb * sizeof(xor_block));
+    double *work = (double *)malloc((size_t)(4 * n) * LANES * sizeof(double));
+    uint32_t *raw = (uint32_t *)malloc((size_t)(n > 1 ? n : 1) * LANES * sizeof(uint32_t));
     uint64_t *mods = (uint64_t *)malloc((size_t)n * sizeof(uint64_t));
-    if (!work || !perm || !mods) {
-        free(work); free(perm); free(mods);
+    if (!blocks || !work || !raw || !mods) {
+        free(blocks); free(work); free(raw); free(mods);
         return -1;
     }
     for (int64_t i = 0; i + 1 < n; i++) mods[i] = fastmod_m((uint32_t)(n - i));
-    double *par = work, *good = work + X_PAR * LANES, *xs = good + X_PAR * LANES, *ys = xs + 2 * n * LANES;
-    double *upd_loss = ys + n * LANES;
-    const double *X = (const double *)p->x_train, *Y = (const double *)p->y_train, *lr = (const double *)p->lr;
-    const double *const src[X_PAR] = {
-        (const double *)p->weights[0], (const double *)p->weights[0] + 1, (const double *)p->weights[0] + 2,
-        (const double *)p->weights[0] + 3, (const double *)p->weights[1], (const double *)p->weights[1] + 1,
-        (const double *)p->biases[0], (const double *)p->biases[0] + 1, (const double *)p->biases[1]};
+    double *xs = work, *ys = xs + 2 * n * LANES, *upd_loss = ys + n * LANES;
+    const double *lr = (const double *)p->lr;
+    double *const src[X_PAR] = {
+        (double *)p->weights[0], (double *)p->weights[0] + 1, (double *)p->weights[0] + 2,
+        (double *)p->weights[0] + 3, (double *)p->weights[1], (double *)p->weights[1] + 1,
+        (double *)p->biases[0], (double *)p->biases[0] + 1, (double *)p->biases[1]};
     static const int64_t count[X_PAR] = {4, 4, 4, 4, 2, 2, 2, 2, 1}; /* each tensor's entries per member */
-    int64_t epochs_run = 0;
 
+    int any = 0;
     for (int64_t m = 0; m < K; m++) { stop_epoch[m] = -1; stop_kind[m] = POP_RUNNING; }
-    for (int64_t m0 = 0; m0 < K; m0 += LANES) {
+    for (int64_t bi = 0; bi < nb; bi++) {
+        xor_block *b = blocks + bi;
+        const int64_t m0 = bi * LANES;
         const int nl = (int)(K - m0 < LANES ? K - m0 : LANES);
-        uint8_t on[LANES];
-        double neg_lr[LANES], keep[LANES], last[4][LANES];
-        int any = 0;
+        b->any = 0;
         for (int l = 0; l < LANES; l++) {
             const int64_t m = m0 + (l < nl ? l : 0); /* a padding lane copies member m0, and never moves */
-            on[l] = l < nl ? p->active[m] != 0 : 0;
-            neg_lr[l] = l < nl ? -lr[m] : 0;
-            for (int f = 0; f < 4; f++) last[f][l] = p->last[f * K + m];
-            for (int r = 0; r < X_PAR; r++) par[r * LANES + l] = src[r][m * count[r]];
-            any |= on[l];
+            b->on[l] = l < nl ? p->active[m] != 0 : 0;
+            b->neg_lr[l] = l < nl ? -lr[m] : 0;
+            for (int f = 0; f < 4; f++) b->last[f][l] = p->last[f * K + m];
+            for (int r = 0; r < X_PAR; r++) b->par[r * LANES + l] = src[r][m * count[r]];
+            memcpy(&b->left[l], p->rng + m * p->rng_stride + 8, sizeof b->left[l]);
+            memcpy(&b->next[l], p->rng + m * p->rng_stride + 16, sizeof b->next[l]);
+            b->have[l] = 0;
+            b->any |= b->on[l];
         }
-        memcpy(good, par, sizeof(double) * X_PAR * LANES);
-        int64_t e = 0;
-        for (; e < E && any; e++) {
-            /* each active member's order of this epoch, from its own generator, and its samples in that order */
-            for (int l = 0; l < LANES; l++) {
-                keep[l] = on[l] ? 1.0 : 0.0;
-                if (on[l]) {
-                    randperm(p->rng + (m0 + l) * p->rng_stride, n, mods, perm);
-                    for (int64_t t = 0; t < n; t++) {
-                        xs[(2 * t) * LANES + l] = X[2 * perm[t]];
-                        xs[(2 * t + 1) * LANES + l] = X[2 * perm[t] + 1];
-                        ys[t * LANES + l] = Y[perm[t]];
-                    }
+        memcpy(b->good, b->par, sizeof b->par);
+        any |= b->any;
+    }
+    int64_t e = 0;
+    for (; e < E && any; e++) {
+        any = 0;
+        for (int64_t bi = 0; bi < nb; bi++) {
+            xor_block *b = blocks + bi;
+            const int64_t m0 = bi * LANES;
+            const int nl = (int)(K - m0 < LANES ? K - m0 : LANES);
+            if (bi + 1 < nb) xor_prefetch(p, b + 1, m0 + LANES);
+            if (b->any) {
+                double keep[LANES], fig[4][LANES];
+                LANES_LOOP(l) keep[l] = b->on[l] ? 1.0 : 0.0;
+                xor_orders(p, b, m0, mods, raw, xs, ys);
+                for (int64_t t = 0; t < n; t++)
+                    xor_update(hidden_tanh, b->par, xs + 2 * t * LANES, ys + t * LANES, b->neg_lr, keep,
+                               p->c_update, upd_loss + t * LANES);
+                xor_evaluate(hidden_tanh, p, 0, b->par, fig[0], fig[1]);
+                if (p->eval_x[1]) {
+                    xor_evaluate(hidden_tanh, p, 1, b->par, fig[2], fig[3]);
                 } else {
-                    for (int64_t t = 0; t < n; t++) xs[(2 * t) * LANES + l] = xs[(2 * t + 1) * LANES + l] =
-                        ys[t * LANES + l] = 0;
+                    LANES_LOOP(l) { fig[2][l] = fig[0][l]; fig[3][l] = fig[1][l]; }
                 }
+                xor_rules(p, b, m0, nl, e, fig, upd_loss, stop_epoch, stop_kind, bad_losses);
+                any |= b->any;
             }
-            for (int64_t t = 0; t < n; t++)
-                xor_update(hidden_tanh, par, xs + 2 * t * LANES, ys + t * LANES, neg_lr, keep, p->c_update,
-                           upd_loss + t * LANES);
-            double fig[4][LANES];
-            xor_evaluate(hidden_tanh, p, 0, par, fig[0], fig[1]);
-            if (p->eval_x[1]) {
-                xor_evaluate(hidden_tanh, p, 1, par, fig[2], fig[3]);
-            } else {
-                memcpy(fig[2], fig[0], sizeof fig[0]);
-                memcpy(fig[3], fig[1], sizeof fig[1]);
+            for (int f = 0; f < row_figures; f++) {
+                double *restrict row = rows + (e * 4 + f) * K + m0;
+                const double *restrict from = b->last[f];
+                if (nl == LANES) LANES_LOOP(l) row[l] = from[l];
+                else for (int l = 0; l < nl; l++) row[l] = from[l];
             }
-            /* the rules, lane-wise: finite (x - x is 0 only for a finite x) or back to the last good state */
-            double ok[LANES], bad[LANES], hit[LANES];
-            LANES_LOOP(l) ok[l] = (fig[0][l] - fig[0][l]) + (fig[1][l] - fig[1][l]) + (fig[2][l] - fig[2][l]) +
-                                  (fig[3][l] - fig[3][l]);
-            for (int64_t t = 0; t < n; t++) LANES_LOOP(l) ok[l] += upd_loss[t * LANES + l] - upd_loss[t * LANES + l];
-            int events = 0;
-            LANES_LOOP(l) {
-                const int finite = ok[l] == 0, active = keep[l] != 0;
-                bad[l] = active && !finite ? 1.0 : 0.0;
-                hit[l] = active && finite && p->has_target && fig[0][l] <= p->target ? 1.0 : 0.0;
-                events |= (bad[l] != 0) | (hit[l] != 0);
-            }
-            for (int r = 0; r < X_PAR; r++) {
-                double *restrict pr = par + r * LANES, *restrict gr = good + r * LANES;
-                LANES_LOOP(l) { pr[l] = bad[l] != 0 ? gr[l] : pr[l]; gr[l] = pr[l]; }
-            }
-            for (int f = 0; f < 4; f++)
-                LANES_LOOP(l) last[f][l] = keep[l] != 0 && bad[l] == 0 ? fig[f][l] : last[f][l];
-            if (events) {
-                for (int l = 0; l < nl; l++) {
-                    const int64_t m = m0 + l;
-                    if (bad[l] != 0) {
-                        for (int64_t t = 0; t < n; t++) bad_losses[m * n + t] = upd_loss[t * LANES + l];
-                        stop_epoch[m] = (int32_t)e; stop_kind[m] = POP_DIVERGED; on[l] = 0;
-                    } else if (hit[l] != 0) {
-                        stop_epoch[m] = (int32_t)e; stop_kind[m] = POP_REACHED; on[l] = 0;
-                    }
-                }
-                any = 0;
-                for (int l = 0; l < LANES; l++) any |= on[l];
-            }
-            for (int f = 0; f < 4; f++) memcpy(rows + (e * 4 + f) * K + m0, last[f], sizeof(double) * (size_t)nl);
-        }
-        if (e > epochs_run) epochs_run = e;
-        for (; e < E; e++) /* every member of the block stopped: its figures stay */
-            for (int f = 0; f < 4; f++) memcpy(rows + (e * 4 + f) * K + m0, last[f], sizeof(double) * (size_t)nl);
-        /* back to the (K, ...) tensors */
-        for (int l = 0; l < nl; l++) {
-            const int64_t m = m0 + l;
-            for (int r = 0; r < X_PAR; r++) ((double *)src[r])[m * count[r]] = par[r * LANES + l];
-            for (int f = 0; f < 4; f++) p->last[f * K + m] = last[f][l];
-            p->active[m] = on[l];
         }
     }
-    free(work); free(perm); free(mods);
-    return epochs_run;
+    for (int64_t bi = 0; bi < nb; bi++) { /* back to the (K, ...) tensors */
+        const xor_block *b = blocks + bi;
+        const int64_t m0 = bi * LANES;
+        const int nl = (int)(K - m0 < LANES ? K - m0 : LANES);
+        for (int l = 0; l < nl; l++) {
+            const int64_t m = m0 + l;
+            for (int r = 0; r < X_PAR; r++) src[r][m * count[r]] = b->par[r * LANES + l];
+            for (int f = 0; f < 4; f++) p->last[f * K + m] = b->last[f][l];
+            p->active[m] = b->on[l];
+            memcpy(p->rng + m * p->rng_stride + 8, &b->left[l], sizeof b->left[l]);
+            memcpy(p->rng + m * p->rng_stride + 16, &b->next[l], sizeof b->next[l]);
+        }
+    }
+    free(blocks); free(work); free(raw); free(mods);
+    return e;
 }
 
 /* Whether xor_train applies: the plan's network is this one. */

@@ -272,6 +272,7 @@ class PopulationCKernel:
             plan.labels[s] = labels.data_ptr() if labels is not None else None
             plan.c_eval[s] = loss_fn.scale(x.shape[0], sizes[-1])
         self._plan = plan
+        self.separate_test = evals["test"] is not None  # else the kernel may leave the test split's rows unwritten
         self.general = False
         self._plan_ref = ctypes.byref(plan)
         self.rng: Optional[Tensor] = None
@@ -326,7 +327,8 @@ class PopulationCKernel:
 
 def run_c_epochs(trainer) -> int:
     """PopulationTrainer's chunk of epochs through the C engine: one kernel call, then each epoch's History row and
-    the stops of its members, as ``_run_epoch`` records them. Returns the epochs run."""
+    the stops of its members, as ``_run_epoch`` records them (all rows at once, views of the call's figures, unless
+    a logger takes them epoch by epoch). Returns the epochs run."""
     h, K = trainer.history, trainer.pop.size
     kernel = trainer._c_kernel
     count = max(1, min(trainer.epochs_per_draw, trainer.epochs - trainer.epoch,
@@ -337,19 +339,34 @@ def run_c_epochs(trainer) -> int:
     start = time.perf_counter()
     ran, rows, stop_epoch, stop_kind, bad_losses = kernel.run(count, trainer.active, last)
     seconds = time.perf_counter() - start
+    # (E, K) each: train loss, train accuracy, test loss, test accuracy (the training split's rows where it is both)
+    test = 2 if kernel.separate_test else 0
+    figures = [rows[:ran, f] for f in (0, 1, test, test + 1)]
     events: dict = {}
     for i in (stop_epoch >= 0).nonzero().flatten().tolist():
         events.setdefault(int(stop_epoch[i]), []).append(i)
-    T = kernel.n
-    for e, figures in enumerate(rows[:ran].unbind(0)):
-        trainer.epoch += 1
-        trainer.train_seconds += seconds / ran
+    T, first = kernel.n, trainer.epoch
+    logged = trainer.logger is not None  # a logger reads each row with the stops so far: epoch by epoch then
+    for e in range(ran) if logged else sorted(events):
+        trainer.epoch = first + e + 1
+        if logged:
+            trainer.train_seconds += seconds / ran
         for i in events.get(e, ()):
             if int(stop_kind[i]) == DIVERGED:
                 trainer._diverged(i, bad_losses[i], (trainer.epoch - 1) * T)
             else:
-                trainer._reached(i, float(figures[0, i]))
-        trainer._append_row(figures, updates=trainer.epoch * T)
+                trainer._reached(i, float(figures[0][e, i]))
+        if logged:
+            trainer._append_row(torch.stack([f[e] for f in figures]), updates=trainer.epoch * T)
+    if not logged:
+        moments = []
+        for _ in range(ran):
+            trainer.train_seconds += seconds / ran
+            moments.append(trainer.train_seconds)
+        if trainer.labels_train is None:  # a regression: no accuracies
+            figures[1] = figures[3] = None
+        h.add_rows(range(first + 1, first + ran + 1), figures, [(first + e + 1) * T for e in range(ran)], moments)
+        trainer.epoch = first + ran
     for good, p in zip(trainer.good_w + trainer.good_b, trainer.pop.weights + trainer.pop.biases):
         good.copy_(p)  # the last good state is the state at the end of the chunk
     trainer._active_host = trainer.active.clone()

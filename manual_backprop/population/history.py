@@ -59,6 +59,18 @@ class PopulationHistory:
         return (f"PopulationHistory(mode={self.mode!r}, K={self.size}, epochs={self.epoch[-1]}{target}{median}, "
                 f"stop_reason: {stops or 'running'})")
 
+    def add_rows(self, epochs: Sequence[int], figures: Sequence[Optional[Tensor]], updates: Sequence[int],
+                 seconds: Sequence[float]) -> None:
+        """Record E epochs at once. figures: four (E, K) float64 CPU tensors, the train loss, train accuracy, test
+        loss and test accuracy of each epoch (an accuracy None for a regression); each row kept is a view of them."""
+        rows = [None if f is None else f.unbind(0) for f in figures]
+        count = len(epochs)
+        for name, r in zip(("train_loss", "train_accuracy", "test_loss", "test_accuracy"), rows):
+            getattr(self, name).extend([None] * count if r is None else r)
+        self.epoch.extend(epochs)
+        self.updates.extend(updates)
+        self.seconds.extend(seconds)
+
     def table(self, name: str) -> Optional[Tensor]:
         """A per-epoch field as one (epochs + 1, K) tensor (None for the accuracies of a regression)."""
         rows = getattr(self, name)
