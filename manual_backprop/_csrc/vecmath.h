@@ -6,14 +6,18 @@
  * checks the bounds, VECMATH_ULPS in fast/c_loop.py):
  *   double  exp: fdlibm's reduction x = k ln2 + r (ln2 in two parts) and its rational form of exp(r), < 1 ulp.
  *           tanh: Cephes' rational form x + x^3 P(x^2)/Q(x^2) below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above.
- *   float   each computed in double by the cores above and rounded once to float: correctly rounded but for
- *           ties within about 2^-50 of a float midpoint.
+ *   float   exp and sigmoid: the double cores above rounded once to float (correctly rounded but for ties within
+ *           about 2^-50 of a float midpoint).
+ *           tanh: float-native (mbp_tanh_f32 below: float operations with explicit fmaf, one division), within 1 ulp
+ *           of the double core rounded once, (float)mbp_tanh_f64(x), on every float: proven exhaustively over all
+ *           2^32 bit patterns (tests/proof/test_vecmath.py), and within 1 ulp of torch.tanh. The double core stays
+ *           as mbp_tanh_f32_double, the reference of that proof.
  * Special values: exp(-inf) = 0, exp(+inf) = inf, overflow to inf and gradual underflow as libm; tanh(+-inf) =
  * +-1, tanh(-0) = -0; NaN in, NaN out.
  *
  * API (stable: the signatures never change; new functions may be added):
  *   double mbp_exp_f64(double x)      float mbp_exp_f32(float x)         one element, static inline
- *   double mbp_tanh_f64(double x)     float mbp_tanh_f32(float x)
+ *   double mbp_tanh_f64(double x)     float mbp_tanh_f32(float x)         float mbp_tanh_f32_double(float x)
  *   double mbp_sigmoid_f64(double x)  float mbp_sigmoid_f32(float x)     1 / (1 + exp(-x)), Sigmoid's formula
  *   void mbp_vexp_f64(const double *x, double *y, int64_t n)   y[i] = exp(x[i]); y may be x (in place)
  *   void mbp_vtanh_f64, mbp_vsigmoid_f64, and the _f32 versions over float, the same way
@@ -76,7 +80,60 @@ static inline double mbp_sigmoid_f64(double x) { return 1.0 / (1.0 + mbp_exp_f64
 
 /* float: the double core, rounded once. */
 static inline float mbp_exp_f32(float x) { return (float)mbp_exp_f64((double)x); }
-static inline float mbp_tanh_f32(float x) { return (float)mbp_tanh_f64((double)x); }
+static inline float mbp_tanh_f32_double(float x) { return (float)mbp_tanh_f64((double)x); }
+
+static inline uint32_t mbp_bits_f32(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static inline float mbp_from_bits_f32(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+
+/* tanh(x) in float, float-native: 16 lanes a 64-byte vector and one division, where the double core rounded once
+ * takes 8 lanes and two. Both forms are computed and one kept (no branch), for a = |x| clamped to 9.5 (tanh rounds
+ * to 1 in float from 9.01 on):
+ *   small, a < 0.9:  a + a^3 R(a^2), R a degree-6 near-minimax fit of (tanh(a) - a) / a^3 (relative error of the
+ *                    correction below 0.08 * 2^-24 of tanh; the leading a is exact, and the correction is at most
+ *                    26% of tanh, so its roundings move the result by at most about 0.6 ulp before the last one);
+ *   large, a >= 0.9: 1 - 2 / d, d = e^2a + 1 = 2^k (1 + p) + 1 rounded once (fmaf), p = e^r - 1 on
+ *                    r = 2a - k ln2 in [-ln2/2, ln2/2] (one fmaf with ln2 in float: its 2e-9 error, times k, moves
+ *                    d's relative value by k 2e-9 where 2 / d < 2^(1-k), under 0.03 * 2^-24 of tanh), p a degree-6
+ *                    near-minimax polynomial (error below 0.08 * 2^-24); 2 / d is at most 0.29 here, so the
+ *                    roundings of d and of the quotient move the result by at most about 0.75 ulp.
+ * Before its last rounding the result is therefore within 1 ulp of tanh, and after it within 1 ulp of the correctly
+ * rounded value; the proof is exhaustive (every float, test_vecmath.py), against the double core rounded once.
+ * NaN: the clamp maps it to 9.5, so its bits are put back by an OR of quiet-NaN bits into the result (an integer
+ * select, which keeps the loop free of branches; a float select on NaN would let gcc skip the division on one side
+ * and branch). tanh(+-inf) = +-1, tanh(-0) = -0 (copysign). The explicit fmaf is one instruction where the target
+ * has FMA (-march=native on x86-64 since Haswell, all of aarch64); elsewhere libm's fmaf, exact but slow. */
+static inline float mbp_tanh_f32(float x)
+{
+    const uint32_t ux = mbp_bits_f32(x) & 0x7fffffffu;
+    const uint32_t nan_bits = ux > 0x7f800000u ? 0x7fc00000u : 0u;
+    const float a = mbp_from_bits_f32(ux < 0x41180000u ? ux : 0x41180000u); /* min(|x|, 9.5) on the bits */
+    /* small: a + a^3 R(a^2) */
+    const float z = a * a;
+    float R = -4.554584448e-04f;
+    R = __builtin_fmaf(R, z, 2.582663437e-03f);
+    R = __builtin_fmaf(R, z, -8.264538832e-03f);
+    R = __builtin_fmaf(R, z, 2.166353911e-02f);
+    R = __builtin_fmaf(R, z, -5.392929912e-02f);
+    R = __builtin_fmaf(R, z, 1.333297789e-01f);
+    R = __builtin_fmaf(R, z, -3.333332241e-01f);
+    const float small = __builtin_fmaf(a * z, R, a);
+    /* large: 1 - 2 / (2^k (1 + p) + 1), k = round(2a / ln2) by the 1.5 * 2^23 shifter */
+    const float u = a + a, shifter = 0x1.8p23f;
+    const float ks = __builtin_fmaf(u, 0x1.715476p0f, shifter);
+    const float kf = ks - shifter;
+    const float r = __builtin_fmaf(-kf, 0x1.62e430p-1f, u);
+    float Q = 1.395049039e-03f; /* p = r + r^2 Q(r) */
+    Q = __builtin_fmaf(Q, r, 8.368889801e-03f);
+    Q = __builtin_fmaf(Q, r, 4.166620597e-02f);
+    Q = __builtin_fmaf(Q, r, 1.666651815e-01f);
+    Q = __builtin_fmaf(Q, r, 0.5f);
+    const float p = __builtin_fmaf(r * r, Q, r);
+    const float scale = mbp_from_bits_f32((mbp_bits_f32(ks) - mbp_bits_f32(shifter) + 127u) << 23); /* 2^k */
+    const float d = __builtin_fmaf(scale, p, scale + 1.0f); /* scale + 1 exact for k <= 23; above, 2 / d < 2^-23 */
+    const float large = 1.0f - 2.0f / d;
+    const float t = mbp_from_bits_f32(mbp_bits_f32(a < 0.9f ? small : large) | nan_bits);
+    return __builtin_copysignf(t, x);
+}
 /* Sigmoid in float as its formula reads in float: exp(-x) rounded to float, then 1 / (1 + e) in float. */
 static inline float mbp_sigmoid_f32(float x) { return 1.0f / (1.0f + mbp_exp_f32(-x)); }
 

@@ -63,6 +63,8 @@ def load_narrow_kernel() -> ctypes.CDLL:
             for name in ("narrow_vtanh", "narrow_vecmath_tanh"):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.restype, fn.argtypes = None, [p, p, ctypes.c_int64]
+        lib.narrow_check_tanh_f32.restype = ctypes.c_int64
+        lib.narrow_check_tanh_f32.argtypes = [ctypes.c_uint64, ctypes.c_uint64, p, p]
         _libs[cc] = lib
         return lib
 

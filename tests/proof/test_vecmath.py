@@ -1,7 +1,8 @@
 """vecmath.h (the C kernels' exp, tanh and sigmoid) against torch on the same inputs, element by element.
 
-The stated bound (VECMATH_ULPS): exp and tanh within 1 ulp of torch.exp and torch.tanh in float64 and float32 (the
-float32 versions are the double cores rounded once); sigmoid, the class formula 1 / (1 + exp(-x)), within 4 ulps of
+The stated bound (VECMATH_ULPS): exp and tanh within 1 ulp of torch.exp and torch.tanh in float64 and float32 (float32
+exp is the double core rounded once; float32 tanh is float-native, proven within 1 ulp of the double core rounded
+once on every float, TANH_F32_ULPS below, the exhaustive run marked slow); sigmoid, the class formula 1 / (1 + exp(-x)), within 4 ulps of
 torch.sigmoid, whose own rounding of the same formula differs by its exp's ulp and two roundings. Special values
 (0, -0, +-inf, NaN, overflow and gradual underflow) as torch has them.
 """
@@ -64,3 +65,62 @@ def test_vecmath_special_values(dtype):
         keep = ~expected.isnan()
         assert torch.equal(got[keep], expected[keep]), f"{name} {dtype}: {got.tolist()} vs torch {expected.tolist()}"
         assert torch.equal(torch.signbit(got[keep]), torch.signbit(expected[keep])), f"{name}: the sign of -0"
+
+
+# float tanh is float-native (vecmath.h's mbp_tanh_f32), not the double core rounded once: its bound is proven on
+# every float against that double core (within 1 ulp, so within 1 ulp of the correctly rounded tanh but for ties of
+# the double core), and checked against torch.tanh on all floats of a few binades and a large random sample.
+TANH_F32_ULPS = 1
+# Binades that hold each of its forms and every switch: the tiny inputs where tanh(x) rounds to x, the small form
+# and its switch at 0.9, the large form, and the clamp and saturation (tanh rounds to 1 from 9.01; clamp at 9.5).
+TANH_BINADES = [-13, -12, -1, 0, 1, 3]
+
+
+def _check_tanh_f32(lo: int, hi: int):
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    hist, worst = (ctypes.c_int64 * 8)(), ctypes.c_uint32()
+    bad = load_narrow_kernel().narrow_check_tanh_f32(lo, hi, hist, ctypes.byref(worst))
+    return bad, list(hist), torch.tensor([worst.value], dtype=torch.int64).to(torch.int32).view(torch.float32).item()
+
+
+def _binade_bits(e: int, negative: bool):
+    lo = ((e + 127) << 23) | (0x80000000 if negative else 0)
+    return lo, lo + (1 << 23)
+
+
+@pytest.mark.parametrize("e", TANH_BINADES)
+def test_float_tanh_is_within_one_ulp_of_the_double_core_on_whole_binades(e):
+    for negative in (False, True):
+        bad, hist, worst = _check_tanh_f32(*_binade_bits(e, negative))
+        assert bad == 0, f"tanh on [2^{e}, 2^{e + 1}): {bad} inputs with the wrong sign or NaN"
+        assert sum(hist[TANH_F32_ULPS + 1:]) == 0, f"tanh on +-[2^{e}, 2^{e + 1}): {hist} (ulps 0..7+), x = {worst!r}"
+
+
+def test_float_tanh_special_values_and_extremes_on_the_double_core():
+    for lo, hi in [(0, 1 << 23), (0x7F000000, 0x80000000), (0x80000000, 0x80800000), (0xFF000000, 1 << 32)]:
+        bad, hist, worst = _check_tanh_f32(lo, hi)  # subnormals and 0, huge values, inf and every NaN, both signs
+        assert bad == 0 and sum(hist[TANH_F32_ULPS + 1:]) == 0, f"bits [{lo:#x}, {hi:#x}): {bad} bad, {hist}"
+
+
+@pytest.mark.slow
+def test_float_tanh_is_within_one_ulp_of_the_double_core_on_every_float():
+    bad, hist, worst = _check_tanh_f32(0, 1 << 32)
+    assert bad == 0, f"{bad} inputs with the wrong sign or NaN"
+    assert sum(hist[TANH_F32_ULPS + 1:]) == 0, f"every float: {hist} (ulps 0..7+), farthest at x = {worst!r}"
+
+
+def test_float_tanh_is_within_one_ulp_of_torch_on_binades_and_a_large_sample():
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randint(-(1 << 31), 1 << 31, (1 << 22,), generator=g, dtype=torch.int64).to(torch.int32)
+    binades = [torch.arange(*_binade_bits(e, neg), 7, dtype=torch.int64) for e in TANH_BINADES for neg in (0, 1)]
+    bits = torch.cat([sample, *[(b - (1 << 32) * (b >= (1 << 31))).to(torch.int32) for b in binades]])
+    x = bits.view(torch.float32)
+    x = x[x.isfinite()]
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    got = torch.empty_like(x)  # the narrow kernel's array tanh: vecmath.h's mbp_vtanh_f32, as the C loop's
+    load_narrow_kernel().narrow_vecmath_tanh_f32(x.data_ptr(), got.data_ptr(), x.numel())
+    worst = _ulps(got, torch.tanh(x))
+    assert worst.max().item() <= TANH_F32_ULPS, (
+        f"tanh float32: {worst.max().item():.2f} ulps from torch at x = {x[worst.argmax()].item()!r}")
