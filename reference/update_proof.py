@@ -34,7 +34,7 @@ from manual_backprop.population.c_engine import POPULATION_C_ULPS, load_populati
 from manual_backprop.training import Trainer
 
 __all__ = ["reference_update", "ulps", "update_misses", "PATHS", "paths_for", "path_samples", "path_update",
-           "population_updates", "prove_path", "prove_paths"]
+           "population_updates", "prove_population", "prove_path", "prove_paths"]
 
 PATHS = ("fused-exact", "fused", "c", "epochs", "one-update", "narrow", "cuda_graph", "population-api", "population-eager",
          "population-compiled", "population-cuda_graph", "population-c")
@@ -207,7 +207,7 @@ def _epochs_update(net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float) -> dict:
     return results
 
 
-def population_updates(engine: str, pop: Population, x: Tensor, y: Tensor, loss_fn, lr: float) -> list:
+def population_updates(engine: str, pop: Population, x: Tensor, y: Tensor, loss_fn, lr) -> list:
     """Each member's results after one update of ``pop`` through ``engine`` (in place): [{name: tensor}] in member
     order. "api": Population.loss_and_grads + step (gradients too); the trainer's engines: one batch-mode epoch on
     the samples in their stored order, or for "c" (online only) one online epoch of one sample. The update's loss
@@ -235,6 +235,17 @@ def population_updates(engine: str, pop: Population, x: Tensor, y: Tensor, loss_
         raise AssertionError(f"population {engine}: expected one finite update")
     return [named(trainer.history.train_loss[0][i].to(pop.dtype), None, [p[i] for p in pop.parameters()])
             for i in range(pop.size)]
+
+
+def prove_population(engine: str, pop: Population, x: Tensor, y: Tensor, loss_fn, lr) -> tuple:
+    """(bound, [[(name, ulps, ok)] for each member]): one update of ``pop`` through ``engine`` against each member's
+    own reference update, on the population's device; ``lr`` one number or, for the trainer's engines, one per
+    member."""
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * pop.size
+    refs = [reference_update(pop.member(i), x, y, loss_fn, lrs[i]) for i in range(pop.size)]
+    gots = population_updates(engine, pop, x, y, loss_fn, lr)
+    bound = POPULATION_C_ULPS if engine == "c" else POPULATION_ULPS
+    return bound, [update_misses(got, ref, scales, bound) for got, (ref, scales) in zip(gots, refs)]
 
 
 def prove_path(path: str, net: MLP, x: Tensor, y: Tensor, loss_fn, lr: float) -> tuple:
