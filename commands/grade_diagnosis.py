@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Optional
 
+import torch
+
 from reference.compare import norm_relative_error
 from .grade_mistakes import MISTAKES, Mistake
 
@@ -99,6 +101,7 @@ class Diagnosis:
     raised: int = 0  # calls that raised a shape error which ``explains`` gives
     where: dict = field(default_factory=dict)  # mistake label -> "file:line: code"
     first_wrong: str = ""  # "dE/dW of layer 2 (case 4), made at file:line: code", when no mistake explains all
+    pattern: str = ""  # what the student's numbers show, where ``explains`` comes from their form, not its numbers
 
     def lines(self) -> list:
         if not self.failing and not self.explains:
@@ -106,8 +109,8 @@ class Diagnosis:
         if self.explains:
             out = [f"Diagnosis: {m.label}" + (f", at {self.where[m.label]}" if m.label in self.where else "")
                    for m in self.explains]
-            what = []
-            if self.failing:
+            what = [self.pattern] if self.pattern else []
+            if self.failing and not self.pattern:
                 what.append(f"all {self.failing} disagreeing tensors (dE/dW, dE/db) are what "
                             f"{'this mistake gives' if len(self.explains) == 1 else 'each of these gives'}, computed "
                             "with the library's own functions")
@@ -173,11 +176,41 @@ def diagnose(entries: list, variants_of, cases=()) -> Diagnosis:
     if not explains:
         pairs = [p for a, b in combinations(MISTAKES, 2) if (p := a.combine(b)) is not None]
         explains = best(pairs)
+    if not explains and _batch_collapsed(failing, entries):
+        return Diagnosis(len(failing), [_by(batch="summed")], [], pattern=_COLLAPSED)
     partial = []
     if not explains:
         counts = [(m, count(m, failing)) for m in MISTAKES]
         partial = sorted([mc for mc in counts if mc[1]], key=lambda mc: -mc[1])[:3]
     return Diagnosis(len(failing), explains, partial, raised if explains else 0)
+
+
+_COLLAPSED = ("in every case with B > 1 your output layer's dE/dW is one outer product (sum_i delta_i) v^T, and only "
+              "those cases disagree: the samples' deltas were summed before they met their own activities")
+
+
+def _batch_collapsed(failing: list, entries: list) -> bool:
+    """Whether the deltas were summed over the samples before back-propagating, however the student went on: every
+    disagreeing tensor is in a case with B > 1, and in each the output layer's dE/dW is (sum_i delta_i) v^T for
+    some v, where the right sum_i delta_i x_i^T is (in one case at least) no such outer product."""
+    if not failing or any(e[0].x.shape[0] == 1 for e in failing):
+        return False
+    evidence = 0
+    for c in {e[0].index: e[0] for e in failing}.values():
+        top = c.net.num_layers - 1
+        dw = next((e for e in entries if e[0] is c and e[1] == top and e[2] == "dW"), None)
+        if dw is None or not c.autograd.biases:
+            return False
+        s, t, d = dw[3], dw[4], c.autograd.biases[top]  # d = sum_i delta_i, dE/db of the output layer
+        dd = float(d @ d)
+        if dd == 0.0:
+            return False
+        if norm_relative_error(s, torch.outer(d, s.T @ d / dd)) > c.match_tol:
+            return False
+        # where the right answer is one such product too (two softmax outputs: each delta_i is (a_i, -a_i)), the
+        # case fits but proves nothing
+        evidence += norm_relative_error(t, torch.outer(d, t.T @ d / dd)) > 10 * c.match_tol
+    return evidence > 0
 
 
 def fitting_labels(case, k: int, q: str, student, correct, variants_of, candidates=None) -> list:

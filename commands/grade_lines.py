@@ -115,14 +115,15 @@ def _same(a: Tensor, b: Tensor, tol: float) -> bool:
 def mistake_line(made: list, wrong: dict, right: dict, tol: float):
     """The first Made whose tensor is one of the mistake's intermediates (``wrong``, by role) that differ from the
     right ones (``right``, same roles), and is none of the right ones; None if no line made one."""
-    changed = [w for role, w in wrong.items() if role not in right or not _same(w, right[role], 10 * tol)]
+    changed = {role: w for role, w in wrong.items() if role not in right or not _same(w, right[role], 10 * tol)}
     rights = list(right.values())
-    matching = [rec for rec in made if any(_same(rec.value, w, tol) for w in changed)]
+    matching = [rec for rec in made if any(_same(rec.value, w, tol) for w in changed.values())]
     for rec in matching:  # a wrong number that is none of the right ones
         if not any(_same(rec.value, r, tol) for r in rights):
             return rec
-    for rec in matching:  # a right number stored where another belongs: grad_b[k] = delta
-        if rec.alias:
+    answers = [w for role, w in changed.items() if role[0] in ("dW", "db")]
+    for rec in matching:  # a right number stored as an answer where another belongs: grad_b[k] = delta
+        if rec.alias and any(_same(rec.value, w, tol) for w in answers):
             return rec
     return matching[0] if matching else None
 

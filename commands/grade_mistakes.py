@@ -179,6 +179,7 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
             if batch == 1:
                 return None
             delta = delta.sum(dim=0, keepdim=True)  # (1, n_L)
+            trail[("delta", "summed")] = delta[0]  # the same, as a student who writes .sum(0) holds it: (n_L,)
             xs = [x.mean(dim=0, keepdim=True) for x in xs]
             nets = [v.mean(dim=0, keepdim=True) for v in nets]
         trail[("delta", L)] = delta

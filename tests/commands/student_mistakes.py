@@ -176,6 +176,19 @@ def deltas_summed_first(net, cache, y, loss_fn):
     return grad_w, grad_b
 
 
+def deltas_summed_flat(net, cache, y, loss_fn):
+    """The batch collapsed another way: one (n,) delta, outer products with the summed activities."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn).sum(0)  # the slip: (n_L,), the samples summed first
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = torch.outer(delta, x[k].sum(0))
+        grad_b[k] = delta
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k]).mean(0)
+    return grad_w, grad_b
+
+
 def mean_taken_twice(net, cache, y, loss_fn):
     x, L = cache.activations, net.num_layers
     B = y.shape[0]

@@ -30,6 +30,7 @@ def slip_line(function: str) -> int:
 SLIPS = [  # student, the diagnosis it must get, exit status, what it must not be called
     ("dw_without_transpose", "delta @ x where delta^T @ x belongs in dE/dW", 2, "the hidden delta is delta @ W"),
     ("deltas_summed_first", "the deltas summed over the samples before back-propagating", 1, "a missing 1/m"),
+    ("deltas_summed_flat", "the deltas summed over the samples before back-propagating", 1, "a missing 1/m"),
     ("mean_taken_twice", "an extra 1/m in the output delta", 1, "averaged instead"),
     ("dw_divided_by_m", "dE/dW divided by m", 1, "none of the classic mistakes"),
     ("bias_summed_over_units", "bias gradient not summed over the samples (summed over the units instead)", 1,
