@@ -37,7 +37,8 @@ good state, as Trainer does), frozen and marked diverged, while the others go on
 ``target_loss`` is frozen there (Trainer stops there). The freeze mask is computed on the device; losses are read
 back once an epoch.
 
-Left out: checkpoints, histograms and decision-boundary images (take a member out with ``member(i)`` for those).
+Checkpoints: PopulationTrainer(checkpoint_path=...) (checkpoints.py). Left out: histograms and decision-boundary
+images (take a member out with ``member(i)`` for those).
 
 Example:
     >>> pop = Population([2, 2, 1], seeds=list(range(100)), dtype=torch.float64)
