@@ -70,6 +70,7 @@ class TrainerCheckpoints:
         if missing:
             raise ValueError(f"state is not a Trainer checkpoint: it lacks {missing}")
         _check_fields(state)
+        _check_parameters(state["net"])
         _check_same_run(state, self.net.spec(), self._checkpoint_data_digest())
         _check_undamaged(state)
         unchecked = [what for key, what in _CHECKED_BY if key not in state]
@@ -105,7 +106,7 @@ class TrainerCheckpoints:
             keys = [k for k, _ in _CHECKED_BY if k not in state]
             warnings.warn(f"{source} was written by an older version of manual_backprop without {_listing(keys, 'or')}"
                           f": {_listing(unchecked, 'and')} cannot be checked against this run's; resuming it as it is "
-                          "(start a new run if it may be another run's)", UserWarning, stacklevel=2)
+                          "(start a new run if it may be another run's)", UserWarning)  # one place: shown once
         self.net.load_state_dict(state["net"])  # all or nothing itself: checks every key first
         self.epoch, self.updates, self.train_seconds = state["epoch"], state["updates"], state["train_seconds"]
         self.generator.set_state(generator)
@@ -154,8 +155,10 @@ def _check_fields(state: dict) -> None:
     """The counters and the history as the Trainer writes them: ValueError naming the field otherwise."""
     for key in ("epoch", "updates"):
         v = state[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"checkpoint's {key!r} must be a whole number >= 0, but got {v!r}: the file is damaged")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 63:
+            big = " (2**63 or more)" if isinstance(v, int) and v >= 2 ** 63 else ""
+            raise ValueError(f"checkpoint's {key!r} must be a whole number >= 0, but got {repr(v)[:40]}{big}: the "
+                             "file is damaged")
     for key in ("train_seconds", "lr"):
         v = state[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -198,6 +201,32 @@ def _check_same_run(state: dict, spec: dict, data_digest: str) -> None:
         raise ValueError("checkpoint was written for other data (its digest of the training and test samples "
                          "differs): another dataset, other loader settings or an edited file; resume on the data "
                          "it was trained on, or start a new run")
+
+
+def _check_parameters(net) -> None:
+    """Every saved parameter a dense floating-point tensor with values, all of one dtype (as the Trainer writes
+    them): a meta, sparse, integer or mixed-dtype value is refused by name before anything is copied."""
+    if not isinstance(net, dict):
+        raise ValueError(f"checkpoint's net must be a dict of parameters, but got {type(net).__name__}")
+    dtypes = {}
+    for key, t in net.items():
+        if not isinstance(t, Tensor):
+            raise ValueError(f"checkpoint's net[{key!r}] must be a tensor, but got {type(t).__name__}: the file is "
+                             "damaged")
+        if t.is_meta:
+            raise ValueError(f"checkpoint's net[{key!r}] is a meta tensor (a shape without values): the file is "
+                             "damaged")
+        if t.layout != torch.strided:
+            raise ValueError(f"checkpoint's net[{key!r}] is a sparse tensor ({t.layout}); a parameter is a dense "
+                             "tensor: the file is damaged")
+        if not t.is_floating_point():
+            raise ValueError(f"checkpoint's net[{key!r}] is {t.dtype}, not a floating-point tensor: the file is "
+                             "damaged")
+        dtypes.setdefault(t.dtype, key)
+    if len(dtypes) > 1:
+        (first, _), (other, key) = list(dtypes.items())[:2]
+        raise ValueError(f"checkpoint's net[{key!r}] is {str(other).replace('torch.', '')}, but its other "
+                         f"parameters are {str(first).replace('torch.', '')}: the file is damaged")
 
 
 def _nonfinite(t) -> bool:

@@ -65,3 +65,13 @@ def test_an_old_checkpoint_resumes_with_one_warning_naming_the_file_and_what_is_
     assert str(path) in messages[0] and "older version" in messages[0], messages[0]
     assert all(what in messages[0] for what in named), messages[0]
     assert t.epoch == float32_state["epoch"], "an old checkpoint of the same run still resumes"
+
+
+def test_the_warning_is_shown_once_for_a_checkpoint_loaded_twice(float32_state):
+    """learning_modes loads each checkpoint into a probe first, then into its trainer: one warning, not two."""
+    old = {k: v for k, v in float32_state.items() if k != "data_digest"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        trainer(torch.float32, epochs=5).load_state_dict(old, source="checkpoint 'r/batch/checkpoint.pt'")
+        trainer(torch.float32, epochs=5).load_state_dict(old, source="checkpoint 'r/batch/checkpoint.pt'")
+    assert len(caught) == 1, [str(w.message) for w in caught]

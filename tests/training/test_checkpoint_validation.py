@@ -132,3 +132,32 @@ def test_nan_in_the_weights_or_the_optimizer_state_is_damage_not_divergence(save
     with pytest.raises(ValueError, match=r"optimizer state 'exp_avg_sq' of parameter 1 holds NaN or inf"):
         t.load_state_dict(_with_optimizer_state(saved, poison))
     unchanged(t, before)
+
+
+def _net_with(state, key, value):
+    return edited(state, net={**state["net"], key: value})
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda t: torch.zeros_like(t, device="meta"), r"checkpoint's net\['2.bias'\] is a meta tensor"),
+    (lambda t: t.to_sparse(), r"checkpoint's net\['2.bias'\] is a sparse tensor"),
+    (lambda t: t.float(), r"checkpoint's net\['2.bias'\] is float32, but its other parameters are float64"),
+    (lambda t: t.long(), r"checkpoint's net\['2.bias'\] is torch.int64, not a floating-point tensor"),
+    (lambda t: t.tolist(), r"checkpoint's net\['2.bias'\] must be a tensor, but got list"),
+])
+def test_a_parameter_of_another_kind_is_refused_by_name_and_nothing_changes(saved, make, message):
+    """Second red-team pass: a meta or sparse value got torch's own message (a page of dispatcher text), and a value
+    of another dtype was cast silently."""
+    t, before = fresh_after(saved)
+    with pytest.raises(ValueError, match=message):
+        t.load_state_dict(_net_with(saved, "2.bias", make(saved["net"]["2.bias"])))
+    unchanged(t, before)
+
+
+@pytest.mark.parametrize("key", ["epoch", "updates"])
+def test_a_counter_too_large_for_int64_is_refused_by_name(saved, key):
+    """Second pass: "updates": 10**30 reached the C loop and came back as "Value out of range: 1000...1"."""
+    t, before = fresh_after(saved)
+    with pytest.raises(ValueError, match=rf"checkpoint's {key!r} must be a whole number >= 0, but got 10+ \(2\*\*63 or more\)"):
+        t.load_state_dict(edited(saved, **{key: 10 ** 30}))
+    unchanged(t, before)
