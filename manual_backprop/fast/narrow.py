@@ -132,22 +132,26 @@ class NarrowKernel:
         self._data = None  # (state of x and y, x^T, y^T, y): the data as the kernel reads it
         self._params = None  # the parameter tensors the plan points at
         self._keep = ()
+        self._grad_ptrs = []  # [(gradient tensors, their pointer arrays)], the last two used
 
     def _bind(self, x: Tensor, y: Tensor) -> None:
         net = self.net
-        if not _same_state(self._data[0] if self._data else None, _state([x, y])):
+        data = self._data[0] if self._data else None  # checked inline: this runs twice an epoch
+        if data is None or not (data[0][0] is x and data[0][1] == x._version and data[1][0] is y
+                                and data[1][1] == y._version):
             for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
                 if t.dtype != net.dtype or t.device.type != "cpu" or t.dim() != 2 or t.shape[1] != width \
                         or t.shape[0] != x.shape[0] or t.shape[0] == 0:
                     raise ValueError(f"{name} must be a CPU {net.dtype} tensor of shape (B, {width}) with B >= 1 "
                                      f"rows as in x, but got {t.dtype} on {t.device}, shape {tuple(t.shape)}")
-            x_t, y_t, y_rows = x.t().contiguous(), y.t().contiguous(), y.contiguous()  # (n_0, B), (n_L, B), (B, n_L)
+            with torch.no_grad():  # (n_0, B), (n_L, B), (B, n_L)
+                x_t, y_t, y_rows = x.t().contiguous(), y.t().contiguous(), y.contiguous()
             self._data = (_state([x, y]), x_t, y_t, y_rows)
             self._plan.x_t, self._plan.y_t, self._plan.y = x_t.data_ptr(), y_t.data_ptr(), y_rows.data_ptr()
             self._plan.n_samples = x.shape[0]
-        params = [*net.weights, *net.biases]
-        if self._params is None or len(params) != len(self._params) or any(
-                a is not b for a, b in zip(params, self._params)):
+        params = net.weights + net.biases
+        kept = self._params
+        if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)):
             if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
                 raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
             weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
@@ -161,7 +165,18 @@ class NarrowKernel:
         return Gradients(weights=[torch.empty_like(w) for w in self.net.weights],
                          biases=[torch.empty_like(b) for b in self.net.biases])
 
-    @torch.no_grad()
+    def _grad_pointers(self, grads: Gradients) -> tuple:
+        """The C arrays of pointers to grads' tensors, kept for the last two buffers (NarrowBatch's ping-pong)."""
+        tensors = grads.weights + grads.biases
+        for kept, gw, gb in self._grad_ptrs:
+            if len(kept) == len(tensors) and all(a is b for a, b in zip(kept, tensors)):
+                return gw, gb
+        gw, gb = _ptr_array(grads.weights), _ptr_array(grads.biases) if self.net.bias else None
+        self._grad_ptrs = [(tensors, gw, gb), *self._grad_ptrs[:1]]  # holds the tensors: their memory stays theirs
+        return gw, gb
+
+    # No torch.no_grad() here: nothing below records autograd (a C call writes into fresh tensors; _bind copies the
+    # data under no_grad), and the decorator costs microseconds a call, several calls an epoch.
     def loss_and_gradients(self, x: Tensor, y: Tensor, *, grads: Optional[Gradients] = None,
                            output: Optional[Tensor] = None):
         """(E as a 0-dim tensor, Gradients) at the current parameters; ``output`` (n_L, B), if given, receives the
@@ -169,8 +184,7 @@ class NarrowKernel:
         self._bind(x, y)
         grads = grads if grads is not None else self.new_gradients()
         loss = torch.empty((), dtype=self.net.dtype)
-        gw = _ptr_array(grads.weights)
-        gb = _ptr_array(grads.biases) if self.net.bias else None
+        gw, gb = self._grad_pointers(grads)
         status = self._fn(ctypes.byref(self._plan), loss.data_ptr(), gw, gb,
                           output.data_ptr() if output is not None else None)
         if status:
@@ -178,7 +192,6 @@ class NarrowKernel:
                 RuntimeError(f"the narrow kernel returned status {status}")
         return loss, grads
 
-    @torch.no_grad()
     def loss(self, x: Tensor, y: Tensor, *, output: Optional[Tensor] = None) -> Tensor:
         """E at the current parameters, the forward phase alone (an evaluation); ``output`` as above."""
         self._bind(x, y)
@@ -221,8 +234,8 @@ class NarrowBatch:
         return _state([*self.net.weights, *self.net.biases, x, y])
 
     def _pass(self, x: Tensor, y: Tensor, with_output: bool) -> tuple:
-        kept = self._kept
-        if kept is not None and _same_state(kept[0], self._key(x, y)) and (kept[3] is not None or not with_output):
+        kept, key = self._kept, self._key(x, y)
+        if kept is not None and _same_state(kept[0], key) and (kept[3] is not None or not with_output):
             return kept
         self._which ^= 1
         grads = self._grads[self._which]
@@ -233,16 +246,14 @@ class NarrowBatch:
             output = self._output
         loss, _ = self.kernel.loss_and_gradients(x, y, grads=grads, output=output)
         self.passes += 1
-        self._kept = (self._key(x, y), loss, grads, output)
+        self._kept = (key, loss, grads, output)
         return self._kept
 
-    @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, with_output: bool = False) -> tuple:
         """(E, the output (B, n_L) or None) at the current parameters: the training split's evaluation."""
         _, loss, _, output = self._pass(x, y, with_output)
         return loss, (output.t() if output is not None else None)
 
-    @torch.no_grad()
     def evaluate_held_out(self, x: Tensor, y: Tensor, with_output: bool = False) -> tuple:
         """(E, the output (B, n_L) or None) on another split (the test split): the forward phase alone."""
         output = torch.empty(self.net.sizes[-1], x.shape[0], dtype=self.net.dtype) if with_output else None
