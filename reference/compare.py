@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.losses import Loss, default_loss_for, get_loss
-from manual_backprop.network import MLP
+from manual_backprop.network import MLP, ONE_UPDATE
 
 from .finite_diff import finite_differences
 from .torch_mlp import TorchMLP
@@ -119,14 +119,18 @@ def compare(net: MLP, x: Tensor, y: Tensor, loss_fn: Union[str, Loss, None] = No
             seed: int = 0) -> Report:
     """Run the manual network, its autograd twin and (optionally) finite differences on (x, y), and tabulate.
 
-    TF32 is switched off for the duration so CUDA matrix products are true float32.
+    The manual side is network.py's own functions (the slide): a registered derivative (``ONE_UPDATE``, the one C
+    call of small CPU networks) is off here, so a wrong f' in an activation class shows; each derivative is held
+    to network.py by reference/update_proof.py. TF32 is switched off for the duration so CUDA matrix products are
+    true float32.
     """
     loss_fn = default_loss_for(net.output_activation) if loss_fn is None else get_loss(loss_fn)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         twin = TorchMLP.from_manual(net)
-        loss_m, grads_m = net.loss_and_grads(x, y, loss_fn)
+        with ONE_UPDATE.off():
+            loss_m, grads_m = net.loss_and_grads(x, y, loss_fn)
         loss_a, grads_a = twin.loss_and_grads(x, y, loss_fn)
         out_m = net.forward(x)
         with torch.no_grad():
