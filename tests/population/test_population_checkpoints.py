@@ -25,10 +25,10 @@ CASES = {  # name: (mode, engine, extra trainer settings)
 }
 
 
-def make(case, path=None, epochs=40, epochs_per_draw=7):
-    mode, engine, extra = CASES[case]
-    extra = dict(extra)
-    pop = Population([2, 3, 1], seeds=SEEDS, dtype=torch.float64)
+def make(case, path=None, epochs=40, epochs_per_draw=7, device="cpu", engine=None):
+    mode, own_engine, extra = CASES[case]
+    engine, extra = engine or own_engine, dict(extra)
+    pop = Population([2, 3, 1], seeds=SEEDS, dtype=torch.float64, device=device)
     lr = LRS
     if extra.pop("optimizer", None):
         lr = [0.05] * len(SEEDS)
@@ -51,16 +51,20 @@ def same(a: PopulationTrainer, b: PopulationTrainer) -> None:
     assert a.epoch == b.epoch
 
 
-def interrupt_after(monkeypatch, target, name, calls):
-    """The ``calls``-th call of target.name raises KeyboardInterrupt (before doing anything)."""
+def interrupt_after(monkeypatch, target, name, calls, *, after=False):
+    """The ``calls``-th call of target.name raises KeyboardInterrupt, before doing anything (``after``: once it
+    returned, where a real SIGINT lands after a C call)."""
     original = getattr(target, name)
     count = [0]
 
     def cut(*args, **kwargs):
         count[0] += 1
+        if count[0] == calls and not after:
+            raise KeyboardInterrupt
+        out = original(*args, **kwargs)
         if count[0] == calls:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return out
 
     monkeypatch.setattr(target, name, cut)
 
@@ -73,8 +77,10 @@ def test_interrupted_then_resumed_equals_the_unbroken_run_bit_for_bit(case, wher
     path = tmp_path / "pop.pt"
     stopped = make(case, path)
     with monkeypatch.context() as m:
-        if where == "logging a row" or stopped._c_kernel is not None:
-            interrupt_after(m, stopped, "_append_row", 13)  # the C engine: in the middle of a chunk's rows
+        if stopped._c_kernel is not None:  # the kernel trained a chunk: parameters, generators and mask moved
+            interrupt_after(m, stopped._c_kernel, "run", 2 if where == "mid-epoch" else 3, after=True)
+        elif where == "logging a row":
+            interrupt_after(m, stopped, "_append_row", 13)
         else:
             interrupt_after(m, stopped._fn.optimizer, "update", 23)  # updates already made to the parameters
         with pytest.raises(KeyboardInterrupt):
@@ -82,6 +88,25 @@ def test_interrupted_then_resumed_equals_the_unbroken_run_bit_for_bit(case, wher
     assert 0 < load_checkpoint(path)["epoch"] < unbroken.epoch
     resumed = make(case, path).resume(path)
     assert resumed.epoch == load_checkpoint(path)["epoch"]
+    resumed.run()
+    same(resumed, unbroken)
+
+
+@pytest.mark.parametrize("engine", ["eager", "cuda_graph"])
+@pytest.mark.parametrize("case", ["batch", "minibatch", "adam"])
+def test_the_same_on_the_device_and_its_engines(case, engine, device, tmp_path, monkeypatch):
+    """The scenario on each device (CUDA: eager and CUDA graphs, which replay on the same tensors a resume writes)."""
+    if engine == "cuda_graph" and (device == "cpu" or case == "adam"):
+        pytest.skip("CUDA graphs run on CUDA, with plain SGD")
+    unbroken = make(case, device=device, engine=engine)
+    unbroken.run()
+    path = tmp_path / "pop.pt"
+    stopped = make(case, path, device=device, engine=engine)
+    with monkeypatch.context() as m:
+        interrupt_after(m, stopped, "_append_row", 13)
+        with pytest.raises(KeyboardInterrupt):
+            stopped.run()
+    resumed = make(case, path, device=device, engine=engine).resume(path)
     resumed.run()
     same(resumed, unbroken)
 
