@@ -7,7 +7,6 @@
 
 /* the parameters' rows, in the general kernel's order (all W, then all B): W0 (2x2), W1 (1x2), b0 (2), b1 (1) */
 enum { XW00, XW01, XW10, XW11, XV0, XV1, XB0, XB1, XBO, X_PAR };
-#define XOR_MAX_SHUFFLE 64 /* an epoch of at most this many samples is shuffled as indices, a longer one as rows */
 
 /* one hidden activation: sigmoid or tanh (hidden_tanh is a constant wherever this is inlined) */
 POP_INLINE double xor_hidden(int hidden_tanh, double v) { return hidden_tanh ? mbp_tanh_f64(v) : pop_sigmoid_f64(v); }
@@ -99,7 +98,7 @@ typedef struct {
     double par[X_PAR * LANES], good[X_PAR * LANES], neg_lr[LANES], last[4][LANES];
     int64_t next[LANES];
     int32_t left[LANES], have[LANES], at[LANES];
-    uint32_t ahead[LANES][XOR_AHEAD];
+    uint32_t ahead[XOR_AHEAD][LANES]; /* lane l's words at rows at[l] .. at[l] + have[l] - 1 */
     uint8_t on[LANES];
     int any;
 } xor_block;
@@ -116,19 +115,48 @@ POP_INLINE uint32_t xor_word(const pop_plan *p, xor_block *b, int64_t m0, int l)
     if (b->have[l] == 0) { /* words next .. next + left - 1 stay as they are until the next refill */
         const uint64_t *words = (const uint64_t *)(const void *)(p->rng + (m0 + l) * p->rng_stride + 24);
         const int32_t count = b->left[l] < XOR_AHEAD ? b->left[l] : XOR_AHEAD;
-        for (int32_t i = 0; i < count; i++) b->ahead[l][i] = (uint32_t)words[b->next[l] + i];
+        for (int32_t i = 0; i < count; i++) b->ahead[i][l] = (uint32_t)words[b->next[l] + i];
         b->have[l] = count;
         b->at[l] = 0;
     }
     b->have[l]--;
     b->next[l]++;
-    return b->ahead[l][b->at[l]++];
+    return b->ahead[b->at[l]++][l];
+}
+
+/* raw (n - 1 rows): each active lane's next n - 1 raw words. Where every active lane stands at the same row of its
+ * words ahead with enough of them (lanes that trained alike, as a population's members do), the rows are read as
+ * they are; otherwise lane by lane. The words left ahead never pass the end of the 624 (have <= left - 1), so no
+ * refill of mt19937's state falls inside the rows. */
+POP_INLINE void xor_words(const pop_plan *p, xor_block *b, int64_t m0, uint32_t *restrict raw)
+{
+    const int32_t need = (int32_t)(p->n_train - 1);
+    int32_t at = -1, have = 0;
+    for (int l = 0; l < LANES && at < 0; l++)
+        if (b->on[l]) { at = b->at[l]; have = b->have[l]; }
+    int apart = at < 0 || have < need;
+    LANES_LOOP(l) apart |= b->on[l] && (b->at[l] != at || b->have[l] != have);
+    if (apart) {
+        for (int l = 0; l < LANES; l++)
+            if (b->on[l])
+                for (int32_t i = 0; i < need; i++) raw[i * LANES + l] = xor_word(p, b, m0, l);
+        return;
+    }
+    for (int32_t i = 0; i < need; i++) memcpy(raw + i * LANES, b->ahead[at + i], sizeof b->ahead[0]);
+    int32_t step[LANES];
+    LANES_LOOP(l) step[l] = b->on[l] ? need : 0;
+    LANES_LOOP(l) { b->at[l] += step[l]; b->have[l] -= step[l]; b->left[l] -= step[l]; }
+    LANES_LOOP(l) b->next[l] += step[l];
 }
 
 /* Ask for the words of the block's lanes that run out of words ahead in their next epoch, one block before: the
  * block in between hides the wait. */
 POP_INLINE void xor_prefetch(const pop_plan *p, const xor_block *b, int64_t m0)
 {
+    const int32_t need = (int32_t)(p->n_train - 1);
+    int32_t soon = 0;
+    LANES_LOOP(l) soon |= (b->have[l] < need) & (b->on[l] != 0);
+    if (!soon) return;
     for (int l = 0; l < LANES; l++) {
         if (b->on[l] && b->have[l] < p->n_train - 1 && b->left[l] > b->have[l] + 1) {
             const char *at = (const char *)(p->rng + (m0 + l) * p->rng_stride + 24 + 8 * (b->next[l] + b->have[l]));
@@ -138,19 +166,18 @@ POP_INLINE void xor_prefetch(const pop_plan *p, const xor_block *b, int64_t m0)
 }
 
 /* Each active lane's torch.randperm(n) of this epoch, as randperm() in population.c draws it, and its samples in
- * that order (xs: 2 rows per update, ys: 1). The raw words are taken lane by lane, tempered and reduced lane-wise
+ * that order (xs: 2 rows per update, ys: 1). The raw words (xor_words) are tempered and reduced lane-wise
  * (fastmod's 128-bit product from 32-bit halves: floor(L d / 2^64) = (hi + lo / 2^32) / 2^32 with hi = (L >> 32) d,
- * lo = (L mod 2^32) d, in integers), and shuffled lane by lane. An inactive lane's generator is not touched; its
- * samples are 0. */
+ * lo = (L mod 2^32) d, in integers), then Fisher-Yates swaps the positions: lane-wise for a short epoch (each
+ * position a row of sample indices, a swap a select per position; the samples gathered), lane by lane for a long
+ * one. An inactive lane's generator is not touched; its samples are any of the training set's. */
+#define XOR_LANEWISE_SHUFFLE 8
 POP_INLINE void xor_orders(const pop_plan *p, xor_block *b, int64_t m0, const uint64_t *mods, uint32_t *raw,
                            double *restrict xs, double *restrict ys)
 {
     const int64_t n = p->n_train;
     const double *X = (const double *)p->x_train, *Y = (const double *)p->y_train;
-    const uint8_t *on = b->on;
-    for (int l = 0; l < LANES; l++)
-        if (on[l])
-            for (int64_t i = 0; i + 1 < n; i++) raw[i * LANES + l] = xor_word(p, b, m0, l);
+    xor_words(p, b, m0, raw);
     for (int64_t i = 0; i + 1 < n; i++) { /* z_i = random() % (n - i), random() the tempered word */
         uint32_t *restrict w = raw + i * LANES;
         const uint64_t m = mods[i], d = (uint64_t)(n - i);
@@ -164,39 +191,45 @@ POP_INLINE void xor_orders(const pop_plan *p, xor_block *b, int64_t m0, const ui
             w[l] = (uint32_t)((hi + (lo >> 32)) >> 32);
         }
     }
-    for (int l = 0; l < LANES; l++) {
-        int32_t r[XOR_MAX_SHUFFLE];
-        if (on[l] && n <= XOR_MAX_SHUFFLE) {
-            for (int64_t i = 0; i < n; i++) r[i] = (int32_t)i;
-            for (int64_t i = 0; i + 1 < n; i++) {
-                const int64_t z = raw[i * LANES + l] + i;
-                const int32_t sav = r[i];
-                r[i] = r[z];
-                r[z] = sav;
+    if (n <= XOR_LANEWISE_SHUFFLE) {
+        int32_t r[XOR_LANEWISE_SHUFFLE][LANES]; /* r[k]: the sample at position k */
+        for (int64_t k = 0; k < n; k++) LANES_LOOP(l) r[k][l] = (int32_t)k;
+        for (int64_t i = 0; i + 1 < n; i++) { /* swap r[i] and r[i + z_i] */
+            int32_t pick[LANES], was[LANES];
+            const uint32_t *restrict z = raw + i * LANES;
+            LANES_LOOP(l) { pick[l] = r[i][l]; was[l] = r[i][l]; }
+            for (int64_t k = i + 1; k < n; k++)
+                LANES_LOOP(l) {
+                    const int hit = (int64_t)z[l] + i == k;
+                    pick[l] = hit ? r[k][l] : pick[l];
+                    r[k][l] = hit ? was[l] : r[k][l];
+                }
+            LANES_LOOP(l) r[i][l] = pick[l];
+        }
+        for (int64_t t = 0; t < n; t++)
+            LANES_LOOP(l) {
+                const int32_t s = r[t][l];
+                xs[(2 * t) * LANES + l] = X[2 * s];
+                xs[(2 * t + 1) * LANES + l] = X[2 * s + 1];
+                ys[t * LANES + l] = Y[s];
             }
-            for (int64_t t = 0; t < n; t++) {
-                xs[(2 * t) * LANES + l] = X[2 * r[t]];
-                xs[(2 * t + 1) * LANES + l] = X[2 * r[t] + 1];
-                ys[t * LANES + l] = Y[r[t]];
-            }
-        } else if (on[l]) { /* a long epoch: the permutation in place of the samples' rows */
-            for (int64_t t = 0; t < n; t++) {
-                xs[(2 * t) * LANES + l] = X[2 * t];
-                xs[(2 * t + 1) * LANES + l] = X[2 * t + 1];
-                ys[t * LANES + l] = Y[t];
-            }
-            for (int64_t i = 0; i + 1 < n; i++) {
-                const int64_t z = raw[i * LANES + l] + i;
-                double sav = xs[(2 * i) * LANES + l];
-                xs[(2 * i) * LANES + l] = xs[(2 * z) * LANES + l]; xs[(2 * z) * LANES + l] = sav;
-                sav = xs[(2 * i + 1) * LANES + l];
-                xs[(2 * i + 1) * LANES + l] = xs[(2 * z + 1) * LANES + l]; xs[(2 * z + 1) * LANES + l] = sav;
-                sav = ys[i * LANES + l];
-                ys[i * LANES + l] = ys[z * LANES + l]; ys[z * LANES + l] = sav;
-            }
-        } else {
-            for (int64_t t = 0; t < n; t++) xs[(2 * t) * LANES + l] = xs[(2 * t + 1) * LANES + l] =
-                ys[t * LANES + l] = 0;
+        return;
+    }
+    for (int l = 0; l < LANES; l++) { /* a long epoch: the permutation in place of the samples' rows */
+        for (int64_t t = 0; t < n; t++) {
+            xs[(2 * t) * LANES + l] = X[2 * t];
+            xs[(2 * t + 1) * LANES + l] = X[2 * t + 1];
+            ys[t * LANES + l] = Y[t];
+        }
+        if (!b->on[l]) continue;
+        for (int64_t i = 0; i + 1 < n; i++) {
+            const int64_t z = raw[i * LANES + l] + i;
+            double sav = xs[(2 * i) * LANES + l];
+            xs[(2 * i) * LANES + l] = xs[(2 * z) * LANES + l]; xs[(2 * z) * LANES + l] = sav;
+            sav = xs[(2 * i + 1) * LANES + l];
+            xs[(2 * i + 1) * LANES + l] = xs[(2 * z + 1) * LANES + l]; xs[(2 * z + 1) * LANES + l] = sav;
+            sav = ys[i * LANES + l];
+            ys[i * LANES + l] = ys[z * LANES + l]; ys[z * LANES + l] = sav;
         }
     }
 }
@@ -250,9 +283,9 @@ POP_INLINE int64_t xor_train(int hidden_tanh, const pop_plan *p, int64_t E, doub
     const int64_t K = p->K, n = p->n_train, nb = (K + LANES - 1) / LANES;
     const int row_figures = p->eval_x[1] ? 4 : 2;
     /* per block its state; per epoch the samples (2 + 1 rows each), the update losses and the draws */
-    xor_block *blocks = (xor_block *)malloc((size_t)nb * sizeof(xor_block));
+    xor_block *blocks = (xor_block *)calloc((size_t)nb, sizeof(xor_block)); /* an idle lane reads zeros */
     double *work = (double *)malloc((size_t)(4 * n) * LANES * sizeof(double));
-    uint32_t *raw = (uint32_t *)malloc((size_t)(n > 1 ? n : 1) * LANES * sizeof(uint32_t));
+    uint32_t *raw = (uint32_t *)calloc((size_t)(n > 1 ? n : 1) * LANES, sizeof(uint32_t));
     uint64_t *mods = (uint64_t *)malloc((size_t)n * sizeof(uint64_t));
     if (!blocks || !work || !raw || !mods) {
         free(blocks); free(work); free(raw); free(mods);

@@ -340,8 +340,9 @@ def run_c_epochs(trainer) -> int:
     ran, rows, stop_epoch, stop_kind, bad_losses = kernel.run(count, trainer.active, last)
     seconds = time.perf_counter() - start
     # (E, K) each: train loss, train accuracy, test loss, test accuracy (the training split's rows where it is both)
-    test = 2 if kernel.separate_test else 0
-    figures = [rows[:ran, f] for f in (0, 1, test, test + 1)]
+    figures = [rows[:ran, f] for f in range(4 if kernel.separate_test else 2)]
+    if not kernel.separate_test:
+        figures += figures  # the same tensors: History keeps one view per row for both
     events: dict = {}
     for i in (stop_epoch >= 0).nonzero().flatten().tolist():
         events.setdefault(int(stop_epoch[i]), []).append(i)

@@ -62,8 +62,13 @@ class PopulationHistory:
     def add_rows(self, epochs: Sequence[int], figures: Sequence[Optional[Tensor]], updates: Sequence[int],
                  seconds: Sequence[float]) -> None:
         """Record E epochs at once. figures: four (E, K) float64 CPU tensors, the train loss, train accuracy, test
-        loss and test accuracy of each epoch (an accuracy None for a regression); each row kept is a view of them."""
-        rows = [None if f is None else f.unbind(0) for f in figures]
+        loss and test accuracy of each epoch (an accuracy None for a regression); each row kept is a view of them, one
+        view for a tensor given twice."""
+        unbound: dict = {}  # a tensor given twice (the test split is the training split) gives its rows once
+        for f in figures:
+            if f is not None and id(f) not in unbound:
+                unbound[id(f)] = f.unbind(0)
+        rows = [None if f is None else unbound[id(f)] for f in figures]
         count = len(epochs)
         for name, r in zip(("train_loss", "train_accuracy", "test_loss", "test_accuracy"), rows):
             getattr(self, name).extend([None] * count if r is None else r)
