@@ -22,8 +22,12 @@ _COLUMNS = (("dW~autograd", 11), ("dW~fd", 8), ("dW", 17), ("db~autograd", 11), 
 
 
 def format_factor(c) -> str:
-    """A factor as the table shows it: 3 significant digits ("0.2", "-1", "5"), "-" where there is none."""
-    return "-" if c is None else f"{c:.3g}"
+    """A factor as the table shows it: 3 significant digits ("0.2", "-1", "5"), as many as it takes to differ from
+    1 where it is not 1 ("1.000001"), "-" where there is none."""
+    if c is None:
+        return "-"
+    text = f"{c:.3g}"
+    return f"{c:.7g}" if text == "1" and c != 1.0 else text
 
 
 @dataclass

@@ -39,7 +39,7 @@ def _factors(report) -> str:
     """The factors yours / autograd of the disagreeing tensors, e.g. "dW 0.2" or "dW 0.2; db -" ("-": no multiple)."""
     seen = []
     for r in report.rows:
-        if r.ok:
+        if r.ok or r.case.student is None:  # an answer that could not be used has no factor
             continue
         for q in ("dW", "db"):
             c = r.factors.get(q)

@@ -82,6 +82,7 @@ def test_no_diagnosis_still_names_the_line_of_the_first_wrong_number():
     report = grade(students.off_by_a_little, "off_by_a_little", finite_diff=False)
     line = next(n for n, text in enumerate(STUDENTS.read_text().splitlines(), 1) if "(1 + 1e-6)" in text)
     assert f"is made at tests/commands/student_mistakes.py:{line}: return [g * (1 + 1e-6)" in report.text()
+    assert " 1.000001 " in report.table()  # a factor near 1 keeps the digits that make it differ from 1
 
 
 def test_the_factor_column_is_yours_over_autograd():
