@@ -295,11 +295,16 @@ class PopulationCKernel:
         self._plan.rng, self._plan.rng_stride = self.rng.data_ptr(), self.rng.shape[1]
 
     def write_generators(self) -> None:
-        """The generators as torch would leave them. set_state gets a clone of each row: it misreads a row view
-        with a storage offset."""
-        if self.rng is not None:
-            for g, row in zip(self.generators, self.rng):
-                g.set_state(row.clone())
+        """The generators as torch would leave them. set_state misreads a row view with a storage offset, so each
+        row goes as a tensor of its own: numpy's view of it (no copy), or a clone where numpy is missing."""
+        if self.rng is None:
+            return
+        try:
+            rows = [torch.from_numpy(row) for row in self.rng.numpy()]
+        except (RuntimeError, TypeError):  # "Numpy is not available"
+            rows = [row.clone() for row in self.rng]
+        for g, row in zip(self.generators, rows):
+            g.set_state(row)
 
     def run(self, epochs: int, active: Tensor, last: Tensor):
         pop, plan = self.pop, self._plan

@@ -208,6 +208,20 @@ def test_generators_are_left_as_each_members_trainer_leaves_them():
         assert torch.equal(g.get_state(), own.get_state()), f"member {i} ({h.stop_reason[i]})"
 
 
+def test_generators_are_written_back_without_numpy(monkeypatch):
+    def no_numpy(self, *args, **kwargs):
+        raise RuntimeError("Numpy is not available")
+
+    pop, trainer = _xor_trainer("c", K=5, epochs=7)
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    trainer.run()
+    for i, g in enumerate(trainer.orders.generators):
+        own = torch.Generator().manual_seed(1000 + i)
+        for _ in range(7):
+            torch.randperm(4, generator=own)
+        assert torch.equal(g.get_state(), own.get_state()), f"member {i}"
+
+
 # ---------------------------------------------------------------------------------------------------- the rules
 def _assert_same_histories(a, b, rel=1e-12):
     assert a.stop_reason == b.stop_reason and a.epochs_to_target == b.epochs_to_target
