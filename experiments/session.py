@@ -13,7 +13,9 @@
 folder of the default name; an explicit --run that already holds a run is refused unless ``--resume``. With
 ``--resume`` the saved config.json must hold the same settings (each difference is named, with the --config that
 replays them); the session says what it resumes and from where. Every piece is seeded on its own, so a piece
-restarted from its beginning gives the numbers an unbroken run gives: a resumed run ends with the same results.
+restarted from its beginning gives the numbers an unbroken run gives: a resumed run ends with the same results. A
+piece that checkpoints itself (a sweep's population) continues from its checkpoint instead, and says so through
+``partial`` in the Ctrl-C line.
 
 Ctrl-C inside the ``with`` block becomes ``Interrupted`` (a KeyboardInterrupt): common.run_main prints what was
 saved and the exact command that continues the run, with no traceback, and exits 130.

@@ -17,6 +17,10 @@ guarantees that all four XOR points are classified right: the loss is (1/4) sum_
 every e_i^2 <= 0.16, |e_i| <= 0.4 < 0.5. TensorBoard gets one aggregate run per mode and learning rate
 (<logdir>/sweep/<run>/<mode>_lr<lr>): loss quantiles over the seeds and the fraction that has succeeded, by epoch.
 
+Ctrl-C saves the population in training (<run>/checkpoints/<mode>.pt, back to its last finished epoch) and prints
+the command that continues it: ``--run R --resume`` keeps the finished modes and continues that one from the epoch
+it saved, to the results an unbroken run gives (under --distributed an interrupted mode starts over).
+
 With --distributed (launched by torchrun; gloo on CPUs, nccl with one GPU per process) each population's members
 are split into one contiguous block per process; members never mix, so no collective runs while they train. Rank 0
 gathers the blocks' histories (manual_backprop.population.sharding), logs, writes and prints, and its results equal
@@ -75,7 +79,8 @@ class Config(TrainerFlags):  # --init, --optimizer, --momentum, ..., --replaceme
     run: Optional[str] = option(None, flags=("--run", "--run-name"),
                                 help="run folder name (default: <dataset>-seeds<N>, then -2, -3, ...); --run-name "
                                      "also passes through torchrun")
-    resume: bool = option(False, help=RESUME_HELP + "; the modes finished before the stop are kept")
+    resume: bool = option(False, help=RESUME_HELP + "; the modes finished before the stop are kept, the one in "
+                                                    "progress continues from its checkpoint")
     quiet: bool = option(False, help=QUIET_HELP)
     plots: Optional[str] = option(None, help="also write PNG and SVG figures and report.html to this folder "
                                              "(needs matplotlib)")
