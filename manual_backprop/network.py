@@ -162,15 +162,15 @@ def update(weights: Sequence[Tensor], biases: Sequence[Tensor], grads: Gradients
 
     lr: one number, or a (K,) tensor with one rate per network of a stack (0 leaves that network as it is).
     """
+    params, given = [*weights, *biases], [*grads.weights, *grads.biases]
     if isinstance(lr, Tensor):
-        neg_lr = -lr
-        for p, g in zip([*weights, *biases], [*grads.weights, *grads.biases]):
-            p.addcmul_(g, neg_lr.view(-1, *([1] * (g.dim() - 1))))
-        return
-    for w, g in zip(weights, grads.weights):
-        w.add_(g, alpha=-lr)
-    for b, g in zip(biases, grads.biases):
-        b.add_(g, alpha=-lr)
+        for p, g in zip(params, given):
+            p.addcmul_(g, -lr.view(-1, *([1] * (g.dim() - 1))))
+    elif params and params[0].is_cpu:  # one call: on the CPU, _foreach_add_ is each pair's own add_ (no fused kernel)
+        torch._foreach_add_(params, given, alpha=-lr)
+    else:
+        for p, g in zip(params, given):
+            p.add_(g, alpha=-lr)
 
 
 def loss_and_gradients(net: "MLP", x: Tensor, y: Tensor, loss_fn: Loss):
@@ -350,7 +350,8 @@ class MLP:
     @grad_off
     def step(self, grads: Gradients, lr: float) -> None:
         """Gradient descent in place (``update``): W <- W - lr * dE/dW, b <- b - lr * dE/db."""
-        lr = check_positive_number("lr", lr, allow_zero=True)
+        if type(lr) is not float or not 0.0 <= lr < float("inf"):  # the common case passes without the call
+            lr = check_positive_number("lr", lr, allow_zero=True)
         if lr > torch.finfo(self.dtype).max:  # add_(alpha=-lr) would overflow in the parameters' dtype
             raise ValueError(f"lr={lr:g} does not fit the network's dtype {self.dtype} (largest finite number "
                              f"{torch.finfo(self.dtype).max:g})")

@@ -5,15 +5,34 @@
  * activation_backward and output_delta come from kernels.h, which fast/csource.py generates from the C code that
  * each Activation and Loss class carries (so a new activation touches its class, not this file). */
 
+/* With GCC or Clang, eight running sums are one vector of eight lanes (vector_size), each lane rounded exactly as
+ * the scalar code rounds its own sum: the same values, in registers. */
+#if defined(__GNUC__)
+typedef REAL SUFFIX(vec8) __attribute__((vector_size(8 * sizeof(REAL))));
+static inline SUFFIX(vec8) SUFFIX(load8)(const REAL *p)
+{
+    SUFFIX(vec8) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#endif
+
 /* sum_i a[i] b[i] with eight running sums, so the compiler can keep them in vector registers without being
  * allowed to reassociate (no -ffast-math). torch's matrix products use their own (blocked) order as well. */
 static REAL SUFFIX(dot)(const REAL *a, const REAL *b, int64_t n)
 {
     REAL s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
+#if defined(__GNUC__)
+    SUFFIX(vec8) v = {0};
+    for (; i + 8 <= n; i += 8)
+        v += SUFFIX(load8)(a + i) * SUFFIX(load8)(b + i);
+    memcpy(s, &v, sizeof s);
+#else
     for (; i + 8 <= n; i += 8)
         for (int l = 0; l < 8; l++)
             s[l] += a[i + l] * b[i + l];
+#endif
     REAL total = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     for (; i < n; i++)
         total += a[i] * b[i];
@@ -355,23 +374,49 @@ int SUFFIX(mbp_train_epochs)(const mbp_plan *plan, mbp_epochs *e)
     return 0;
 }
 
-/* dot() of four rows a[0..3] with one vector b at once: each sum in dot()'s own order (eight running sums, paired
- * as dot() pairs them, then the tail), so every result is dot()'s bit for bit; four independent chains instead of one
- * keep the vector units busy where a wide layer makes the forward phase a long dot product. */
-static void SUFFIX(dot4)(const REAL *const *a, const REAL *b, int64_t n, REAL *out)
+/* dot() of four rows a[0..3] with n_b (1 or 2) vectors b[q] at once, out[q][r] = dot(a[r], b[q]): each sum in dot()'s
+ * own order (eight running sums, paired as dot() pairs them, then the tail), so every result is dot()'s bit for bit;
+ * four or eight independent chains instead of one keep the vector units busy where a wide layer makes the forward
+ * phase long dot products. */
+
+static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b, int64_t n, REAL *const *out)
 {
-    REAL s[4][8] = {{0}};
+    REAL s[2][4][8];
     int64_t i = 0;
+#if defined(__GNUC__)
+    SUFFIX(vec8) v[2][4] = {{{0}}};
+    if (n_b == 2) /* two inputs: eight chains, each row of W loaded once for both */
+        for (; i + 8 <= n; i += 8) {
+            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i), b1 = SUFFIX(load8)(b[1] + i);
+            for (int r = 0; r < 4; r++) {
+                const SUFFIX(vec8) ar = SUFFIX(load8)(a[r] + i);
+                v[0][r] += ar * b0;
+                v[1][r] += ar * b1;
+            }
+        }
+    else
+        for (; i + 8 <= n; i += 8) {
+            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i);
+            for (int r = 0; r < 4; r++)
+                v[0][r] += SUFFIX(load8)(a[r] + i) * b0;
+        }
+    memcpy(s, v, sizeof s);
+#else
+    memset(s, 0, sizeof s);
     for (; i + 8 <= n; i += 8)
-        for (int r = 0; r < 4; r++)
-            for (int l = 0; l < 8; l++)
-                s[r][l] += a[r][i + l] * b[i + l];
-    for (int r = 0; r < 4; r++) {
-        REAL total = ((s[r][0] + s[r][4]) + (s[r][1] + s[r][5])) + ((s[r][2] + s[r][6]) + (s[r][3] + s[r][7]));
-        for (int64_t t = i; t < n; t++)
-            total += a[r][t] * b[t];
-        out[r] = total;
-    }
+        for (int q = 0; q < n_b; q++)
+            for (int r = 0; r < 4; r++)
+                for (int l = 0; l < 8; l++)
+                    s[q][r][l] += a[r][i + l] * b[q][i + l];
+#endif
+    for (int q = 0; q < n_b; q++)
+        for (int r = 0; r < 4; r++) {
+            const REAL *t8 = s[q][r];
+            REAL total = ((t8[0] + t8[4]) + (t8[1] + t8[5])) + ((t8[2] + t8[6]) + (t8[3] + t8[7]));
+            for (int64_t t = i; t < n; t++)
+                total += a[r][t] * b[q][t];
+            out[q][r] = total;
+        }
 }
 
 /* forward_phase on the B rows of x_data, the same values bit for bit (net_input's dot products through
@@ -387,15 +432,21 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
         const REAL *W = weights[k], *bias = biases ? biases[k] : NULL;
         REAL *out = (k == L - 1) ? w->logits : w->act[k + 1];
         const REAL *in0 = (k == 0) ? x_data : w->act[k];
-        int64_t j = 0;
-        for (; j + 4 <= n_o; j += 4) { /* four rows of W stay in L1 across the samples */
-            const REAL *rows[4] = {W + j * n_in, W + (j + 1) * n_in, W + (j + 2) * n_in, W + (j + 3) * n_in};
-            for (int64_t b = 0; b < B; b++)
-                SUFFIX(dot4)(rows, in0 + b * n_in, n_in, out + b * n_o + j);
+        int64_t j;
+        for (j = 0; j < n_o; j += 4) { /* four rows of W stay in L1 across the samples */
+            const int64_t m = n_o - j < 4 ? n_o - j : 4; /* the last block repeats its last row: results unused */
+            const REAL *rows[4];
+            for (int r = 0; r < 4; r++) rows[r] = W + (j + (r < m ? r : m - 1)) * n_in;
+            for (int64_t b = 0; b < B; b += 2) {
+                const int64_t n_b = B - b < 2 ? 1 : 2;
+                const REAL *ins[2] = {in0 + b * n_in, in0 + (b + n_b - 1) * n_in};
+                REAL got[2][4];
+                REAL *outs[2] = {got[0], got[1]};
+                SUFFIX(dot4)(rows, ins, n_b, n_in, outs);
+                for (int64_t q = 0; q < n_b; q++)
+                    memcpy(out + (b + q) * n_o + j, got[q], (size_t)m * sizeof(REAL));
+            }
         }
-        for (; j < n_o; j++)
-            for (int64_t b = 0; b < B; b++)
-                out[b * n_o + j] = SUFFIX(dot)(W + j * n_in, in0 + b * n_in, n_in);
         for (int64_t b = 0; b < B; b++) {
             REAL *z = out + b * n_o;
             if (bias)
@@ -410,8 +461,8 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
 
 /* network.weight_gradient and bias_gradient for one layer, without the update: update()'s sums in its order (each
  * element summed over the samples b = 0 .. B-1, from 0), so the entry point below writes the C loop's own gradients
- * bit for bit; a block of 64 elements is kept in registers across the samples. grad_w (n_out, n_in), grad_b (n_out)
- * or NULL. */
+ * bit for bit; blocks of 32 elements stay in vector registers across the samples. grad_w (n_out, n_in), grad_b
+ * (n_out) or NULL. */
 static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
                               REAL *grad_w, REAL *grad_b)
 {
@@ -422,16 +473,28 @@ static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int6
             const REAL *in = inputs[0];
             for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
         } else {
-            for (int64_t i0 = 0; i0 < n_in; i0 += 64) {
-                const int64_t m = n_in - i0 < 64 ? n_in - i0 : 64;
-                REAL acc[64];
-                for (int64_t i = 0; i < m; i++) acc[i] = 0;
+            int64_t i = 0;
+#if defined(__GNUC__)
+            for (; i + 32 <= n_in; i += 32) { /* 32 elements in four vectors across the samples */
+                SUFFIX(vec8) g0 = {0}, g1 = {0}, g2 = {0}, g3 = {0};
                 for (int64_t b = 0; b < B; b++) {
                     const REAL dbj = delta[b * n_out + j];
-                    const REAL *in = inputs[b] + i0;
-                    for (int64_t i = 0; i < m; i++) acc[i] += dbj * in[i];
+                    const REAL *in = inputs[b] + i;
+                    g0 += dbj * SUFFIX(load8)(in);
+                    g1 += dbj * SUFFIX(load8)(in + 8);
+                    g2 += dbj * SUFFIX(load8)(in + 16);
+                    g3 += dbj * SUFFIX(load8)(in + 24);
                 }
-                memcpy(gw + i0, acc, (size_t)m * sizeof(REAL));
+                memcpy(gw + i, &g0, sizeof g0);
+                memcpy(gw + i + 8, &g1, sizeof g1);
+                memcpy(gw + i + 16, &g2, sizeof g2);
+                memcpy(gw + i + 24, &g3, sizeof g3);
+            }
+#endif
+            for (; i < n_in; i++) {
+                REAL g = 0;
+                for (int64_t b = 0; b < B; b++) g += delta[b * n_out + j] * inputs[b][i];
+                gw[i] = g;
             }
         }
         if (grad_b) {

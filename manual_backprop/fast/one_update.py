@@ -69,9 +69,10 @@ class OneUpdatePlan:
                           weights=ctypes.addressof(self._weights),
                           biases=ctypes.addressof(self._biases) if self._biases is not None else None)
         self.plan_ref = ctypes.byref(self.plan)
+        self.L, self.n_bias = L, len(net.biases)
+        self.out_type = ctypes.c_void_p * (3 * L + 1)
         self.grad_templates = [torch.empty_like(p) for p in self.params]
-        self.loss_template = torch.empty((), dtype=net.dtype)
-        self.delta_templates: dict = {}  # B -> [(B, n_1), ..., (B, n_L)]
+        self.templates: dict = {}  # B -> [dE/dW[k] ..., dE/db[k] ..., deltas[k] (B, n_{k+1}) ..., E]
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
@@ -90,21 +91,21 @@ class OneUpdatePlan:
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
         B = x.shape[0]
-        deltas = self.delta_templates.get(B)
-        if deltas is None:
-            deltas = self.delta_templates[B] = [torch.empty(B, n, dtype=self.dtype) for n in self.sizes[1:]]
-        grads = [torch.empty_like(t) for t in self.grad_templates]
-        deltas = [torch.empty_like(t) for t in deltas]
-        loss = torch.empty_like(self.loss_template)
-        L = len(deltas)
-        out = (ctypes.c_void_p * (3 * L + 1))(*[g.data_ptr() for g in grads[:L]],
-                                                *([g.data_ptr() for g in grads[L:]] or [None] * L),
-                                                *[d.data_ptr() for d in deltas], loss.data_ptr())
-        status = self.fn(self.plan_ref, x.data_ptr(), y.data_ptr(), B, out)
+        templates = self.templates.get(B)
+        if templates is None:
+            templates = self.templates[B] = [*self.grad_templates, *[torch.empty(B, n, dtype=self.dtype)
+                                                                     for n in self.sizes[1:]],
+                                              torch.empty((), dtype=self.dtype)]
+        outs = [torch.empty_like(t) for t in templates]  # fresh tensors every call: the caller owns them
+        ptrs = [t.data_ptr() for t in outs]
+        L, nb = self.L, self.n_bias
+        if not nb:
+            ptrs[L:L] = [None] * L  # no biases: NULL for dE/db[k]
+        status = self.fn(self.plan_ref, x.data_ptr(), y.data_ptr(), B, self.out_type(*ptrs))
         if status:
             raise MemoryError("the C loop could not allocate its workspace") if status == 1 else \
                 RuntimeError(f"mbp_loss_and_grads returned status {status}")
-        return loss, Gradients(weights=grads[:L], biases=grads[L:], deltas=deltas)
+        return outs[-1], Gradients(weights=outs[:L], biases=outs[L:L + nb], deltas=outs[L + nb:-1])
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:

@@ -6,14 +6,16 @@ The call is a declared derivative of network.loss_and_gradients, registered in n
                                                       own functions on the same parameters and samples, for every
                                                       hidden x output activation x loss, ordinary and saturated,
                                                       float64 and float32, one sample and a batch, and a wide net
-                                                      (dot4's blocks and tails, the gradient's 64-element blocks);
+                                                      (dot4's blocks and tails, the gradient's 32-element blocks);
     bit for bit the C loop's update                   E and the gradients that mbp_train writes for the same update
                                                       (the same functions, so the same rounding).
 
-The ulps are reference/update_proof.py's (against the absolute-value network's magnitudes); a delta is measured
-against the magnitude of dE/dnet of its layer in that network. Beside them: the parameters are never written, every
-call returns fresh tensors, the hook follows the network's parameters, refuses what it cannot run (the reference
-runs instead, bit-equal to it), and the pure path is one switch away.
+The cases are reference/proof_cases.py's, as in test_update_proof.py (whose harness path "one-update" proves the C
+call then network.update in float64); this file adds float32, the deltas, the wide net, the C loop's bits and the
+hook's behaviour. The ulps are reference/update_proof.py's (against the absolute-value network's magnitudes); a
+delta is measured against the magnitude of dE/dnet of its layer in that network. Beside them: the parameters are
+never written, every call returns fresh tensors, the hook follows the network's parameters, refuses what it cannot
+run (the reference runs instead, bit-equal to it), and the pure path is one switch away.
 """
 
 import os
@@ -27,20 +29,12 @@ from manual_backprop import MLP, fast
 from manual_backprop.fast import one_update
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.network import ONE_UPDATE, Gradients, loss_and_gradients
+from reference.proof_cases import CASE_IDS, CASES, REGIMES, SIZES
 from reference.update_proof import named, reference_update, update_misses
 from helpers import c_loop_reason, draw_targets, target_kind
 
 F64, F32 = torch.float64, torch.float32
-SIZES = [3, 5, 4, 3]
 WIDE = [70, 9, 5, 3]  # 70 inputs: eight blocks of 8 and a tail, and two gradient blocks; 9 units: dot4 twice and one
-HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu:0.1", "identity"]
-OUTPUTS = [("sigmoid", SquaredError()), ("tanh", SquaredError(reduction="sum")),
-           ("identity", SquaredError(reduction="elementwise_mean")), ("relu", SquaredError(half=True)),
-           ("softmax", SquaredError()), ("softmax", get_loss("cross_entropy")),
-           ("sigmoid", get_loss("binary_cross_entropy")), ("softmax", get_loss("cross_entropy", reduction="sum"))]
-CASES = [(h, o, l) for h in HIDDEN for o, l in OUTPUTS]
-CASE_IDS = [f"{h}-{o}-{l.name}-{l.reduction}{'-half' if getattr(l, 'half', False) else ''}" for h, o, l in CASES]
-REGIMES = {"ordinary": 1.0, "saturated": 8.0}  # factor on the initial weights, as in test_update_proof.py
 
 pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
