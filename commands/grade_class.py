@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,24 @@ __all__ = ["submissions", "defines", "grade_one", "grade_class", "FIELDS"]
 FIELDS = ("student", "file", "verdict", "layers_right", "layers_total", "mistakes", "line", "factors", "problem",
           "seconds")
 _CONTEXT = []  # the forkserver context, made once
+_STARTING = threading.Lock()
+
+
+def _start(proc) -> None:
+    """proc.start() without the child running the caller's main script again: multiprocessing re-imports
+    ``__main__`` in every child (a teacher's grade_all.py would grade the class again in each, and ``python -``
+    cannot be re-imported at all), and the child needs nothing from it (its target is grade_worker.child)."""
+    main = sys.modules["__main__"]
+    with _STARTING:
+        saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+        main.__spec__ = None
+        main.__dict__.pop("__file__", None)
+        try:
+            proc.start()
+        finally:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                del main.__spec__
 
 
 def _context():
@@ -41,7 +60,7 @@ def _context():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         warm = ctx.Process(target=time.sleep, args=(0,))
-        warm.start()
+        _start(warm)
         warm.join()
         _CONTEXT.append(ctx)
     return _CONTEXT[0]
@@ -139,7 +158,7 @@ def grade_one(path: Path, function: str, flags: list, timeout: float, running: "
     start = time.perf_counter()
     proc = ctx.Process(target=child, args=(send, str(path.resolve()), function, flags, log), daemon=True)
     try:
-        proc.start()
+        _start(proc)
         send.close()
         if running is not None:
             running.add(proc)

@@ -128,6 +128,22 @@ def test_ctrl_c_in_parallel_stops_every_submission(tmp_path):
     assert list(rows_of(tmp_path)) == ["alice"] and _running_here(tmp_path) == []
 
 
+def test_a_teachers_script_without_a_main_guard_grades_the_class_once(tmp_path):
+    """The children never run the caller's main script again (multiprocessing would), nor need it: a script
+    file and ``python -`` both work."""
+    make_class(tmp_path / "class", ["alice", "bob"])
+    script = (f"from commands.grade_class import grade_class\nprint('top level ran')\n"
+              f"grade_class([{str(tmp_path / 'class')!r}], 'backward', ['--no-fd'], timeout=60, "
+              f"csv_path={str(tmp_path / 'g.csv')!r}, json_path={str(tmp_path / 'g.json')!r}, jobs=2)\n")
+    (tmp_path / "grade_all.py").write_text(script)
+    for argv, stdin in (([str(tmp_path / "grade_all.py")], None), (["-"], script)):
+        done = subprocess.run([sys.executable, *argv], input=stdin, cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert done.stdout.count("top level ran") == 1, done.stdout + done.stderr
+        rows = rows_of(tmp_path)
+        assert rows["alice"]["verdict"] == "pass" and rows["bob"]["verdict"] == "fail", rows
+
+
 def test_a_bad_jobs_flag_is_one_line(tmp_path, capsys):
     files = make_class(tmp_path / "class", ["alice", "bob"])
     code = main(["grade", *map(str, files), "--jobs", "0"])
