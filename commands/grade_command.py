@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -17,7 +18,11 @@ def run_grade(args) -> int:
     from .grade import Unusable, grade, load_function, parse_loss
 
     losses = [parse_loss(spec) for spec in args.loss]  # a bad name is a bad flag (exit 2) before anything runs
-    if len(args.target) > 1 or os.path.isdir(args.target[0]):
+    class_mode = len(args.target) > 1 or os.path.isdir(args.target[0])
+    for flag, path in (("--csv", args.csv or ("grades.csv" if class_mode else None)),
+                       ("--json", args.json or ("grades.json" if class_mode else None))):
+        _check_writable(flag, path)  # before a class is graded, not after
+    if class_mode:
         from .grade_class import grade_class
 
         if not args.timeout > 0:
@@ -41,3 +46,20 @@ def run_grade(args) -> int:
         write_rows(report.records(), RECORD_FIELDS, args.csv, args.json)
         print("per-layer table in " + " and ".join(p for p in (args.csv, args.json) if p))
     return report.exit_code
+
+
+def _check_writable(flag: str, path) -> None:
+    """ValueError naming the flag unless ``path`` can be written (its folder exists or can be made, and takes
+    files; the path is no folder)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path!r} is a folder; expected a file to write")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {path!r} cannot be written: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path!r} cannot be written: its folder {str(folder)!r} is not writable")

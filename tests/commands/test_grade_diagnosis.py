@@ -113,3 +113,12 @@ def test_the_table_goes_to_csv_and_json_with_the_factor(tmp_path, capsys):
     assert five and all(r["dW_yours_over_autograd"] == "0.2" and j["dW_yours_over_autograd"] == 0.2
                         and j["db_yours_over_autograd"] == 1.0 and j["ok"] is False for r, j in five)
     assert all(j["ok"] for j in records if j["B"] == 1)
+
+
+def test_an_unwritable_csv_is_refused_before_any_grading(tmp_path, capsys):
+    (tmp_path / "a_folder").mkdir()
+    for flag, path, message in (("--csv", "/proc/no/such/t.csv", "--csv '/proc/no/such/t.csv' cannot be written"),
+                                ("--json", str(tmp_path / "a_folder"), "is a folder; expected a file to write")):
+        code = main(["grade", f"{STUDENTS}:correct", "--no-fd", flag, path])
+        captured = capsys.readouterr()
+        assert code == 2 and message in captured.err and captured.out == "", captured
