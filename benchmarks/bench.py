@@ -11,6 +11,7 @@ Two kinds of case. The update-level cases (online_tiny ... large: bench_cases.py
     manual          the fast path the Trainer's fast=True picks (manual_backprop.fast: "c" for small networks on
                     the CPU, "fused" for large ones, "cuda_graph" on CUDA); ratios are taken against it
     manual-plain    the plain path, exactly the Trainer's per-update loop (loss_and_gradients, update)
+    manual-api      the checked public API a user's own loop calls: net.loss_and_grads + net.step per update
     manual-c, manual-fused, manual-cuda_graph   each fast path on its own, where it applies; a cuda_graph row is
                     timed on whole graphs of 64 updates (replays only), its memory includes the graph's pool
     autograd+SGD    the autograd twin (reference.torch_mlp.TorchMLP) with torch.optim.SGD
@@ -65,7 +66,7 @@ from benchmarks.case_p import run_case_p
 from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, case_macs, floor_rows, rows_of
 from benchmarks.flops import peak_gemm_flops
 from benchmarks.jax_peer import xla_flags
-from benchmarks.manual import ManualC, ManualCudaGraph, ManualFused, ManualPlain
+from benchmarks.manual import ManualAPI, ManualC, ManualCudaGraph, ManualFused, ManualPlain
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
 from benchmarks.report import machine_info, table, targets
 from benchmarks.timing import calibrate, cuda_mark, cuda_memory, measure
@@ -248,6 +249,7 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) 
     }
     add("manual", makers[auto])
     add("manual-plain", lambda: ManualPlain(base.copy(), *args))
+    add("manual-api", lambda: ManualAPI(base.copy(), *args))
     for path in fast.FAST_PATHS:
         if path == auto:
             continue
@@ -281,12 +283,14 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) 
     if "manual" in impls and auto == "c":
         impls["manual"].chunk_note = f"{c_chunk} updates per call (one epoch)"
     chunk, memory = _calibrate_all(impls, skipped, device, seconds, budget)
-    times = measure(impls, repeats, chunk, device, budget)
+    cpu_times = {}
+    times = measure(impls, repeats, chunk, device, budget, cpu_times)
     ref = times.get("manual")
     rows = {}
     for name, impl in impls.items():
         ts = times[name]
         row = {"median_us": statistics.median(ts) * 1e6, "min_us": min(ts) * 1e6,
+               "cpu_us": statistics.median(cpu_times[name]) * 1e6,
                "times_us": [t * 1e6 for t in ts], "updates_per_measurement": chunk[name],
                "note": getattr(impl, "chunk_note", "")}
         if ref is not None:

@@ -33,6 +33,9 @@ CASES = {
                          note="8x8 digits, one sample per update"),
     "minibatch_small": Case("minibatch_small", [64, 30, 10], "sigmoid", "sigmoid", "squared_error", 10, "digits",
                             3.0, 31, note="Nielsen's setting (sigmoid, quadratic cost, b = 10, eta = 3) on the digits"),
+    "minibatch_mnist": Case("minibatch_mnist", [784, 30, 10], "sigmoid", "sigmoid", "squared_error", 10, "synthetic",
+                            3.0, 31, note="Nielsen's MNIST network (sigmoid, quadratic cost, b = 10, eta = 3) on "
+                                          "MNIST-shaped random data"),
     "medium": Case("medium", [784, 256, 256, 10], "relu", "softmax", "cross_entropy", 128, "synthetic", 0.01, 21,
                    note="MNIST-shaped random data"),
     "large": Case("large", [1024, 2048, 2048, 1024], "tanh", "identity", "squared_error", 512, "synthetic", 1e-4, 15,

@@ -40,6 +40,34 @@ class ManualPlain(Impl):
         return float(self.last) if self.last is not None else None
 
 
+class ManualAPI(Impl):
+    """The checked public API, one update at a time as a user's own loop makes it: the batch gathered, then
+    ``net.loss_and_grads`` (E, gradients and deltas; one C call for small CPU networks, network.ONE_UPDATE) and
+    ``net.step``. The numpy and autograd rows do the same work: gather, loss, gradients, step."""
+
+    name = "manual-api"
+    chunk_note = "1 update per call (loss_and_grads + step)"
+
+    def __init__(self, net, loss_fn, x, y, order, batch, lr):
+        self.net, self.loss_fn, self.x, self.y, self.lr, self.b = net, loss_fn, x, y, lr, batch
+        self.order = order.to(x.device)
+        self.last = None
+
+    def run(self, u0, n):
+        b, net, loss_fn, lr = self.b, self.net, self.loss_fn, self.lr
+        for u in range(u0, u0 + n):
+            idx = self.order[u * b:(u + 1) * b]
+            loss, grads = net.loss_and_grads(self.x.index_select(0, idx), self.y.index_select(0, idx), loss_fn)
+            net.step(grads, lr)
+        self.last = loss
+
+    def kept_bytes(self):
+        return ManualPlain.kept_bytes(self)
+
+    def final_loss(self):
+        return float(self.last) if self.last is not None else None
+
+
 class ManualFused(Impl):
     name = "manual-fused"
 

@@ -70,6 +70,17 @@ def _judged(results: list, epoch_results: list) -> list:
     add("manual beats numpy in every case", [
         (f"{r['case']}/{r['device']}: numpy/manual", _fmt(ratio(r, "numpy")), (ratio(r, "numpy") or 0) > 1.0)
         for r in results if ratio(r, "numpy") is not None])
+    def cpu(r, name):
+        return r["implementations"].get(name, {}).get("cpu_us")
+
+    api = [r for r in results if r["case"] in ("online_tiny", "minibatch_mnist") and r["device"] == "cpu"
+           and None not in (cpu(r, "manual-api"), cpu(r, "numpy"), cpu(r, "autograd+SGD"))]
+    add("one update through the API (loss_and_grads + step): no slower than numpy, >= 3x faster than autograd+SGD "
+        "(CPU time)", [
+            (f"{r['case']}: api {cpu(r, 'manual-api'):.1f} us, numpy {cpu(r, 'numpy'):.1f} us, autograd "
+             f"{cpu(r, 'autograd+SGD'):.1f} us", "", cpu(r, "manual-api") <= cpu(r, "numpy")
+             and cpu(r, "autograd+SGD") >= 3 * cpu(r, "manual-api")) for r in api],
+        cases=["online_tiny", "minibatch_mnist"])
     add("online XOR update under 5 us on the CPU", [
         (f"{name}", f"{r['implementations'][name]['median_us']:.2f} us",
          r["implementations"][name]["median_us"] < 5.0)
@@ -134,8 +145,8 @@ def _human_bytes(n) -> str:
 
 
 COLUMNS = [Column("case", align="<"), Column("device", align="<"), Column("implementation", align="<"),
-           Column("us / update (median)", spec=".2f"), Column("x manual (pairwise)", spec=".2f"),
-           Column("kept for backward")]
+           Column("us / update (median)", spec=".2f"), Column("us CPU", spec=".2f"),
+           Column("x manual (pairwise)", spec=".2f"), Column("kept for backward")]
 CUDA_COLUMN = Column("CUDA peak (graph pool incl.)")
 EPOCH_COLUMNS = [Column("case", align="<"), Column("implementation", align="<"),
                  Column("us / epoch wall (median)", spec=".1f"), Column("us / epoch CPU", spec=".1f"),
@@ -156,7 +167,8 @@ def table(report: dict) -> str:
         label = f"{r['case']} {'-'.join(map(str, r['sizes']))} b={r['batch']}"
         for name, row in sorted(r["implementations"].items(), key=lambda kv: kv[1]["median_us"]):
             shown = f"manual ({r['manual_path']})" if name == "manual" else name
-            rows.append([label, r["device"], shown, row["median_us"], row.get("ratio_to_manual"),
+            rows.append([label, r["device"], shown, row["median_us"], row.get("cpu_us"),
+                         row.get("ratio_to_manual"),
                          _human_bytes(row["kept_bytes"])] + ([_human_bytes(row.get("peak_cuda_bytes"))]
                                                              if on_cuda else []))
             label = ""
