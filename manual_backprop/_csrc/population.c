@@ -192,21 +192,19 @@ void mbp_pop_randperm(uint8_t *state, int64_t n, int64_t count, int32_t *out)
 }
 
 
-/* exp(x) in double without a division, for the double kernel (vecmath.h's exp has one, and a division costs this
+/* exp in double without a division, for the double kernel (vecmath.h's exp has one, and a division costs this
  * kernel more than the polynomial that replaces it). The reduction of vecmath.h (x = k ln2 + r, ln2 in two parts,
- * k by the 1.5 * 2^52 shifter, 2^k as two powers of two), then exp(r) by its Taylor polynomial of degree 13 in
- * Horner's form with fused multiply-adds (|r| <= ln2 / 2: the first term left out is below 5e-18 of the sum). Each
- * fma rounds once, as written; without FMA hardware fma() is libm's, slower and the same bits. Within 1 ulp of
- * torch.exp, sigmoid within 4 ulps of torch.sigmoid, the bounds of vecmath.h's (VECMATH_ULPS), checked on the same
- * inputs by tests/population/test_population_c_engine.py. */
-static inline double pop_exp_f64(double x)
+ * k by the 1.5 * 2^52 shifter), then exp(r) by its Taylor polynomial of degree 13 in Horner's form with fused
+ * multiply-adds (|r| <= ln2 / 2: the first term left out is below 5e-18 of the sum). Each fma rounds once, as
+ * written; without FMA hardware fma() is libm's, slower and the same bits. pop_exp_reduced returns exp(r) and k;
+ * pop_exp_f64 and pop_sigmoid_f64 apply 2^k each its own way. Within 1 ulp of torch.exp, sigmoid within 4 ulps of
+ * torch.sigmoid, the bounds of vecmath.h's (VECMATH_ULPS), checked by tests/population/test_population_c_engine.py. */
+static inline double pop_exp_reduced(double x, int64_t *k)
 {
     const double shifter = 0x1.8p52, log2e = 0x1.71547652b82fep0;
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    x = x < -1000.0 ? -1000.0 : x; /* exp is 0 below -745.2 and inf above 709.8; NaN passes both (max, min) */
-    x = x > 1000.0 ? 1000.0 : x;
     const double kd_shifted = x * log2e + shifter;
-    const int64_t k = (int64_t)(mbp_bits_f64(kd_shifted) - mbp_bits_f64(shifter)); /* |k| <= 1443 */
+    *k = (int64_t)(mbp_bits_f64(kd_shifted) - mbp_bits_f64(shifter));
     const double kd = kd_shifted - shifter;
     const double r = __builtin_fma(-kd, ln2_lo, __builtin_fma(-kd, ln2_hi, x)); /* the inner fma is exact */
     double q = 1.0 / 6227020800.0;                                               /* 1 / 13! */
@@ -222,15 +220,36 @@ static inline double pop_exp_f64(double x)
     q = __builtin_fma(q, r, 1.0 / 6.0);
     q = __builtin_fma(q, r, 0.5);
     q = __builtin_fma(q, r, 1.0);
-    const double y = __builtin_fma(q, r, 1.0); /* exp(r), in [0.7, 1.42] */
+    return __builtin_fma(q, r, 1.0); /* exp(r), in [0.7, 1.42] */
+}
+
+/* exp(x): 2^k as two powers of two (vecmath.h's), so that results in the subnormal range round once and large k
+ * overflow to inf. */
+static inline double pop_exp_f64(double x)
+{
+    x = x < -1000.0 ? -1000.0 : x; /* exp is 0 below -745.2 and inf above 709.8; NaN passes both (max, min) */
+    x = x > 1000.0 ? 1000.0 : x;
+    int64_t k; /* |k| <= 1443 */
+    const double y = pop_exp_reduced(x, &k);
     const int64_t k1 = k >> 1, k2 = k - k1;
     const double s1 = mbp_from_bits_f64((uint64_t)(k1 + 1023) << 52);
     const double s2 = mbp_from_bits_f64((uint64_t)(k2 + 1023) << 52);
     return (y * s1) * s2;
 }
 
-/* Sigmoid's formula 1 / (1 + exp(-x)) on pop_exp_f64. */
-static inline double pop_sigmoid_f64(double x) { return 1.0 / (1.0 + pop_exp_f64(-x)); }
+/* Sigmoid's formula 1 / (1 + exp(-x)). Its exp is needed only down to 2^-54 (1 + e rounds to 1 below), so the
+ * argument is clamped to [-708, 710]: k - 1 lies in [-1022, 1023], 2^(k - 1) is a normal number, and
+ * (exp(r) 2^(k - 1)) 2 is exp correctly scaled, inf where it overflows. */
+static inline double pop_sigmoid_f64(double x)
+{
+    double t = -x;
+    t = t < -708.0 ? -708.0 : t; /* NaN passes both */
+    t = t > 710.0 ? 710.0 : t;
+    int64_t k;
+    const double y = pop_exp_reduced(t, &k);
+    const double e = (y * mbp_from_bits_f64((uint64_t)(k + 1022) << 52)) * 2.0;
+    return 1.0 / (1.0 + e);
+}
 
 /* The two over arrays, for the proof of their bounds. */
 void mbp_pop_vexp_f64(const double *x, double *y, int64_t n)
