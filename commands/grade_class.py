@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from .grade_report import write_rows
-from .grade_worker import PRELOAD, child
+from .grade_worker import OPTIONS, PRELOAD, child
 
 __all__ = ["submissions", "defines", "grade_one", "grade_class", "FIELDS"]
 
@@ -149,14 +149,14 @@ class _Running:
             _kill(proc)
 
 
-def grade_one(path: Path, function: str, flags: list, timeout: float, running: "_Running | None" = None) -> dict:
+def grade_one(path: Path, function: str, options: dict, timeout: float, running: "_Running | None" = None) -> dict:
     """Grade one file in a process of its own (grade_worker.child); the row for it, whatever the submission does."""
     ctx = _context()
     receive, send = ctx.Pipe(duplex=False)
     fd, log = tempfile.mkstemp(prefix="grade_", suffix=".log")
     os.close(fd)
     start = time.perf_counter()
-    proc = ctx.Process(target=child, args=(send, str(path.resolve()), function, flags, log), daemon=True)
+    proc = ctx.Process(target=child, args=(send, str(path.resolve()), function, options, log), daemon=True)
     try:
         _start(proc)
         send.close()
@@ -209,10 +209,11 @@ def _kill(proc) -> None:
     proc.join()
 
 
-def grade_class(targets: list, function: str, flags: list, *, timeout: float, csv_path, json_path,
-                jobs: int = 1) -> int:
+def grade_class(targets: list, function: str = "backward", options: "dict | None" = None, *, timeout: float = 120.0,
+                csv_path="grades.csv", json_path="grades.json", jobs: int = 1) -> int:
     """Grade every submission, ``jobs`` at once, print one line each as it finishes and a summary; 0 when all
-    pass, 1 otherwise, 130 on Ctrl-C."""
+    pass, 1 otherwise, 130 on Ctrl-C. ``options``: grade()'s settings (grade_worker.OPTIONS)."""
+    options = {**OPTIONS, **(options or {})}
     files, skipped = submissions(targets, function)
     if skipped:
         print(f"skipped {len(skipped)} file(s) with no {function!r} (helper modules?): "
@@ -222,7 +223,7 @@ def grade_class(targets: list, function: str, flags: list, *, timeout: float, cs
     pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(files))))
     try:
         _context()
-        futures = {pool.submit(grade_one, path, function, flags, timeout, running): i for i, path in enumerate(files)}
+        futures = {pool.submit(grade_one, path, function, options, timeout, running): i for i, path in enumerate(files)}
         for future in as_completed(futures):
             row = done[futures[future]] = future.result()
             print(f"[{len(done)}/{len(files)}] {row['student']}: {row['verdict']} {row['layers_right']}/"

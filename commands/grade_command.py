@@ -29,9 +29,9 @@ def run_grade(args) -> int:
             raise ValueError(f"--timeout must be a positive number of seconds, but got {args.timeout}")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1 (submissions graded at once), but got {args.jobs}")
-        flags = ["--loss", *args.loss, "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed),
-                 "--fd-samples", str(args.fd_samples)] + (["--no-fd"] if args.no_fd else [])
-        return grade_class(args.target, args.function, flags, timeout=args.timeout,
+        options = {"losses": list(args.loss), "dtype": args.dtype, "device": args.device, "seed": args.seed,
+                   "finite_diff": not args.no_fd, "fd_max_per_tensor": args.fd_samples or None}
+        return grade_class(args.target, args.function, options, timeout=args.timeout,
                            csv_path=args.csv or "grades.csv", json_path=args.json or "grades.json", jobs=args.jobs)
     target = args.target[0]
     try:

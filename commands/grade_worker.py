@@ -15,7 +15,11 @@ import time
 
 from .grade_report import format_factor
 
-__all__ = ["PRELOAD", "child"]
+__all__ = ["PRELOAD", "OPTIONS", "child"]
+
+# grade()'s settings for every submission of a class: the losses by name, the dtype by name
+OPTIONS = {"losses": ["squared_error"], "dtype": "float64", "device": "cpu", "seed": 0, "finite_diff": True,
+           "fd_max_per_tensor": None}
 
 PRELOAD = ["torch", "commands.grade"]  # what the fork server imports once for every submission
 
@@ -50,8 +54,9 @@ def _factors(report) -> str:
     return "; ".join(seen[:6])
 
 
-def child(conn, path: str, function: str, flags: list, log: str) -> None:
-    """The forked child: grade ``path``'s ``function`` with the grade flags, send the summary (JSON) on ``conn``."""
+def child(conn, path: str, function: str, options: dict, log: str) -> None:
+    """The forked child: grade ``path``'s ``function`` with ``options`` (OPTIONS), send the summary (JSON) on
+    ``conn``."""
     os.setsid()  # its own process group: Ctrl-C of the class reaches the grader only, which kills this group
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
@@ -66,16 +71,16 @@ def child(conn, path: str, function: str, flags: list, log: str) -> None:
     sys.argv = [path]
     start = time.perf_counter()
 
-    from .cli import build_parser
-    from .grade import Unusable, grade, load_function, parse_loss
     import torch
 
-    args = build_parser().parse_args(["grade", f"{path}:{function}", *flags])
+    from .grade import Unusable, grade, load_function, parse_loss
+
+    settings = {**OPTIONS, **options}
     try:
         fn, name = load_function(f"{path}:{function}")
-        report = grade(fn, name, [parse_loss(spec) for spec in args.loss], dtype=getattr(torch, args.dtype),
-                       device=args.device, seed=args.seed, finite_diff=not args.no_fd,
-                       fd_max_per_tensor=args.fd_samples or None)
+        report = grade(fn, name, [parse_loss(spec) for spec in settings["losses"]],
+                       dtype=getattr(torch, settings["dtype"]), device=settings["device"], seed=settings["seed"],
+                       finite_diff=settings["finite_diff"], fd_max_per_tensor=settings["fd_max_per_tensor"])
         result = _summary(report)
     except Unusable as err:
         result = {"verdict": "unusable", "layers_right": 0, "layers_total": 0, "mistakes": [],

@@ -77,11 +77,12 @@ def test_a_class_is_graded_one_process_each_and_nothing_is_forged(tmp_path, caps
 
 def test_a_folder_is_a_class_and_its_helper_files_are_skipped(tmp_path, capsys):
     make_class(tmp_path / "class", ["alice", "bob"])
-    code = main(["grade", str(tmp_path / "class"), "--no-fd", "--csv", str(tmp_path / "g.csv"),
-                 "--json", str(tmp_path / "g.json")])
+    code = main(["grade", str(tmp_path / "class"), "--no-fd", "--loss", "squared_error", "cross_entropy",
+                 "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")])
     out = capsys.readouterr().out
     rows = rows_of(tmp_path)
     assert code == 1 and list(rows) == ["alice", "bob"]  # helpers.py defines no backward: not a submission
+    assert rows["alice"]["layers_total"] == "204"  # the flags reach every submission: two losses
     skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
     assert skipped == [f"skipped 1 file(s) with no 'backward' (helper modules?): {tmp_path / 'class' / 'helpers.py'}"]
     assert "graded 2 submissions" in out
@@ -133,7 +134,7 @@ def test_a_teachers_script_without_a_main_guard_grades_the_class_once(tmp_path):
     file and ``python -`` both work."""
     make_class(tmp_path / "class", ["alice", "bob"])
     script = (f"from commands.grade_class import grade_class\nprint('top level ran')\n"
-              f"grade_class([{str(tmp_path / 'class')!r}], 'backward', ['--no-fd'], timeout=60, "
+              f"grade_class([{str(tmp_path / 'class')!r}], 'backward', {{'finite_diff': False}}, timeout=60, "
               f"csv_path={str(tmp_path / 'g.csv')!r}, json_path={str(tmp_path / 'g.json')!r}, jobs=2)\n")
     (tmp_path / "grade_all.py").write_text(script)
     for argv, stdin in (([str(tmp_path / "grade_all.py")], None), (["-"], script)):
