@@ -16,10 +16,12 @@ POP_INLINE double xor_hidden_slope(int hidden_tanh, double x)
 }
 
 /* One online update of every lane on its own sample (xs: 2 rows, ys: 1 row): pop_update for this network, the
- * dot products as pop_forward_phase sums them (0, then each term in index order, then the bias in front). */
-POP_INLINE void xor_update(int hidden_tanh, double *restrict par, const double *restrict xs,
+ * dot products as pop_forward_phase sums them (0, then each term in index order, then the bias in front). reuse
+ * (a constant where this is inlined): the forward phase is given (pre: rows h0, h1, o), computed by the same
+ * operations on the same parameters and sample (xor_evaluate's, kept for the next epoch's first update). */
+POP_INLINE void xor_update(int hidden_tanh, int reuse, double *restrict par, const double *restrict xs,
                            const double *restrict ys, const double *restrict neg_lr, const double *restrict keep,
-                           double c, double *restrict loss)
+                           double c, const double *restrict pre, double *restrict loss)
 {
     const double c2 = 2.0 * c;
     LANES_LOOP(l) {
@@ -27,12 +29,17 @@ POP_INLINE void xor_update(int hidden_tanh, double *restrict par, const double *
         const double w00 = par[XW00 * LANES + l], w01 = par[XW01 * LANES + l], w10 = par[XW10 * LANES + l],
                      w11 = par[XW11 * LANES + l], v0 = par[XV0 * LANES + l], v1 = par[XV1 * LANES + l],
                      b0 = par[XB0 * LANES + l], b1 = par[XB1 * LANES + l], bo = par[XBO * LANES + l];
-        double s0 = 0, s1 = 0, so = 0;
-        s0 += w00 * a0; s0 += w01 * a1;
-        s1 += w10 * a0; s1 += w11 * a1;
-        const double h0 = xor_hidden(hidden_tanh, b0 + s0), h1 = xor_hidden(hidden_tanh, b1 + s1);
-        so += v0 * h0; so += v1 * h1;
-        const double o = pop_sigmoid_f64(bo + so);
+        double h0, h1, o;
+        if (reuse) {
+            h0 = pre[l]; h1 = pre[LANES + l]; o = pre[2 * LANES + l];
+        } else {
+            double s0 = 0, s1 = 0, so = 0;
+            s0 += w00 * a0; s0 += w01 * a1;
+            s1 += w10 * a0; s1 += w11 * a1;
+            h0 = xor_hidden(hidden_tanh, b0 + s0); h1 = xor_hidden(hidden_tanh, b1 + s1);
+            so += v0 * h0; so += v1 * h1;
+            o = pop_sigmoid_f64(bo + so);
+        }
         double acc = 0;
         const double e = o - t;
         acc += e * e;
@@ -59,7 +66,7 @@ POP_INLINE void xor_update(int hidden_tanh, double *restrict par, const double *
 
 /* pop_evaluate for this network on one split: loss c * sum of e^2, accuracy (output >= 0.5) == label, or 0. */
 POP_INLINE void xor_evaluate(int hidden_tanh, const pop_plan *p, int split, const double *restrict par,
-                             double *restrict loss, double *restrict accuracy)
+                             double *restrict loss, double *restrict accuracy, double *restrict fwd)
 {
     const double *X = (const double *)p->eval_x[split], *Y = (const double *)p->eval_y[split];
     const int64_t *labels = p->labels[split];
@@ -77,6 +84,9 @@ POP_INLINE void xor_evaluate(int hidden_tanh, const pop_plan *p, int split, cons
             const double h1 = xor_hidden(hidden_tanh, par[XB1 * LANES + l] + s1);
             so += par[XV0 * LANES + l] * h0; so += par[XV1 * LANES + l] * h1;
             const double o = pop_sigmoid_f64(par[XBO * LANES + l] + so);
+            if (fwd) { /* sample s's forward phase, rows h0, h1, o */
+                fwd[(3 * s) * LANES + l] = h0; fwd[(3 * s + 1) * LANES + l] = h1; fwd[(3 * s + 2) * LANES + l] = o;
+            }
             const double e = o - t;
             loss[l] += e * e;
             correct[l] += (o >= 0.5 ? 1.0 : 0.0) == label ? 1.0 : 0.0;
@@ -94,11 +104,14 @@ POP_INLINE void xor_evaluate(int hidden_tanh, const pop_plan *p, int split, cons
  * bytes at the end of the call) and the next words of its 624, copied ahead (a population's states are megabytes:
  * read where they lie, every draw would wait on memory). */
 #define XOR_AHEAD 32
+#define XOR_LANEWISE_SHUFFLE 8 /* an epoch of at most this many samples is shuffled lane-wise (xor_orders) */
 typedef struct {
     double par[X_PAR * LANES], good[X_PAR * LANES], neg_lr[LANES], last[4][LANES];
     int64_t next[LANES];
     int32_t left[LANES], have[LANES], at[LANES];
     uint32_t ahead[XOR_AHEAD][LANES]; /* lane l's words at rows at[l] .. at[l] + have[l] - 1 */
+    double fwd[3 * XOR_LANEWISE_SHUFFLE * LANES]; /* the last evaluation's forward phase of each training sample */
+    int fwd_kept;
     uint8_t on[LANES];
     int any;
 } xor_block;
@@ -171,9 +184,8 @@ POP_INLINE void xor_prefetch(const pop_plan *p, const xor_block *b, int64_t m0)
  * lo = (L mod 2^32) d, in integers), then Fisher-Yates swaps the positions: lane-wise for a short epoch (each
  * position a row of sample indices, a swap a select per position; the samples gathered), lane by lane for a long
  * one. An inactive lane's generator is not touched; its samples are any of the training set's. */
-#define XOR_LANEWISE_SHUFFLE 8
 POP_INLINE void xor_orders(const pop_plan *p, xor_block *b, int64_t m0, const uint64_t *mods, uint32_t *raw,
-                           double *restrict xs, double *restrict ys)
+                           double *restrict xs, double *restrict ys, int32_t *restrict first)
 {
     const int64_t n = p->n_train;
     const double *X = (const double *)p->x_train, *Y = (const double *)p->y_train;
@@ -206,6 +218,7 @@ POP_INLINE void xor_orders(const pop_plan *p, xor_block *b, int64_t m0, const ui
                 }
             LANES_LOOP(l) r[i][l] = pick[l];
         }
+        LANES_LOOP(l) first[l] = r[0][l];
         for (int64_t t = 0; t < n; t++)
             LANES_LOOP(l) {
                 const int32_t s = r[t][l];
@@ -282,6 +295,9 @@ POP_INLINE int64_t xor_train(int hidden_tanh, const pop_plan *p, int64_t E, doub
 {
     const int64_t K = p->K, n = p->n_train, nb = (K + LANES - 1) / LANES;
     const int row_figures = p->eval_x[1] ? 4 : 2;
+    /* the evaluation's forward phase serves the next epoch's first update where the training split is evaluated
+     * as it is trained on: the same samples, and the same parameters (a lane put back to its good state stops) */
+    const int keep_fwd = p->eval_x[0] == p->x_train && p->eval_n[0] == n && n <= XOR_LANEWISE_SHUFFLE;
     /* per block its state; per epoch the samples (2 + 1 rows each), the update losses and the draws */
     xor_block *blocks = (xor_block *)calloc((size_t)nb, sizeof(xor_block)); /* an idle lane reads zeros */
     double *work = (double *)malloc((size_t)(4 * n) * LANES * sizeof(double));
@@ -332,13 +348,25 @@ POP_INLINE int64_t xor_train(int hidden_tanh, const pop_plan *p, int64_t E, doub
             if (b->any) {
                 double keep[LANES], fig[4][LANES];
                 LANES_LOOP(l) keep[l] = b->on[l] ? 1.0 : 0.0;
-                xor_orders(p, b, m0, mods, raw, xs, ys);
-                for (int64_t t = 0; t < n; t++)
-                    xor_update(hidden_tanh, b->par, xs + 2 * t * LANES, ys + t * LANES, b->neg_lr, keep,
-                               p->c_update, upd_loss + t * LANES);
-                xor_evaluate(hidden_tanh, p, 0, b->par, fig[0], fig[1]);
+                int32_t first[LANES]; /* each lane's sample of the epoch's first update (a short epoch) */
+                xor_orders(p, b, m0, mods, raw, xs, ys, first);
+                int64_t t = 0;
+                if (b->fwd_kept) { /* the first update's forward phase is the last evaluation's of its sample */
+                    double pre[3 * LANES];
+                    for (int64_t s = 0; s < n; s++)
+                        for (int j = 0; j < 3; j++)
+                            LANES_LOOP(l) pre[j * LANES + l] = first[l] == s ? b->fwd[(3 * s + j) * LANES + l]
+                                                                             : (s == 0 ? 0.0 : pre[j * LANES + l]);
+                    xor_update(hidden_tanh, 1, b->par, xs, ys, b->neg_lr, keep, p->c_update, pre, upd_loss);
+                    t = 1;
+                }
+                for (; t < n; t++)
+                    xor_update(hidden_tanh, 0, b->par, xs + 2 * t * LANES, ys + t * LANES, b->neg_lr, keep,
+                               p->c_update, NULL, upd_loss + t * LANES);
+                xor_evaluate(hidden_tanh, p, 0, b->par, fig[0], fig[1], keep_fwd ? b->fwd : NULL);
+                b->fwd_kept = keep_fwd;
                 if (p->eval_x[1]) {
-                    xor_evaluate(hidden_tanh, p, 1, b->par, fig[2], fig[3]);
+                    xor_evaluate(hidden_tanh, p, 1, b->par, fig[2], fig[3], NULL);
                 } else {
                     LANES_LOOP(l) { fig[2][l] = fig[0][l]; fig[3][l] = fig[1][l]; }
                 }
