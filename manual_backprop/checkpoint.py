@@ -8,6 +8,7 @@ intact. The file gets the mode the user's umask gives (as ``open`` would), not m
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -52,8 +53,12 @@ def atomic_write(path: PathLike, write: Callable, *, binary: bool = True) -> Non
 
 
 def save_checkpoint(obj, path: PathLike) -> None:
-    """torch.save ``obj`` to ``path`` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save ``obj`` to ``path`` atomically. The bytes are made in memory and then written: torch's zip writer
+    turns a failed write (a full disk) into a RuntimeError that names neither file nor cause, while a plain write
+    gives atomic_write the OSError it names the file by."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: PathLike) -> dict:
