@@ -192,6 +192,12 @@ class PopulationCheckpoints:
         self.optimizer.check_checkpoint_entry(state["optimizer"])
         _check_finite_optimizer(state["optimizer"])
         history = self._checked_history(state["history"], state["epoch"])
+        for i, (reason, running) in enumerate(zip(history.stop_reason, active.tolist())):
+            # a member trains on exactly while it has no stop; one at the epoch limit may be continued either way
+            if reason != "max_epochs" and running != (reason == ""):
+                said = f"stopped ({reason})" if reason else "not stopped"
+                raise ValueError(f"checkpoint's member {i} is {said} in its history but "
+                                 f"{'active' if running else 'frozen'} in 'active': the file is damaged")
         return history, self._checked_orders(state["orders"])
 
     def _check_parameters(self, state: dict) -> None:

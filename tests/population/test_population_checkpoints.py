@@ -169,6 +169,23 @@ def test_a_trainer_checkpoint_or_a_cut_history_is_refused(saved):
     assert "'train_loss'" in refused(cut) and "damaged" in refused(cut)
 
 
+def _with_member0(saved, reason, running):
+    scalars = dict(saved["history"]["scalars"])
+    scalars["stop_reason"] = [reason, *scalars["stop_reason"][1:]]
+    active = saved["active"].clone()
+    active[0] = running
+    return dict(saved, active=active, history={**saved["history"], "scalars": scalars})
+
+
+def test_a_member_whose_activity_contradicts_its_stop_is_refused(saved):
+    """'active' and the history's stops say the same thing: an all-False 'active' would freeze members that never
+    stopped, and a resumed sweep would report fewer successes without a word."""
+    assert "member 0 is not stopped in its history but frozen" in refused(_with_member0(saved, "", False))
+    assert "member 0 is stopped (target_loss) in its history but active" in refused(
+        _with_member0(saved, "target_loss", True))
+    assert "member 0 is stopped (diverged)" in refused(_with_member0(saved, "diverged", True))
+
+
 def test_a_damaged_generator_state_is_refused_by_member(saved):
     orders = dict(saved["orders"])
     orders["generators"] = orders["generators"][:, :100].clone()  # cut short
