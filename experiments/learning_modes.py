@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -300,7 +301,9 @@ def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
         state = plan[mode][0]
         if state is not None:
             try:
-                probe.load_state_dict(state)
+                with warnings.catch_warnings():  # the real load below says what an older checkpoint lacks
+                    warnings.simplefilter("ignore")
+                    probe.load_state_dict(state)
             except (ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as err:
                 raise ValueError(f"--resume: {run_dir / mode / 'checkpoint.pt'} does not fit this run: {err}") \
                     from None
@@ -339,7 +342,7 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
             if state is None and cfg.resume and not quiet:
                 print(f"resuming {mode}: it saved no checkpoint, so it starts from epoch 0 of {cfg.epochs}")
             if state is not None:
-                trainer.load_state_dict(state)
+                trainer.load_state_dict(state, source=str(mode_dir / "checkpoint.pt"))
                 if not quiet:
                     print(f"resuming {mode} from epoch {state.get('epoch')} of {cfg.epochs} "
                           f"({mode_dir / 'checkpoint.pt'})")

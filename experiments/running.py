@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 __all__ = ["USER_ERRORS", "progress_bars", "resume_command", "run_main"]
@@ -56,6 +57,8 @@ def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tu
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is handled below
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = None
+    shown = warnings.formatwarning  # a warning reads as one line of this script, not as a source line of the library
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"{name}: warning: {message}\n"
     try:
         cfg = parse(argv)
         result = run(cfg)
@@ -73,6 +76,8 @@ def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tu
             print(f"\n{name}: interrupted; {saved}. Continue with:\n  {resume_command(name, argv, run_name)}",
                   file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
     return status(result) if status is not None else 0
 
 

@@ -8,6 +8,7 @@ real signal, through a process, is in tests/training/test_faults.py).
 
 import json
 import shlex
+import sys
 
 import pytest
 
@@ -207,3 +208,29 @@ def test_a_real_ctrl_c_of_a_sweep_then_the_printed_command_ends_with_the_unbroke
     assert "resuming online from epoch" in resumed.stdout, resumed.stdout
     cut, whole = results(tmp_path, "sweep", "cut"), results(tmp_path, "sweep", "unbroken")
     assert cut["rows"] == whole["rows"] and cut["members"] == whole["members"]
+
+
+def test_an_older_checkpoint_resumes_with_one_warning_line_naming_its_file(tmp_path):
+    """A checkpoint without the architecture, data digest and loss (an older version's) is taken with one line that
+    names the file and says what cannot be checked: not twice (the fit check and the load), not a library source
+    line."""
+    import subprocess
+
+    import torch
+
+    _, args = TINY["learning_modes"]
+    base = [sys.executable, "-m", "experiments.learning_modes", *args, "--logdir", str(tmp_path), "--modes", "batch",
+            "--run", "old", "--quiet"]
+    assert subprocess.run(base, capture_output=True, text=True, timeout=300).returncode == 0
+    path = tmp_path / "learning_modes" / "old" / "batch" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    for key in ("net_spec", "data_digest", "loss"):
+        del state[key]
+    torch.save(state, path)
+    done = subprocess.run([*base, "--resume", "--epochs", "5", "--allow-changes", "epochs"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "older version" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"learning_modes: warning: {path} was written by an older "), \
+        done.stderr
+    assert "cannot be checked" in lines[0] and "warnings.warn" not in done.stderr
