@@ -29,6 +29,7 @@ from manual_backprop.losses import LOSSES, REDUCTIONS, get_loss
 from manual_backprop.network import MLP
 
 from reference.compare import compare
+from reference.finite_diff import finite_difference_work
 from reference.targets import draw_targets, output_target_kind
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -117,8 +118,21 @@ def _add_check(sub) -> None:
     p.set_defaults(func=run_check)
 
 
+# Finite differences beyond this many multiply-adds take minutes on a CPU (2-100000-2 at batch 16: 1.1e10, 20 s
+# on this project's 2-core machine; 2-1000000-2: 1.1e11, over 5 minutes).
+FD_WORK_LIMIT = 4 * 10**10
+
+
 def run_check(args) -> int:
     net, loss_fn = network_from_args(args)
+    if not args.no_fd:  # the flags are checked and their defaults in force from here on
+        passes, work = finite_difference_work(net.sizes, args.batch, bias=net.bias,
+                                              max_per_tensor=args.fd_samples or None)
+        if work > FD_WORK_LIMIT:
+            raise ValueError(f"finite differences on --sizes {' '.join(map(str, args.sizes))} at --batch {args.batch} "
+                             f"would make {passes} forward passes, {work:.2g} multiply-adds (at most "
+                             f"{FD_WORK_LIMIT:.0e}: minutes on a CPU); pass a smaller --fd-samples or --batch, or "
+                             "--no-fd to compare with autograd alone")
     x, y = random_problem(net, loss_fn, args.batch, seed=args.seed)
     print(f"{net}\nloss {loss_fn!r}, batch {args.batch}, device {net.device}, seed {args.seed}")
     report = compare(net, x, y, loss_fn, finite_diff=not args.no_fd,

@@ -41,6 +41,19 @@ def _indices(numel: int, max_per_tensor: Optional[int], g: torch.Generator) -> T
     return torch.randperm(numel, generator=g)[:max_per_tensor].sort().values
 
 
+def finite_difference_work(sizes, batch: int, *, bias: bool = True, max_per_tensor: Optional[int] = None,
+                           deltas: bool = True) -> tuple:
+    """(forward passes, multiply-adds) that ``finite_differences`` makes: two passes per entry it perturbs (at most
+    ``max_per_tensor`` of each weight, bias and delta tensor), each of batch * sum n_k n_(k+1) multiply-adds."""
+    def entries(n):
+        return n if max_per_tensor is None else min(n, max_per_tensor)
+
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    passes = 1 + 2 * sum(entries(a * b) + (entries(b) if bias else 0) + (entries(batch * b) if deltas else 0)
+                         for a, b in pairs)
+    return passes, passes * batch * sum(a * b for a, b in pairs)
+
+
 def finite_differences(net: Union[MLP, TorchMLP], x: Tensor, y: Tensor, loss_fn: Union[str, Loss, None] = None, *,
                        eps: float = 1e-6, max_per_tensor: Optional[int] = None, seed: int = 0,
                        deltas: bool = True) -> FiniteDifferences:

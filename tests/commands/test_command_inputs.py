@@ -89,3 +89,18 @@ def test_a_closed_pipe_is_no_traceback():
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
     assert proc.returncode == 141
+
+
+def test_finite_differences_too_long_to_wait_for_are_refused_with_the_way_out(capsys, monkeypatch):
+    """check --sizes 2 1000000 2 ran for over five minutes without a word: the finite differences' work is counted
+    first (the passes the oracle will make, each the network's multiply-adds) and refused in one line."""
+    from reference import finite_diff
+
+    passes = []
+    monkeypatch.setattr(finite_diff, "finite_differences", lambda *a, **k: passes.append(1) / 0)
+    code, _, err = run(["check", "--sizes", "2", "1000000", "2"], capsys)
+    assert code == 2 and not passes and len(err.strip().splitlines()) == 1
+    assert "1669 forward passes" in err and "--fd-samples" in err and "--no-fd" in err
+    # the count is the oracle's own: one base pass and two per entry it perturbs (at most 200 of each tensor)
+    assert finite_diff.finite_difference_work([2, 1000000, 2], 16, max_per_tensor=200) == (1669, 1669 * 16 * 4000000)
+    assert finite_diff.finite_difference_work([2, 3, 1], 2, bias=False)[0] == 1 + 2 * (6 + 6 + 3 + 2)
