@@ -233,15 +233,15 @@ def grade_class(targets: list, function: str = "backward", options: "dict | None
                   flush=True)
     except KeyboardInterrupt:
         code = 130
-        running.stop()  # the submissions still running go with the class
     finally:
-        while True:
+        while True:  # the submissions still running go with the class; a second Ctrl-C meanwhile changes nothing
             try:
+                if code == 130:
+                    running.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
-            except KeyboardInterrupt:  # a second Ctrl-C while the last ones stop
+            except KeyboardInterrupt:
                 code = 130
-                running.stop()
     rows = [done[i] for i in sorted(done)]
     write_rows(rows, FIELDS, csv_path, json_path)
     counts = {}

@@ -14,6 +14,10 @@ from .grade_report import RECORD_FIELDS, write_rows
 __all__ = ["run_grade"]
 
 
+# The longest wait for one submission (11.6 days; inf or 1e300 overflow the process machinery's wait).
+MAX_TIMEOUT = 10**6
+
+
 def run_grade(args) -> int:
     from .grade import Unusable, grade, load_function, parse_loss
 
@@ -25,8 +29,8 @@ def run_grade(args) -> int:
     if class_mode:
         from .grade_class import grade_class
 
-        if not args.timeout > 0:
-            raise ValueError(f"--timeout must be a positive number of seconds, but got {args.timeout}")
+        if not 0 < args.timeout <= MAX_TIMEOUT:
+            raise ValueError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], but got {args.timeout}")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1 (submissions graded at once), but got {args.jobs}")
         options = {"losses": list(args.loss), "dtype": args.dtype, "device": args.device, "seed": args.seed,

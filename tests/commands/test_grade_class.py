@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from commands.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +112,10 @@ def _running_here(tmp_path) -> list:
     return found
 
 
-def test_ctrl_c_in_parallel_stops_every_submission(tmp_path):
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_in_parallel_stops_every_submission(tmp_path, presses):
+    """Ctrl-C once or twice (the second while the running submissions are being stopped): the rows so far are
+    written, no traceback."""
     SUBMISSIONS["carol2"] = SUBMISSIONS["carol"]
     files = make_class(tmp_path / "class", ["alice", "carol", "carol2"])
     del SUBMISSIONS["carol2"]
@@ -122,7 +127,9 @@ def test_ctrl_c_in_parallel_stops_every_submission(tmp_path):
     while "alice" not in seen and time.time() < deadline:
         seen += proc.stdout.readline()
     assert len(_running_here(tmp_path)) == 2  # both endless loops run at once
-    proc.send_signal(signal.SIGINT)
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err and "stopped by Ctrl-C after 1 of 3" in out
@@ -149,6 +156,9 @@ def test_a_bad_jobs_flag_is_one_line(tmp_path, capsys):
     files = make_class(tmp_path / "class", ["alice", "bob"])
     code = main(["grade", *map(str, files), "--jobs", "0"])
     assert code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+    for timeout in ("inf", "1e300", "nan", "0"):  # inf overflowed the processes' wait (a traceback)
+        assert main(["grade", *map(str, files), "--timeout", timeout]) == 2
+        assert "--timeout must be a number of seconds in (0, 1e+06]" in capsys.readouterr().err
 
 
 def test_ctrl_c_writes_the_rows_so_far_and_exits_130(tmp_path):
