@@ -209,6 +209,13 @@ def _kill(proc) -> None:
     proc.join()
 
 
+def _hold_ctrl_c():
+    """Ignore Ctrl-C until the rows are written (main thread only); the handler to put back, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def grade_class(targets: list, function: str = "backward", options: "dict | None" = None, *, timeout: float = 120.0,
                 csv_path="grades.csv", json_path="grades.json", jobs: int = 1) -> int:
     """Grade every submission, ``jobs`` at once, print one line each as it finishes and a summary; 0 when all
@@ -234,16 +241,22 @@ def grade_class(targets: list, function: str = "backward", options: "dict | None
     except KeyboardInterrupt:
         code = 130
     finally:
-        while True:  # the submissions still running go with the class; a second Ctrl-C meanwhile changes nothing
+        held = _hold_ctrl_c() if code == 130 else None  # a second Ctrl-C: the class is stopping already
+        while True:  # the submissions still running go with the class
             try:
                 if code == 130:
                     running.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # pressed before the hold: stop them, then hold
                 code = 130
+                held = held or _hold_ctrl_c()
     rows = [done[i] for i in sorted(done)]
-    write_rows(rows, FIELDS, csv_path, json_path)
+    try:
+        write_rows(rows, FIELDS, csv_path, json_path)
+    finally:
+        if held is not None:
+            signal.signal(signal.SIGINT, held)
     counts = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
