@@ -9,8 +9,9 @@
  * Summation order inside a dot product differs from torch's matrix products, and torch's add(alpha) fuses a
  * multiply-add that this loop rounds twice: a few units in the last place per update, the bound the proof states.
  *
- * mlp_body.c holds the loop; it is included twice, once for double (suffix _f64) and once for float (_f32), so
- * each dtype computes in its own precision as torch does. Parameters are updated in place in the caller's buffers.
+ * mlp_body.c holds the loop (and includes mlp_grads.c, MLP.loss_and_grads' one call); it is included twice, once for
+ * double (suffix _f64) and once for float (_f32), so each dtype computes in its own precision as torch does.
+ * Parameters are updated in place in the caller's buffers.
  */
 #define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
 #include <math.h>

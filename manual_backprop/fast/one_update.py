@@ -2,7 +2,7 @@
 
 A declared derivative of network.loss_and_gradients. For a small network the reference's two phases are about 25
 eager torch calls of a few microseconds each, and the arithmetic is a fraction of one; here they are one call of
-``mbp_loss_and_grads`` (_csrc/mlp_body.c): the C loop's own forward phase, output delta and hidden deltas, and its
+``mbp_loss_and_grads`` (_csrc/mlp_grads.c): the C loop's own forward phase, output delta and hidden deltas, and its
 update's gradient sums without the step, so the parameters are read and never written. Its results are the C
 loop's bit for bit, and E, every dE/dW, dE/db and every delta agree with the reference within ``ONE_UPDATE_ULPS``
 (the C loop's C_ULPS) ulps of their scale: tests/proof/test_one_update.py proves both, for every activation x

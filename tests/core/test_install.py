@@ -76,3 +76,16 @@ def test_requires_python_is_what_torch_2_13_needs():
 def test_the_install_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(ROOT / "install.sh")]).returncode == 0
     assert os.access(ROOT / "install.sh", os.R_OK)
+
+
+def test_every_c_source_ships_in_the_package():
+    """The kernels compile on first use from _csrc/, so an installed (not editable) copy needs every file there:
+    vecmath.h was left out by a package-data glob of *.c alone."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["manual_backprop"]
+    sources = sorted(p.relative_to(root / "manual_backprop").as_posix()
+                     for p in (root / "manual_backprop" / "_csrc").iterdir() if p.is_file())
+    assert sources and [s for s in sources if not any(fnmatch.fnmatch(s, g) for g in globs)] == []

@@ -1,0 +1,176 @@
+/* MLP.loss_and_grads' one C call (fast/one_update.py): the loss, every gradient and every delta of one update,
+ * the parameters untouched, with the C loop's own functions and its sums' order. Included by mlp_body.c (once per
+ * dtype, with its REAL and SUFFIX), not compiled on its own. */
+
+/* dot() of four rows a[0..3] with n_b (1 or 2) vectors b[q] at once, out[q][r] = dot(a[r], b[q]): each sum in dot()'s
+ * own order (eight running sums, paired as dot() pairs them, then the tail), so every result is dot()'s bit for bit;
+ * four or eight independent chains instead of one keep the vector units busy where a wide layer makes the forward
+ * phase long dot products. */
+
+static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b, int64_t n, REAL *const *out)
+{
+    REAL s[2][4][8];
+    int64_t i = 0;
+#if defined(__GNUC__)
+    SUFFIX(vec8) v[2][4] = {{{0}}};
+    if (n_b == 2) /* two inputs: eight chains, each row of W loaded once for both */
+        for (; i + 8 <= n; i += 8) {
+            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i), b1 = SUFFIX(load8)(b[1] + i);
+            for (int r = 0; r < 4; r++) {
+                const SUFFIX(vec8) ar = SUFFIX(load8)(a[r] + i);
+                v[0][r] += ar * b0;
+                v[1][r] += ar * b1;
+            }
+        }
+    else
+        for (; i + 8 <= n; i += 8) {
+            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i);
+            for (int r = 0; r < 4; r++)
+                v[0][r] += SUFFIX(load8)(a[r] + i) * b0;
+        }
+    memcpy(s, v, sizeof s);
+#else
+    memset(s, 0, sizeof s);
+    for (; i + 8 <= n; i += 8)
+        for (int q = 0; q < n_b; q++)
+            for (int r = 0; r < 4; r++)
+                for (int l = 0; l < 8; l++)
+                    s[q][r][l] += a[r][i + l] * b[q][i + l];
+#endif
+    for (int q = 0; q < n_b; q++)
+        for (int r = 0; r < 4; r++) {
+            const REAL *t8 = s[q][r];
+            REAL total = ((t8[0] + t8[4]) + (t8[1] + t8[5])) + ((t8[2] + t8[6]) + (t8[3] + t8[7]));
+            for (int64_t t = i; t < n; t++)
+                total += a[r][t] * b[q][t];
+            out[q][r] = total;
+        }
+}
+
+/* forward_phase on the B rows of x_data, the same values bit for bit (net_input's dot products through
+ * dot4 four units at a time, each block of W over all the samples, then the same bias add and activation per
+ * row). */
+static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B)
+{
+    const int64_t L = plan->n_layers, *sizes = plan->sizes;
+    REAL *const *weights = (REAL *const *)plan->weights;
+    REAL *const *biases = (REAL *const *)plan->biases;
+    for (int64_t k = 0; k < L; k++) {
+        const int64_t n_in = sizes[k], n_o = sizes[k + 1];
+        const REAL *W = weights[k], *bias = biases ? biases[k] : NULL;
+        REAL *out = (k == L - 1) ? w->logits : w->act[k + 1];
+        const REAL *in0 = (k == 0) ? x_data : w->act[k];
+        int64_t j;
+        for (j = 0; j < n_o; j += 4) { /* four rows of W stay in L1 across the samples */
+            const int64_t m = n_o - j < 4 ? n_o - j : 4; /* the last block repeats its last row: results unused */
+            const REAL *rows[4];
+            for (int r = 0; r < 4; r++) rows[r] = W + (j + (r < m ? r : m - 1)) * n_in;
+            for (int64_t b = 0; b < B; b += 2) {
+                const int64_t n_b = B - b < 2 ? 1 : 2;
+                const REAL *ins[2] = {in0 + b * n_in, in0 + (b + n_b - 1) * n_in};
+                REAL got[2][4];
+                REAL *outs[2] = {got[0], got[1]};
+                SUFFIX(dot4)(rows, ins, n_b, n_in, outs);
+                for (int64_t q = 0; q < n_b; q++)
+                    memcpy(out + (b + q) * n_o + j, got[q], (size_t)m * sizeof(REAL));
+            }
+        }
+        for (int64_t b = 0; b < B; b++) {
+            REAL *z = out + b * n_o;
+            if (bias)
+                for (j = 0; j < n_o; j++) z[j] = bias[j] + z[j];
+            if (k == L - 1)
+                memcpy(w->act[L] + b * n_o, z, (size_t)n_o * sizeof(REAL));
+            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], (k == L - 1) ? w->act[L] + b * n_o : z,
+                                       n_o);
+        }
+    }
+}
+
+/* network.weight_gradient and bias_gradient for one layer, without the update: update()'s sums in its order (each
+ * element summed over the samples b = 0 .. B-1, from 0), so the entry point below writes the C loop's own gradients
+ * bit for bit; blocks of 32 elements stay in vector registers across the samples. grad_w (n_out, n_in), grad_b
+ * (n_out) or NULL. */
+static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
+                              REAL *grad_w, REAL *grad_b)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        REAL *gw = grad_w + j * n_in;
+        if (B == 1) {
+            const REAL dj = delta[j];
+            const REAL *in = inputs[0];
+            for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
+        } else {
+            int64_t i = 0;
+#if defined(__GNUC__)
+            for (; i + 32 <= n_in; i += 32) { /* 32 elements in four vectors across the samples */
+                SUFFIX(vec8) g0 = {0}, g1 = {0}, g2 = {0}, g3 = {0};
+                for (int64_t b = 0; b < B; b++) {
+                    const REAL dbj = delta[b * n_out + j];
+                    const REAL *in = inputs[b] + i;
+                    g0 += dbj * SUFFIX(load8)(in);
+                    g1 += dbj * SUFFIX(load8)(in + 8);
+                    g2 += dbj * SUFFIX(load8)(in + 16);
+                    g3 += dbj * SUFFIX(load8)(in + 24);
+                }
+                memcpy(gw + i, &g0, sizeof g0);
+                memcpy(gw + i + 8, &g1, sizeof g1);
+                memcpy(gw + i + 16, &g2, sizeof g2);
+                memcpy(gw + i + 24, &g3, sizeof g3);
+            }
+#endif
+            for (; i < n_in; i++) {
+                REAL g = 0;
+                for (int64_t b = 0; b < B; b++) g += delta[b * n_out + j] * inputs[b][i];
+                gw[i] = g;
+            }
+        }
+        if (grad_b) {
+            REAL gb = B == 1 ? delta[j] : 0;
+            if (B > 1)
+                for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j];
+            grad_b[j] = gb;
+        }
+    }
+}
+
+/* One call of MLP.loss_and_grads (fast/one_update.py): network.loss_and_gradients on the B rows of x (B, sizes[0])
+ * and y (B, sizes[L]), the parameters of plan read and never written (plan's x_data, y_data are not used).
+ * out: 3L + 1 pointers, where the results are written: dE/dW[0..L-1] (n_{k+1}, n_k), dE/db[0..L-1] (n_{k+1}; NULL
+ * pointers without biases), deltas[0..L-1] (B, n_{k+1}), and E (one value). The forward phase, the output delta and
+ * the hidden deltas are the C loop's own functions and the gradients its update's sums, so every value is what
+ * SUFFIX(train_update) computes before its step. Returns 0, 1 when the workspace cannot be allocated, 2 for an
+ * invalid L or B. */
+int SUFFIX(mbp_loss_and_grads)(const mbp_plan *plan, const REAL *x, const REAL *y, int64_t B, void *const *out)
+{
+    const int64_t L = plan->n_layers, *sizes = plan->sizes, n_out = sizes[L];
+    if (L < 1 || L > 64 || B < 1)
+        return 2;
+    REAL *const *grad_w = (REAL *const *)out, *const *grad_b = (REAL *const *)out + L;
+    REAL *const *deltas = (REAL *const *)out + 2 * L;
+    REAL *loss = (REAL *)out[3 * L];
+    SUFFIX(workspace) w;
+    if (SUFFIX(workspace_alloc)(&w, sizes, L, B))
+        return 1;
+    SUFFIX(forward_rows)(plan, &w, x, B);
+    const double c = SUFFIX(loss_scale)(plan, B);
+    REAL acc = 0;
+    for (int64_t b = 0; b < B; b++)
+        acc = SUFFIX(output_delta)(plan->loss_kind, plan->acts[L - 1], (REAL)plan->slopes[L - 1],
+                                   w.logits + b * n_out, w.act[L] + b * n_out, y + b * n_out,
+                                   deltas[L - 1] + b * n_out, n_out, c, acc);
+    for (int64_t k = L - 1; k >= 0; k--) {
+        const int64_t n_in = sizes[k], n_o = sizes[k + 1];
+        if (k > 0)
+            for (int64_t b = 0; b < B; b++)
+                SUFFIX(hidden_delta)(plan->acts[k - 1], (REAL)plan->slopes[k - 1],
+                                     ((REAL *const *)plan->weights)[k], deltas[k] + b * n_o, w.act[k] + b * n_in,
+                                     deltas[k - 1] + b * n_in, n_in, n_o);
+        for (int64_t b = 0; b < B; b++)
+            w.inputs[b] = (k == 0) ? x + b * sizes[0] : w.act[k] + b * n_in;
+        SUFFIX(gradients)(deltas[k], w.inputs, B, n_in, n_o, grad_w[k], plan->biases ? grad_b[k] : NULL);
+    }
+    *loss = acc * (REAL)c;
+    SUFFIX(workspace_free)(&w);
+    return 0;
+}
