@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 import torch
@@ -329,6 +330,8 @@ def main(argv=None) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe (| head -1) shows here, not at exit
+        if code == 130 and argv is None:  # the command line's run, stopped by Ctrl-C: the process exits now, and
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one more press meanwhile is no traceback
         return code
     except (ValueError, TypeError) as err:
         print(f"manual-backprop {args.command}: error: {err}", file=sys.stderr)
