@@ -39,6 +39,9 @@ def load_function(target: str):
                 raise Unusable(f"{module_part!r} (from {target!r}) is not a Python file: expected a .py file (or a "
                                "dotted module name), then :FUNCTION")
             name = f"_graded_{path.stem}"
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:  # as `python file.py` has it: the helper files beside it import
+                sys.path.insert(0, folder)
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module

@@ -176,3 +176,15 @@ def test_ctrl_c_writes_the_rows_so_far_and_exits_130(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err and "stopped by Ctrl-C after 1 of 3" in out
     assert list(rows_of(tmp_path)) == ["alice"]
+
+
+def test_one_submission_imports_its_own_helper_file_as_python_would(tmp_path):
+    """`manual-backprop grade alice.py`, where alice.py imports helpers.py beside it, works from her folder and from
+    elsewhere, as `python alice.py` would (it said "No module named 'helpers'")."""
+    make_class(tmp_path / "class", ["alice"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for cwd, target in ((tmp_path / "class", "alice.py"), (tmp_path, "class/alice.py")):
+        done = subprocess.run([sys.executable, "-m", "commands.cli", "grade", target, "--no-fd"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "PASS" in done.stdout and "No module named" not in done.stdout + done.stderr
