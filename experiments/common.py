@@ -198,6 +198,9 @@ def _describe(kind: _Kind, choices) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- --config
+CONFIG_MAX_BYTES = 1 << 20  # a run folder's config.json is a few KB
+
+
 def load_config_file(path, config_class, extra_keys: Iterable[str] = ()) -> dict:
     """The settings a saved config.json holds, checked against ``config_class``: {field name: value}.
 
@@ -207,6 +210,8 @@ def load_config_file(path, config_class, extra_keys: Iterable[str] = ()) -> dict
     """
     where = f"--config {path}"
     try:
+        if (size := Path(path).stat().st_size) > CONFIG_MAX_BYTES:  # refused before a huge file is read whole
+            raise ValueError(f"{where}: {size} bytes, expected a config.json of at most {CONFIG_MAX_BYTES} bytes")
         text = Path(path).read_bytes().decode("utf-8")
     except OSError as err:
         raise ValueError(f"{where}: cannot read it ({err.strerror or err})") from None

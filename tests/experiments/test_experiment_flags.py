@@ -59,6 +59,7 @@ def test_config_file_replays_a_run_and_flags_override_it(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (None, "cannot read it"),
+    (" " * (2 << 20), "2097152 bytes, expected a config.json of at most 1048576 bytes"),  # not read whole first
     ("{not json", "not valid JSON"),
     ('["a", "list"]', "must hold a JSON object"),
     ('{"epochs": 2, "learning_rate": 0.1}', "unknown setting 'learning_rate'"),
