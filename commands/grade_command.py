@@ -26,13 +26,15 @@ def run_grade(args) -> int:
     for flag, path in (("--csv", args.csv or ("grades.csv" if class_mode else None)),
                        ("--json", args.json or ("grades.json" if class_mode else None))):
         _check_writable(flag, path)  # before a class is graded, not after
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # checked for one file too: a bad flag is a bad flag
+        raise ValueError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], but got {args.timeout}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1 (submissions graded at once), but got {args.jobs}")
+    if args.fd_samples is not None and args.fd_samples < 0:
+        raise ValueError(f"--fd-samples must be 0 (every entry) or a positive count, but got {args.fd_samples}")
     if class_mode:
         from .grade_class import grade_class
 
-        if not 0 < args.timeout <= MAX_TIMEOUT:
-            raise ValueError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], but got {args.timeout}")
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1 (submissions graded at once), but got {args.jobs}")
         options = {"losses": list(args.loss), "dtype": args.dtype, "device": args.device, "seed": args.seed,
                    "finite_diff": not args.no_fd, "fd_max_per_tensor": args.fd_samples or None}
         return grade_class(args.target, args.function, options, timeout=args.timeout,

@@ -159,6 +159,11 @@ def test_a_bad_jobs_flag_is_one_line(tmp_path, capsys):
     for timeout in ("inf", "1e300", "nan", "0"):  # inf overflowed the processes' wait (a traceback)
         assert main(["grade", *map(str, files), "--timeout", timeout]) == 2
         assert "--timeout must be a number of seconds in (0, 1e+06]" in capsys.readouterr().err
+    for flag, value, message in (("--jobs", "-1", "--jobs must be at least 1"),  # one file: the same checks
+                                 ("--timeout", "nan", "--timeout must be a number"),
+                                 ("--fd-samples", "-3", "--fd-samples must be 0")):
+        assert main(["grade", str(files[0]), flag, value]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_ctrl_c_writes_the_rows_so_far_and_exits_130(tmp_path):
