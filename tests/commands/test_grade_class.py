@@ -112,6 +112,18 @@ def _running_here(tmp_path) -> list:
     return found
 
 
+def _grading_past_alice(tmp_path, files, jobs: int) -> subprocess.Popen:
+    """`manual-backprop grade FILES` started in a process of its own, once it has printed alice's row."""
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd", "--jobs",
+                             str(jobs), "--timeout", "300", "--csv", str(tmp_path / "g.csv"), "--json",
+                             str(tmp_path / "g.json")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline, seen = time.time() + 120, ""
+    while "alice" not in seen and time.time() < deadline:
+        seen += proc.stdout.readline()
+    return proc
+
+
 @pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
 def test_ctrl_c_in_parallel_stops_every_submission(tmp_path, presses):
     """Ctrl-C once or twice (the second while the running submissions are being stopped): the rows so far are
@@ -119,13 +131,7 @@ def test_ctrl_c_in_parallel_stops_every_submission(tmp_path, presses):
     SUBMISSIONS["carol2"] = SUBMISSIONS["carol"]
     files = make_class(tmp_path / "class", ["alice", "carol", "carol2"])
     del SUBMISSIONS["carol2"]
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd", "--jobs", "3",
-                             "--timeout", "300", "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    seen = ""
-    while "alice" not in seen and time.time() < deadline:
-        seen += proc.stdout.readline()
+    proc = _grading_past_alice(tmp_path, files, jobs=3)
     assert len(_running_here(tmp_path)) == 2  # both endless loops run at once
     for _ in range(presses):
         proc.send_signal(signal.SIGINT)
@@ -168,13 +174,7 @@ def test_a_bad_jobs_flag_is_one_line(tmp_path, capsys):
 
 def test_ctrl_c_writes_the_rows_so_far_and_exits_130(tmp_path):
     files = make_class(tmp_path / "class", ["alice", "carol", "bob"])
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", *map(str, files), "--no-fd", "--jobs", "1",
-                             "--timeout", "300", "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    seen = ""
-    while "alice" not in seen and time.time() < deadline:
-        seen += proc.stdout.readline()
+    proc = _grading_past_alice(tmp_path, files, jobs=1)
     time.sleep(2)  # carol's endless loop is running
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
