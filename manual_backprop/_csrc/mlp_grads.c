@@ -3,34 +3,67 @@
  * dtype, with its REAL and SUFFIX), not compiled on its own. */
 
 /* dot() of four rows a[0..3] with n_b (1 or 2) vectors b[q] at once, out[q][r] = dot(a[r], b[q]): each sum in dot()'s
- * own order (eight running sums, paired as dot() pairs them, then the tail), so every result is dot()'s bit for bit;
- * four or eight independent chains instead of one keep the vector units busy where a wide layer makes the forward
- * phase long dot products. */
+ * own order (sixteen running sums folded into eight, one block of eight, paired as dot() pairs them, then the tail),
+ * so every result is dot()'s bit for bit; four or eight independent chains instead of one keep the vector units busy
+ * where a wide layer makes the forward phase long dot products. Two vectors at once only where 32 vector registers
+ * hold the eight running sums (AVX-512); the order of each sum, and so every result, is the same either way. */
+#if defined(__AVX512F__) || !defined(__GNUC__)
+#define DOT4_PAIRS 2
+#define GRAD_ROWS 2 /* gradients(): rows of dE/dW per pass, the same rule */
+#else
+#define DOT4_PAIRS 1
+#define GRAD_ROWS 1
+#endif
 
 static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b, int64_t n, REAL *const *out)
 {
     REAL s[2][4][8];
     int64_t i = 0;
 #if defined(__GNUC__)
-    SUFFIX(vec8) v[2][4] = {{{0}}};
-    if (n_b == 2) /* two inputs: eight chains, each row of W loaded once for both */
-        for (; i + 8 <= n; i += 8) {
-            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i), b1 = SUFFIX(load8)(b[1] + i);
+    SUFFIX(vec16) v16[2][4] = {{{0}}};
+    if (n_b == 2)
+        for (; i + 16 <= n; i += 16) {
+            const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i), b1 = SUFFIX(load16)(b[1] + i);
             for (int r = 0; r < 4; r++) {
-                const SUFFIX(vec8) ar = SUFFIX(load8)(a[r] + i);
-                v[0][r] += ar * b0;
-                v[1][r] += ar * b1;
+                const SUFFIX(vec16) ar = SUFFIX(load16)(a[r] + i);
+                v16[0][r] += ar * b0;
+                v16[1][r] += ar * b1;
             }
         }
     else
-        for (; i + 8 <= n; i += 8) {
-            const SUFFIX(vec8) b0 = SUFFIX(load8)(b[0] + i);
+        for (; i + 16 <= n; i += 16) {
+            const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i);
             for (int r = 0; r < 4; r++)
-                v[0][r] += SUFFIX(load8)(a[r] + i) * b0;
+                v16[0][r] += SUFFIX(load16)(a[r] + i) * b0;
         }
-    memcpy(s, v, sizeof s);
+    SUFFIX(vec8) v[2][4];
+    for (int q = 0; q < n_b; q++)
+        for (int r = 0; r < 4; r++) {
+            SUFFIX(vec8) lo, hi;
+            memcpy(&lo, &v16[q][r], sizeof lo);
+            memcpy(&hi, (REAL *)&v16[q][r] + 8, sizeof hi);
+            v[q][r] = lo + hi;
+        }
+    for (; i + 8 <= n; i += 8)
+        for (int q = 0; q < n_b; q++) {
+            const SUFFIX(vec8) bq = SUFFIX(load8)(b[q] + i);
+            for (int r = 0; r < 4; r++)
+                v[q][r] += SUFFIX(load8)(a[r] + i) * bq;
+        }
+    for (int q = 0; q < n_b; q++)
+        memcpy(s[q], v[q], sizeof s[q]);
 #else
-    memset(s, 0, sizeof s);
+    REAL s16[2][4][16];
+    memset(s16, 0, sizeof s16);
+    for (; i + 16 <= n; i += 16)
+        for (int q = 0; q < n_b; q++)
+            for (int r = 0; r < 4; r++)
+                for (int l = 0; l < 16; l++)
+                    s16[q][r][l] += a[r][i + l] * b[q][i + l];
+    for (int q = 0; q < n_b; q++)
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 8; l++)
+                s[q][r][l] = s16[q][r][l] + s16[q][r][l + 8];
     for (; i + 8 <= n; i += 8)
         for (int q = 0; q < n_b; q++)
             for (int r = 0; r < 4; r++)
@@ -65,8 +98,8 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
             const int64_t m = n_o - j < 4 ? n_o - j : 4; /* the last block repeats its last row: results unused */
             const REAL *rows[4];
             for (int r = 0; r < 4; r++) rows[r] = W + (j + (r < m ? r : m - 1)) * n_in;
-            for (int64_t b = 0; b < B; b += 2) {
-                const int64_t n_b = B - b < 2 ? 1 : 2;
+            for (int64_t b = 0; b < B; b += DOT4_PAIRS) {
+                const int64_t n_b = B - b < DOT4_PAIRS ? B - b : DOT4_PAIRS;
                 const REAL *ins[2] = {in0 + b * n_in, in0 + (b + n_b - 1) * n_in};
                 REAL got[2][4];
                 REAL *outs[2] = {got[0], got[1]};
@@ -89,48 +122,58 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
 
 /* network.weight_gradient and bias_gradient for one layer, without the update: update()'s sums in its order (each
  * element summed over the samples b = 0 .. B-1, from 0), so the entry point below writes the C loop's own gradients
- * bit for bit; blocks of 32 elements stay in vector registers across the samples. grad_w (n_out, n_in), grad_b
- * (n_out) or NULL. */
+ * bit for bit, whatever the blocking: GRAD_ROWS rows j of 64 elements in vector registers across the samples, then
+ * blocks of eight, then one by one. grad_w (n_out, n_in), grad_b (n_out) or NULL. */
 static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
                               REAL *grad_w, REAL *grad_b)
 {
-    for (int64_t j = 0; j < n_out; j++) {
-        REAL *gw = grad_w + j * n_in;
+    for (int64_t j = 0; j < n_out; j += GRAD_ROWS) {
+        const int64_t m = n_out - j < GRAD_ROWS ? n_out - j : GRAD_ROWS; /* rows j .. j + m - 1 */
         if (B == 1) {
-            const REAL dj = delta[j];
-            const REAL *in = inputs[0];
-            for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
+            for (int64_t r = 0; r < m; r++) {
+                const REAL dj = delta[j + r];
+                const REAL *in = inputs[0];
+                REAL *gw = grad_w + (j + r) * n_in;
+                for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
+            }
         } else {
             int64_t i = 0;
 #if defined(__GNUC__)
-            for (; i + 32 <= n_in; i += 32) { /* 32 elements in four vectors across the samples */
-                SUFFIX(vec8) g0 = {0}, g1 = {0}, g2 = {0}, g3 = {0};
+            for (; i + 64 <= n_in; i += 64) { /* each input vector loaded once for the m rows */
+                SUFFIX(vec16) g[GRAD_ROWS][4] = {{{0}}};
                 for (int64_t b = 0; b < B; b++) {
-                    const REAL dbj = delta[b * n_out + j];
                     const REAL *in = inputs[b] + i;
-                    g0 += dbj * SUFFIX(load8)(in);
-                    g1 += dbj * SUFFIX(load8)(in + 8);
-                    g2 += dbj * SUFFIX(load8)(in + 16);
-                    g3 += dbj * SUFFIX(load8)(in + 24);
+                    for (int t = 0; t < 4; t++) {
+                        const SUFFIX(vec16) v = SUFFIX(load16)(in + 16 * t);
+                        for (int r = 0; r < GRAD_ROWS; r++) /* past the last row: its copy, unused */
+                            g[r][t] += delta[b * n_out + j + (r < m ? r : m - 1)] * v;
+                    }
                 }
-                memcpy(gw + i, &g0, sizeof g0);
-                memcpy(gw + i + 8, &g1, sizeof g1);
-                memcpy(gw + i + 16, &g2, sizeof g2);
-                memcpy(gw + i + 24, &g3, sizeof g3);
+                for (int64_t r = 0; r < m; r++)
+                    memcpy(grad_w + (j + r) * n_in + i, g[r], sizeof g[r]);
             }
+            for (; i + 8 <= n_in; i += 8) /* what is left in blocks of eight */
+                for (int64_t r = 0; r < m; r++) {
+                    SUFFIX(vec8) g0 = {0};
+                    for (int64_t b = 0; b < B; b++)
+                        g0 += delta[b * n_out + j + r] * SUFFIX(load8)(inputs[b] + i);
+                    memcpy(grad_w + (j + r) * n_in + i, &g0, sizeof g0);
+                }
 #endif
-            for (; i < n_in; i++) {
-                REAL g = 0;
-                for (int64_t b = 0; b < B; b++) g += delta[b * n_out + j] * inputs[b][i];
-                gw[i] = g;
+            for (; i < n_in; i++)
+                for (int64_t r = 0; r < m; r++) {
+                    REAL g = 0;
+                    for (int64_t b = 0; b < B; b++) g += delta[b * n_out + j + r] * inputs[b][i];
+                    grad_w[(j + r) * n_in + i] = g;
+                }
+        }
+        if (grad_b)
+            for (int64_t r = 0; r < m; r++) {
+                REAL gb = B == 1 ? delta[j + r] : 0;
+                if (B > 1)
+                    for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j + r];
+                grad_b[j + r] = gb;
             }
-        }
-        if (grad_b) {
-            REAL gb = B == 1 ? delta[j] : 0;
-            if (B > 1)
-                for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j];
-            grad_b[j] = gb;
-        }
     }
 }
 

@@ -34,7 +34,9 @@ from reference.update_proof import named, reference_update, update_misses
 from helpers import c_loop_reason, draw_targets, target_kind
 
 F64, F32 = torch.float64, torch.float32
-WIDE = [70, 9, 5, 3]  # 70 inputs: eight blocks of 8 and a tail, and two gradient blocks; 9 units: dot4 twice and one
+# 90 inputs: dot's five blocks of 16, one of 8 and a tail of 2; the gradients' block of 64, three of 8 and the tail;
+# 9 units: dot4 twice and one, the gradients' row pairs and a last row alone; B = 7: dot4's sample pairs and one
+WIDE = [90, 9, 5, 3]
 
 pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
