@@ -193,6 +193,16 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     try:
         plan = _on_rank0(main, lambda: _check_run_folder(cfg, run_dir, modes, sizes))
         _check_checkpoints_fit(probes, run_dir, plan)  # the same states on every rank: the same outcome
+        complete = _already_complete(cfg, modes, probes, plan)
+        if complete is not None:  # a resume with nothing left to train writes nothing
+            if not quiet:
+                print(f"learning_modes: run {run_name!r} ({run_dir}) is already complete: "
+                      + ", ".join(f"{m} at epoch {h.epoch[-1]} of {cfg.epochs} ({h.stop_reason})"
+                                  for m, h in complete.items())
+                      + "; nothing was trained or written")
+            finish_run(EXPERIMENT, run_dir, cfg.plots if main else None, text=table(complete, cfg), config=asdict(cfg),
+                       dashboard=_dashboard(cfg, modes, data, sizes), show=not quiet)
+            return complete
         del probes
         return _train_modes(cfg, info, modes, data, initial, sizes, run_dir, plan, main, quiet)
     finally:
@@ -309,15 +319,34 @@ def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
                     from None
 
 
+def _already_complete(cfg: Config, modes: list, probes: dict, plan: dict) -> Optional[dict]:
+    """{mode: History} when --resume finds every mode's checkpoint finished (the epoch limit or the target loss
+    reached), else None; the probes hold the checkpoints loaded."""
+    if not cfg.resume or any(plan[m][0] is None for m in modes):
+        return None
+    histories = {}
+    for mode in modes:  # the Trainer saves its last checkpoint before it records the epoch limit as the stop
+        probe, h = probes[mode], probes[mode].history
+        if h.stop_reason == "target_loss" or (h.stop_reason in ("", "max_epochs") and probe.epoch >= cfg.epochs):
+            h.stop_reason = h.stop_reason or "max_epochs"
+            histories[mode] = h
+    return histories if len(histories) == len(modes) else None
+
+
+def _dashboard(cfg: Config, modes: list, data, sizes: list):
+    n_train = data.x_train.shape[0]
+    return dashboards.learning_modes(modes, [cfg.lr(m) for m in modes],
+                                     [samples_per_update(m, cfg.batch_size, n_train) for m in modes],
+                                     settings={**asdict(cfg), "sizes": sizes})
+
+
 def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list, run_dir: Path, plan: dict,
                  main: bool, quiet: bool) -> dict:
     if not quiet:
         ranks = "" if info is None else f"\n{info.world_size} processes ({info.backend}), each batch split over them"
         print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
     n_train = data.x_train.shape[0]
-    dashboard = dashboards.learning_modes(modes, [cfg.lr(m) for m in modes],
-                                          [samples_per_update(m, cfg.batch_size, n_train) for m in modes],
-                                          settings={**asdict(cfg), "sizes": sizes})
+    dashboard = _dashboard(cfg, modes, data, sizes)
     histories = {}
     for mode in modes:
         mode_dir, (state, segments) = run_dir / mode, plan[mode]

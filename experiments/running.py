@@ -39,7 +39,8 @@ def resume_command(name: str, argv: Sequence[str], run_name: str) -> str:
         kept.append(arg)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     launcher = (f"torchrun --standalone --nproc_per_node={world} -m" if world > 1 else "python -m")
-    return f"{launcher} experiments.{name} " + shlex.join([*kept, "--run", run_name, "--resume"])
+    run_flag = "--run-name" if world > 1 else "--run"  # torchrun takes --run for an abbreviation of its --run-path
+    return f"{launcher} experiments.{name} " + shlex.join([*kept, run_flag, run_name, "--resume"])
 
 
 def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tuple = (),
@@ -67,6 +68,8 @@ def run_main(name: str, parse: Callable, run: Callable, argv=None, *, errors: tu
             print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
+        if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun rank 0 says it, once for the job
+            return 130
         session = interrupt.session if isinstance(interrupt, Interrupted) else current_session()
         run_name = session.name if session is not None else getattr(cfg, "_run_name", None)
         if run_name is None:

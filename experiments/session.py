@@ -94,6 +94,15 @@ class RunSession:
         self._current = None
         write_json({"done": self.done}, self.path / PROGRESS_NAME)
 
+    def announce(self) -> None:
+        """Say what a resumed run resumes and from where (a script that checks its checkpoints first calls this
+        itself, after the check: ``start_run(..., announce=False)``)."""
+        if not self.resumed:
+            return
+        if self.folder.chosen:
+            print(self.folder.chosen)
+        print(f"resuming {self.experiment} run {self.name!r} ({self.path}): {self.saved()}; the rest runs now")
+
     def saved(self) -> str:
         """What an interruption keeps, in words."""
         partial = f"; {self.partial}" if self.partial else ""
@@ -165,10 +174,8 @@ def start_run(experiment: str, cfg, default: str, *, extra: Optional[dict] = Non
         folder.release()
         raise
     session = RunSession(experiment, folder, settings, bool(cfg.resume), done)
-    if cfg.resume and announce and not getattr(cfg, "quiet", False):
-        if folder.chosen:
-            print(folder.chosen)
-        print(f"resuming {experiment} run {folder.name!r} ({folder.path}): {session.saved()}; the rest runs now")
+    if announce and not getattr(cfg, "quiet", False):
+        session.announce()
     return session
 
 

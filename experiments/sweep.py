@@ -17,9 +17,11 @@ guarantees that all four XOR points are classified right: the loss is (1/4) sum_
 every e_i^2 <= 0.16, |e_i| <= 0.4 < 0.5. TensorBoard gets one aggregate run per mode and learning rate
 (<logdir>/sweep/<run>/<mode>_lr<lr>): loss quantiles over the seeds and the fraction that has succeeded, by epoch.
 
-Ctrl-C saves the population in training (<run>/checkpoints/<mode>.pt, back to its last finished epoch) and prints
-the command that continues it: ``--run R --resume`` keeps the finished modes and continues that one from the epoch
-it saved, to the results an unbroken run gives (under --distributed an interrupted mode starts over).
+Ctrl-C saves the population in training (<run>/checkpoints/<mode>.pt, back to its last finished epoch; under
+--distributed each process saves its block of members, <mode>.members<first>-<last>.pt) and prints the command that
+continues it: ``--run R --resume`` keeps the finished modes and continues that one from the epoch it saved, to the
+results an unbroken run gives. Every checkpoint is read and checked before anything is said or written; a resume of
+a run whose every mode finished says so and writes nothing.
 
 With --distributed (launched by torchrun; gloo on CPUs, nccl with one GPU per process) each population's members
 are split into one contiguous block per process; members never mix, so no collective runs while they train. Rank 0
@@ -44,13 +46,14 @@ from experiments.common import (DTYPES, QUIET_HELP, RESUME_HELP, TRAINER_GROUP, 
                                 option, parse_config, progress_bars, run_main, seed_range, trainer_settings)
 from experiments.run_folder import check_run_name
 from experiments.session import RunSession, start_run
+from experiments.sweep_checkpoints import CheckpointPlan, refusal
 from manual_backprop import distributed
 from manual_backprop.datasets import DATASETS, load_dataset
 from manual_backprop.checks import check_memory, resolve_device
 from manual_backprop.population import ENGINES, Population, PopulationLogger, PopulationTrainer
 from manual_backprop.population.sharding import gather_population_history, member_shard
 from manual_backprop.training import MODES
-from manual_backprop.checkpoint import load_checkpoint, write_json
+from manual_backprop.checkpoint import write_json
 
 EXPERIMENT = "sweep"
 
@@ -130,18 +133,18 @@ def run(cfg: Config) -> dict:
         make_trainer(cfg, mode, data, network_sizes(cfg, data), [cfg.seed], [cfg.lrs[0]], resolve_device(cfg.device))
     if not cfg.distributed:
         device = resolve_device(cfg.device)
-        with start_run(EXPERIMENT, cfg, default) as session:
-            return _run(cfg, session, device, None)
+        with start_run(EXPERIMENT, cfg, default, announce=False) as session:  # it says what it resumes once the
+            return _run(cfg, session, device, None)                               # checkpoints are accepted
     with distributed.init_distributed(device=cfg.device, timeout=cfg.dist_timeout) as info:
         session, error = None, None
         if info.is_main:
             try:  # only rank 0 writes; the others hear of a refused folder instead of waiting for a timeout
-                session = start_run(EXPERIMENT, cfg, default)
+                session = start_run(EXPERIMENT, cfg, default, announce=False)
             except USER_ERRORS as err:
                 error = str(err)
         error = distributed.from_rank0(error)
         if error:
-            raise ValueError(error)
+            raise refusal(error, info.is_main)
         if session is None:
             return _run(cfg, None, info.device, info)
         with session:
@@ -151,7 +154,8 @@ def run(cfg: Config) -> dict:
 def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info) -> dict:
     """One population per mode; with ``info`` (a DistInfo) this rank trains its block of members, and rank 0 gets
     the gathered histories and does the writing (the other ranks return {}). A mode the session finished before
-    (a resumed run) is read back, not trained again."""
+    (a resumed run) is read back, not trained again; one interrupted continues from its checkpoint (under
+    --distributed, one per process)."""
     main_rank = info is None or info.is_main
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg.dataset, dtype=dtype)
@@ -159,15 +163,23 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     lrs, seeds, groups = grid(cfg)
     start, stop = member_shard(len(lrs), info.rank, info.world_size) if info else (0, len(lrs))
     run_name, run_dir = (session.name, session.path) if main_rank else (None, None)
+    done = [m for m in cfg.modes if main_rank and session.is_done(m)]
+    resumed = main_rank and session.resumed
+    complete = resumed and len(done) == len(cfg.modes) and (run_dir / "results.json").is_file()
+    if info:  # every rank reads and writes its own checkpoints in rank 0's run folder
+        run_name, run_dir, done, resumed, complete = distributed.from_rank0((run_name, run_dir, done, resumed,
+                                                                             complete))
+    plan = CheckpointPlan(run_dir, len(lrs), info)
+    saved = plan.check([m for m in cfg.modes if m not in done] if resumed else [],
+                       lambda mode: make_trainer(cfg, mode, data, sizes, seeds[start:stop], lrs[start:stop], device))
+    if complete:
+        return _already_complete(cfg, session, sizes) if main_rank else {}
     if main_rank and not cfg.quiet:
+        session.announce()
         print(f"{data}\n{len(lrs)} members per mode: lrs {cfg.lrs} x seeds {cfg.seed}..{cfg.seed + cfg.seeds - 1}, "
               f"sizes {sizes}, {cfg.activation}/{cfg.output_activation}, {cfg.loss}, target loss "
               f"{cfg.target_loss:g}\nlogging to {run_dir}")
     dashboard = dashboards.sweep(cfg.modes, cfg.lrs, settings={**asdict(cfg), "sizes": sizes})
-    done = [m for m in cfg.modes if main_rank and session.is_done(m)]
-    done = distributed.from_rank0(done) if info else done
-    saved = {} if info else _checked_checkpoints(cfg, session, [m for m in cfg.modes if m not in done], data,
-                                                 sizes, seeds, lrs, device)  # before anything is trained
     rows, members = [], {}
     for mode in cfg.modes:
         if mode in done:
@@ -176,47 +188,41 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
                 rows += kept["rows"]
                 members[mode] = kept["members"]
             continue
-        state, checkpoint = saved.get(mode), None if info else checkpoint_path(session, mode)
-        if main_rank:  # a mode continued from its checkpoint keeps its curves; one started over loses its folders
-            session.begin(mode, *([] if state is not None else [f"{mode}_{name}" for name in groups]))
+        state, checkpoint = saved.get(mode), plan.own(mode)
+        # A mode continued from its checkpoint keeps its curves; one started over loses its folders, and so does one
+        # under --distributed, whose curves rank 0 logs whole from the gathered histories once the mode ends.
+        continued = state is not None and info is None
+        if main_rank:
+            session.begin(mode, *([] if continued else [f"{mode}_{name}" for name in groups]))
         logger = PopulationLogger(cfg.logdir, EXPERIMENT, run_name, groups=groups, member_runs=0,
                                   log_every=max(1, cfg.epochs // 200),  # about 200 points a curve
-                                  dashboard=dashboard, resume=state is not None) if main_rank else None
+                                  dashboard=dashboard, resume=continued) if main_rank else None
         began = time.perf_counter()
         trainer = make_trainer(cfg, mode, data, sizes, seeds[start:stop], lrs[start:stop], device,
                                logger=None if info else logger, checkpoint=checkpoint,
                                progress=f"{mode:>9}" if main_rank and progress_bars(cfg.quiet) else False)
         if state is not None:
             trainer.load_state_dict(state)
-            if not cfg.quiet:
-                print(f"resuming {mode} from epoch {trainer.epoch} of {cfg.epochs} ({checkpoint})")
-        elif session is not None and session.resumed and not cfg.quiet:
-            print(f"resuming {mode}: it saved no checkpoint, so it starts from epoch 0 of {cfg.epochs}")
+        if main_rank and not cfg.quiet and resumed:
+            print(plan.resuming(mode, cfg.epochs))
         try:
             history = trainer.run()
         except KeyboardInterrupt:
-            if checkpoint is not None and checkpoint.is_file():
-                session.partial = f"{mode} saved at epoch {trainer.epoch} of {cfg.epochs} ({checkpoint})"
+            if main_rank and checkpoint.is_file():
+                session.partial = plan.interrupted(mode, trainer.epoch, cfg.epochs)
             raise
         if info:  # the whole population's record on rank 0, logged there as one process would have logged it
-            history = gather_population_history(history)
-            if not main_rank:
-                continue
-            _log_gathered(logger, history, trainer)
-        seconds = time.perf_counter() - began
-        h = history
-        mode_rows = [{"mode": mode, "lr": lrs[ms[0]], "runs": len(ms),
-                      "successes": sum(h.epochs_to_target[i] is not None for i in ms),
-                      "success_rate": h.success_rate(ms), "median_epochs": h.median_epochs_to_target(ms),
-                      "diverged": sum(h.stop_reason[i] == "diverged" for i in ms), "seconds_for_mode": seconds}
-                     for ms in groups.values()]
-        members[mode] = [{"lr": h.lr[i], "seed": h.seeds[i], "stop_reason": h.stop_reason[i],
-                          "epochs_to_target": h.epochs_to_target[i], "diverged_update": h.diverged_update[i],
-                          "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
-        rows += mode_rows
-        session.finish(mode, {"rows": mode_rows, "members": members[mode]})
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)  # the mode's results are kept: its checkpoint is no longer needed
+            history = gather_population_history(_compact(history))
+            if main_rank:
+                _log_gathered(logger, history, trainer)
+        if main_rank:
+            seconds = time.perf_counter() - began
+            members[mode], mode_rows = _mode_results(mode, history, groups, seconds)
+            rows += mode_rows
+            session.finish(mode, {"rows": mode_rows, "members": members[mode]})
+        if info:
+            distributed.from_rank0(None)  # no rank removes its checkpoint before rank 0 has kept the mode's results
+        checkpoint.unlink(missing_ok=True)  # the mode's results are kept: its checkpoint is no longer needed
     if not main_rank:
         return {}
     results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows,
@@ -227,9 +233,38 @@ def _run(cfg: Config, session: Optional[RunSession], device: torch.device, info)
     return results
 
 
-def checkpoint_path(session: RunSession, mode: str) -> Path:
-    """Where a mode's population saves its state while it trains (removed once the mode's results are kept)."""
-    return session.path / "checkpoints" / f"{mode}.pt"
+def _mode_results(mode: str, h, groups: dict, seconds: float) -> tuple:
+    """(one entry per member, one row per learning rate) of a mode's finished population."""
+    rows = [{"mode": mode, "lr": h.lr[ms[0]], "runs": len(ms),
+             "successes": sum(h.epochs_to_target[i] is not None for i in ms),
+             "success_rate": h.success_rate(ms), "median_epochs": h.median_epochs_to_target(ms),
+             "diverged": sum(h.stop_reason[i] == "diverged" for i in ms), "seconds_for_mode": seconds}
+            for ms in groups.values()]
+    members = [{"lr": h.lr[i], "seed": h.seeds[i], "stop_reason": h.stop_reason[i],
+                "epochs_to_target": h.epochs_to_target[i], "diverged_update": h.diverged_update[i],
+                "final_train_loss": h.train_loss[-1][i].item()} for i in range(h.size)]
+    return members, rows
+
+
+def _already_complete(cfg: Config, session: RunSession, sizes: list) -> dict:
+    """A resume of a run whose every mode finished: it says so, shows the table and writes nothing."""
+    rows = [row for mode in cfg.modes for row in session.result(mode)["rows"]]
+    results = {"config": {**asdict(cfg), "sizes": sizes}, "rows": rows,
+               "members": {m: session.result(m)["members"] for m in cfg.modes}}
+    if not cfg.quiet:
+        print(f"sweep: run {session.name!r} ({session.path}) is already complete: {', '.join(cfg.modes)} finished; "
+              f"nothing was trained or written")
+    finish_run(EXPERIMENT, session.path, cfg.plots, text=table(rows, cfg), config=results["config"],
+               dashboard=dashboards.sweep(cfg.modes, cfg.lrs, settings=results["config"]), show=not cfg.quiet)
+    return results
+
+
+def _compact(history):
+    """The history with each epoch's row in its own storage: a row the trainer keeps as a view of the epoch's
+    read-back (update losses and all) would be pickled whole by the gather, update losses included."""
+    for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        setattr(history, name, [None if row is None else row.clone() for row in getattr(history, name)])
+    return history
 
 
 def make_trainer(cfg: Config, mode: str, data, sizes: list, seeds: list, lrs: list, device, *, logger=None,
@@ -241,24 +276,6 @@ def make_trainer(cfg: Config, mode: str, data, sizes: list, seeds: list, lrs: li
                              batch_size=cfg.batch_size if mode == "minibatch" else None, order_seeds=seeds,
                              logger=logger, engine=cfg.engine, progress=progress, checkpoint_path=checkpoint,
                              checkpoint_every=max(1, cfg.epochs // 10), **trainer_settings(cfg, pop, lrs))
-
-
-def _checked_checkpoints(cfg: Config, session: RunSession, modes: list, data, sizes: list, seeds: list, lrs: list,
-                         device) -> dict:
-    """{mode: checkpoint state} of a resumed run's unfinished modes, each read and checked against a trainer of
-    this run before any training: a damaged or foreign file ends the run in one line naming it."""
-    states = {}
-    for mode in modes if session.resumed else ():
-        path = checkpoint_path(session, mode)
-        if not path.is_file():
-            continue
-        state = load_checkpoint(path)
-        try:
-            make_trainer(cfg, mode, data, sizes, seeds, lrs, device).load_state_dict(state)
-        except (ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as err:
-            raise ValueError(f"--resume: {path} does not fit this run: {err}") from None
-        states[mode] = state
-    return states
 
 
 def network_sizes(cfg: Config, data) -> list:

@@ -30,7 +30,7 @@ from ..checks import check_int
 from ..training.checkpoints import TrainerCheckpoints
 from .history import PopulationHistory
 
-__all__ = ["PopulationCheckpoints", "KIND"]
+__all__ = ["PopulationCheckpoints", "KIND", "shard_checkpoint_path"]
 
 KIND = "population"
 _TABLES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
@@ -231,7 +231,8 @@ class PopulationCheckpoints:
                 got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
                 raise ValueError(f"checkpoint's history table {name!r} must be ({rows}, {K}) float64 (one row per "
                                  f"epoch 0..{epoch}), but is {got}: the file is damaged")
-            tables[name] = list(t.clone().unbind(0))
+            tables[name] = [row.clone() for row in t.unbind(0)]  # each row its own storage, not a view of all
+            # of them (a gathered history pickles a view's whole storage: rows x the table, gigabytes)
         scalars = dict(saved["scalars"])
         for name in _PER_MEMBER:
             if not isinstance(scalars.get(name), list) or len(scalars[name]) != K:
@@ -350,6 +351,14 @@ class PopulationCheckpoints:
         if self.checkpoint_path is not None:
             self.save_checkpoint(self.checkpoint_path)
             self._saved_at = self.epoch
+
+
+def shard_checkpoint_path(path: PathLike, start: int, stop: int) -> Path:
+    """Where the block of members [start, stop) of a population sharded over processes (sharding.py) checkpoints,
+    beside ``path``, the whole population's: ``online.pt`` -> ``online.members0-3.pt`` for members 0 to 3. Each block
+    is a population of its own (members never mix), so its file is a whole checkpoint of that block."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.members{start}-{stop - 1}{path.suffix}")
 
 
 def _short(value) -> str:

@@ -234,3 +234,65 @@ def test_an_older_checkpoint_resumes_with_one_warning_line_naming_its_file(tmp_p
     assert len(lines) == 1 and lines[0].startswith(f"learning_modes: warning: {path} was written by an older "), \
         done.stderr
     assert "cannot be checked" in lines[0] and "warnings.warn" not in done.stderr
+
+
+def _stopped_sweep(tmp_path, monkeypatch):
+    """A sweep of online mode stopped halfway (its population saved in checkpoints/online.pt); its argv."""
+    script, args = TINY["sweep"]
+    base = [*args, "--modes", "online", "--logdir", str(tmp_path), "--run", "stopped"]
+    with monkeypatch.context() as m:
+        count_epochs(m, stop_at=15)
+        assert script.main([*base, "--quiet"]) == 130
+    return base
+
+
+def test_a_damaged_sweep_checkpoint_is_one_line_before_anything_is_said_or_written(tmp_path, capsys, monkeypatch):
+    base = _stopped_sweep(tmp_path, monkeypatch)
+    path = tmp_path / "sweep" / "stopped" / "checkpoints" / "online.pt"
+    path.write_bytes(b"not a checkpoint")
+    before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert sweep.main([*base, "--resume"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "", f"printed before the refusal: {out!r}"
+    assert len(err.strip().splitlines()) == 1 and err.startswith("sweep: error: ") and str(path) in err, err
+    assert before == {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_resuming_a_finished_sweep_writes_nothing_and_says_it_is_complete(tmp_path, capsys, monkeypatch):
+    base = _stopped_sweep(tmp_path, monkeypatch)
+    assert sweep.main([*base, "--resume", "--quiet"]) == 0
+    run_dir = tmp_path / "sweep" / "stopped"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and
+              p.name != ".lock"}
+    capsys.readouterr()
+    assert sweep.main([*base, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"run 'stopped' ({run_dir}) is already complete" in out and "nothing was trained or written" in out, out
+    assert "the rest runs now" not in out and "online" in out.split("already complete")[1], out
+    assert before == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and
+                      p.name != ".lock"}
+
+
+def test_the_resume_command_under_torchrun_names_the_run_with_a_flag_torchrun_passes_through(monkeypatch):
+    from experiments.running import resume_command
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    command = resume_command("sweep", ["--distributed", "--run", "old"], "cut")
+    # torchrun would take --run for an abbreviation of its own --run-path ("ambiguous option"), so --run-name
+    assert command == "torchrun --standalone --nproc_per_node=2 -m experiments.sweep --distributed --run-name cut " \
+                      "--resume", command
+
+
+def test_checkpoints_another_number_of_processes_wrote_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    base = _stopped_sweep(tmp_path, monkeypatch)
+    folder = tmp_path / "sweep" / "stopped" / "checkpoints"
+    for name in ("online.members0-1.pt", "online.members2-3.pt"):  # as a 2-process --distributed sweep saves them
+        (folder / name).write_bytes((folder / "online.pt").read_bytes())
+    (folder / "online.pt").unlink()
+    capsys.readouterr()
+    assert sweep.main([*base, "--resume"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert f"{folder / 'online.members0-1.pt'} was saved by a sweep of 2 processes (--distributed)" in err, err
+    assert "this one runs in one process" in err and "torchrun --nproc_per_node=2" in err, err

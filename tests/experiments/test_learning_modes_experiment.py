@@ -88,3 +88,22 @@ def test_default_settings_smoke(tmp_path, capsys):
     assert "batch" in out and "online" in out and "minibatch" in out and "--logdir" in out
     assert sorted(p.name for p in (tmp_path / "learning_modes" / "digits-seed0").iterdir()) == \
         [".lock", "batch", "minibatch", "online", "results.json"]
+
+
+def test_resuming_a_finished_run_writes_nothing_and_says_it_is_complete(tmp_path, capsys):
+    args = [*QUICK[:-1], "--epochs", "2", "--logdir", str(tmp_path), "--run", "done"]  # QUICK without --quiet
+    assert main([*args, "--quiet"]) == 0
+    run_dir = tmp_path / "learning_modes" / "done"
+
+    def files():  # every file but the lock (which a resume must take to read the run) with its bytes and time
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run_dir.rglob("*"))
+                if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert files() == before, "a resume of a finished run wrote or changed files"
+    assert f"run 'done' ({run_dir}) is already complete" in out and "nothing was trained or written" in out, out
+    assert "resuming batch" not in out, out
+    assert "minibatch" in out.split("already complete")[1], "the table of the finished modes is shown"

@@ -207,3 +207,22 @@ def test_the_file_round_trips_through_the_atomic_writer(saved, tmp_path):
     save_checkpoint(saved, tmp_path / "again.pt")
     resumed = make("online-eager", epochs=10).resume(tmp_path / "again.pt")
     assert resumed.epoch == saved["epoch"]
+
+
+def test_a_resumed_history_keeps_each_epoch_row_in_its_own_small_storage(tmp_path):
+    """A gathered history (sharding.py, a --distributed sweep) pickles each row with its storage: rows that were
+    views of one (epochs, K) table made a resumed run of 20000 epochs pickle gigabytes and die of memory."""
+    import pickle
+
+    from manual_backprop.population.checkpoints import shard_checkpoint_path
+
+    path = tmp_path / "population.pt"
+    make("online-eager", path, epochs=30).run()
+    resumed = make("online-eager", epochs=30)
+    resumed.resume(path)
+    K = len(SEEDS)
+    for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        rows = getattr(resumed.history, name)
+        assert len(rows) == 31 and all(r.untyped_storage().nbytes() == K * 8 for r in rows), name
+    assert len(pickle.dumps(resumed.history.train_loss)) < 31 * 1000
+    assert shard_checkpoint_path(tmp_path / "online.pt", 4, 8) == tmp_path / "online.members4-7.pt"
