@@ -1,8 +1,8 @@
 """Where a declared derivative plugs into network.py's MLP, and the per-update methods' grad-mode switch.
 
-network.py holds the reference and imports no fast path. A faster path registers itself here instead (the C call of
-manual_backprop.fast.one_update, when manual_backprop is imported), and ``MLP.loss_and_grads`` asks it first; the
-proof that it makes the reference's update is tests/proof/test_one_update.py.
+network.py holds the reference and imports no fast path. A faster path registers itself here instead (the C calls of
+manual_backprop.fast.one_update, when manual_backprop is imported), and ``MLP.loss_and_grads`` and ``MLP.step`` ask
+it first; the proof that it makes the reference's update is tests/proof/test_one_update.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import torch
 
-__all__ = ["DerivedPath", "ONE_UPDATE", "grad_off"]
+__all__ = ["DerivedPath", "ONE_STEP", "ONE_UPDATE", "grad_off"]
 
 
 class DerivedPath:
@@ -42,6 +42,9 @@ class DerivedPath:
 
 
 ONE_UPDATE = DerivedPath()
+# MLP.step's derivative: ``path(net, grads, lr)`` makes the step and returns True, or returns False where it does not
+# apply (network.update then runs). fast/one_update.py registers one C call for the Gradients its own call returned.
+ONE_STEP = DerivedPath()
 
 
 def grad_off(method):

@@ -70,6 +70,7 @@ typedef struct {
 #define R_TANH mbp_tanh_f64
 #define R_LOG log
 #define R_LOG1P log1p
+#define R_FMA fma /* MLP.step's C call: torch's add_(alpha) rounds once, as fma does */
 #include "mlp_body.c"
 #undef REAL
 #undef SUFFIX
@@ -77,6 +78,7 @@ typedef struct {
 #undef R_TANH
 #undef R_LOG
 #undef R_LOG1P
+#undef R_FMA
 
 #define REAL float
 #define SUFFIX(name) name##_f32
@@ -84,4 +86,5 @@ typedef struct {
 #define R_TANH mbp_tanh_f32
 #define R_LOG logf
 #define R_LOG1P log1pf
+#define R_FMA fmaf
 #include "mlp_body.c"

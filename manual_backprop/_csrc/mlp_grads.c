@@ -217,3 +217,26 @@ int SUFFIX(mbp_loss_and_grads)(const mbp_plan *plan, const REAL *x, const REAL *
     SUFFIX(workspace_free)(&w);
     return 0;
 }
+
+/* MLP.step after MLP.loss_and_grads' call (fast/one_update.py): network.update, W[k] <- W[k] + alpha dE/dW[k] and
+ * b[k] <- b[k] + alpha dE/db[k] with alpha = -lr, in place in the plan's parameters, each element rounded once as
+ * torch's add_(g, alpha) rounds it where it fuses the multiply-add (one_update.py checks that it does before it
+ * uses this). grads: the out pointers of the call (dE/dW[0..L-1], then dE/db[0..L-1]). Returns 0, or 2 for an
+ * invalid L. */
+int SUFFIX(mbp_step)(const mbp_plan *plan, void *const *grads, REAL alpha)
+{
+    const int64_t L = plan->n_layers, *sizes = plan->sizes;
+    if (L < 1 || L > 64)
+        return 2;
+    for (int64_t k = 0; k < L; k++) {
+        REAL *W = ((REAL *const *)plan->weights)[k];
+        const REAL *g = (const REAL *)grads[k];
+        for (int64_t i = 0, n = sizes[k] * sizes[k + 1]; i < n; i++) W[i] = R_FMA(alpha, g[i], W[i]);
+        if (plan->biases) {
+            REAL *b = ((REAL *const *)plan->biases)[k];
+            const REAL *gb = (const REAL *)grads[L + k];
+            for (int64_t i = 0; i < sizes[k + 1]; i++) b[i] = R_FMA(alpha, gb[i], b[i]);
+        }
+    }
+    return 0;
+}

@@ -20,6 +20,7 @@ or ``with network.ONE_UPDATE.off():``.
 from __future__ import annotations
 
 import ctypes
+import operator
 import threading
 import weakref
 from typing import Optional
@@ -27,19 +28,22 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..derived import ONE_UPDATE
+from ..derived import ONE_STEP, ONE_UPDATE
 from ..losses import Loss
-from ..network import MLP, Gradients
+from ..network import MLP, Gradients, update
 from .c_loop import C_ULPS, _Plan, c_unsupported, load_kernel
 from .common import C_WORK_LIMIT, FastPathUnavailable
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES
 
-__all__ = ["ONE_UPDATE_ULPS", "OneUpdatePlan", "loss_and_gradients", "register", "unavailable"]
+__all__ = ["ONE_UPDATE_ULPS", "OneUpdatePlan", "loss_and_gradients", "plan_of", "register", "unavailable"]
 
 ONE_UPDATE_ULPS = C_ULPS  # the C loop's bound: the same functions compute every value
 
-_plans: "weakref.WeakKeyDictionary[MLP, OneUpdatePlan]" = weakref.WeakKeyDictionary()
+_plans: dict = {}  # id(net) -> (weakref to net, its plan); the entry leaves with the net (_forget)
 _lock = threading.Lock()
+_data_ptr = Tensor.data_ptr
+_shape = operator.attrgetter("shape")
+_fma_rounding: dict = {}  # dtype -> whether torch's add_(alpha) rounds as the C step's fma on this machine
 unavailable: Optional[str] = None  # why the C library could not be built here (None: not tried, or built)
 
 
@@ -48,12 +52,12 @@ class OneUpdatePlan:
     pointers), the parameters it points at (held, so none is freed and its memory reused while the plan lives), and
     templates for the outputs (``torch.empty_like`` of a template is the cheapest fresh tensor)."""
 
-    def __init__(self, net: MLP, loss_fn: Loss, fn):
+    def __init__(self, net: MLP, loss_fn: Loss, fn, step_fn=None):
         L = net.num_layers
         self.loss_fn, self.fn, self.dtype = loss_fn, fn, net.dtype  # fn None: a refusal, kept as cheaply
         self.functions = list(net.activation_functions)
         self.params = [*net.weights, *net.biases]
-        self.ptrs = [p.data_ptr() for p in self.params]
+        self.ptrs = list(map(_data_ptr, self.params))
         if fn is None:
             return
         self.macs = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))  # per sample, C_WORK_LIMIT's unit
@@ -74,20 +78,18 @@ class OneUpdatePlan:
         self.grad_templates = [torch.empty_like(p) for p in self.params]
         self.templates: dict = {}  # B -> [dE/dW[k] ..., dE/db[k] ..., deltas[k] (B, n_{k+1}) ..., E]
         self.small = sum(p.numel() for p in self.params) <= 4096
+        self.step_fn = step_fn  # mbp_step, or None where torch's add_ does not round as its fma does
+        self.last = None  # (Gradients, its tensors, their addresses and shapes, the out array) of the last call
+        self.param_shapes = [p.shape for p in self.params]
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
         new tensor, ``net.to``, a ``set_`` or a load of other tensors all fail it), the same f's and the same loss."""
-        params = self.params
-        if len(net.weights) + len(net.biases) != len(params):
-            return False
-        for p, q, ptr in zip([*net.weights, *net.biases], params, self.ptrs):
-            if p is not q or p.data_ptr() != ptr:
-                return False
-        if any(f is not g for f, g in zip(net.activation_functions, self.functions)) \
-                or len(net.activation_functions) != len(self.functions):
-            return False
-        return loss_fn is self.loss_fn or loss_fn == self.loss_fn
+        params, functions = [*net.weights, *net.biases], net.activation_functions
+        return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+                and list(map(_data_ptr, params)) == self.ptrs and len(functions) == len(self.functions)
+                and all(map(operator.is_, functions, self.functions))
+                and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -100,15 +102,38 @@ class OneUpdatePlan:
         # fresh tensors every call (the caller owns them); for a small network one _foreach_neg of the templates
         # makes them in one call (their values, overwritten below, are never read), a third cheaper than empty_like
         outs = list(torch._foreach_neg(templates)) if self.small else [torch.empty_like(t) for t in templates]
-        ptrs = [t.data_ptr() for t in outs]
+        ptrs = list(map(_data_ptr, outs))
         L, nb = self.L, self.n_bias
         if not nb:
             ptrs[L:L] = [None] * L  # no biases: NULL for dE/db[k]
-        status = self.fn(self.plan_ref, x.data_ptr(), y.data_ptr(), B, self.out_type(*ptrs))
+        out = self.out_type(*ptrs)
+        status = self.fn(self.plan_ref, _data_ptr(x), _data_ptr(y), B, out)
         if status:
             raise MemoryError("the C loop could not allocate its workspace") if status == 1 else \
                 RuntimeError(f"mbp_loss_and_grads returned status {status}")
-        return outs[-1], Gradients(weights=outs[:L], biases=outs[L:L + nb], deltas=outs[L + nb:-1])
+        grads = Gradients(weights=outs[:L], biases=outs[L:L + nb], deltas=outs[L + nb:-1])
+        if self.step_fn is not None:
+            given = outs[:L + nb]
+            self.last = (grads, given, ptrs[:L + nb], out)
+        return outs[-1], grads
+
+    def step(self, net: MLP, grads: Gradients, lr: float) -> bool:
+        """network.update(net, grads, lr) in one C call, where grads is what this plan's last call returned, its
+        lists holding the same tensors at the same addresses and shapes, and net's parameters are still the plan's.
+        Returns whether it stepped."""
+        last = self.last
+        if last is None or grads is not last[0]:
+            return False
+        given = [*grads.weights, *grads.biases]
+        params = [*net.weights, *net.biases]
+        if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
+                and list(map(_data_ptr, given)) == last[2] and list(map(_shape, given)) == self.param_shapes
+                and len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+                and list(map(_data_ptr, params)) == self.ptrs):
+            return False
+        if self.step_fn(self.plan_ref, last[3], -lr):
+            raise RuntimeError("mbp_step refused its plan")
+        return True
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:
@@ -127,16 +152,19 @@ def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:
     fn = lib.mbp_loss_and_grads_f64 if net.dtype == torch.float64 else lib.mbp_loss_and_grads_f32
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-    return OneUpdatePlan(net, loss_fn, fn)
+    return OneUpdatePlan(net, loss_fn, fn, _step_fn(lib, net.dtype))
 
 
 def loss_and_gradients(net: MLP, x: Tensor, y: Tensor, loss_fn: Loss):
     """network.loss_and_gradients(net, x, y, loss_fn) through one C call: (E, Gradients), or None where the call
     does not apply (network.py's functions then run). x, y: checked by MLP.loss_and_grads, (B, n_0) and (B, n_L)."""
-    plan = _plans.get(net)
-    if plan is None or not plan.fits(net, loss_fn):
+    got = _plans.get(id(net))
+    if got is None or got[0]() is not net or not got[1].fits(net, loss_fn):
         with _lock:
-            plan = _plans[net] = _build(net, loss_fn)
+            plan = _build(net, loss_fn)
+            _plans[id(net)] = (weakref.ref(net, _forget(id(net))), plan)
+    else:
+        plan = got[1]
     if plan.fn is None or x.shape[0] * plan.macs > C_WORK_LIMIT:
         return None
     if not x.is_contiguous():
@@ -146,6 +174,54 @@ def loss_and_gradients(net: MLP, x: Tensor, y: Tensor, loss_fn: Loss):
     return plan.run(x, y)
 
 
+def _step_fn(lib, dtype: torch.dtype):
+    """mbp_step for dtype, or None where torch's add_(g, alpha) does not give the fma's results here (a build of
+    torch without fused multiply-adds): checked once per dtype on values where one rounding and two differ."""
+    fn = lib.mbp_step_f64 if dtype == torch.float64 else lib.mbp_step_f32
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double if dtype == torch.float64 else ctypes.c_float]
+    if dtype not in _fma_rounding:
+        _fma_rounding[dtype] = _step_matches_add(fn, dtype)
+    return fn if _fma_rounding[dtype] else None
+
+
+def _step_matches_add(fn, dtype: torch.dtype) -> bool:
+    """One step of a 1x1000 layer through fn and through network.update, bit for bit; the probe's values make
+    a two-rounding multiply-add differ from the fused one in about one element in ten."""
+    gen = torch.Generator().manual_seed(0)
+    w, g = torch.randn(1, 1000, generator=gen, dtype=dtype), torch.randn(1, 1000, generator=gen, dtype=dtype)
+    ref = w.clone()
+    update([ref], [], Gradients(weights=[g]), 0.1)
+    sizes, acts, slopes = (ctypes.c_int64 * 2)(1000, 1), (ctypes.c_int32 * 1)(0), (ctypes.c_double * 1)(0.0)
+    weights, grads = (ctypes.c_void_p * 1)(w.data_ptr()), (ctypes.c_void_p * 2)(g.data_ptr(), None)
+    plan = _Plan(n_layers=1, sizes=ctypes.addressof(sizes), acts=ctypes.addressof(acts),
+                 slopes=ctypes.addressof(slopes), weights=ctypes.addressof(weights), biases=None)
+    return fn(ctypes.byref(plan), grads, -0.1) == 0 and torch.equal(w, ref)
+
+
+def step(net: MLP, grads: Gradients, lr: float) -> bool:
+    """MLP.step's derivative (network.ONE_STEP): network.update through one C call where grads is what net's
+    last ``loss_and_grads`` C call returned (OneUpdatePlan.step says exactly when); False elsewhere."""
+    got = _plans.get(id(net))
+    return got is not None and got[0]() is net and got[1].fn is not None and got[1].step(net, grads, lr)
+
+
+def _forget(key: int):
+    """The callback that drops net's plan when net is collected (unless a new net took its id and its entry)."""
+    def drop(ref):  # no lock: a collection may run while _lock is held; each dict step is atomic
+        if _plans.get(key, (None,))[0] is ref:
+            _plans.pop(key, None)
+    return drop
+
+
+def plan_of(net: MLP) -> Optional[OneUpdatePlan]:
+    """net's current plan, or None before its first call (tests and the benchmark look at it)."""
+    got = _plans.get(id(net))
+    return got[1] if got is not None and got[0]() is net else None
+
+
 def register() -> None:
-    """Put ``loss_and_gradients`` into network.ONE_UPDATE, the path MLP.loss_and_grads asks first."""
+    """Put ``loss_and_gradients`` into network.ONE_UPDATE and ``step`` into network.ONE_STEP, the paths
+    MLP.loss_and_grads and MLP.step ask first."""
     ONE_UPDATE.register(loss_and_gradients)
+    ONE_STEP.register(step)
