@@ -9,7 +9,8 @@ The grader calls it on a battery: depths 1 to 4, every hidden activation, each l
 (square layers at B = 1, uneven ones at B = 5), and networks whose hidden units are saturated. It compares every
 layer with autograd (the torch.nn twin) and with central finite differences, prints the per-layer table, and names
 the classic mistake that reproduces any disagreeing layer (grade_mistakes.py, grade_diagnosis.py) with the student's
-line that makes it (grade_lines.py); the table's "yours / autograd" columns give the factor between the student's
+line that makes it (grade_lines.py), or says that a gradient is not finite (NaN or inf) at the line that first made
+one; the table's "yours / autograd" columns give the factor between the student's
 numbers and autograd's where there is one (0.2 = 1/B at B = 5). Exit status: 0 when every layer
 agrees within the dtype's tolerance (float64: 1e-10 norm-relative vs autograd, 1e-6 vs finite differences),
 1 for a wrong answer, 2 for unusable input (the function cannot be loaded, raises, or returns the wrong type or
@@ -35,9 +36,9 @@ from reference.finite_diff import finite_differences
 from reference.targets import draw_targets, output_target_kind
 from reference.torch_mlp import TorchMLP
 from .grade_diagnosis import diagnose, factor, fitting_labels
-from .grade_lines import describe_line, first_line_of, mistake_line, record_assignments
+from .grade_lines import describe_line, first_line_of, first_not_finite, mistake_line, record_assignments
 from .grade_load import Unusable, describe_error, load_function, student_frame
-from .grade_mistakes import RIGHT, match_tolerance, mistaken_gradients
+from .grade_mistakes import RIGHT, SAME_NUMBERS, match_tolerance, mistaken_gradients
 from .grade_report import GradeReport, Row
 
 __all__ = ["Unusable", "load_function", "parse_loss", "battery", "grade", "GradeReport", "HIDDEN_ACTIVATIONS"]
@@ -270,7 +271,10 @@ def grade(fn, name: str, losses=("squared_error",), dtype: torch.dtype = torch.f
             if not row.ok and c.student is not None:
                 for q, s, t in (("dW", c.student[0][k], c.autograd.weights[k]),
                                 ("db", c.student[1][k], c.autograd.biases[k])):
-                    found = fitting_labels(c, k, q, s, t, variants_of, diagnosis.explains or None)
+                    if not bool(torch.isfinite(s).all()):
+                        found = [f"{q} not finite"]
+                    else:
+                        found = fitting_labels(c, k, q, s, t, variants_of, diagnosis.explains or None)
                     row.fits += [n for n in found if n not in row.fits]
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
@@ -281,10 +285,17 @@ def grade(fn, name: str, losses=("squared_error",), dtype: torch.dtype = torch.f
 def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> None:
     """The student's line for each mistake the diagnosis names, or for the first wrong tensor where none explains
     them all: the student's function run again, traced, on a case that fails (grade_lines.py)."""
-    failing = [e for e in entries if not e[5]]
+    finite = [bool(torch.isfinite(e[3]).all()) for e in entries]
+    failing = [e for e, ok in zip(entries, finite) if not e[5] and ok]
     failing_cases = list({e[0].index: e[0] for e in failing}.values())[:tries]
+    if diagnosis.not_finite:  # the first line of the student's that made a NaN or an inf
+        for c in list({e[0].index: e[0] for e, ok in zip(entries, finite) if not ok}.values())[:tries]:
+            rec = first_not_finite(_traced(fn, c))
+            if rec is not None:
+                diagnosis.not_finite_at = describe_line(rec)
+                break
     raised = [c for c in cases if c.error is not None and c.error_at]
-    for m in diagnosis.explains:
+    for i, m in enumerate(list(diagnosis.explains)):
         if diagnosis.raised and raised:  # the line that raised the shape error the mistake makes
             diagnosis.where[m.label] = raised[0].error_at
             continue
@@ -293,18 +304,48 @@ def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> No
             if mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, m, trail=wrong) is None:
                 continue
             mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, RIGHT, trail=right)
-            rec = mistake_line(_traced(fn, c), wrong, right, c.match_tol)
-            if rec is not None:
-                diagnosis.where[m.label] = describe_line(rec)
-                break
+            made = _traced(fn, c)
+            rec = mistake_line(made, wrong, right, c.match_tol)
+            if rec is None:
+                continue
+            twin = SAME_NUMBERS.get(m.label)
+            if twin is not None and mistake_line(made, wrong, right, c.match_tol, kinds=_DELTAS) is None:
+                # no delta of the student's is the mistake's: the same numbers come from the twin's own steps
+                twin_wrong = {}
+                mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, twin, trail=twin_wrong)
+                recs = _step_lines(twin, made, twin_wrong, right, c.match_tol)
+                if recs:
+                    m = diagnosis.explains[i] = twin
+                    rec, wrong = recs[0], twin_wrong
+            diagnosis.where[m.label] = describe_line(rec)
+            more = [describe_line(r) for r in _step_lines(m, made, wrong, right, c.match_tol)
+                    if (r.filename, r.line) != (rec.filename, rec.line)]
+            if more:
+                diagnosis.also[m.label] = list(dict.fromkeys(more))
+            break
     if not diagnosis.explains and failing_cases:
         c = failing_cases[0]
         wrong = [e for e in failing if e[0] is c]
         rec = first_line_of(_traced(fn, c), [e[3] for e in wrong])
         if rec is not None:
             e = next(e for e in wrong if rec.value.shape == e[3].shape and bool((rec.value == e[3]).all()))
+            diagnosis.first_wrong_at = describe_line(rec)
             diagnosis.first_wrong = (f"{e[2]} of layer {e[1] + 1} in case {c.index} ({c.description}, "
-                                     f"B={c.x.shape[0]}), is made at {describe_line(rec)}")
+                                     f"B={c.x.shape[0]}), is made at {diagnosis.first_wrong_at}")
+
+
+_DELTAS = {"delta", "summed", "back", "back flat"}  # the roles of the steps before dE/dW and dE/db
+
+
+def _step_lines(m, made: list, wrong: dict, right: dict, tol: float) -> list:
+    """One line for each of the mistake's steps that changes dE/dW or dE/db apart (a 1/m put into both is two
+    lines); [] where it changes one of them, or where a step's line is not found."""
+    steps = m.steps()
+    if not {"weight", "bias"} <= steps:
+        return []
+    kinds = ([_DELTAS] if steps - {"weight", "bias"} else []) + [{"dW"}, {"db"}]
+    recs = [mistake_line(made, wrong, right, tol, kinds=k) for k in kinds]
+    return [] if None in recs else recs
 
 
 def _traced(fn, case: Case) -> list:

@@ -4,6 +4,8 @@ A mistake fits a tensor when the student's equals the mistake's within the match
 mistakes that fit every disagreeing tensor (single mistakes first, then pairs). A call that raised a shape error in
 a matrix product is explained by the operand shapes (``shape_slips``): (B, n_{k+1}) @ (B, n_k) is delta @ x, and so
 on. ``factor`` is the "yours / autograd" column: the number c with yours = c * autograd's, where there is one.
+A tensor holding NaN or inf fits no mistake: the diagnosis says the gradient of that layer is not finite, and
+diagnoses the other disagreeing tensors without it.
 """
 
 from __future__ import annotations
@@ -100,15 +102,63 @@ class Diagnosis:
     partial: list  # (Mistake, number of failing entries it fits), best first, when none explains them all
     raised: int = 0  # calls that raised a shape error which ``explains`` gives
     where: dict = field(default_factory=dict)  # mistake label -> "file:line: code"
+    also: dict = field(default_factory=dict)  # mistake label -> its other lines, where its steps are apart
     first_wrong: str = ""  # "dE/dW of layer 2 (case 4), made at file:line: code", when no mistake explains all
     pattern: str = ""  # what the student's numbers show, where ``explains`` comes from their form, not its numbers
+    detail: str = ""  # which layers the mistake leaves right, where that says where it is made
+    not_finite: list = field(default_factory=list)  # (layer k, "dW"/"db", {"NaN", "inf"}, networks), by layer
+    networks: int = 0  # how many networks were graded, for "in 3 of 36 networks"
+    not_finite_networks: int = 0  # in how many of them a tensor holds NaN or inf
+    not_finite_at: str = ""  # "file:line: code", the student's first line that made a NaN or an inf
+    first_wrong_at: str = ""  # "file:line: code" of ``first_wrong``
+
+    @property
+    def not_finite_label(self) -> str:
+        """'the gradient of layer 1 is not finite (NaN)', '' where every tensor is finite."""
+        if not self.not_finite:
+            return ""
+        layers = sorted({k + 1 for k, _, _, _ in self.not_finite})
+        kinds = sorted(set().union(*(kind for _, _, kind, _ in self.not_finite)))
+        named = (f"layer {layers[0]}" if len(layers) == 1 else
+                 f"layers {', '.join(map(str, layers[:-1]))} and {layers[-1]}")
+        return f"the gradient of {named} is not finite ({' and '.join(kinds)})"
+
+    def names(self) -> list:
+        """What the diagnosis names, for a class's row: the gradient not finite, then the mistakes (or the partial
+        fits)."""
+        return ([self.not_finite_label] if self.not_finite else []) + (
+            [m.label for m in self.explains] or [m.label for m, _ in self.partial])
+
+    def _not_finite_lines(self) -> list:
+        if len({k for k, _, _, _ in self.not_finite}) == 1:  # one layer: which of its tensors, and how often
+            what = "; ".join(f"dE/d{q[1]} holds {' and '.join(sorted(kind))} in {n} of {self.networks} networks"
+                             for _, q, kind, n in self.not_finite)
+        else:
+            what = (f"in {self.not_finite_networks} of {self.networks} networks (the table's rows marked "
+                    "'not finite' say which tensors)")
+        head = (f"Diagnosis: {self.not_finite_label}: {what}"
+                + (f", at {self.not_finite_at}" if self.not_finite_at else ""))
+        return [head, _indented(
+            "NaN comes from 0/0, inf - inf, 0 * inf, or the log or square root of a negative number; inf from a "
+            "division by zero or an overflow (exp of a large net). "
+            + ("The line named is the first of yours that made a tensor holding one; every number computed from "
+               "it is NaN or inf too." if self.not_finite_at else
+               "Print your tensors' torch.isfinite(t).all() step by step to find the first that holds one."))]
 
     def lines(self) -> list:
+        out = self._not_finite_lines() if self.not_finite else []
         if not self.failing and not self.explains:
-            return []
+            return out
+        if self.not_finite:
+            n = self.failing
+            if not self.explains and self.first_wrong_at and self.first_wrong_at == self.not_finite_at:
+                return out + [f"  The other {n} disagreeing tensor{'s are' if n > 1 else ' is'} finite but wrong, and "
+                              "made at the same line."]
+            out.append(f"The other {n} disagreeing tensor{'s hold' if n > 1 else ' holds'} finite numbers:")
         if self.explains:
-            out = [f"Diagnosis: {m.label}" + (f", at {self.where[m.label]}" if m.label in self.where else "")
-                   for m in self.explains]
+            for m in self.explains:
+                out.append(f"Diagnosis: {m.label}" + (f", at {self.where[m.label]}" if m.label in self.where else ""))
+                out += [f"  and at {line}" for line in self.also.get(m.label, [])]
             what = [self.pattern] if self.pattern else []
             if self.failing and not self.pattern:
                 what.append(f"all {self.failing} disagreeing tensors (dE/dW, dE/db) are what "
@@ -117,13 +167,15 @@ class Diagnosis:
             if self.raised:
                 what.append(f"the shape error of the {self.raised} calls that raised is the one it makes")
             out.append("  " + "; ".join(what))
+            if self.detail:
+                out.append(textwrap.fill(self.detail, 110, initial_indent="  ", subsequent_indent="  "))
             return out + [_indented(h) for h in dict.fromkeys(m.hint for m in self.explains)]
         if not self.partial:
-            out = ["Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
+            out += ["Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
                    f"a 1/m missing or extra, a bias gradient not summed, f' of net instead of x, a factor 2) "
                    f"reproduces the {self.failing} disagreeing tensors; compare them with the autograd column."]
         else:
-            out = [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these "
+            out += [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these "
                    "fit some of them:"]
             for m, n in self.partial:
                 out += [f"  - {m.label}: {n} of {self.failing}", _indented(m.hint)]
@@ -137,11 +189,17 @@ def _indented(text: str) -> str:
 def diagnose(entries: list, variants_of, cases=()) -> Diagnosis:
     """entries: (case, layer index k, quantity "dW"/"db", student tensor, correct tensor, ok) for every compared
     tensor; variants_of(case, mistake) -> (grad_w, grad_b) or None; cases: every case, for the shape errors.
-    Singles first, then pairs of mistakes."""
+    Singles first, then pairs of mistakes. A tensor holding NaN or inf is no mistake's: it is reported as not
+    finite, and the others are diagnosed without it."""
+    bad = [e for e in entries if not e[5] and not bool(torch.isfinite(e[3]).all())]
+    not_finite = _not_finite(bad)
+    entries = [e for e in entries if not any(e is b for b in bad)]
+    networks = len(cases) or len({e[0].index for e in entries + bad})
+    nonfinite = dict(not_finite=not_finite, networks=networks, not_finite_networks=len({e[0].index for e in bad}))
     failing = [e for e in entries if not e[5]]
     slips, raised = explain_raised(cases)
     if not failing:
-        return Diagnosis(0, slips, [], raised if slips else 0)
+        return Diagnosis(0, slips, [], raised if slips else 0, **nonfinite)
 
     def value(case, m, k, q):
         grads = variants_of(case, m)
@@ -177,12 +235,38 @@ def diagnose(entries: list, variants_of, cases=()) -> Diagnosis:
         pairs = [p for a, b in combinations(MISTAKES, 2) if (p := a.combine(b)) is not None]
         explains = best(pairs)
     if not explains and _batch_collapsed(failing, entries):
-        return Diagnosis(len(failing), [_by(batch="summed")], [], pattern=_COLLAPSED)
+        return Diagnosis(len(failing), [_by(batch="summed")], [], pattern=_COLLAPSED, **nonfinite)
     partial = []
     if not explains:
         counts = [(m, count(m, failing)) for m in MISTAKES]
         partial = sorted([mc for mc in counts if mc[1]], key=lambda mc: -mc[1])[:3]
-    return Diagnosis(len(failing), explains, partial, raised if explains else 0)
+    return Diagnosis(len(failing), explains, partial, raised if explains else 0,
+                     detail=_layers_right(explains, entries), **nonfinite)
+
+
+def _not_finite(bad: list) -> list:
+    """(layer k, quantity, {"NaN", "inf"}, networks) for the tensors holding NaN or inf, by layer then quantity."""
+    found = {}
+    for c, k, q, s, _, _ in bad:
+        kinds, nets = found.setdefault((k, q), (set(), set()))
+        kinds.update(["NaN"] * bool(torch.isnan(s).any()) + ["inf"] * bool(torch.isinf(s).any()))
+        nets.add(c.index)
+    return [(k, q, kinds, len(nets)) for (k, q), (kinds, nets) in sorted(found.items())]
+
+
+def _layers_right(explains: list, entries: list) -> str:
+    """For deltas summed in the hidden step: that the output layer agrees everywhere and only the layers below it
+    disagree, where the numbers show it (the sum is made on the way down, not at the output)."""
+    if len(explains) != 1 or explains[0].batch not in ("hidden", "hidden_top"):
+        return ""
+    top = [e for e in entries if e[1] == e[0].net.num_layers - 1]
+    below = [e for e in entries if e[1] < e[0].net.num_layers - 1 and not e[5]]
+    if not top or not below or not all(e[5] for e in top):
+        return ""
+    where = ("on the way down, from each layer to the one below" if explains[0].batch == "hidden" else
+             "as the output layer's delta goes down to the layer below it (the steps below that sum nothing)")
+    return ("Your output layer's dE/dW and dE/db agree in every network; only the layers below it disagree, and only "
+            f"where B > 1: the deltas are summed over the samples {where}.")
 
 
 _COLLAPSED = ("in every case with B > 1 your output layer's dE/dW is one outer product (sum_i delta_i) v^T, and only "

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from reference.compare import norm_relative_error
 
-__all__ = ["Made", "record_assignments", "mistake_line", "first_line_of", "describe_line"]
+__all__ = ["Made", "record_assignments", "mistake_line", "first_line_of", "first_not_finite", "describe_line"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 _NOT_STUDENT = tuple({str(_ROOT / d) + os.sep for d in ("commands", "manual_backprop", "reference")}
@@ -112,10 +112,12 @@ def _same(a: Tensor, b: Tensor, tol: float) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and norm_relative_error(a, b) <= tol
 
 
-def mistake_line(made: list, wrong: dict, right: dict, tol: float):
+def mistake_line(made: list, wrong: dict, right: dict, tol: float, kinds=None):
     """The first Made whose tensor is one of the mistake's intermediates (``wrong``, by role) that differ from the
-    right ones (``right``, same roles), and is none of the right ones; None if no line made one."""
-    changed = {role: w for role, w in wrong.items() if role not in right or not _same(w, right[role], 10 * tol)}
+    right ones (``right``, same roles), and is none of the right ones; None if no line made one. ``kinds``: only
+    the roles of these kinds ("delta", "dW", "db", ...), where one step of the mistake is looked for."""
+    changed = {role: w for role, w in wrong.items() if (role not in right or not _same(w, right[role], 10 * tol))
+               and (kinds is None or role[0] in kinds)}
     rights = list(right.values())
     matching = [rec for rec in made if any(_same(rec.value, w, tol) for w in changed.values())]
     for rec in matching:  # a wrong number that is none of the right ones
@@ -133,6 +135,14 @@ def first_line_of(made: list, returned: list):
     for rec in made:
         if any(rec.value.shape == t.shape and rec.value.dtype == t.dtype and bool((rec.value == t).all())
                for t in returned):
+            return rec
+    return None
+
+
+def first_not_finite(made: list):
+    """The first Made whose tensor (floating point) holds a NaN or an inf, else None."""
+    for rec in made:
+        if rec.value.is_floating_point() and not bool(rec.value.isfinite().all()):
             return rec
     return None
 

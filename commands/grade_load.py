@@ -1,11 +1,13 @@
 """Loading a student's backward function for `manual-backprop grade`, and telling what it raised: one line with
-the student's file and line, never a traceback."""
+the student's file and line, never a traceback. A file that ``python FILE`` would refuse for its bytes (not UTF-8,
+no coding line) is refused the same way, though the import machinery would let it pass."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Optional
 
 from .grade_report import SIGNATURE
 
-__all__ = ["Unusable", "load_function", "describe_error", "student_frame"]
+__all__ = ["Unusable", "load_function", "check_source", "describe_error", "student_frame"]
 
 
 class Unusable(Exception):
@@ -38,6 +40,7 @@ def load_function(target: str):
             if path.suffix != ".py":
                 raise Unusable(f"{module_part!r} (from {target!r}) is not a Python file: expected a .py file (or a "
                                "dotted module name), then :FUNCTION")
+            check_source(path, module_part)
             name = f"_graded_{path.stem}"
             folder = str(path.resolve().parent)
             if folder not in sys.path:  # as `python file.py` has it: the helper files beside it import
@@ -49,6 +52,9 @@ def load_function(target: str):
         else:
             if os.getcwd() not in sys.path and "" not in sys.path:
                 sys.path.insert(0, os.getcwd())
+            spec = importlib.util.find_spec(module_part)
+            if spec is not None and spec.origin and spec.origin.endswith(".py") and os.path.isfile(spec.origin):
+                check_source(Path(spec.origin), _short(spec.origin))
             module = importlib.import_module(module_part)
     except Unusable:
         raise
@@ -66,6 +72,28 @@ def load_function(target: str):
         raise Unusable(f"{module_part}:{func_name} is not a function but {type(fn).__name__} {fn!r}; expected "
                        f"{SIGNATURE}")
     return fn, f"{module_part}:{func_name}"
+
+
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+
+
+def check_source(path: Path, shown: str) -> None:
+    """Unusable where ``python FILE`` refuses the file's bytes before running it: with neither a coding line
+    (PEP 263) nor a BOM, every byte must be UTF-8, but the import machinery lets bytes it cannot decode pass in a
+    comment, so the grader checks as the interpreter does (a declared encoding is checked by the import itself)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise Unusable(f"cannot read {shown}: {err.strerror or err}") from None
+    if data.startswith(b"\xef\xbb\xbf") or any(_CODING.match(line) for line in data.splitlines()[:2]):
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise Unusable(f"cannot load {shown}: SyntaxError: Non-UTF-8 code starting with '\\x{data[err.start]:02x}' "
+                       f"on line {line}, but no encoding declared (python {path.name} refuses it too); save the file "
+                       "as UTF-8, or declare its encoding in a coding line (PEP 263)") from None
 
 
 def describe_error(err: BaseException, module_hint: Optional[str] = None) -> str:

@@ -15,7 +15,9 @@ changed, exactly as a student's slip changes it:
     bias gradient not summed        the deltas (B, n) themselves, the first sample's row, their mean, or
                                     delta.sum(1) over the units
     deltas summed first             the output delta summed over the samples, (1, n_L), and back-propagated
-                                    with the mean sample's activities
+                                    with the mean sample's activities; or, the output layer right, each delta
+                                    summed over the samples as it is back-propagated to the layer below (in
+                                    every step, or in the step out of the output layer only)
     f' taken of net, not of x       the code's f'(x) formula (x (1 - x) for sigmoid) applied to net
     f' evaluated at the activity    sigma'(x) = sigma(x)(1 - sigma(x)) where sigma'(net) belongs
     a factor 2 off                  the 2 of d(e^2)/dx dropped, or doubled against a loss with the 1/2
@@ -37,7 +39,7 @@ from manual_backprop.losses import Loss, SquaredError
 from manual_backprop.network import (MLP, ForwardCache, bias_gradient, hidden_delta, net_input, output_delta,
                                      weight_gradient)
 
-__all__ = ["Mistake", "MISTAKES", "RIGHT", "mistaken_gradients", "match_tolerance"]
+__all__ = ["Mistake", "MISTAKES", "RIGHT", "SAME_NUMBERS", "mistaken_gradients", "match_tolerance"]
 
 _MATCH = {torch.float64: 1e-8, torch.float32: 1e-4}
 
@@ -60,7 +62,9 @@ class Mistake:
     sign: int = 1
     weight: str = "ok"  # dE/dW: ok | transposed (x^T @ delta) | no_t (delta @ x) | over_m (divided by B)
     bias: str = "ok"  # dE/db: ok | unsummed | first | mean | units (delta.sum(1))
-    batch: str = "ok"  # ok | summed: the output delta summed over the samples before back-propagating
+    batch: str = "ok"  # ok | summed: the output delta summed over the samples before back-propagating | hidden:
+    # each delta summed over the samples in the hidden step, delta.sum(0) @ W, the output layer right | hidden_top:
+    # the same in the step out of the output layer only
 
     @property
     def label(self) -> str:
@@ -111,6 +115,14 @@ MISTAKES = [
             "(B, n): dE/dW[k] = sum_i delta_i x_i^T is delta^T @ x^k, a sum of products, which is not the summed "
             "delta times one (mean) activity; sum over the samples only in the last step, dE/dW and dE/db.",
             batch="summed"),
+    Mistake("the deltas summed over the samples before back-propagating", "to the layer below", "Each sample "
+            "has its own delta: the hidden delta of sample i is f'(net_i) * (delta_i @ W), (B, n_{k+1}) @ "
+            "(n_{k+1}, n_k) with a row per sample; delta.sum(0) @ W gives every sample the same sum, so the layers "
+            "below the output get wrong gradients. Sum over the samples only in dE/dW and dE/db.", batch="hidden"),
+    Mistake("the deltas summed over the samples before back-propagating", "from the output layer (there only)",
+            "Each sample has its own delta: the delta of sample i in the layer below the output is f'(net_i) * "
+            "(delta_i @ W), a row per sample; delta.sum(0) @ W gives every sample the same sum. Sum over the samples "
+            "only in dE/dW and dE/db.", batch="hidden_top"),
     Mistake("bias gradient not summed over the samples", "(the deltas themselves)", "dE/db[k] is the layer's "
             "deltas summed over the sample axis, delta.sum(0), shape (n_{k+1},).", bias="unsummed"),
     Mistake("bias gradient not summed over the samples", "(the first sample only)", "dE/db[k] is the layer's "
@@ -131,6 +143,15 @@ MISTAKES = [
     Mistake("a factor 2 off", "(doubled)", "With half=True the loss is 1/2 sum (y - x)^2, whose output delta is "
             "(x - y) f'(net): c = loss_fn.scale(B, n) already holds the 1/2.", factor="double"),
 ]
+
+# A mistake whose numbers another gives exactly, made in other lines: the grader names the one whose own step it
+# finds in the student's code (an extra 1/m in the output delta, or the same 1/m put into dE/dW and dE/db each).
+SAME_NUMBERS = {
+    "an extra 1/m in the output delta": Mistake(
+        "dE/dW and dE/db each divided by m", "", "dE/dW[k] = delta^T @ x^k and dE/db[k] = delta.sum(0) are sums over "
+        "the samples, not averages: the loss's 1/m is in delta already (loss_fn.scale(B, n) is the whole factor "
+        "c), so dividing each by m once more makes every gradient 1/m of autograd's.", weight="over_m", bias="mean"),
+}
 
 RIGHT = Mistake("no mistake")  # every step done right: its trail is the right intermediates
 
@@ -175,6 +196,8 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
         elif m.factor in ("half", "double"):
             delta = delta * (0.5 if m.factor == "half" else 2.0)
         delta = delta * m.sign
+        if m.batch in ("hidden", "hidden_top") and (batch == 1 or L == 1):
+            return None  # one sample, or no hidden step: nothing to sum
         if m.batch == "summed":  # the batch collapsed: one summed delta, the mean sample's activities
             if batch == 1:
                 return None
@@ -201,6 +224,12 @@ def mistaken_gradients(net: MLP, cache: ForwardCache, y, loss_fn: Loss, m: Mista
             if k == 0:
                 break
             f = fs[k - 1]
+            if m.batch == "hidden" or (m.batch == "hidden_top" and k == L - 1):  # one summed delta for every sample
+                summed = delta.sum(dim=0, keepdim=True)
+                trail[("summed", k)] = summed  # delta.sum(0, keepdim=True), (1, n_{k+1}); its (n,) is dE/db's own
+                trail[("back", k)] = summed @ W[k]  # delta.sum(0, keepdim=True) @ W, (1, n_k), as a student holds it
+                trail[("back flat", k)] = trail[("back", k)][0]  # delta.sum(0) @ W, (n_k,)
+                delta = summed.expand(batch, -1)
             if m.hidden == "w_t":
                 if W[k].shape[0] != W[k].shape[1]:
                     return None  # delta @ W.T does not even run on a layer that is not square

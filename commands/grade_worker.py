@@ -30,8 +30,10 @@ def _summary(report) -> dict:
     layers = len(report.rows)
     right = sum(r.ok for r in report.rows)
     d = report.diagnosis
-    mistakes = [m.label for m in d.explains] or [m.label for m, _ in d.partial]
-    lines = list(dict.fromkeys(d.where.values())) or ([d.first_wrong] if d.first_wrong else [])
+    mistakes = d.names()
+    lines = ([d.not_finite_at] if d.not_finite_at else []) + (
+        list(dict.fromkeys([line for label, at in d.where.items() for line in [at, *d.also.get(label, [])]]))
+        or ([d.first_wrong] if d.first_wrong and d.first_wrong_at != d.not_finite_at else []))
     problems = list(report.problems())
     notes = sorted({n for c in report.cases for n in c.notes})
     return {"verdict": verdict, "layers_right": right, "layers_total": layers, "mistakes": mistakes,

@@ -243,6 +243,94 @@ def wrong_sign_written_out(net, cache, y, loss_fn):
     return grad_w, grad_b
 
 
+def hidden_deltas_summed(net, cache, y, loss_fn):
+    """The output delta right, but summed over the samples each time it is back-propagated to the layer below."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            back = delta.sum(0, keepdim=True) @ net.weights[k]  # the slip: one summed delta for every sample
+            delta = back * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def hidden_deltas_summed_flat(net, cache, y, loss_fn):
+    """The same slip in one line: delta.sum(0) @ W, (n_k,), broadcast against f' of every sample."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta.sum(0) @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])  # the slip
+    return grad_w, grad_b
+
+
+def hidden_deltas_summed_once(net, cache, y, loss_fn):
+    """The layer below the output written apart, its delta from the summed output delta; the rest right."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    grad_w[L - 1], grad_b[L - 1] = delta.T @ x[L - 1], delta.sum(0)
+    if L > 1:
+        summed = delta.sum(0)  # the output deltas of all samples summed into one: dE/db's, not to back-propagate
+        delta = (summed @ net.weights[L - 1]) * fprime(net.activation_functions[L - 2], x[L - 1])  # the slip
+    for k in range(L - 2, -1, -1):
+        grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def dw_and_db_divided_by_m(net, cache, y, loss_fn):
+    """The 1/m twice: loss_fn.scale holds it already, and each gradient is divided by m once more."""
+    x, L = cache.activations, net.num_layers
+    B = y.shape[0]
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k] / B  # the slip: the 1/m is in delta already
+        grad_b[k] = delta.sum(0) / B  # the slip (the second): so is it here
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def nan_in_first_dw(net, cache, y, loss_fn):
+    """dE/dW of the first layer taken of the inputs' logs: NaN wherever an input is negative."""
+    x, L = cache.activations, net.num_layers
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        if k == 0:
+            grad_w[k] = delta.T @ torch.log(x[k])  # the slip: the log of a negative input is NaN
+        else:
+            grad_w[k] = delta.T @ x[k]
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def inf_in_dw(net, cache, y, loss_fn):
+    """An unbiased 1/(B - 1) where no factor belongs: a division by zero at B = 1 (inf, and NaN where 0/0)."""
+    x, L = cache.activations, net.num_layers
+    B = y.shape[0]
+    delta = _output_delta(net, cache, y, loss_fn)
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k] / x[k].new_tensor(B - 1.0)  # the slip: B - 1 is 0 at B = 1
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
 # ---- unusable answers
 def raises(net, cache, y, loss_fn):
     return 1 / 0

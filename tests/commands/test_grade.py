@@ -2,6 +2,9 @@
 with the classic mistake named where a layer disagrees (students as written in tests/commands/student_mistakes.py)."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +207,47 @@ def test_grading_changes_no_global_state():
     before = torch.is_grad_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()
     grade(students.correct, "correct", finite_diff=False)
     assert (torch.is_grad_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()) == before
+
+
+def _latin1_submission(folder: Path, coding: bool = False) -> Path:
+    """The correct backward in a file with a Latin-1 byte in a comment (an accented name, saved as Latin-1)."""
+    path = folder / "francois.py"
+    head = b"# -*- coding: latin-1 -*-\n" if coding else b""
+    path.write_bytes(head + b"# Fran\xe7ois, homework 3\n" + STUDENTS.read_bytes() + b"\nbackward = correct\n")
+    return path
+
+
+def test_a_file_that_is_not_utf8_is_refused_as_python_refuses_it(tmp_path, monkeypatch, capsys):
+    """`python francois.py` stops at the Latin-1 byte with a SyntaxError (the import machinery lets a comment's
+    bytes pass): the grader refuses it the same way, in one line, for a path and for a dotted module."""
+    path = _latin1_submission(tmp_path)
+    ran = subprocess.run([sys.executable, str(path)], capture_output=True, text=True)
+    assert ran.returncode == 1 and "SyntaxError: Non-UTF-8 code starting with '\\xe7'" in ran.stderr
+    code, out, err = run([str(path), "--no-fd"], capsys)
+    assert code == 2 and out == "", out[-2000:]
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert (f"manual-backprop grade: cannot load {path}: SyntaxError: Non-UTF-8 code starting with '\\xe7' on "
+            "line 1, but no encoding declared") in err and "save the file as UTF-8" in err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run(["francois:backward", "--no-fd"], capsys)
+    assert code == 2 and "cannot load francois.py: SyntaxError: Non-UTF-8 code" in err, err
+
+
+def test_a_file_that_declares_its_encoding_is_graded(tmp_path, capsys):
+    code, out, _ = run([str(_latin1_submission(tmp_path, coding=True)), "--no-fd"], capsys)
+    assert code == 0 and "PASS" in out, out[-2000:]
+
+
+def test_a_class_row_for_a_file_that_is_not_utf8_says_so(tmp_path, capsys):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    _latin1_submission(folder)
+    code = main(["grade", str(folder), "--no-fd", "--csv", str(tmp_path / "g.csv"), "--json",
+                 str(tmp_path / "g.json")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    (row,) = json.loads((tmp_path / "g.json").read_text())
+    assert row["verdict"] == "unusable" and row["layers_total"] == 0, row
+    assert "SyntaxError: Non-UTF-8 code starting with '\\xe7' on line 1, but no encoding declared" in row["problem"]
+    assert "francois: unusable 0/0 layers (cannot load" in out

@@ -12,6 +12,7 @@ import torch
 
 from commands.cli import main
 from commands.grade import grade
+from commands.grade_worker import _summary
 
 HERE = Path(__file__).resolve().parent
 STUDENTS = HERE / "student_mistakes.py"
@@ -36,6 +37,13 @@ SLIPS = [  # student, the diagnosis it must get, exit status, what it must not b
     ("bias_summed_over_units", "bias gradient not summed over the samples (summed over the units instead)", 1,
      "shapes that no classic mistake explains"),
     ("wrong_sign_written_out", "the wrong sign", 1, "f' missing"),
+    ("hidden_deltas_summed", "the deltas summed over the samples before back-propagating to the layer below", 1,
+     "a missing 1/m"),
+    ("hidden_deltas_summed_flat", "the deltas summed over the samples before back-propagating to the layer below",
+     1, "a missing 1/m"),
+    ("hidden_deltas_summed_once", "the deltas summed over the samples before back-propagating from the output "
+     "layer (there only)", 1, "back-propagating to the layer below"),
+    ("dw_and_db_divided_by_m", "dE/dW and dE/db each divided by m", 1, "an extra 1/m in the output delta"),
 ]
 
 
@@ -122,3 +130,78 @@ def test_an_unwritable_csv_is_refused_before_any_grading(tmp_path, capsys):
         code = main(["grade", f"{STUDENTS}:correct", "--no-fd", flag, path])
         captured = capsys.readouterr()
         assert code == 2 and message in captured.err and captured.out == "", captured
+
+
+def slip_lines(function: str) -> list:
+    """Every line number, in student_mistakes.py, of the function's lines marked '# the slip'."""
+    lines, first = inspect.getsourcelines(getattr(students, function))
+    return [first + i for i, text in enumerate(lines) if "# the slip" in text]
+
+
+def test_deltas_summed_in_the_hidden_step_are_named_at_the_step_that_sums_them():
+    """The output layer right, each delta summed over the samples on its way down: not "a missing 1/m", and the
+    layers it names are the ones below the output."""
+    report = grade(students.hidden_deltas_summed, "hidden_deltas_summed", finite_diff=False)
+    label = "the deltas summed over the samples before back-propagating to the layer below"
+    assert [m.label for m in report.diagnosis.explains] == [label], report.text()[-3000:]
+    for r in report.rows:
+        top, B = r.k == r.case.net.num_layers - 1, r.case.x.shape[0]
+        assert r.ok == (top or B == 1), r.record()  # the output layer, and every layer at B = 1, agree
+        assert r.ok or r.fits == [label], r.record()
+    text = report.text()
+    assert "Your output layer's dE/dW and dE/db agree in every network; only the layers below it disagree" in text
+    assert "a missing 1/m" not in text and "no single classic mistake" not in text
+
+
+def test_a_1_over_m_in_dw_and_in_db_names_both_lines_not_the_output_delta(capsys):
+    """Each gradient divided by m gives the numbers of one extra 1/m in the output delta; the diagnosis is the
+    one the student's code makes, at both of its lines, and the class row holds both."""
+    status = main(["grade", f"{STUDENTS}:dw_and_db_divided_by_m", "--no-fd"])
+    out = capsys.readouterr().out
+    assert status == 1
+    dw_line, db_line = slip_lines("dw_and_db_divided_by_m")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Diagnosis: "))
+    assert lines[at].startswith("Diagnosis: dE/dW and dE/db each divided by m, at ") and f":{dw_line}: " in lines[at]
+    assert lines[at + 1].startswith("  and at ") and f"student_mistakes.py:{db_line}: grad_b[k]" in lines[at + 1]
+    assert "an extra 1/m in the output delta" not in out
+    report = grade(students.dw_and_db_divided_by_m, "dw_and_db_divided_by_m", finite_diff=False)
+    row = _summary(report)
+    assert row["mistakes"] == ["dE/dW and dE/db each divided by m"]
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in row["lines"]] == [str(dw_line), str(db_line)]
+    twice = grade(students.mean_taken_twice, "mean_taken_twice", finite_diff=False)  # its own slip stays named
+    assert [m.label for m in twice.diagnosis.explains] == ["an extra 1/m in the output delta"]
+    assert not twice.diagnosis.also
+
+
+@pytest.mark.parametrize("function,kinds", [("nan_in_first_dw", "(NaN)"), ("inf_in_dw", "(NaN and inf)")])
+def test_a_gradient_that_is_not_finite_is_said_so_at_the_students_line(function, kinds, capsys):
+    status = main(["grade", f"{STUDENTS}:{function}", "--no-fd"])
+    out = capsys.readouterr().out
+    assert status == 1, out[-3000:]
+    found = [line for line in out.splitlines() if line.startswith("Diagnosis: ")]
+    assert len(found) == 1, found
+    layers = "layer 1" if function == "nan_in_first_dw" else "layers 1, 2, 3 and 4"
+    assert found[0].startswith(f"Diagnosis: the gradient of {layers} is not finite {kinds}: "), found[0]
+    assert f"student_mistakes.py:{slip_line(function)}: grad_w[k] = " in found[0] and "# the slip" in found[0]
+    assert "none of the classic mistakes" not in out
+    assert "NO   dW not finite" in out  # the table's rows say which tensor
+    report = grade(getattr(students, function), function, finite_diff=False)
+    assert _summary(report)["mistakes"][0] == f"the gradient of {layers} is not finite {kinds}"
+
+
+def test_a_nan_with_a_classic_mistake_elsewhere_still_names_the_mistake():
+    """NaN in one case's dE/dW, a missing f' in every network: the NaN is said, and the mistake is named too."""
+    def student(net, cache, y, loss_fn):
+        grad_w, grad_b = students.no_fprime_hidden(net, cache, y, loss_fn)
+        if net.num_layers == 4 and y.shape[0] == 5 and net.activation_functions[0].name == "tanh":
+            grad_w[0] = grad_w[0] * float("nan")
+        return grad_w, grad_b
+
+    report = grade(student, "student", finite_diff=False)
+    d = report.diagnosis
+    assert d.not_finite_label == "the gradient of layer 1 is not finite (NaN)"
+    assert [m.label for m in d.explains] == ["f' missing in the hidden layers"], report.text()[-3000:]
+    text = report.text()
+    assert "dE/dW holds NaN in 1 of 36 networks, at tests/commands/test_grade_diagnosis.py:" in text
+    assert "The other 107 disagreeing tensors hold finite numbers:" in text
