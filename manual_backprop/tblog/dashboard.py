@@ -155,7 +155,8 @@ class Dashboard:
 
     def numeric(self, key: str) -> bool:
         """Whether a key's column holds numbers rather than text: every value the runs take is a number, and not
-        every one a whole number (``integer_column``: seeds and epochs are written as text, "4", not 4.0000)."""
+        every one a whole number >= 0 (``numeric_column``: seeds and epochs are written as text that reads "4", not
+        4.0000, and sorts as the numbers do)."""
         return numeric_column(self.hparams.get(key, [self.settings.get(key)]))
 
     def session_hparams(self, hparams: Mapping) -> dict:
@@ -163,7 +164,7 @@ class Dashboard:
         values = {}
         for key in (*self.hparams, *self.settings):
             value = hparam_value(hparams[key]) if key in hparams else self.settings.get(key, MISSING)
-            values[key] = value if self.numeric(key) and not isinstance(value, str) else _text(value)
+            values[key] = value if self.numeric(key) and not isinstance(value, str) else column_text(value)
         return values
 
     def summaries(self, hparams: Mapping) -> list:
@@ -250,16 +251,38 @@ def hparams_summaries(hparams: Mapping, columns: Sequence[tuple], metrics: Seque
             summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)]
 
 
+WHOLE_WIDTH = 20  # characters of a whole number's text in HPARAMS: 2**63 - 1, the largest seed, has 19 digits
+
+
 def numeric_column(values) -> bool:
     """Whether an HPARAMS column of these values is written as numbers (DATA_TYPE_FLOAT64).
 
     The HPARAMS table shows every number with five significant digits (its frontend formats them with
-    ``toPrecision(5)``), so the seed 4 would read 4.0000 and 1000 epochs 1000.0. A column whose values are all ints
-    (seeds, epochs, sizes of a grid) is written as text instead (DATA_TYPE_STRING), which it shows as given ("4");
-    a column with any fraction (learning rates) stays numeric, with the plugin's min/max filter.
+    ``toPrecision(5)``, whatever the column's domain), so the seed 4 would read 4.0000 and 1000 epochs 1000.0; and
+    it sorts a text column as text ("10" before "2"; the server sorts, by the value's kind). A column whose values
+    are all whole numbers >= 0 (seeds, epochs, batch sizes) is written as text right-aligned with spaces
+    (``whole_text``): the table collapses the leading spaces, so it reads "4", and text of one width sorts as the
+    numbers do. A column with any fraction (learning rates) or a negative whole number stays numeric, with the
+    plugin's min/max filter (a negative number would sort before the spaces' text wrongly: sorting right matters
+    more than the digits shown).
     """
     values = list(values)
-    return all(not isinstance(v, str) for v in values) and not all(isinstance(v, int) for v in values)
+    return all(not isinstance(v, str) for v in values) and \
+        not all(isinstance(v, int) and v >= 0 for v in values)
+
+
+def whole_text(value: int) -> str:
+    """A whole number >= 0 as the text of an HPARAMS column: right-aligned with spaces to WHOLE_WIDTH characters,
+    so that it reads as the number (HTML collapses the spaces) and sorts by its value ("   4" < "  10")."""
+    return str(value).rjust(WHOLE_WIDTH)
+
+
+def column_text(value) -> str:
+    """A value of a text column: whole numbers >= 0 as ``whole_text``, other numbers as %g prints them (0.5),
+    text as it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return whole_text(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def hparam_value(value):
@@ -283,11 +306,6 @@ def hparam_value(value):
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(str(hparam_value(v)) for v in value) + "]"
     return str(value)
-
-
-def _text(value) -> str:
-    """A value of a text column: numbers as %g would print them (0.5, 1000), text as it is."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _key(value):

@@ -17,7 +17,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..checks import check_bool, check_int
-from .dashboard import Dashboard, hparam_value, layout_summary, numeric_column
+from .dashboard import Dashboard, column_text, hparam_value, layout_summary, numeric_column
 from ..checkpoint import PathLike
 from .decision_boundary import decision_boundary_image, grid_predict_fn
 from .event_files import NamedWriter as _NamedWriter
@@ -227,7 +227,7 @@ class RunLogger(UpdateLossPoints):
             from .dashboard import hparams_summaries
 
             values = {k: hparam_value(v) for k, v in merged.items()}
-            values = {k: v if numeric_column([v]) else str(v) for k, v in values.items()}  # ints as text: "4"
+            values = {k: v if numeric_column([v]) else column_text(v) for k, v in values.items()}  # ints: "   4"
             columns = [(k, not isinstance(v, str), False) for k, v in values.items()]
             summaries = hparams_summaries(values, columns, self._metric_tags(metrics))
         step = 0 if self._last_epoch is None else self._last_epoch

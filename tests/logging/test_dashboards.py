@@ -10,7 +10,7 @@ import pytest
 
 from experiments import dashboards, xor
 from manual_backprop.tblog import Band, Category, Chart, Dashboard, RunLogger, load_run, read_scalars
-from manual_backprop.tblog.dashboard import MISSING
+from manual_backprop.tblog.dashboard import MISSING, WHOLE_WIDTH, whole_text
 from tbserver import get_json, tensorboard_server
 
 LAYOUT = [Category("the point", Chart("loss per mode", "loss/train"), Band("row sums", "s/mean", "s/min", "s/max")),
@@ -47,11 +47,14 @@ def test_only_the_hparams_that_vary_become_columns_and_every_run_has_every_key()
     assert board.columns() == ["mode", "seed"]
     assert board.numeric("lr") and not board.numeric("sizes")
     assert board.session_hparams({"mode": "online", "lr": 0.5, "seed": 1, "extra": 3}) == \
-        {"mode": "online", "lr": 0.5, "sizes": MISSING, "seed": "1"}  # whole numbers as text: HPARAMS shows "1"
+        {"mode": "online", "lr": 0.5, "sizes": MISSING, "seed": whole_text(1)}  # reads "1", sorts as a number
     assert not board.numeric("seed") and board.numeric("lr")
     # A text column holds text in every run: a number there is written as text.
     mixed = Dashboard("x", hparams={"method": ["mlp", "delta"], "hidden": [4, MISSING]})
-    assert mixed.session_hparams({"method": "mlp", "hidden": 4}) == {"method": "mlp", "hidden": "4"}
+    assert mixed.session_hparams({"method": "mlp", "hidden": 4}) == {"method": "mlp", "hidden": whole_text(4)}
+    assert whole_text(4) == " " * (WHOLE_WIDTH - 1) + "4" and whole_text(2 ** 63 - 1).strip() == str(2 ** 63 - 1)
+    negative = Dashboard("x", hparams={"offset": [-1, 2]})  # text would sort -1 after 2: numbers, which sort right
+    assert negative.numeric("offset") and negative.session_hparams({"offset": -1}) == {"offset": -1}
     assert Dashboard("x", hparams={"a": [1], "b": ["z"]}).columns() == ["a", "b"]  # nothing varies: all of them
 
 
@@ -113,7 +116,8 @@ def test_xor_runs_share_one_table_whatever_the_method(tmp_path):
     assert metrics == ["accuracy/train", "loss/train", "errors/train"]
     values = tables["xor-mlp-seed1"][2]
     assert {k: values[k] for k in ("problem", "method", "seed", "lr", "seeds", "epochs_mlp")} == \
-        {"problem": "xor", "method": "mlp", "seed": "1", "lr": 5.0, "seeds": "2", "epochs_mlp": "3"}  # ints as text
+        {"problem": "xor", "method": "mlp", "seed": whole_text(1), "lr": 5.0, "seeds": whole_text(2),
+         "epochs_mlp": whole_text(3)}  # whole numbers as text of one width: they read "1" and sort as numbers
 
 
 @pytest.mark.parametrize("make, key_tag", [
@@ -157,29 +161,43 @@ def test_real_tensorboard_serves_the_layout_and_the_columns(tmp_path):
         assert [m["name"]["tag"] for m in experiment["metricInfos"]] == ["loss/train"]
 
 
-def test_real_tensorboard_serves_seeds_and_epochs_as_whole_numbers_and_lr_as_a_number(tmp_path):
-    """HPARAMS formats every number with toPrecision(5) (seed 4 would read 4.0000): whole-number columns go as text."""
-    board = Dashboard("x", hparams={"seed": [4, 10], "lr": [0.5, 2.0]}, settings={"epochs": 1000})
-    for seed, lr in ((4, 0.5), (10, 2.0)):
+def test_real_tensorboard_sorts_seeds_and_epochs_as_numbers_and_serves_them_as_whole_numbers(tmp_path):
+    """HPARAMS formats every number with toPrecision(5) (seed 4 would read 4.0000) and sorts text as text ("10"
+    before "2"; the server sorts, the table shows its order): a whole-number column is text of one width, spaces
+    before the digits, which the table shows as "4" (HTML collapses them) and the server sorts as the numbers."""
+    board = Dashboard("x", hparams={"seed": [4, 10, 2], "lr": [0.5, 2.0, 1.0]}, settings={"epochs": 1000})
+    for seed, lr in ((4, 0.5), (10, 2.0), (2, 1.0)):
         with RunLogger(tmp_path, "e", "r", f"seed{seed}", dashboard=board) as log:
             log.log_epoch(1, {"loss/train": lr})
             log.log_hparams({"seed": seed, "lr": lr})
     with RunLogger(tmp_path, "e", "r", "plain") as log:  # no dashboard: the run's own keys, by their types
         log.log_epoch(1, {"loss/train": 1.0})
         log.log_hparams({"seed": 7, "lr": 0.25})
+    runs = {"seed4", "seed10", "seed2", "plain"}
 
-    def ready(runs, tags):
-        return set(runs) == {"seed4", "seed10", "plain"} and all("loss/train" in tags.get(m, {}) for m in runs)
+    def ready(served, tags):
+        return set(served) == runs and all("loss/train" in tags.get(m, {}) for m in served)
 
     with tensorboard_server(tmp_path / "e" / "r", tmp_path, ready) as base:
         experiment = get_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         types = {h["name"]: h["type"] for h in experiment["hparamInfos"]}
         assert types["seed"] == "DATA_TYPE_STRING" and types["lr"] == "DATA_TYPE_FLOAT64", types
-        groups = get_json(f"{base}/data/plugin/hparams/session_groups",
-                          {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
-                           "colParams": [], "startIndex": 0, "sliceSize": 100})
-        values = {g["name"]: g["hparams"] for g in groups["sessionGroups"]}
-        seeds = sorted(h["seed"] for h in values.values())
-        assert seeds == ["10", "4", "7"], values  # text, as written: "4", never 4.0
-        assert all(h.get("epochs", "1000") == "1000" for h in values.values() if "epochs" in h), values
-        assert sorted(h["lr"] for h in values.values()) == [0.25, 0.5, 2.0], values
+
+        def sorted_by(key: str, order: str) -> list:  # what the HPARAMS pane's "Sort by" asks the server
+            columns = [{"hparam": k, "includeInResult": True, **({"order": order} if k == key else {})}
+                       for k in ("seed", "lr", "epochs")]
+            groups = get_json(f"{base}/data/plugin/hparams/session_groups",
+                              {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                               "colParams": columns, "startIndex": 0, "sliceSize": 100})["sessionGroups"]
+            assert {g["name"] for g in groups} == runs
+            return groups
+
+        ascending = sorted_by("seed", "ORDER_ASC")
+        assert [g["name"] for g in ascending] == ["seed2", "seed4", "plain", "seed10"], ascending  # 2 4 7 10
+        assert [g["name"] for g in sorted_by("seed", "ORDER_DESC")] == ["seed10", "plain", "seed4", "seed2"]
+        for group in ascending:  # the table shows the text with its leading spaces collapsed: "4", never 4.0000
+            seed = group["hparams"]["seed"]
+            assert seed == whole_text(int(seed)) and seed.strip() == group["name"].removeprefix("seed").replace(
+                "plain", "7"), group
+        assert all(g["hparams"]["epochs"] == whole_text(1000) for g in ascending if "epochs" in g["hparams"])
+        assert [g["hparams"]["lr"] for g in sorted_by("lr", "ORDER_ASC")] == [0.25, 0.5, 1.0, 2.0]

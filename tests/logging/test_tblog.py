@@ -15,6 +15,7 @@ from manual_backprop.tblog import (
     PALETTE, RunLogger, decision_boundary_image, load_run, read_scalars,
     tensorboard_command,
 )
+from manual_backprop.tblog.dashboard import whole_text
 from tbserver import get_json, scalars, tensorboard_server
 
 EXPERIMENT, RUN = "learning_modes", "xor_seed0"
@@ -181,7 +182,7 @@ def test_hparams_make_no_extra_folders_and_carry_plugin_data(three_modes):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         got = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
         expected = dict(hparams_of(mode), sizes="[2, 3, 1]")
-        expected = {k: str(v) if isinstance(v, int) else v for k, v in expected.items()}  # ints as text: "4"
+        expected = {k: whole_text(v) if isinstance(v, int) else v for k, v in expected.items()}  # reads "4"
         assert got == expected, mode
         experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
         metric_tags = [m.name.tag for m in experiment.metric_infos]
@@ -200,7 +201,7 @@ def test_hparam_values_are_made_plugin_friendly(tmp_path):
     content = load_run(log.path).PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     got = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
-    assert got == {"flag": "True", "none": "None", "dtype": "float64", "sizes": "[2, 3, 1]", "np": 0.25, "t": "3",
+    assert got == {"flag": "True", "none": "None", "dtype": "float64", "sizes": "[2, 3, 1]", "np": 0.25, "t": whole_text(3),
                    "acts": "[tanh, sigmoid]"}
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
     # A trainer's "final/..." names point at the tags they summarise; one that names no tag is left out.
