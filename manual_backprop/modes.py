@@ -27,7 +27,7 @@ from torch import Tensor
 from .checks import check_seeds
 
 __all__ = ["MODES", "batch_order", "online_order", "minibatch_order", "epoch_order", "samples_per_update",
-           "EpochOrders"]
+           "EpochOrders", "Generators"]
 
 MODES = ("batch", "online", "minibatch")
 
@@ -99,6 +99,57 @@ def epoch_order(mode: str, n: int, batch_size: int, generator: torch.Generator, 
 
 
 # ---------------------------------------------------------------------------------------------------- K generators
+class Generators(Sequence):
+    """K CPU generators, member i's seeded with seeds[i], each made at its first use: a population's C kernel
+    replays its members' Mersenne twisters itself (population/c_engine.py), and K torch.Generator objects, seeded
+    and later given their states back, cost a population run more than its updates. Until a member's generator is
+    made, its state is its seed, or the row that ``set_states`` gave it; once made, the generator is the state.
+    Indexing and iteration give torch.Generator objects exactly as ``[torch.Generator().manual_seed(s) ...]``
+    followed by the same draws would."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = list(seeds)
+        self._made: list = [None] * len(self.seeds)
+        self._states: Optional[Tensor] = None  # (K, state bytes) uint8 of the members not made, or None: seeds
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        g = self._made[i]
+        if g is None:
+            g = torch.Generator()
+            if self._states is None:
+                g.manual_seed(self.seeds[i])
+            else:
+                g.set_state(self._states[i].clone())  # set_state misreads a row view with a storage offset
+            self._made[i] = g
+        return g
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def untouched(self) -> bool:
+        """Whether every member's state is still its seed (no generator made, no states set)."""
+        return self._states is None and all(g is None for g in self._made)
+
+    def states(self) -> Tensor:
+        """(K, state bytes) uint8: every member's generator state now, a new tensor."""
+        if self._states is not None and all(g is None for g in self._made):
+            return self._states.clone()
+        return torch.stack([g.get_state() for g in self])
+
+    def set_states(self, states: Tensor) -> None:
+        """Every member's state from a (K, state bytes) uint8 tensor (kept, not copied): the generators already
+        made are set, the others are made from it when first used."""
+        for g, row in zip(self._made, states):
+            if g is not None:
+                g.set_state(row.clone())
+        self._states = states
+
+
 def _raw_draws(generators: Sequence[torch.Generator], m: int) -> Tensor:
     """The next m 32-bit outputs of each CPU generator's Mersenne twister, in order: (len(generators), m) int64.
 
@@ -142,7 +193,7 @@ class EpochOrders:
                  block_draws: int = 1024):
         self.n, self.b, self.replacement = int(n), int(batch_size), bool(replacement)
         self.seeds = check_seeds("order_seeds", order_seeds)
-        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.generators = Generators(self.seeds)  # each made at its first use
         self.batches_per_epoch = math.ceil(self.n / self.b)
         # Draws one epoch consumes: randperm(n) takes n - 1; randint (m, b) with n < 2^32 takes one per entry.
         self.draws_per_epoch = self.batches_per_epoch * self.b if self.replacement else self.n - 1

@@ -138,45 +138,71 @@ static void randperm(uint8_t *state, int64_t n, const uint64_t *mods, int32_t *r
  * generator's state (the fields mt19937 does not own: the caches of normal samples, none after manual_seed); this
  * writes each one's seed, `left` = 1, `seeded`, `next` = 0 and mt19937's initial words (MT19937RNGEngine.h's
  * init_with_uint32). The proof checks the bytes against get_state(). */
+/* mt19937's initial words 0 .. n_words-1 (init_with_uint32) of SEED_LANES members at once, member l's from seeds[l]
+ * into out[l] (stride words apart): each chain is sequential, so the members are the vector lanes. */
+#define SEED_LANES 16
+static void mt_seed_lanes(const uint64_t *seeds, int64_t lanes, uint64_t *const *out, int64_t n_words)
+{
+    uint32_t w[SEED_LANES];
+    for (int l = 0; l < SEED_LANES; l++)
+        w[l] = (uint32_t)(seeds[l < lanes ? l : 0] & 0xffffffffu);
+    for (int64_t l = 0; l < lanes; l++) out[l][0] = w[l];
+    for (uint32_t j = 1; j < (uint32_t)n_words; j++) {
+        for (int l = 0; l < SEED_LANES; l++)
+            w[l] = 1812433253u * (w[l] ^ (w[l] >> 30)) + j;
+        for (int64_t l = 0; l < lanes; l++) out[l][j] = w[l];
+    }
+}
+
 void mbp_pop_seed(uint8_t *rng, int64_t stride, const uint64_t *seeds, int64_t K)
 {
-    for (int64_t m = 0; m < K; m++) {
-        uint8_t *state = rng + m * stride;
-        const uint64_t seed = seeds[m];
-        const int32_t left = 1, seeded = 1;
-        const uint64_t next = 0;
-        memcpy(state, &seed, sizeof seed);
-        memcpy(state + 8, &left, sizeof left);
-        memcpy(state + 12, &seeded, sizeof seeded);
-        memcpy(state + 16, &next, sizeof next);
-        uint64_t *words = (uint64_t *)(void *)(state + 24);
-        uint32_t w = (uint32_t)(seed & 0xffffffffu);
-        words[0] = w;
-        for (uint32_t j = 1; j < MT_N; j++) {
-            w = 1812433253u * (w ^ (w >> 30)) + j;
-            words[j] = w;
+    for (int64_t m0 = 0; m0 < K; m0 += SEED_LANES) {
+        const int64_t lanes = K - m0 < SEED_LANES ? K - m0 : SEED_LANES;
+        uint64_t *words[SEED_LANES];
+        for (int64_t l = 0; l < lanes; l++) {
+            uint8_t *state = rng + (m0 + l) * stride;
+            const uint64_t seed = seeds[m0 + l];
+            const int32_t left = 1, seeded = 1;
+            const uint64_t next = 0;
+            memcpy(state, &seed, sizeof seed);
+            memcpy(state + 8, &left, sizeof left);
+            memcpy(state + 12, &seeded, sizeof seeded);
+            memcpy(state + 16, &next, sizeof next);
+            words[l] = (uint64_t *)(void *)(state + 24);
         }
+        mt_seed_lanes(seeds + m0, lanes, words, MT_N);
     }
 }
 
 /* torch.rand(count, generator=torch.Generator().manual_seed(seeds[m]), dtype=torch.float64) for each member m, into
  * out[m * count ..]: a fresh generator's mt19937 (as mbp_pop_seed), each value from one random64() (two 32-bit
  * draws, the first in the high half) as ATen's uniform_real_distribution<double> takes it: its low 53 bits times
- * 2^-53 (init.py's draws on the CPU; the proof compares them with torch's). */
+ * 2^-53 (init.py's draws on the CPU; the proof compares them with torch's). Where the 2 count draws fit in the
+ * first MT_N - MT_M words of the first twist (a small network's weights), only those words are twisted, from the
+ * initial words they read (0 .. 2 count and MT_M .. MT_M + 2 count - 1): mt_next_state's first loop, the same
+ * values, without the rest of the state. */
 void mbp_pop_uniform(const uint64_t *seeds, int64_t K, int64_t count, double *out)
 {
-    uint64_t words[MT_N];
-    for (int64_t m = 0; m < K; m++) {
-        uint32_t w = (uint32_t)(seeds[m] & 0xffffffffu);
-        words[0] = w;
-        for (uint32_t j = 1; j < MT_N; j++) {
-            w = 1812433253u * (w ^ (w >> 30)) + j;
-            words[j] = w;
-        }
-        mt_view g = {1, 0, words};
-        for (int64_t c = 0; c < count; c++) {
-            const uint64_t hi = mt_random(&g), lo = mt_random(&g);
-            out[m * count + c] = (double)(((hi << 32) | lo) & ((UINT64_C(1) << 53) - 1)) * 0x1p-53;
+    uint64_t words[SEED_LANES][MT_N];
+    uint64_t *rows[SEED_LANES];
+    for (int l = 0; l < SEED_LANES; l++) rows[l] = words[l];
+    const int64_t draws = 2 * count, partial = draws <= MT_N - MT_M;
+    const int64_t needed = partial ? MT_M + draws : MT_N; /* initial words the draws read */
+    for (int64_t m0 = 0; m0 < K; m0 += SEED_LANES) {
+        const int64_t lanes = K - m0 < SEED_LANES ? K - m0 : SEED_LANES;
+        mt_seed_lanes(seeds + m0, lanes, rows, needed);
+        for (int64_t l = 0; l < lanes; l++) {
+            uint64_t *w = words[l];
+            if (partial)
+                for (int64_t j = 0; j < draws; j++)
+                    w[j] = w[j + MT_M] ^ MT_TWIST((uint32_t)w[j], (uint32_t)w[j + 1]);
+            else
+                mt_next_state(w);
+            mt_view g = {MT_N + 1, 0, w}; /* the state just twisted: the next draws are words 0, 1, ... */
+            for (int64_t c = 0; c < count; c++) {
+                const uint64_t hi = mt_random(&g), lo = mt_random(&g);
+                out[(m0 + l) * count + c] = (double)(((hi << 32) | lo) & ((UINT64_C(1) << 53) - 1)) * 0x1p-53;
+            }
         }
     }
 }

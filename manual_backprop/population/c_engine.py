@@ -35,6 +35,7 @@ from ..fast.common import FastPathUnavailable
 from ..fast.csource import ACT_CODES
 from ..init import initial_parameters, resolve_init
 from ..losses import BinaryCrossEntropy, Loss, SquaredError
+from ..modes import Generators
 
 __all__ = ["PopulationCKernel", "population_c_unsupported", "load_population_kernel", "run_c_epochs", "kernel_math",
            "stacked_initial_parameters",
@@ -245,7 +246,7 @@ class PopulationCKernel:
                  target_loss: Optional[float], generators, fresh_seeds=None):
         lib = load_population_kernel()
         pop = population
-        self.pop, self.generators, self.K, self._lib = pop, list(generators), pop.size, lib
+        self.pop, self.generators, self.K, self._lib = pop, generators, pop.size, lib
         self._fn = lib.mbp_pop_train_f64 if pop.dtype == torch.float64 else lib.mbp_pop_train_f32
         L, sizes = pop.num_layers, pop.sizes
         self._sizes = (ctypes.c_int64 * (L + 1))(*sizes)
@@ -290,6 +291,8 @@ class PopulationCKernel:
         than a short run)."""
         if seeds is not None:
             self.rng = seeded_states(seeds)
+        elif isinstance(self.generators, Generators):
+            self.rng = self.generators.states()
         else:
             self.rng = torch.stack([g.get_state() for g in self.generators])
         self._plan.rng, self._plan.rng_stride = self.rng.data_ptr(), self.rng.shape[1]
@@ -298,6 +301,9 @@ class PopulationCKernel:
         """The generators as torch would leave them. set_state misreads a row view with a storage offset, so each
         row goes as a tensor of its own: numpy's view of it (no copy), or a clone where numpy is missing."""
         if self.rng is None:
+            return
+        if isinstance(self.generators, Generators):  # each made from its state when first used
+            self.generators.set_states(self.rng.clone())
             return
         try:
             rows = [torch.from_numpy(row) for row in self.rng.numpy()]

@@ -33,16 +33,18 @@ def test_nine_compiled_configurations_in_one_process_are_all_compiled_and_give_t
     limit = torch._dynamo.config.recompile_limit
     for hidden in range(1, limit + 3):  # past Dynamo's limit of graphs per code object
         compiled_before = counters["frames"]["ok"]
-        pop_c, trainer = _xor_trainer(hidden, "compiled")
+        # one epoch, one batch update: the claim is per update (member 1's lr = 2 diverges within three epochs,
+        # where the two engines' last-bit differences grow past any per-update bound: a whole run is no proof)
+        pop_c, trainer = _xor_trainer(hidden, "compiled", epochs=1)
         trainer.run()
         assert counters["frames"]["ok"] == compiled_before + 1, \
             f"configuration {hidden} (hidden width {hidden}) was not compiled: Dynamo fell back to eager"
-        pop_e, eager = _xor_trainer(hidden, "eager")
+        pop_e, eager = _xor_trainer(hidden, "eager", epochs=1)
         eager.run()
         for k, (a, b) in enumerate(zip(pop_c.parameters(), pop_e.parameters())):
             scale = b.abs().max().item()
             miss = (a - b).abs().max().item() / (torch.finfo(F64).eps * scale)
-            assert miss <= POPULATION_ULPS * 3, f"configuration {hidden}, parameter {k}: {miss:.1f} ulps"
+            assert miss <= POPULATION_ULPS, f"configuration {hidden}, parameter {k}: {miss:.1f} ulps"
 
 
 @needs_cxx

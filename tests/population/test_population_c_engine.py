@@ -154,8 +154,8 @@ def test_replayed_orders_and_states_are_torch_randperms(n):
 
 
 def test_kernel_seeded_states_are_manual_seeds():
-    seeds = [0, 1, 7, 2 ** 31 - 1, 2 ** 32, 2 ** 32 + 5, 2 ** 62 + 12345, 2 ** 63 - 1]
-    states = seeded_states(seeds)
+    seeds = [0, 1, 7, 2 ** 31 - 1, 2 ** 32, 2 ** 32 + 5, 2 ** 62 + 12345, 2 ** 63 - 1] + list(range(100, 125))
+    states = seeded_states(seeds)  # 33 members: two blocks of 16 lanes and one member alone
     for s, state in zip(seeds, states):
         assert torch.equal(state, torch.Generator().manual_seed(s).get_state()), f"seed {s}"
 
@@ -163,9 +163,10 @@ def test_kernel_seeded_states_are_manual_seeds():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("init", ["uniform", "xavier_uniform", "he_uniform", "torch_default", "glorot"])
 def test_kernel_draws_are_init_pys(init, bias):
-    """Every uniform scheme x every bias scheme it takes, seeds up to 2**63 - 1, a deep and a wide network."""
+    """Every uniform scheme x every bias scheme it takes, seeds up to 2**63 - 1 (four blocks of 16 lanes and 11
+    members), a deep network, and one whose draws pass the first twist's MT_N - MT_M words (the full twist)."""
     seeds = list(range(70)) + [2 ** 31 - 1, 2 ** 32, 2 ** 32 + 5, 2 ** 62 + 12345, 2 ** 63 - 1]
-    for sizes in ([2, 2, 1], [3, 7, 4, 2]):
+    for sizes in ([2, 2, 1], [3, 7, 4, 2], [20, 10, 2]):
         for bias_init in ("zeros", "uniform", "torch_default"):
             weights, biases = _kernel_draws(sizes, init.replace("glorot", "xavier_uniform"), bias_init, 0.7, seeds,
                                             bias)
