@@ -4,7 +4,7 @@ that every user of it (Trainer, the population's K generators) draws exactly tha
 import pytest
 import torch
 
-from manual_backprop.modes import EpochOrders, batch_order, epoch_order, minibatch_order, online_order, \
+from manual_backprop.modes import EpochOrders, Generators, batch_order, epoch_order, minibatch_order, online_order, \
     samples_per_update
 
 
@@ -64,3 +64,25 @@ def test_samples_per_update_names_the_argument_and_the_bounds():
         samples_per_update("minibatch", 11, 10)
     with pytest.raises(ValueError, match="mode must be one of"):
         samples_per_update("stochastic", None, 10)
+
+
+def test_generators_made_at_first_use_are_the_seeded_generators_and_take_states_in_bulk():
+    """Generators: each member's generator is torch.Generator().manual_seed(seed) when first used; set_states sets
+    the ones made and makes the others from their rows; states() reads every member as it stands."""
+    seeds = [3, 0, 2 ** 40 + 1]
+    gens = Generators(seeds)
+    assert gens.untouched() and len(gens) == 3
+    for g, s in zip(gens, seeds):
+        assert torch.equal(g.get_state(), torch.Generator().manual_seed(s).get_state())
+    first = gens[0]
+    torch.randperm(5, generator=first)  # a made generator is the state from now on
+    expected = [torch.Generator().manual_seed(s) for s in seeds]
+    torch.randperm(5, generator=expected[0])
+    assert torch.equal(gens.states(), torch.stack([g.get_state() for g in expected]))
+    lazy = Generators(seeds)
+    held = lazy[1]  # one made before the bulk set: it is the same object afterwards, in the new state
+    lazy.set_states(torch.stack([g.get_state() for g in expected]))
+    assert lazy[1] is held and not lazy.untouched()
+    for g, e in zip(lazy, expected):
+        assert torch.equal(g.get_state(), e.get_state())
+        assert torch.equal(torch.randperm(7, generator=g), torch.randperm(7, generator=e))
