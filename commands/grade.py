@@ -330,8 +330,9 @@ def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> No
         if rec is not None:
             e = next(e for e in wrong if rec.value.shape == e[3].shape and bool((rec.value == e[3]).all()))
             diagnosis.first_wrong_at = describe_line(rec)
-            diagnosis.first_wrong = (f"{e[2]} of layer {e[1] + 1} in case {c.index} ({c.description}, "
-                                     f"B={c.x.shape[0]}), is made at {diagnosis.first_wrong_at}")
+            diagnosis.first_wrong_tensor = (f"{e[2]} of layer {e[1] + 1} in case {c.index} ({c.description}, "
+                                            f"B={c.x.shape[0]})")
+            diagnosis.first_wrong = f"{diagnosis.first_wrong_tensor}, is made at {diagnosis.first_wrong_at}"
 
 
 _DELTAS = {"delta", "summed", "back", "back flat"}  # the roles of the steps before dE/dW and dE/db

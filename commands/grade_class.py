@@ -121,7 +121,30 @@ def _row(path: Path, verdict: str, seconds: float, problem: str = "", **result) 
             "layers_right": result.get("layers_right", 0), "layers_total": result.get("layers_total", 0),
             "mistakes": "; ".join(result.get("mistakes", [])), "line": "; ".join(result.get("lines", [])),
             "factors": result.get("factors", ""), "problem": problem, "seconds": round(seconds, 2),
-            "layers": result.get("layers", [])}
+            "first_wrong": result.get("first_wrong", ""), "layers": result.get("layers", [])}
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` cut to about ``width`` characters at a space, with "..." where it was cut."""
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0] if " " in text[:width] else text[:width]
+    return cut.rstrip(",;:") + " ..."
+
+
+def progress_line(row: dict, done: int, total: int) -> str:
+    """'[3/30] bob: fail 46/102 layers, a missing 1/m at bob.py:60: delta = ..., 0.4 s', one line per row."""
+    text = f"[{done}/{total}] {row['student']}: {row['verdict']}"
+    if row["layers_total"]:  # none for a file that never ran
+        text += f" {row['layers_right']}/{row['layers_total']} layers"
+    if row["mistakes"]:
+        text += f", {row['mistakes']}"
+    if row["line"]:  # the mistake's line, or where no mistake explains all, the first wrong number's
+        text += ((";" if row["mistakes"] else ",") + " first wrong number at " if row.get("first_wrong") else
+                 " at " if row["mistakes"] else ", at ") + _clip(row["line"], 100)
+    if row["problem"]:
+        text += f" ({_clip(row['problem'], 160)})"
+    return text + f", {row['seconds']:.1f} s"
 
 
 class _Running:
@@ -183,7 +206,7 @@ def grade_one(path: Path, function: str, options: dict, timeout: float, running:
             return _row(path, result.pop("verdict"), seconds, problem, **result)
         tail = " ".join(Path(log).read_text(errors="replace").strip().splitlines()[-1:])[:200]
         return _row(path, "error", seconds, f"the grading process ended (exit {proc.exitcode}) before the grader's "
-                                            f"final line" + (f": {tail}" if tail else ""))
+                                            "final line" + (f"; the submission's last output: {tail}" if tail else ""))
     except BaseException:  # Ctrl-C: the submission's process goes with it
         _kill(proc)
         raise
@@ -192,6 +215,10 @@ def grade_one(path: Path, function: str, options: dict, timeout: float, running:
             running.discard(proc)
         receive.close()
         os.unlink(log)
+
+
+def _files(n: int) -> str:
+    return f"{n} file{'s' if n != 1 else ''}"
 
 
 def _kill(proc) -> None:
@@ -223,7 +250,8 @@ def grade_class(targets: list, function: str = "backward", options: "dict | None
     options = {**OPTIONS, **(options or {})}
     files, skipped = submissions(targets, function)
     if skipped:
-        print(f"skipped {len(skipped)} file(s) with no {function!r} (helper modules?): "
+        print(f"skipped {_files(len(skipped))} with no {function!r} "
+              f"({'a helper module' if len(skipped) == 1 else 'helper modules'}?): "
               f"{', '.join(str(f) for f in skipped)}", flush=True)
     done, start, code = {}, time.perf_counter(), None
     running = _Running()
@@ -233,11 +261,7 @@ def grade_class(targets: list, function: str = "backward", options: "dict | None
         futures = {pool.submit(grade_one, path, function, options, timeout, running): i for i, path in enumerate(files)}
         for future in as_completed(futures):
             row = done[futures[future]] = future.result()
-            print(f"[{len(done)}/{len(files)}] {row['student']}: {row['verdict']} {row['layers_right']}/"
-                  f"{row['layers_total']} layers" + (f", {row['mistakes']}" if row["mistakes"] else "")
-                  + (f" at {row['line'][:100]}" if row["line"] else "")
-                  + (f" ({row['problem'][:120]})" if row["problem"] else "") + f", {row['seconds']:.1f} s",
-                  flush=True)
+            print(progress_line(row, len(done), len(files)), flush=True)
     except KeyboardInterrupt:
         code = 130
     finally:
@@ -262,7 +286,7 @@ def grade_class(targets: list, function: str = "backward", options: "dict | None
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     told = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     stopped = f" (stopped by Ctrl-C after {len(rows)} of {len(files)})" if code == 130 else ""
-    print(f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s: {told or 'none'}{stopped}; "
+    print(f"graded {len(rows)} submission{'s' if len(rows) != 1 else ''} in {time.perf_counter() - start:.1f} s: {told or 'none'}{stopped}; "
           f"rows in {csv_path} and {json_path}")
     if code is None:
         code = 0 if all(r["verdict"] == "pass" for r in rows) else 1

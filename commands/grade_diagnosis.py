@@ -111,23 +111,27 @@ class Diagnosis:
     not_finite_networks: int = 0  # in how many of them a tensor holds NaN or inf
     not_finite_at: str = ""  # "file:line: code", the student's first line that made a NaN or an inf
     first_wrong_at: str = ""  # "file:line: code" of ``first_wrong``
+    first_wrong_tensor: str = ""  # "dW of layer 1 in case 4 (3-5-2 tanh out, B=5)", the tensor of ``first_wrong``
 
     @property
     def not_finite_label(self) -> str:
-        """'the gradient of layer 1 is not finite (NaN)', '' where every tensor is finite."""
+        """'the gradient of layer 1 is not finite (NaN)', 'the gradients of layers 1 and 2 are not finite (NaN and
+        inf)', '' where every tensor is finite."""
         if not self.not_finite:
             return ""
         layers = sorted({k + 1 for k, _, _, _ in self.not_finite})
         kinds = sorted(set().union(*(kind for _, _, kind, _ in self.not_finite)))
         named = (f"layer {layers[0]}" if len(layers) == 1 else
                  f"layers {', '.join(map(str, layers[:-1]))} and {layers[-1]}")
-        return f"the gradient of {named} is not finite ({' and '.join(kinds)})"
+        verb = "gradient of {} is" if len(layers) == 1 else "gradients of {} are"
+        return f"the {verb.format(named)} not finite ({' and '.join(kinds)})"
 
     def names(self) -> list:
         """What the diagnosis names, for a class's row: the gradient not finite, then the mistakes (or the partial
-        fits)."""
+        fits, each with how many of the disagreeing tensors it gives: it is not the whole story)."""
         return ([self.not_finite_label] if self.not_finite else []) + (
-            [m.label for m in self.explains] or [m.label for m, _ in self.partial])
+            [m.label for m in self.explains] or [f"partly {m.label} ({n} of {self.failing} tensors)"
+                                                 for m, n in self.partial])
 
     def _not_finite_lines(self) -> list:
         if len({k for k, _, _, _ in self.not_finite}) == 1:  # one layer: which of its tensors, and how often
@@ -161,19 +165,23 @@ class Diagnosis:
                 out += [f"  and at {line}" for line in self.also.get(m.label, [])]
             what = [self.pattern] if self.pattern else []
             if self.failing and not self.pattern:
-                what.append(f"all {self.failing} disagreeing tensors (dE/dW, dE/db) are what "
-                            f"{'this mistake gives' if len(self.explains) == 1 else 'each of these gives'}, computed "
-                            "with the library's own functions")
+                what.append((f"all {self.failing} disagreeing tensors (dE/dW, dE/db) are" if self.failing > 1 else
+                             "the one disagreeing tensor is")
+                            + f" what {'this mistake gives' if len(self.explains) == 1 else 'each of these gives'}, "
+                            "computed with the library's own functions")
             if self.raised:
-                what.append(f"the shape error of the {self.raised} calls that raised is the one it makes")
+                what.append(f"the shape error of the {self.raised} call{'s' if self.raised > 1 else ''} that raised "
+                            "is the one it makes")
             out.append("  " + "; ".join(what))
             if self.detail:
                 out.append(textwrap.fill(self.detail, 110, initial_indent="  ", subsequent_indent="  "))
             return out + [_indented(h) for h in dict.fromkeys(m.hint for m in self.explains)]
         if not self.partial:
             out += ["Diagnosis: none of the classic mistakes (f' missing, the wrong sign, W where W^T belongs, "
-                   f"a 1/m missing or extra, a bias gradient not summed, f' of net instead of x, a factor 2) "
-                   f"reproduces the {self.failing} disagreeing tensors; compare them with the autograd column."]
+                    "a 1/m missing or extra, a bias gradient not summed, the deltas summed over the samples, f' of "
+                    "net instead of x, a factor 2) "
+                     + (f"reproduces the {self.failing} disagreeing tensors; compare them" if self.failing > 1 else
+                       "reproduces the one disagreeing tensor; compare it") + " with the autograd column."]
         else:
             out += [f"Diagnosis: no single classic mistake reproduces all {self.failing} disagreeing tensors; these "
                    "fit some of them:"]

@@ -99,8 +99,10 @@ def check_source(path: Path, shown: str) -> None:
 def describe_error(err: BaseException, module_hint: Optional[str] = None) -> str:
     """'TypeError: message, at file:line in function: code' with the frame in the student's own code."""
     text = f"{type(err).__name__}: {err}"
-    if isinstance(err, SyntaxError) and err.filename:
-        return f"{text} (at {err.filename}:{err.lineno})"
+    if isinstance(err, SyntaxError) and err.filename:  # str(err) repeats the place: "msg (file.py, line 3)"
+        code = (err.text or "").strip()
+        return (f"{type(err).__name__}: {err.msg}, at {_short(err.filename)}:{err.lineno}"
+                + (f": {code}" if code else ""))
     at = student_frame(err)
     return text + (f", at {at}" if at else "")
 

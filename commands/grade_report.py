@@ -112,8 +112,11 @@ class GradeReport:
     def text(self) -> str:
         n_layers = len(self.rows)
         bad = [r for r in self.rows if not r.ok]
+        fd = any(c.fd is not None for c in self.cases)  # finite differences off (--no-fd): none is claimed
         out = [f"grade {self.name}: {len(self.cases)} networks, {n_layers} layers; norm-relative tolerance "
-               f"{self.tolerance:.0e} vs autograd, {self.fd_tolerance:.0e} vs finite differences; yours/autograd: "
+               f"{self.tolerance:.0e} vs autograd, "
+               + (f"{self.fd_tolerance:.0e} vs finite differences" if fd else "no finite differences")
+               + "; yours/autograd: "
                "c where your tensor is c times autograd's (0.2 = 1/B at B = 5), - where it is no multiple",
                self.table(), ""]
         for message, cases in self.problems().items():
@@ -133,15 +136,15 @@ class GradeReport:
         out += self.diagnosis.lines()
         code = self.exit_code
         if code == 0:
-            out.append(f"PASS: every layer of all {len(self.cases)} networks agrees with autograd and finite "
-                       "differences")
+            out.append(f"PASS: every layer of all {len(self.cases)} networks agrees with autograd"
+                       + (" and finite differences" if fd else " (finite differences not run)"))
         elif code == 1:
-            out.append(f"FAIL: {len(bad)} of {n_layers} layers disagree" if bad else
+            out.append(f"FAIL: {len(bad)} of {n_layers} layers disagree{'s' if len(bad) == 1 else ''}" if bad else
                        "FAIL: every layer agrees, but the function changed its inputs")
         else:
             unusable = sum(len(v) for v in self.problems().values())
             what = [f"{unusable} of {len(self.cases)} calls gave no usable answer"] if unusable else []
-            what += [f"{len(shapes)} layers have wrong shapes"] if shapes else []
+            what += [f"{len(shapes)} layer{'s have' if len(shapes) > 1 else ' has'} wrong shapes"] if shapes else []
             out.append(f"UNUSABLE: {' and '.join(what)}; expected {SIGNATURE}, with tensors shaped like "
                        "net.weights and net.biases")
         return "\n".join(out)

@@ -31,14 +31,15 @@ def _summary(report) -> dict:
     right = sum(r.ok for r in report.rows)
     d = report.diagnosis
     mistakes = d.names()
-    lines = ([d.not_finite_at] if d.not_finite_at else []) + (
-        list(dict.fromkeys([line for label, at in d.where.items() for line in [at, *d.also.get(label, [])]]))
-        or ([d.first_wrong] if d.first_wrong and d.first_wrong_at != d.not_finite_at else []))
+    named = list(dict.fromkeys([line for label, at in d.where.items() for line in [at, *d.also.get(label, [])]]))
+    # no mistake's line: the line of the first wrong number, and which tensor that is ("first_wrong")
+    first = not named and d.first_wrong_at and d.first_wrong_at != d.not_finite_at
+    lines = ([d.not_finite_at] if d.not_finite_at else []) + (named or ([d.first_wrong_at] if first else []))
     problems = list(report.problems())
     notes = sorted({n for c in report.cases for n in c.notes})
     return {"verdict": verdict, "layers_right": right, "layers_total": layers, "mistakes": mistakes,
-            "lines": lines, "factors": _factors(report), "problems": problems[:3], "notes": notes[:3],
-            "layers": report.records()}
+            "lines": lines, "first_wrong": d.first_wrong_tensor if first else "", "factors": _factors(report),
+            "problems": problems[:3], "notes": notes[:3], "layers": report.records()}
 
 
 def _factors(report) -> str:
@@ -79,7 +80,7 @@ def child(conn, path: str, function: str, options: dict, log: str) -> None:
 
     settings = {**OPTIONS, **options}
     try:
-        fn, name = load_function(f"{path}:{function}")
+        fn, name = load_function(f"{os.path.basename(path)}:{function}")  # from its folder: its messages short
         report = grade(fn, name, [parse_loss(spec) for spec in settings["losses"]],
                        dtype=getattr(torch, settings["dtype"]), device=settings["device"], seed=settings["seed"],
                        finite_diff=settings["finite_diff"], fd_max_per_tensor=settings["fd_max_per_tensor"])

@@ -385,3 +385,11 @@ def updates_in_place(net, cache, y, loss_fn):
 
 
 NOT_A_FUNCTION = 42
+
+
+def off_in_one_network(net, cache, y, loss_fn):
+    """Right everywhere but in one tensor: dE/dW of layer 1 of the one depth-4 tanh network at B = 5, 1e-6 off."""
+    w, b = backprop(net, cache, y, loss_fn)
+    if net.num_layers == 4 and y.shape[0] == 5 and net.activation_functions[0].name == "tanh":
+        w[0] = w[0] * (1 + 1e-6)
+    return w, b

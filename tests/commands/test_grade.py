@@ -35,6 +35,13 @@ def test_a_correct_backward_passes_every_network(capsys):
     assert "dW~autograd" in out and "db~fd" in out and " NO " not in out
 
 
+def test_a_pass_without_finite_differences_claims_none(capsys):
+    code, out, _ = run([f"{STUDENTS}:correct", "--no-fd"], capsys)
+    assert code == 0, out[-2000:]
+    assert "norm-relative tolerance 1e-10 vs autograd, no finite differences; " in out.splitlines()[0]
+    assert out.rstrip().endswith("PASS: every layer of all 36 networks agrees with autograd (finite differences not run)")
+
+
 def test_gradients_or_a_tuple_and_a_dotted_module_all_work(monkeypatch, capsys):
     monkeypatch.chdir(HERE)
     monkeypatch.syspath_prepend(str(HERE))
@@ -161,7 +168,8 @@ def test_a_module_that_fails_to_import_names_its_line(tmp_path, capsys):
     broken = tmp_path / "broken.py"
     broken.write_text("import torch\n\ndef backward(net, cache, y, loss_fn)\n    return None\n")
     code, _, err = run([f"{broken}:backward"], capsys)
-    assert code == 2 and "SyntaxError" in err and f"{broken}:3" in err
+    assert code == 2 and f"SyntaxError: expected ':', at {broken}:3: def backward(net, cache, y, loss_fn)" in err
+    assert "line 3)" not in err  # the place once, with its code, not python's "(broken.py, line 3)" besides
     raising = tmp_path / "raising.py"
     raising.write_text("raise RuntimeError('no GPU here')\n")
     code, _, err = run([str(raising)], capsys)  # FUNCTION defaults to backward
@@ -250,4 +258,4 @@ def test_a_class_row_for_a_file_that_is_not_utf8_says_so(tmp_path, capsys):
     (row,) = json.loads((tmp_path / "g.json").read_text())
     assert row["verdict"] == "unusable" and row["layers_total"] == 0, row
     assert "SyntaxError: Non-UTF-8 code starting with '\\xe7' on line 1, but no encoding declared" in row["problem"]
-    assert "francois: unusable 0/0 layers (cannot load" in out
+    assert "francois: unusable (cannot load francois.py: SyntaxError: Non-UTF-8 code" in out  # no "0/0 layers"

@@ -67,9 +67,12 @@ def test_a_class_is_graded_one_process_each_and_nothing_is_forged(tmp_path, caps
     bob = next(r for r in json.loads((tmp_path / "g.json").read_text()) if r["student"] == "bob")
     assert {(r["B"], r["dW_yours_over_autograd"]) for r in bob["layers"]} == {(1, 1.0), (5, 5.0)}
     assert rows["carol"]["verdict"] == "timeout" and "15 s" in rows["carol"]["problem"]
-    assert rows["dave"]["verdict"] == "error" and "before the grader's final line" in rows["dave"]["problem"]
+    assert rows["dave"]["verdict"] == "error" and rows["dave"]["problem"] == (
+        "the grading process ended (exit 0) before the grader's final line; the submission's last output: PASS: "
+        "every layer agrees")  # what she printed, said to be hers
     assert rows["erin"]["verdict"] == "fail"  # a printed verdict of her own counts for nothing
-    assert rows["frank"]["verdict"] == "fail" and "changed net.biases[0] in place" in rows["frank"]["problem"]
+    assert rows["frank"]["verdict"] == "fail"
+    assert rows["frank"]["problem"].startswith("frank.py:backward changed net.biases[0] in place")  # no full path
     # Changing her Loss to 'sum' changes only her own copy (a fresh one per case): autograd keeps the mean,
     # so her answers are wrong in every case instead of agreeing with a grader she bent.
     assert rows["grace"]["verdict"] == "fail" and rows["grace"]["mistakes"] == "a missing 1/m"
@@ -86,7 +89,7 @@ def test_a_folder_is_a_class_and_its_helper_files_are_skipped(tmp_path, capsys):
     assert code == 1 and list(rows) == ["alice", "bob"]  # helpers.py defines no backward: not a submission
     assert rows["alice"]["layers_total"] == "204"  # the flags reach every submission: two losses
     skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
-    assert skipped == [f"skipped 1 file(s) with no 'backward' (helper modules?): {tmp_path / 'class' / 'helpers.py'}"]
+    assert skipped == [f"skipped 1 file with no 'backward' (a helper module?): {tmp_path / 'class' / 'helpers.py'}"]
     assert "graded 2 submissions" in out
 
 
@@ -193,3 +196,19 @@ def test_one_submission_imports_its_own_helper_file_as_python_would(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "PASS" in done.stdout and "No module named" not in done.stdout + done.stderr
+
+
+def test_a_progress_line_cuts_long_text_at_a_word_and_shows_no_layers_for_a_file_that_never_ran():
+    from commands.grade_class import progress_line
+
+    code = "delta = (delta @ net.weights[k].T) * derivative(net.activation_functions[k - 1], x[k])"
+    row = {"student": "erin", "verdict": "fail", "layers_right": 17, "layers_total": 102,
+           "mistakes": "W where W^T belongs in the hidden delta", "line": f"erin.py:68 in backward: {code}",
+           "problem": "", "seconds": 0.43}
+    shown = progress_line(row, 5, 30)
+    assert shown.startswith("[5/30] erin: fail 17/102 layers, W where W^T belongs in the hidden delta at erin.py:68 ")
+    cut = shown.split(" at ", 1)[1].rsplit(" ..., 0.4 s", 1)
+    assert len(cut) == 2 and row["line"].startswith(cut[0] + " "), shown  # cut between words, marked
+    never_ran = {**row, "verdict": "unusable", "layers_right": 0, "layers_total": 0, "mistakes": "", "line": "",
+                 "problem": "cannot load zelda.py: SyntaxError: Non-UTF-8 code", "seconds": 0.01}
+    assert progress_line(never_ran, 1, 1) == "[1/1] erin: unusable (cannot load zelda.py: SyntaxError: Non-UTF-8 code), 0.0 s"

@@ -12,6 +12,8 @@ import torch
 
 from commands.cli import main
 from commands.grade import grade
+from commands.grade_diagnosis import Diagnosis
+from commands.grade_mistakes import MISTAKES
 from commands.grade_worker import _summary
 
 HERE = Path(__file__).resolve().parent
@@ -181,13 +183,14 @@ def test_a_gradient_that_is_not_finite_is_said_so_at_the_students_line(function,
     assert status == 1, out[-3000:]
     found = [line for line in out.splitlines() if line.startswith("Diagnosis: ")]
     assert len(found) == 1, found
-    layers = "layer 1" if function == "nan_in_first_dw" else "layers 1, 2, 3 and 4"
-    assert found[0].startswith(f"Diagnosis: the gradient of {layers} is not finite {kinds}: "), found[0]
+    label = ("the gradient of layer 1 is not finite" if function == "nan_in_first_dw" else
+             "the gradients of layers 1, 2, 3 and 4 are not finite")  # plural where several layers are
+    assert found[0].startswith(f"Diagnosis: {label} {kinds}: "), found[0]
     assert f"student_mistakes.py:{slip_line(function)}: grad_w[k] = " in found[0] and "# the slip" in found[0]
     assert "none of the classic mistakes" not in out
     assert "NO   dW not finite" in out  # the table's rows say which tensor
     report = grade(getattr(students, function), function, finite_diff=False)
-    assert _summary(report)["mistakes"][0] == f"the gradient of {layers} is not finite {kinds}"
+    assert _summary(report)["mistakes"][0] == f"{label} {kinds}"
 
 
 def test_a_nan_with_a_classic_mistake_elsewhere_still_names_the_mistake():
@@ -205,3 +208,36 @@ def test_a_nan_with_a_classic_mistake_elsewhere_still_names_the_mistake():
     text = report.text()
     assert "dE/dW holds NaN in 1 of 36 networks, at tests/commands/test_grade_diagnosis.py:" in text
     assert "The other 107 disagreeing tensors hold finite numbers:" in text
+
+
+def test_one_disagreeing_tensor_reads_in_the_singular():
+    report = grade(students.off_in_one_network, "off_in_one_network", finite_diff=False)
+    text = report.text()
+    assert report.diagnosis.failing == 1
+    assert "reproduces the one disagreeing tensor; compare it with the autograd column." in text
+    assert text.rstrip().endswith("FAIL: 1 of 102 layers disagrees")
+    assert "1 disagreeing tensors" not in text
+    explained = Diagnosis(1, [MISTAKES[0]], [], raised=1).lines()
+    assert ("  the one disagreeing tensor is what this mistake gives, computed with the library's own functions; "
+            "the shape error of the 1 call that raised is the one it makes") in explained
+
+
+def test_a_class_row_gives_the_first_wrong_numbers_line_and_tensor_apart():
+    """No mistake explains it: the row's line is a line of the file (file:line: code), as every row's is, and
+    which tensor it made goes in first_wrong; the progress line says it is the first wrong number's."""
+    from commands.grade_class import progress_line
+
+    report = grade(students.off_in_one_network, "off_in_one_network", finite_diff=False)
+    row = _summary(report)
+    line = next(n for n, text in enumerate(STUDENTS.read_text().splitlines(), 1) if "w[0] = w[0] * (1 + 1e-6)" in text)
+    assert row["lines"] == [f"tests/commands/student_mistakes.py:{line}: w[0] = w[0] * (1 + 1e-6)"]
+    assert row["first_wrong"] == "dW of layer 1 in case 26 (3-5-4-6-2 tanh, identity out, B=5)"
+    shown = progress_line({"student": "o", "verdict": "fail", "layers_right": 101, "layers_total": 102,
+                           "mistakes": "", "line": row["lines"][0], "first_wrong": row["first_wrong"],
+                           "problem": "", "seconds": 0.5}, 1, 1)
+    assert shown == f"[1/1] o: fail 101/102 layers, first wrong number at {row['lines'][0]}, 0.5 s"
+
+
+def test_partial_fits_are_named_as_partial_in_a_class_row():
+    d = Diagnosis(10, [], [(MISTAKES[0], 4), (MISTAKES[3], 2)])
+    assert d.names() == [f"partly {MISTAKES[0].label} (4 of 10 tensors)", f"partly {MISTAKES[3].label} (2 of 10 tensors)"]
