@@ -74,6 +74,14 @@ def _compiler() -> Optional[str]:
     return None
 
 
+# The flags of every build, in the library's cache key. Whole-vector loops (the population kernel's lanes, the C
+# loop's lane-wise sums) may use 512-bit registers where the CPU has them; a loop's width never changes its results
+# (no reassociation: no -ffast-math), so every attempt below computes the same bits. Tried in order: the first
+# that compiles is built.
+_FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
+_NATIVE_FLAGS = (["-march=native", "-mprefer-vector-width=512"], ["-march=native"], [])
+
+
 def _cpu_fingerprint() -> str:
     """What -march=native compiles for: a library built on one CPU is never loaded on another."""
     text = platform.machine() + platform.processor()
@@ -111,7 +119,7 @@ def build_library(main: str, patterns, header: str, what: str) -> tuple:
     digest = hashlib.sha256(header.encode())
     for src in sources:
         digest.update(src.name.encode() + src.read_bytes())
-    digest.update((cc + version + _cpu_fingerprint() + sys.platform).encode())
+    digest.update((cc + version + _cpu_fingerprint() + sys.platform + repr((_FLAGS, _NATIVE_FLAGS))).encode())
     name = f"{Path(main).stem}_{digest.hexdigest()[:20]}.so"
     errors = []
     for cache in (_cache_dir(), None):
@@ -164,8 +172,8 @@ def load_kernel() -> ctypes.CDLL:
 
 
 def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
-    """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py); without -march=native
-    if the compiler refuses it. No -ffast-math and no floating-point contraction: the loop must round as the classes'
+    """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py), 512-bit vectors
+    preferred; without them, then without -march=native, if the compiler refuses. No -ffast-math and no floating-point contraction: the loop must round as the classes'
     formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
@@ -173,10 +181,9 @@ def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
             shutil.copyfile(src, build / src.name)
         (build / "kernels.h").write_text(header)
         tmp = build / "out.so"
-        base = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off", str(build / main),
-                "-o", str(tmp), "-lm"]
+        base = [*_FLAGS, str(build / main), "-o", str(tmp), "-lm"]
         result = None
-        for extra in (["-march=native"], []):
+        for extra in _NATIVE_FLAGS:
             try:
                 result = subprocess.run([cc, *extra, *base], capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.SubprocessError) as err:
