@@ -212,7 +212,7 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
     run_name, run_dir = session.name, session.path
     dashboard = dashboards.gradient_noise(cfg.modes, asdict(cfg))
     bar = None
-    if not cfg.quiet:
+    if not cfg.quiet and not session.complete:
         print(f"{cfg.members} XOR networks [2, {cfg.hidden}, 1] x {len(cfg.modes)} modes, lr {cfg.lr:g}, "
               f"up to {cfg.epochs} epochs, on {device}; logging to {run_dir}")
     if progress_bars(cfg.quiet):
@@ -240,12 +240,15 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
             bar.close()
     seconds = time.perf_counter() - start
     text = table(results, cfg)
-    write_json({"results": results, "seconds": seconds, "config": asdict(cfg)}, run_dir / "results.json")
-    session.begin("summary", "summary")
-    with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
-        logger.add_text("summary", "```\n" + text + "\n```")
+    if not session.complete:  # a resume of a run that had ended whole writes nothing
+        write_json({"results": results, "seconds": seconds, "config": asdict(cfg)}, run_dir / "results.json")
+        session.begin("summary", "summary")
+        with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
+            logger.add_text("summary", "```\n" + text + "\n```")
+        session.mark_complete()
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
-               show=not cfg.quiet, printed=text + "\n" + notes(results, cfg), seconds=seconds)
+               show=not cfg.quiet, printed=text + "\n" + notes(results, cfg),
+               seconds=None if session.complete else seconds)
     return results
 
 

@@ -24,7 +24,8 @@ What a run keeps safe (run_folder.py): without --run every run gets a new folder
 results join the others in results.json. --resume continues each mode's checkpoint and refuses any setting that
 differs from the mode's config.json, naming each one; --allow-changes lr epochs lets a new learning rate or
 epoch limit through, recorded as a new segment in config.json. Nothing is written until every checkpoint has been
-read and accepted. Exit status: 0 done, 2 a bad flag, file or folder (one line), 3 a mode diverged, 130 Ctrl-C.
+read and accepted; a mode that had finished is kept as it is (nothing of it is written again), and a resume of a run
+whose every mode finished says so and writes nothing. Exit status: 0 done, 2 a bad flag, file or folder (one line), 3 a mode diverged, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
     try:
         plan = _on_rank0(main, lambda: _check_run_folder(cfg, run_dir, modes, sizes))
         _check_checkpoints_fit(probes, run_dir, plan)  # the same states on every rank: the same outcome
-        complete = _already_complete(cfg, modes, probes, plan)
+        finished = _finished(cfg, modes, probes, plan)
+        complete = finished if len(finished) == len(modes) else None
         if complete is not None:  # a resume with nothing left to train writes nothing
             if not quiet:
                 print(f"learning_modes: run {run_name!r} ({run_dir}) is already complete: "
@@ -204,7 +206,7 @@ def _run(cfg: Config, info: Optional[distributed.DistInfo]) -> dict:
                        dashboard=_dashboard(cfg, modes, data, sizes), show=not quiet)
             return complete
         del probes
-        return _train_modes(cfg, info, modes, data, initial, sizes, run_dir, plan, main, quiet)
+        return _train_modes(cfg, info, modes, data, initial, sizes, run_dir, plan, main, quiet, finished)
     finally:
         if folder is not None:
             folder.release()
@@ -319,18 +321,17 @@ def _check_checkpoints_fit(probes: dict, run_dir: Path, plan: dict) -> None:
                     from None
 
 
-def _already_complete(cfg: Config, modes: list, probes: dict, plan: dict) -> Optional[dict]:
-    """{mode: History} when --resume finds every mode's checkpoint finished (the epoch limit or the target loss
-    reached), else None; the probes hold the checkpoints loaded."""
-    if not cfg.resume or any(plan[m][0] is None for m in modes):
-        return None
+def _finished(cfg: Config, modes: list, probes: dict, plan: dict) -> dict:
+    """{mode: History} of the modes whose checkpoint a --resume finds finished (the epoch limit or the target loss
+    reached): they are kept as they are, nothing of theirs is written again. The probes hold the checkpoints."""
     histories = {}
-    for mode in modes:  # the Trainer saves its last checkpoint before it records the epoch limit as the stop
+    for mode in modes if cfg.resume else ():  # the Trainer saves its last checkpoint before it records the stop
         probe, h = probes[mode], probes[mode].history
-        if h.stop_reason == "target_loss" or (h.stop_reason in ("", "max_epochs") and probe.epoch >= cfg.epochs):
+        if plan[mode][0] is not None and (h.stop_reason == "target_loss" or (
+                h.stop_reason in ("", "max_epochs") and probe.epoch >= cfg.epochs)):
             h.stop_reason = h.stop_reason or "max_epochs"
             histories[mode] = h
-    return histories if len(histories) == len(modes) else None
+    return histories
 
 
 def _dashboard(cfg: Config, modes: list, data, sizes: list):
@@ -341,7 +342,7 @@ def _dashboard(cfg: Config, modes: list, data, sizes: list):
 
 
 def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list, run_dir: Path, plan: dict,
-                 main: bool, quiet: bool) -> dict:
+                 main: bool, quiet: bool, finished: dict) -> dict:
     if not quiet:
         ranks = "" if info is None else f"\n{info.world_size} processes ({info.backend}), each batch split over them"
         print(f"{data}\n{initial}{ranks}\nlogging to {run_dir}")
@@ -349,6 +350,14 @@ def _train_modes(cfg: Config, info, modes: list, data, initial: MLP, sizes: list
     dashboard = _dashboard(cfg, modes, data, sizes)
     histories = {}
     for mode in modes:
+        if mode in finished:  # kept as it is: no logger, no checkpoint, no config.json written again
+            histories[mode] = finished[mode]
+            if main and mode not in (read_json(run_dir / "results.json", "the results file") or {}):
+                merge_results(run_dir / "results.json", {mode: finished[mode].to_dict()})  # stopped before it
+            if not quiet:
+                print(f"keeping {mode}: it finished at epoch {finished[mode].epoch[-1]} of {cfg.epochs} "
+                      f"({finished[mode].stop_reason})")
+            continue
         mode_dir, (state, segments) = run_dir / mode, plan[mode]
         if state is None and main and cfg.resume and mode_dir.is_dir():
             shutil.rmtree(mode_dir)  # a mode stopped before its first checkpoint: it starts over, alone in its folder

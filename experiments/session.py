@@ -59,6 +59,7 @@ class RunSession:
     def __init__(self, experiment: str, folder: RunFolder, settings: dict, resumed: bool, done: dict):
         self.experiment, self.folder, self.settings, self.resumed = experiment, folder, settings, resumed
         self.done = done  # {piece: its result}, in the order they finished
+        self.complete = False  # a resumed run that had ended whole (mark_complete): it trains and writes nothing
         self.interrupted_in: Optional[str] = None
         self.partial: Optional[str] = None  # what the piece in progress saved of itself (a checkpoint), in words
         self._current: Optional[str] = None
@@ -94,6 +95,11 @@ class RunSession:
         self._current = None
         write_json({"done": self.done}, self.path / PROGRESS_NAME)
 
+    def mark_complete(self) -> None:
+        """Record that the run ended whole (results and summary written): a resume then says so and writes
+        nothing. A script calls it last, once everything it writes is written."""
+        write_json({"done": self.done, "complete": True}, self.path / PROGRESS_NAME)
+
     def announce(self) -> None:
         """Say what a resumed run resumes and from where (a script that checks its checkpoints first calls this
         itself, after the check: ``start_run(..., announce=False)``)."""
@@ -101,7 +107,11 @@ class RunSession:
             return
         if self.folder.chosen:
             print(self.folder.chosen)
-        print(f"resuming {self.experiment} run {self.name!r} ({self.path}): {self.saved()}; the rest runs now")
+        if self.complete:
+            print(f"{self.experiment}: run {self.name!r} ({self.path}) is already complete: {self.saved()}; nothing "
+                  f"was trained or written")
+        else:
+            print(f"resuming {self.experiment} run {self.name!r} ({self.path}): {self.saved()}; the rest runs now")
 
     def saved(self) -> str:
         """What an interruption keeps, in words."""
@@ -109,8 +119,8 @@ class RunSession:
         if not self.done:
             return "nothing was finished yet" + partial
         shown = ", ".join(list(self.done)[-3:])
-        more = f"{len(self.done) - 3} more and " if len(self.done) > 3 else ""
-        return f"{len(self.done)} finished piece{'s' * (len(self.done) != 1)} kept ({more}{shown}){partial}"
+        last = "the last three: " if len(self.done) > 3 else ""
+        return f"{len(self.done)} finished piece{'s' * (len(self.done) != 1)} kept ({last}{shown}){partial}"
 
     def __enter__(self) -> "RunSession":
         _CURRENT.append(self)
@@ -154,7 +164,7 @@ def start_run(experiment: str, cfg, default: str, *, extra: Optional[dict] = Non
                 hint = " pass --resume to continue it," if saved is not None else ""
                 raise ValueError(f"run {folder.name!r} already exists in {folder.path};{hint} pass another --run "
                                  f"NAME, or leave --run out for a new folder")
-            done = {}
+            done, complete = {}, False
         else:
             if saved is None:
                 raise ValueError(f"--resume: {folder.path} holds no run to resume (no config.json); leave --resume "
@@ -168,12 +178,14 @@ def start_run(experiment: str, cfg, default: str, *, extra: Optional[dict] = Non
                                  f"{listed}; resume with its own (--config {config_path} replays them), or start a "
                                  f"new run with --run NAME")
             done = dict((progress or {}).get("done") or {})
+            complete = bool((progress or {}).get("complete")) and (folder.path / "results.json").is_file()
         if not cfg.resume or saved is None:
             write_json({**settings, "run": folder.name}, config_path)
     except BaseException:
         folder.release()
         raise
     session = RunSession(experiment, folder, settings, bool(cfg.resume), done)
+    session.complete = bool(cfg.resume) and complete
     if announce and not getattr(cfg, "quiet", False):
         session.announce()
     return session

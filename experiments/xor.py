@@ -195,7 +195,7 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
     log_seeds = cfg.seeds if cfg.log_seeds is None else min(cfg.log_seeds, cfg.seeds)
     lrs = {"perceptron": cfg.lr_perceptron, "delta": cfg.lr_delta, "mlp": cfg.lr_mlp}
     dashboard = dashboards.xor(cfg.problems, cfg.methods, log_seeds, lrs, settings=asdict(cfg))
-    if not cfg.quiet:
+    if not cfg.quiet and not session.complete:
         print(f"{len(cfg.problems)} problems x {len(cfg.methods)} methods x {cfg.seeds} seeds on {device}; "
               f"logging to {run_dir}")
     bar = None
@@ -237,15 +237,17 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
             bar.close()
     seconds = time.perf_counter() - start
     text = table(summaries, least_squares, cfg)
-    write_json({"summary": summaries, "least_squares_loss": least_squares, "seconds": seconds,
-                "runs": {f"{p}-{m}": rows for (p, m), rows in records.items()}}, run_dir / "results.json")
-    if log_seeds > 0:
-        session.begin("summary", "summary")
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
-            logger.add_text("summary", "```\n" + text + "\n```")
+    if not session.complete:  # a resume of a run that had ended whole writes nothing
+        write_json({"summary": summaries, "least_squares_loss": least_squares, "seconds": seconds,
+                    "runs": {f"{p}-{m}": rows for (p, m), rows in records.items()}}, run_dir / "results.json")
+        if log_seeds > 0:
+            session.begin("summary", "summary")
+            with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
+                logger.add_text("summary", "```\n" + text + "\n```")
+        session.mark_complete()
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
                show=not cfg.quiet, printed=text + "\n" + notes(records, summaries, least_squares, cfg),
-               seconds=seconds)
+               seconds=None if session.complete else seconds)
     return summaries
 
 

@@ -296,3 +296,20 @@ def test_checkpoints_another_number_of_processes_wrote_are_refused_in_one_line(t
     assert out == "" and len(err.strip().splitlines()) == 1, (out, err)
     assert f"{folder / 'online.members0-1.pt'} was saved by a sweep of 2 processes (--distributed)" in err, err
     assert "this one runs in one process" in err and "torchrun --nproc_per_node=2" in err, err
+
+
+@pytest.mark.parametrize("experiment", ["xor", "gradient_noise"])
+def test_resuming_a_run_that_ended_whole_writes_nothing_and_says_so(experiment, tmp_path, capsys):
+    script, args = TINY[experiment]
+    base = [*args, "--logdir", str(tmp_path), "--run", "whole"]
+    assert script.main([*base, "--quiet"]) == 0
+    run_dir = tmp_path / experiment / "whole"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and
+              p.name != ".lock"}
+    capsys.readouterr()
+    assert script.main([*base, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"{experiment}: run 'whole' ({run_dir}) is already complete" in out, out
+    assert "nothing was trained or written" in out and "the rest runs now" not in out, out
+    assert before == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and
+                      p.name != ".lock"}, "a resume of a run that had ended whole wrote to its folder"

@@ -107,3 +107,35 @@ def test_resuming_a_finished_run_writes_nothing_and_says_it_is_complete(tmp_path
     assert f"run 'done' ({run_dir}) is already complete" in out and "nothing was trained or written" in out, out
     assert "resuming batch" not in out, out
     assert "minibatch" in out.split("already complete")[1], "the table of the finished modes is shown"
+
+
+def test_a_resume_keeps_the_modes_that_finished_without_writing_to_them(tmp_path, capsys, monkeypatch):
+    from manual_backprop.tblog import RunLogger
+
+    args = [*QUICK[:-1], "--epochs", "3", "--logdir", str(tmp_path)]
+    calls, original = [0], RunLogger.log_epoch
+
+    def log_epoch(self, *a, **kw):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(RunLogger, "log_epoch", log_epoch)
+    stop_at = None
+    assert main([*args, "--run", "unbroken", "--quiet"]) == 0
+    stop_at, calls[0] = calls[0] - 1, 0  # in minibatch, the last mode: batch and online have finished
+    assert main([*args, "--run", "cut", "--quiet"]) == 130
+    run_dir = tmp_path / "learning_modes" / "cut"
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for m in ("batch", "online") for p in (run_dir / m).rglob("*")}
+    stop_at = None
+    capsys.readouterr()
+    assert main([*args, "--run", "cut", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "keeping batch: it finished at epoch 3 of 3" in out and "keeping online" in out, out
+    assert "resuming minibatch" in out, out
+    assert kept == {p: (p.read_bytes(), p.stat().st_mtime_ns) for m in ("batch", "online")
+                    for p in (run_dir / m).rglob("*")}, "a finished mode's folder was written to"
+    read = lambda run: json.loads((tmp_path / "learning_modes" / run / "results.json").read_text())  # noqa: E731
+    for mode in MODES:
+        assert read("cut")[mode]["train_loss"] == read("unbroken")[mode]["train_loss"], mode
