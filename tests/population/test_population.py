@@ -27,6 +27,7 @@ from manual_backprop.datasets import Dataset, load_dataset
 from manual_backprop.modes import EpochOrders
 from manual_backprop.population import Population, PopulationLogger, PopulationTrainer
 from manual_backprop.tblog import load_run, read_scalars
+from manual_backprop.tblog.dashboard import whole_text
 from manual_backprop.training import Trainer
 from reference import TorchMLP
 
@@ -351,7 +352,7 @@ def test_tensorboard_aggregates_member_runs_and_hparams(tmp_path):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         hp = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
         assert (hp["lr"], hp["seed"], hp["order_seed"], hp["mode"], hp["member"]) == \
-            (history.lr[i], str(i), str(i), "online", str(i))  # whole numbers as text: HPARAMS shows "4"
+            (history.lr[i], whole_text(i), whole_text(i), "online", whole_text(i))  # shows "4", sorts as 4
 
 
 def test_large_population_writes_only_aggregates(tmp_path):
