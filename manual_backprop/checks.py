@@ -189,3 +189,14 @@ def _human_bytes(n: int) -> str:
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
+
+
+_LARGEST: dict = {}
+
+
+def largest_finite(dtype: torch.dtype) -> float:
+    """torch.finfo(dtype).max, looked up once per dtype (finfo costs a microsecond a call)."""
+    got = _LARGEST.get(dtype)
+    if got is None:
+        got = _LARGEST[dtype] = torch.finfo(dtype).max
+    return got

@@ -41,7 +41,7 @@ from torch import Tensor
 from .activations import Activation, resolve_activations
 from .architecture import resolve_architecture
 from .checks import check_finite, check_input, check_positive_number, check_seed, check_tensor_like, \
-    resolve_device, resolve_dtype
+    largest_finite, resolve_device, resolve_dtype
 from .derived import ONE_STEP, ONE_UPDATE, grad_off
 from .init import initial_parameters
 from .losses import Loss, default_loss_for, get_loss
@@ -82,17 +82,6 @@ class Gradients:
     biases: list = field(default_factory=list)
     deltas: list = field(default_factory=list)
 
-
-
-_LARGEST: dict = {}
-
-
-def _largest(dtype: torch.dtype) -> float:
-    """torch.finfo(dtype).max, looked up once per dtype (finfo costs a microsecond a call)."""
-    got = _LARGEST.get(dtype)
-    if got is None:
-        got = _LARGEST[dtype] = torch.finfo(dtype).max
-    return got
 
 
 # ---------------------------------------------------------------------------------------------------- the slide
@@ -364,7 +353,7 @@ class MLP:
         derivative (``ONE_STEP``: one C call for the Gradients of loss_and_grads' own C call) runs where it applies."""
         if type(lr) is not float or not 0.0 <= lr < float("inf"):  # the common case passes without the call
             lr = check_positive_number("lr", lr, allow_zero=True)
-        if lr > _largest(self.dtype):  # add_(alpha=-lr) would overflow in the parameters' dtype
+        if lr > largest_finite(self.dtype):  # add_(alpha=-lr) would overflow in the parameters' dtype
             raise ValueError(f"lr={lr:g} does not fit the network's dtype {self.dtype} (largest finite number "
                              f"{torch.finfo(self.dtype).max:g})")
         if ONE_STEP.enabled and ONE_STEP.path and ONE_STEP.path(self, grads, lr):
