@@ -197,6 +197,17 @@ def _call(fn, name: str, case: Case) -> None:
     if changed:  # every parameter compared
         case.notes.append(f"{name} changed {changed[0]} in place: the backward phase must be pure "
                           "(only an update step changes the parameters)")
+    cache, y = args[1], args[2]  # the forward's activities and the targets: a caller's, read again after backward
+    inputs = [(f"cache.activations[{k}]", a, a0) for k, (a, a0) in
+              enumerate(zip(cache.activations, case.cache.activations))]
+    inputs += [("cache.logits", cache.logits, case.cache.logits), ("y", y, case.y)]
+    touched = [what for what, a, a0 in inputs if not isinstance(a, Tensor) or a.shape != a0.shape
+               or not torch.equal(a, a0)]
+    if len(cache.activations) != len(case.cache.activations):
+        touched.append("the number of cache.activations")
+    if touched:  # x[L] -= y, delta = x[L]; delta *= ...: the caller's activities or targets overwritten
+        case.notes.append(f"{name} changed {touched[0]} in place: the backward phase must be pure (it reads the "
+                          "forward's activities and the targets and changes neither)")
 
 
 # ------------------------------------------------------------------------------------------------------ grading
@@ -296,8 +307,9 @@ def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> No
                 break
     raised = [c for c in cases if c.error is not None and c.error_at]
     for i, m in enumerate(list(diagnosis.explains)):
-        if diagnosis.raised and raised:  # the line that raised the shape error the mistake makes
-            diagnosis.where[m.label] = raised[0].error_at
+        if diagnosis.raised and raised:  # the line that raised the shape error the mistake makes, or the line
+            # before it that made the mistake's own step (the summed delta that a later product cannot take)
+            diagnosis.where[m.label] = _step_before_raise(fn, m, raised[:tries]) or raised[0].error_at
             continue
         for c in failing_cases:
             wrong, right = {}, {}
@@ -333,6 +345,20 @@ def _find_lines(fn, diagnosis, entries: list, cases: list, tries: int = 3) -> No
             diagnosis.first_wrong_tensor = (f"{e[2]} of layer {e[1] + 1} in case {c.index} ({c.description}, "
                                             f"B={c.x.shape[0]})")
             diagnosis.first_wrong = f"{diagnosis.first_wrong_tensor}, is made at {diagnosis.first_wrong_at}"
+
+
+def _step_before_raise(fn, m, raised: list) -> str:
+    """'file:line: code' of the student's line that made one of the mistake's intermediates in a call that raised
+    later, '' where none did (the mistake cannot be run on that network, or its step is the line that raised)."""
+    for c in raised:
+        wrong, right = {}, {}
+        if mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, m, trail=wrong) is None:
+            continue
+        mistaken_gradients(c.net, c.cache, c.y, c.loss_fn, RIGHT, trail=right)
+        rec = mistake_line(_traced(fn, c), wrong, right, c.match_tol)
+        if rec is not None:
+            return describe_line(rec)
+    return ""
 
 
 _DELTAS = {"delta", "summed", "back", "back flat"}  # the roles of the steps before dE/dW and dE/db

@@ -143,10 +143,14 @@ class GradeReport:
                        "FAIL: every layer agrees, but the function changed its inputs")
         else:
             unusable = sum(len(v) for v in self.problems().values())
-            what = [f"{unusable} of {len(self.cases)} calls gave no usable answer"] if unusable else []
-            what += [f"{len(shapes)} layer{'s have' if len(shapes) > 1 else ' has'} wrong shapes"] if shapes else []
-            out.append(f"UNUSABLE: {' and '.join(what)}; expected {SIGNATURE}, with tensors shaped like "
-                       "net.weights and net.biases")
+            if unusable and not shapes and self.diagnosis.raised == unusable:  # the named mistake's shape error
+                out.append(f"UNUSABLE: {unusable} of {len(self.cases)} calls raised the shape error that the mistake "
+                           "named above makes, so they gave nothing to grade")
+            else:
+                what = [f"{unusable} of {len(self.cases)} calls gave no usable answer"] if unusable else []
+                what += [f"{len(shapes)} layer{'s have' if len(shapes) > 1 else ' has'} wrong shapes"] if shapes else []
+                out.append(f"UNUSABLE: {' and '.join(what)}; expected {SIGNATURE}, with tensors shaped like "
+                           "net.weights and net.biases")
         return "\n".join(out)
 
 

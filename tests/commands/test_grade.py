@@ -259,3 +259,30 @@ def test_a_class_row_for_a_file_that_is_not_utf8_says_so(tmp_path, capsys):
     assert row["verdict"] == "unusable" and row["layers_total"] == 0, row
     assert "SyntaxError: Non-UTF-8 code starting with '\\xe7' on line 1, but no encoding declared" in row["problem"]
     assert "francois: unusable (cannot load francois.py: SyntaxError: Non-UTF-8 code" in out  # no "0/0 layers"
+
+
+def _overwrites_the_output(net, cache, y, loss_fn):
+    """Right gradients, but the output delta is made in the caller's own x^L: delta = x[L]; delta -= y."""
+    x, L = cache.activations, net.num_layers
+    fp = students.fprime(net.activation_functions[-1], x[L])
+    delta = x[L]
+    delta -= y  # cache.activations[L] is now x^L - y
+    delta *= loss_fn.scale(*y.shape) * 2 * fp
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k], grad_b[k] = delta.T @ x[k], delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * students.fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+@pytest.mark.parametrize("student,changed", [
+    (_overwrites_the_output, "cache.activations["),
+    (lambda net, cache, y, loss_fn: (students.correct(net, cache, y, loss_fn), y.zero_())[0], "y"),
+])
+def test_a_backward_that_overwrites_its_inputs_fails(student, changed):
+    report = grade(student, "student", finite_diff=False)
+    text = report.text()
+    assert report.exit_code == 1 and all(r.ok for r in report.rows), text[-2000:]
+    assert f"student changed {changed}" in text and "the backward phase must be pure" in text
+    assert text.rstrip().endswith("FAIL: every layer agrees, but the function changed its inputs")

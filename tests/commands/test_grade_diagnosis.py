@@ -241,3 +241,28 @@ def test_a_class_row_gives_the_first_wrong_numbers_line_and_tensor_apart():
 def test_partial_fits_are_named_as_partial_in_a_class_row():
     d = Diagnosis(10, [], [(MISTAKES[0], 4), (MISTAKES[3], 2)])
     assert d.names() == [f"partly {MISTAKES[0].label} (4 of 10 tensors)", f"partly {MISTAKES[3].label} (2 of 10 tensors)"]
+
+
+def _summed_then_raises(net, cache, y, loss_fn):
+    """The output delta summed over the samples, (1, n_L); its dE/dW product raises where B > 1."""
+    x, L = cache.activations, net.num_layers
+    delta = students._output_delta(net, cache, y, loss_fn).sum(0, keepdim=True)  # the sum: the slip
+    grad_w, grad_b = [None] * L, [None] * L
+    for k in range(L - 1, -1, -1):
+        grad_w[k] = delta.T @ x[k]  # (n, 1) @ (B, n_k): raises where B > 1
+        grad_b[k] = delta.sum(0)
+        if k > 0:
+            delta = (delta @ net.weights[k]) * students.fprime(net.activation_functions[k - 1], x[k])
+    return grad_w, grad_b
+
+
+def test_a_slip_that_makes_a_later_line_raise_is_named_at_its_own_line():
+    report = grade(_summed_then_raises, "summed_then_raises", finite_diff=False)
+    d = report.diagnosis
+    assert [m.label for m in d.explains] == ["the deltas summed over the samples before back-propagating"]
+    lines, first = inspect.getsourcelines(_summed_then_raises)
+    slip = first + next(i for i, text in enumerate(lines) if "# the sum: the slip" in text)
+    assert f"test_grade_diagnosis.py:{slip}: delta = " in d.where[d.explains[0].label], d.where  # not the @ line
+    assert report.exit_code == 2
+    assert report.text().rstrip().endswith("calls raised the shape error that the mistake named above makes, so they "
+                                           "gave nothing to grade")  # not "expected FUNCTION(net, ...) returning"
