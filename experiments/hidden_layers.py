@@ -208,10 +208,12 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
         if history.stop_reason == "diverged":
             print(f"{name}: {history.message}", file=sys.stderr)
     seconds = time.perf_counter() - start
-    write_json({"runs": results, "seconds": seconds}, run_dir / "results.json")
+    if not session.complete:  # a resume of a run that had ended whole writes nothing
+        write_json({"runs": results, "seconds": seconds}, run_dir / "results.json")
+        session.mark_complete()
     text = table(results, cfg)
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
-               show=not cfg.quiet, seconds=seconds)
+               show=not cfg.quiet, seconds=None if session.complete else seconds)
     return results
 
 

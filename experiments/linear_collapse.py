@@ -185,14 +185,16 @@ def _run(cfg: Config, session: RunSession, device) -> dict:
     seconds = time.perf_counter() - start
     summary = {act: summarize(rows, tie) for act, rows in records.items()}
     text = report(collapse, summary, sizes, cfg, tie)
-    write_json({"collapse": collapse, "summary": summary, "runs": records, "seconds": seconds},
-               run_dir / "results.json")
-    if cfg.log_seeds > 0:
-        session.begin("summary", "summary")
-        with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
-            logger.add_text("summary", "```\n" + text + "\n```")
+    if not session.complete:  # a resume of a run that had ended whole writes nothing
+        write_json({"collapse": collapse, "summary": summary, "runs": records, "seconds": seconds},
+                   run_dir / "results.json")
+        if cfg.log_seeds > 0:
+            session.begin("summary", "summary")
+            with RunLogger(cfg.logdir, EXPERIMENT, run_name, "summary") as logger:
+                logger.add_text("summary", "```\n" + text + "\n```")
+        session.mark_complete()
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=text, config=asdict(cfg), dashboard=dashboard,
-               show=not cfg.quiet, seconds=seconds)
+               show=not cfg.quiet, seconds=None if session.complete else seconds)
     return {"collapse": collapse, "summary": summary}
 
 

@@ -142,7 +142,7 @@ def _run(cfg: Config, session: RunSession, device, dtype, data) -> dict:
     lecture = lecture_example()
     if not cfg.quiet:
         print(example_text(lecture))
-        print(f"\n{data}\nlogging to {run_dir}")
+        print(f"\n{data}" + ("" if session.complete else f"\nlogging to {run_dir}"))
     x_test = data.x_test.to(device=device, dtype=dtype)
     onehot_test = data.targets("test", "onehot").to(device=device, dtype=dtype)
     dashboard = dashboards.softmax_outputs(VARIANTS, [cfg.lr(v) for v in VARIANTS], settings=asdict(cfg))
@@ -178,10 +178,12 @@ def _run(cfg: Config, session: RunSession, device, dtype, data) -> dict:
         session.finish(variant, results[variant])
         if history.stop_reason == "diverged":
             print(f"{variant}: {history.message}", file=sys.stderr)
-    write_json({"lecture_example": lecture, "runs": results}, run_dir / "results.json")
+    if not session.complete:  # a resume of a run that had ended whole writes nothing
+        write_json({"lecture_example": lecture, "runs": results}, run_dir / "results.json")
+        session.mark_complete()
     finish_run(EXPERIMENT, run_dir, cfg.plots, text=example_text(lecture) + "\n\n" + table(results),
                config=asdict(cfg), dashboard=dashboard, show=not cfg.quiet, printed=table(results),
-               seconds=time.perf_counter() - start)
+               seconds=None if session.complete else time.perf_counter() - start)
     return {"lecture_example": lecture, "runs": results}
 
 

@@ -298,7 +298,7 @@ def test_checkpoints_another_number_of_processes_wrote_are_refused_in_one_line(t
     assert "this one runs in one process" in err and "torchrun --nproc_per_node=2" in err, err
 
 
-@pytest.mark.parametrize("experiment", ["xor", "gradient_noise"])
+@pytest.mark.parametrize("experiment", ["xor", "gradient_noise", "hidden_layers", "linear_collapse", "softmax_outputs"])
 def test_resuming_a_run_that_ended_whole_writes_nothing_and_says_so(experiment, tmp_path, capsys):
     script, args = TINY[experiment]
     base = [*args, "--logdir", str(tmp_path), "--run", "whole"]
@@ -313,3 +313,17 @@ def test_resuming_a_run_that_ended_whole_writes_nothing_and_says_so(experiment, 
     assert "nothing was trained or written" in out and "the rest runs now" not in out, out
     assert before == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and
                       p.name != ".lock"}, "a resume of a run that had ended whole wrote to its folder"
+
+
+def test_under_torchrun_only_rank_0_says_what_ctrl_c_kept(monkeypatch, capsys):
+    from experiments import common
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("RANK", "1")  # every rank gets the SIGINT; rank 0 alone holds the run folder and prints
+    assert common.run_main("x", lambda argv: None, interrupted, []) == 130
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setenv("RANK", "0")
+    assert common.run_main("x", lambda argv: None, interrupted, []) == 130
+    assert "interrupted" in capsys.readouterr().err
