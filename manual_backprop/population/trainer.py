@@ -259,7 +259,8 @@ class PopulationTrainer(PopulationCheckpoints):
         packed = torch.cat([update_losses.to(torch.float64), figures.to(torch.float64),
                             ok.to(torch.float64).unsqueeze(0), reached.to(torch.float64).unsqueeze(0)]).cpu()
         self.train_seconds += time.perf_counter() - start
-        update_losses, figures, ok, reached = packed[:T], packed[T:T + 4], packed[T + 4] > 0, packed[T + 5] > 0
+        update_losses, ok, reached = packed[:T], packed[T + 4] > 0, packed[T + 5] > 0
+        figures = packed[T:T + 4].clone()  # its own storage: a History row never holds the epoch's update losses
         self.epoch += 1
         h = self.history
         was_active = self._active_host

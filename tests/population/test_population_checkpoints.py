@@ -226,3 +226,14 @@ def test_a_resumed_history_keeps_each_epoch_row_in_its_own_small_storage(tmp_pat
         assert len(rows) == 31 and all(r.untyped_storage().nbytes() == K * 8 for r in rows), name
     assert len(pickle.dumps(resumed.history.train_loss)) < 31 * 1000
     assert shard_checkpoint_path(tmp_path / "online.pt", 4, 8) == tmp_path / "online.members4-7.pt"
+
+
+def test_an_eager_epochs_history_rows_hold_no_update_losses():
+    """Each epoch's figures are read back packed with its (T, K) update losses: a row kept as a view of that read-back
+    held the whole block, and a gathered history pickled it once per row."""
+    trainer = make("online-eager", epochs=5)
+    trainer.run()
+    K = len(SEEDS)
+    for name in ("train_loss", "test_loss"):
+        rows = getattr(trainer.history, name)[1:]
+        assert rows and all(r.untyped_storage().nbytes() <= 4 * K * 8 for r in rows), name
