@@ -59,6 +59,9 @@ def load_function(target: str):
     except Unusable:
         raise
     except ModuleNotFoundError as err:
+        if is_path or (err.name and not (module_part == err.name or module_part.startswith(err.name + "."))):
+            # the module was found: an import of its own failed (a helper file that is not beside it)
+            raise Unusable(f"importing {module_part} raised {describe_error(err, module_part)}") from None
         raise Unusable(f"cannot import {module_part!r}: {err}; give a module importable from the current folder "
                        "or a path to a .py file") from None
     except (Exception, SystemExit) as err:  # the student's module raised while it was imported

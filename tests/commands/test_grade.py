@@ -174,6 +174,11 @@ def test_a_module_that_fails_to_import_names_its_line(tmp_path, capsys):
     raising.write_text("raise RuntimeError('no GPU here')\n")
     code, _, err = run([str(raising)], capsys)  # FUNCTION defaults to backward
     assert code == 2 and "importing" in err and "RuntimeError: no GPU here" in err and "raising.py:1" in err
+    lonely = tmp_path / "lonely.py"  # found, but its own helper file is not beside it: not "cannot import lonely"
+    lonely.write_text("import torch\nfrom my_helpers import fprime\n")
+    code, _, err = run([str(lonely)], capsys)
+    assert code == 2 and f"importing {lonely} raised ModuleNotFoundError: No module named 'my_helpers', at " in err
+    assert "lonely.py:2 in <module>: from my_helpers import fprime" in err and "cannot import" not in err
 
 
 def test_a_bad_loss_is_a_bad_flag(capsys):
