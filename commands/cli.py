@@ -336,6 +336,11 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as err:
         print(f"manual-backprop {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C of one check, trace or grade of one file (a class stops on its own)
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one more press while the process exits: no traceback
+        print(f"manual-backprop {args.command}: stopped by Ctrl-C", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader stopped reading: not an error of ours, and no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail again

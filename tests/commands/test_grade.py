@@ -3,8 +3,10 @@ with the classic mistake named where a layer disagrees (students as written in t
 
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,3 +293,17 @@ def test_a_backward_that_overwrites_its_inputs_fails(student, changed):
     assert report.exit_code == 1 and all(r.ok for r in report.rows), text[-2000:]
     assert f"student changed {changed}" in text and "the backward phase must be pure" in text
     assert text.rstrip().endswith("FAIL: every layer agrees, but the function changed its inputs")
+
+
+def test_ctrl_c_of_one_file_is_one_line_and_exit_130(tmp_path):
+    """Ctrl-C is how a student stops a backward that never returns: one line, no traceback (it printed the
+    interpreter's traceback, from the command down to the student's while loop)."""
+    hang = tmp_path / "hang.py"
+    hang.write_text("def backward(net, cache, y, loss_fn):\n    while True:\n        pass\n")
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "grade", str(hang), "--no-fd"],
+                            cwd=HERE.parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # torch imported, the loop running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert err == "manual-backprop grade: stopped by Ctrl-C\n" and "Traceback" not in out
