@@ -7,11 +7,16 @@ Rules that keep a comparison fair:
   measured length;
 - an implementation that works in whole chunks (``granule``: a CUDA graph of 64 updates) is timed on whole chunks
   only, so a row that says cuda_graph times graph replays, never the eager tail;
-- the device is synchronised at the end of each measurement, never inside one.
+- the device is synchronised at the end of each measurement, never inside one;
+- Python's garbage is collected before each measurement, untimed: a row pays for the collections of its own
+  garbage, never for the one the row before it left (a full collection of this process costs 50-100 ms, and in
+  the rotation the row after the autograd or numpy peer paid it every repeat: O's two Trainer rows, the same C
+  loop, read 2.0 and 7.1 us an epoch by their place alone).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Optional
 
@@ -31,6 +36,7 @@ def granule(impl: Impl) -> int:
 
 
 def _timed(impl: Impl, device: torch.device, u0: int, n: int, cpu: Optional[list] = None) -> tuple:
+    gc.collect()
     sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     made = impl.run(u0, n) or n

@@ -45,6 +45,19 @@ class History:
             metrics.update({"accuracy/train": train_accuracy, "accuracy/test": test_accuracy})
         return metrics
 
+    def record_many(self, epochs, train_loss: list, test_loss: list, train_accuracy: Optional[list],
+                    test_accuracy: Optional[list], updates, seconds) -> None:
+        """Append several epochs' rows at once (``record`` for each, without the metrics): each argument a sequence
+        of one value per epoch, an accuracy None where there is none."""
+        n = len(train_loss)
+        self.epoch.extend(epochs)
+        self.train_loss.extend(train_loss)
+        self.test_loss.extend(test_loss)
+        self.train_accuracy.extend(train_accuracy if train_accuracy is not None else [None] * n)
+        self.test_accuracy.extend(test_accuracy if test_accuracy is not None else [None] * n)
+        self.updates.extend(updates)
+        self.seconds.extend(seconds)
+
     @property
     def final(self) -> dict:
         """The last epoch's figures."""

@@ -217,3 +217,20 @@ def test_the_last_gradients_are_those_of_the_stopping_epoch():
     assert a.history.stop_reason == "target_loss" and a.history.epoch == b.history.epoch
     for g, h in zip([*a.last_grads.weights, *a.last_grads.biases], [*b.last_grads.weights, *b.last_grads.biases]):
         assert torch.equal(g, h), "the last gradients differ from the one-epoch C loop's"
+
+
+@pytest.mark.parametrize("output,loss_fn", OUTPUTS, ids=[f"{o}-{l.name}" for o, l in OUTPUTS])
+def test_rows_recorded_at_once_are_the_rows_a_logged_run_records_epoch_by_epoch(output, loss_fn, tmp_path):
+    """Without a logger a call's History rows are appended at once (History.record_many); with one, epoch by epoch
+    as the logger takes them. Every list holds the same values (seconds, timed, are a running sum in both)."""
+    from manual_backprop.tblog import RunLogger
+
+    a = _trainer("tanh", output, loss_fn, epochs=30)
+    with RunLogger(tmp_path, "chunks", "logged", "online") as logger:
+        b = _trainer("tanh", output, loss_fn, epochs=30, logger=logger)
+        a.run(), b.run()
+    for name in ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "updates"):
+        assert getattr(a.history, name) == getattr(b.history, name), name
+    for h in (a.history, b.history):
+        assert len(h.seconds) == len(h.epoch) and all(s <= t for s, t in zip(h.seconds, h.seconds[1:]))
+    assert a.epoch == b.epoch == 30 and a.updates == b.updates
