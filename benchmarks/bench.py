@@ -50,6 +50,7 @@ torch (and numpy, jax) versions and XLA's flags, the dtype and the device.
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import json
 import math
@@ -94,8 +95,9 @@ class Config:
                                     check=at_least(1))
     measure_seconds: float = option(0.05, help="target length of one measurement (the chunk length is calibrated "
                                                "to it)", check=finite_positive)
-    threads: Optional[int] = option(None, help="torch.set_num_threads, numpy's BLAS threads and, at 1, XLA's "
-                                               "(default: torch's)")
+    threads: Optional[int] = option(None, help="torch.set_num_threads, numpy's BLAS threads and, at 1, XLA's, "
+                                               "with the process held to one CPU while it runs (XLA's runtime "
+                                               "used a second core despite its flags) (default: torch's)")
     seed: int = option(0, help="weights, data and sample order")
     out: str = option("bench_results/bench.json", help="JSON file to write")
     quiet: bool = option(False, help="no progress lines and no table on stdout")
@@ -106,6 +108,17 @@ class Config:
 
 def parse_args(argv=None) -> Config:
     return parse_config(Config, argv, prog="python -m benchmarks.bench", description=__doc__)
+
+
+def pin_to_one_cpu():
+    """Hold this process to one CPU (the first it may use) and return the CPUs it had, or None where the system
+    cannot (no sched_setaffinity). At --threads 1 every peer then runs on one core: XLA's CPU runtime kept a second
+    core busy whatever its thread flags said (2-core machine: JAX's process CPU time 1.7x its wall time)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    return saved
 
 
 def run(cfg: Config, command: str = "") -> dict:
@@ -122,6 +135,7 @@ def run(cfg: Config, command: str = "") -> dict:
             from threadpoolctl import threadpool_limits
 
             limiter = threadpool_limits(cfg.threads)
+    saved_cpus = pin_to_one_cpu() if cfg.threads == 1 else None
     dtype = getattr(torch, cfg.dtype)
     # Timings compare implementations in true float32: TF32 would make the matrix products a different operation.
     saved_tf32 = torch.backends.cuda.matmul.allow_tf32
@@ -149,6 +163,9 @@ def run(cfg: Config, command: str = "") -> dict:
                         results.append(run_case(CASES[name], torch.device(dev), dtype, cfg))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+        if saved_cpus is not None:
+            os.sched_setaffinity(0, saved_cpus)
+    machine["cpu_affinity"] = "one CPU (--threads 1)" if saved_cpus is not None else "all the process may use"
     report = {"experiment": EXPERIMENT, "command": command, "config": asdict(cfg), "machine": machine,
               "quick": cfg.quick, "results": results, "trainer_results": epoch_results, "case_p": case_p}
     report["targets"] = targets(results, epoch_results, quick=cfg.quick,

@@ -4,6 +4,7 @@ It never asserts a time: the timings of a smoke run are checked for form (finite
 pair from the recorded times), and the implementations it times are checked to compute the same update."""
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,8 +31,11 @@ F64 = torch.float64
 def quick_report(tmp_path_factory):
     pytest.importorskip("sklearn")  # the small cases run on the digits
     out = tmp_path_factory.mktemp("bench") / "bench.json"
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet",
                                          "--no-population", "--cases", *bench.CASES, "O"]))
+    # --threads 1 held the process to one CPU while it ran, and gave the others back
+    assert cpus is None or os.sched_getaffinity(0) == cpus
     return report, json.loads(out.read_text())
 
 
@@ -43,6 +47,8 @@ def test_quick_run_writes_json_with_the_machine_and_every_case(quick_report):
     assert [r["case"] for r in written["results"]] == list(bench.CASES)
     xla = written["machine"]["xla_flags"]  # --threads 1: XLA's CPU backend on one thread too (unless set by hand)
     assert xla is None or "intra_op_parallelism_threads=1" in xla
+    assert machine["cpu_affinity"] == ("one CPU (--threads 1)" if hasattr(os, "sched_setaffinity") else
+                                       "all the process may use")
     for r in written["results"]:
         assert r["device"] == "cpu" and r["dtype"] == "float32"
         impls = r["implementations"]
