@@ -200,3 +200,11 @@ def largest_finite(dtype: torch.dtype) -> float:
     if got is None:
         got = _LARGEST[dtype] = torch.finfo(dtype).max
     return got
+
+
+def check_fits_dtype(label: str, value: float, dtype: torch.dtype) -> None:
+    """A rate (lr, momentum, ...) the parameters' dtype can hold: above its largest finite number it would become
+    inf there, and every update NaN."""
+    if value > largest_finite(dtype):
+        raise ValueError(f"{label}={value:g} does not fit the network's dtype {dtype} (largest finite number "
+                         f"{largest_finite(dtype):g})")

@@ -40,8 +40,8 @@ from torch import Tensor
 
 from .activations import Activation, resolve_activations
 from .architecture import resolve_architecture
-from .checks import check_finite, check_input, check_positive_number, check_seed, check_tensor_like, \
-    largest_finite, resolve_device, resolve_dtype
+from .checks import check_finite, check_fits_dtype, check_input, check_positive_number, check_seed, \
+    check_tensor_like, resolve_device, resolve_dtype
 from .derived import ONE_STEP, ONE_UPDATE, grad_off
 from .init import initial_parameters
 from .losses import Loss, default_loss_for, get_loss
@@ -353,9 +353,7 @@ class MLP:
         derivative (``ONE_STEP``: one C call for the Gradients of loss_and_grads' own C call) runs where it applies."""
         if type(lr) is not float or not 0.0 <= lr < float("inf"):  # the common case passes without the call
             lr = check_positive_number("lr", lr, allow_zero=True)
-        if lr > largest_finite(self.dtype):  # add_(alpha=-lr) would overflow in the parameters' dtype
-            raise ValueError(f"lr={lr:g} does not fit the network's dtype {self.dtype} (largest finite number "
-                             f"{torch.finfo(self.dtype).max:g})")
+        check_fits_dtype("lr", lr, self.dtype)  # add_(alpha=-lr) would overflow in the parameters' dtype
         if ONE_STEP.enabled and ONE_STEP.path and ONE_STEP.path(self, grads, lr):
             return  # the C call for the Gradients that loss_and_grads' own C call returned, the parameters unchanged
         if len(grads.weights) != self.num_layers or len(grads.biases) != len(self.biases):

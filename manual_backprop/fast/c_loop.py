@@ -173,8 +173,8 @@ def load_kernel() -> ctypes.CDLL:
 
 def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
     """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py), 512-bit vectors
-    preferred; without them, then without -march=native, if the compiler refuses. No -ffast-math and no floating-point contraction: the loop must round as the classes'
-    formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
+    preferred; without them, then without -march=native, if the compiler refuses. No -ffast-math and no
+    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
         for src in [*_CSRC.glob("*.c"), *_CSRC.glob("*.h")]:  # the sources and the shared headers (vecmath.h)

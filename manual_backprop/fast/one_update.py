@@ -85,11 +85,16 @@ class OneUpdatePlan:
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
         new tensor, ``net.to``, a ``set_`` or a load of other tensors all fail it), the same f's and the same loss."""
-        params, functions = [*net.weights, *net.biases], net.activation_functions
-        return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and list(map(_data_ptr, params)) == self.ptrs and len(functions) == len(self.functions)
+        functions = net.activation_functions
+        return (self.holds(net) and len(functions) == len(self.functions)
                 and all(map(operator.is_, functions, self.functions))
                 and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
+
+    def holds(self, net: MLP) -> bool:
+        """Whether net's parameters are still the plan's: the same tensors at the same addresses."""
+        params = [*net.weights, *net.biases]
+        return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+                and list(map(_data_ptr, params)) == self.ptrs)
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -125,11 +130,9 @@ class OneUpdatePlan:
         if last is None or grads is not last[0]:
             return False
         given = [*grads.weights, *grads.biases]
-        params = [*net.weights, *net.biases]
         if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
                 and list(map(_data_ptr, given)) == last[2] and list(map(_shape, given)) == self.param_shapes
-                and len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and list(map(_data_ptr, params)) == self.ptrs):
+                and self.holds(net)):
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")

@@ -9,7 +9,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..checks import check_bool
+from ..checks import check_bool, check_fits_dtype
 from ..network import Gradients
 from ..parameter_state import in_layer_order
 
@@ -75,10 +75,7 @@ class Optimizer:
         if not 0.0 <= value < high:
             where = "in [0, 1)" if high == 1.0 else ">= 0"
             raise ValueError(f"{label} must be {where} (as torch.optim requires), but got {value!r}")
-        largest = torch.finfo(self.net.weights[0].dtype).max
-        if value > largest:  # it would become inf in the parameters' dtype, and every update NaN
-            raise ValueError(f"{label}={value:g} does not fit the network's dtype {self.net.weights[0].dtype} "
-                             f"(largest finite number {largest:g})")
+        check_fits_dtype(label, value, self.net.weights[0].dtype)
         return float(value)
 
     def _value(self, x: Number, p: Tensor) -> Number:

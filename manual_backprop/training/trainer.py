@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..activations import Softmax
-from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seed
+from ..checks import check_bool, check_choice, check_fits_dtype, check_int, check_positive_number, check_seed
 from ..losses import Loss, default_loss_for
 from ..modes import MODES, epoch_order, samples_per_update
 from ..network import MLP, forward_phase, loss_and_gradients
@@ -88,9 +88,7 @@ class Trainer(TrainerCheckpoints):
             raise TypeError(f"net must be a manual_backprop MLP, but got {type(net).__name__}")
         self.net, self.mode = net, check_choice("mode", mode, MODES)
         self.lr = check_positive_number("lr", lr)
-        if self.lr > torch.finfo(net.dtype).max:
-            raise ValueError(f"lr={self.lr:g} does not fit the network's dtype {net.dtype} (largest finite number "
-                             f"{torch.finfo(net.dtype).max:g})")
+        check_fits_dtype("lr", self.lr, net.dtype)
         self.epochs = check_int("epochs", epochs, minimum=1)
         if isinstance(net.output_activation, Softmax) and net.sizes[-1] == 1:
             raise ValueError("output_activation 'softmax' on a single output is always 1 and learns nothing; use one "
