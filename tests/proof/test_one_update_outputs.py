@@ -1,0 +1,165 @@
+"""The output tensors of MLP.loss_and_grads' one C call (manual_backprop/fast/one_update.py, _Outputs).
+
+The call keeps two sets of output tensors per batch size and writes a tensor of a set again only where nothing but
+the set reaches it. The claims: whatever a caller keeps (a name, a Gradients, a list, a view, a numpy array, a
+detached tensor, a DLPack capsule, a weak reference) is never overwritten by a later call; a tensor changed in
+place, or made to require grad, and then dropped is never handed out again; every call's values are those of a
+fresh call on a copy of the network, bit for bit; and a loop that rebinds its names each update makes no tensor
+(the results cycle through the two sets), which is what the sets are for.
+"""
+
+import threading
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from manual_backprop import MLP
+from manual_backprop.network import ONE_UPDATE
+from helpers import c_loop_reason
+
+pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
+
+SIZES = [5, 4, 3]
+B = 3
+
+
+def _net_and_batches(n=8, seed=0, dtype=torch.float64):
+    net = MLP(SIZES, activation="tanh", output_activation="sigmoid", dtype=dtype, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    return net, [(torch.randn(B, SIZES[0], generator=gen, dtype=dtype),
+                  torch.rand(B, SIZES[-1], generator=gen, dtype=dtype)) for _ in range(n)]
+
+
+def _all(loss, grads):
+    return [loss, *grads.weights, *grads.biases, *grads.deltas]
+
+
+def _fresh(net, x, y):
+    """The same call on a copy of net: a new plan, so new tensors."""
+    return _all(*net.copy().loss_and_grads(x, y))
+
+
+def _assert_same(got, expected, what):
+    for k, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape and a.stride() == b.stride(), f"{what}: result {k} has shape {tuple(a.shape)}"
+        assert torch.equal(a, b), f"{what}: result {k} differs from a fresh call's"
+
+
+def _uses_the_c_call(net, x, y):
+    from manual_backprop.fast import one_update
+    net.loss_and_grads(x, y)
+    plan = one_update.plan_of(net)
+    assert ONE_UPDATE.enabled and plan is not None and plan.fn is not None, "the C call did not run"
+
+
+def test_a_loop_that_rebinds_its_names_makes_no_tensor_and_each_call_is_a_fresh_calls():
+    net, batches = _net_and_batches(12)
+    _uses_the_c_call(net, *batches[0])
+    addresses = []
+    for x, y in batches:
+        loss, grads = net.loss_and_grads(x, y)
+        got = _all(loss, grads)
+        _assert_same(got, _fresh(net, x, y), "a reused set")
+        addresses.append(tuple(t.data_ptr() for t in got))
+        net.step(grads, 0.1)
+        del got
+    assert len(set(addresses[2:])) == 2, "the results did not cycle through two sets of tensors"
+
+
+KEEPS = {
+    "E by name": lambda loss, grads: loss,
+    "the Gradients": lambda loss, grads: grads,
+    "a list of one gradient": lambda loss, grads: [grads.weights[1]],
+    "a view": lambda loss, grads: grads.weights[0].view(-1),
+    "a numpy array": lambda loss, grads: grads.deltas[0].numpy(),
+    "a detached tensor": lambda loss, grads: grads.biases[0].detach(),
+    "a DLPack capsule": lambda loss, grads: torch.utils.dlpack.to_dlpack(grads.deltas[1]),
+    "the memory": lambda loss, grads: grads.weights[1].untyped_storage(),
+}
+
+
+@pytest.mark.parametrize("keep", list(KEEPS), ids=list(KEEPS))
+def test_what_a_caller_keeps_is_never_overwritten(keep):
+    net, batches = _net_and_batches()
+    _uses_the_c_call(net, *batches[0])
+    loss, grads = net.loss_and_grads(*batches[1])
+    before = [t.clone() for t in _all(loss, grads)]
+    addresses = [t.data_ptr() for t in _all(loss, grads)]
+    kept = KEEPS[keep](loss, grads)
+    del loss, grads
+    for x, y in batches[2:]:
+        got = _all(*net.loss_and_grads(x, y))
+        _assert_same(got, _fresh(net, x, y), f"with {keep} kept")
+        del got
+    if keep == "a DLPack capsule":
+        kept = torch.utils.dlpack.from_dlpack(kept)
+    if keep == "the memory":
+        kept = torch.tensor([], dtype=net.dtype).set_(kept).view(before[2].shape)
+    expected = {"E by name": [before[0]], "the Gradients": before[1:], "a list of one gradient": [before[2]],
+                "a view": [before[1].view(-1)], "a numpy array": [before[5]], "a detached tensor": [before[3]],
+                "a DLPack capsule": [before[6]], "the memory": [before[2]]}[keep]
+    values = {"the Gradients": _all(torch.zeros(()), kept)[1:] if keep == "the Gradients" else None,
+              "a list of one gradient": kept}.get(keep) or [kept]
+    for a, b in zip(values, expected):
+        a = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+        assert torch.equal(a, b), f"{keep}: later calls overwrote it"
+    if keep == "the Gradients":
+        assert [t.data_ptr() for t in _all(torch.zeros(()), kept)[1:]] == addresses[1:]
+
+
+def test_a_weak_reference_sees_its_tensor_unchanged():
+    net, batches = _net_and_batches()
+    _uses_the_c_call(net, *batches[0])
+    loss, grads = net.loss_and_grads(*batches[1])
+    ref, before = weakref.ref(grads.weights[0]), grads.weights[0].clone()
+    del loss, grads
+    for x, y in batches[2:]:
+        _assert_same(_all(*net.loss_and_grads(x, y)), _fresh(net, x, y), "with a weak reference")
+    assert ref() is None or torch.equal(ref(), before), "a weakly referenced tensor was written again"
+
+
+CHANGES = {
+    "transposed in place": lambda t: t.t_(),
+    "resized": lambda t: t.resize_(t.numel() + 7),
+    "given other memory": lambda t: t.set_(torch.zeros(2, 2, dtype=t.dtype)),
+    "data replaced": lambda t: setattr(t, "data", torch.zeros(t.shape[::-1], dtype=t.dtype)),
+    "made to require grad": lambda t: t.requires_grad_(),
+    "scaled in place": lambda t: t.mul_(2.0),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+def test_a_tensor_changed_and_dropped_is_never_handed_out_again(change):
+    net, batches = _net_and_batches()
+    _uses_the_c_call(net, *batches[0])
+    loss, grads = net.loss_and_grads(*batches[1])
+    changed = grads.weights[0]
+    CHANGES[change](changed)
+    del loss, grads, changed
+    for x, y in batches[2:]:
+        got = _all(*net.loss_and_grads(x, y))
+        _assert_same(got, _fresh(net, x, y), f"after a result was {change}")
+        assert not any(t.requires_grad for t in got)
+        del got
+
+
+def test_calls_from_two_threads_never_share_tensors():
+    net, batches = _net_and_batches(40)
+    _uses_the_c_call(net, *batches[0])
+    expected = [_fresh(net, x, y) for x, y in batches]
+    results = {0: [], 1: []}
+
+    def work(who):
+        for x, y in batches:
+            results[who].append(_all(*net.loss_and_grads(x, y)))
+
+    threads = [threading.Thread(target=work, args=(who,)) for who in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for who, got in results.items():
+        for k, (a, b) in enumerate(zip(got, expected)):
+            _assert_same(a, b, f"thread {who}, call {k}")
