@@ -6,7 +6,9 @@ eager torch calls of a few microseconds each, and the arithmetic is a fraction o
 update's gradient sums without the step, so the parameters are read and never written. Its results are the C
 loop's bit for bit, and E, every dE/dW, dE/db and every delta agree with the reference within ``ONE_UPDATE_ULPS``
 (the C loop's C_ULPS) ulps of their scale: tests/proof/test_one_update.py proves both, for every activation x
-output x loss, ordinary and saturated, float64 and float32.
+output x loss, ordinary and saturated, float64 and float32. The results are written into one of two kept sets of
+tensors per batch size, each tensor only where nothing but the set reaches it (_Outputs): what a caller keeps is
+never overwritten, and a loop that rebinds its names each update makes no tensor (test_one_update_outputs.py).
 
 network.py never imports this module: ``register()`` (called when manual_backprop is imported) puts
 ``loss_and_gradients`` below into network.ONE_UPDATE, which MLP.loss_and_grads asks first after its checks. It
@@ -47,6 +49,7 @@ _lock = threading.Lock()
 _data_ptr = Tensor.data_ptr
 _shape = operator.attrgetter("shape")
 _POOL = 2  # output sets kept per batch size: a loop that rebinds its names each update alternates between two
+_BATCH_SIZES = 8  # batch sizes whose sets a plan keeps (a run has one or two: its batch and the last, partial one)
 _use_count = Tensor._use_count  # references to the tensor's C++ object (a DLPack capsule, autograd, a C++ list)
 _storage_use_count = torch._C._storage_Use_Count  # references to its memory (views, .numpy(), .detach())
 _version = operator.attrgetter("_version")  # in-place changes, of values or of shape and strides
@@ -107,6 +110,9 @@ class OneUpdatePlan:
         B = x.shape[0]
         pool = self.pools.get(B)
         if pool is None:
+            if len(self.pools) >= _BATCH_SIZES:
+                with contextlib.suppress(StopIteration, KeyError):
+                    del self.pools[next(iter(self.pools))]  # the batch size seen first: its sets to their holders
             pool = self.pools[B] = collections.deque()
         outputs = None
         if len(pool) >= _POOL:

@@ -163,3 +163,14 @@ def test_calls_from_two_threads_never_share_tensors():
     for who, got in results.items():
         for k, (a, b) in enumerate(zip(got, expected)):
             _assert_same(a, b, f"thread {who}, call {k}")
+
+
+def test_sets_are_kept_for_a_few_batch_sizes_only():
+    from manual_backprop.fast import one_update
+    net, _ = _net_and_batches()
+    gen = torch.Generator().manual_seed(1)
+    for b in range(1, 30):
+        x, y = torch.randn(b, SIZES[0], generator=gen, dtype=net.dtype), torch.rand(b, SIZES[-1], dtype=net.dtype)
+        _assert_same(_all(*net.loss_and_grads(x, y)), _fresh(net, x, y), f"batch size {b}")
+    plan = one_update.plan_of(net)
+    assert len(plan.pools) == one_update._BATCH_SIZES and max(plan.pools) == 29
