@@ -54,6 +54,7 @@ _use_count = Tensor._use_count  # references to the tensor's C++ object (a DLPac
 _storage_use_count = torch._C._storage_Use_Count  # references to its memory (views, .numpy(), .detach())
 _version = operator.attrgetter("_version")  # in-place changes, of values or of shape and strides
 _requires_grad = operator.attrgetter("requires_grad")
+_stride = Tensor.stride
 _fma_rounding: dict = {}  # dtype -> whether torch's add_(alpha) rounds as the C step's fma on this machine
 unavailable: Optional[str] = None  # why the C library could not be built here (None: not tried, or built)
 
@@ -90,6 +91,7 @@ class OneUpdatePlan:
         self.step_fn = step_fn  # mbp_step, or None where torch's add_ does not round as its fma does
         self.last = None  # (Gradients, its tensors, their addresses and shapes, the out array) of the last call
         self.param_shapes = [p.shape for p in self.params]
+        self.param_strides = [torch.empty(p.shape).stride() for p in self.params]  # contiguous, as the C step reads
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
@@ -138,7 +140,7 @@ class OneUpdatePlan:
 
     def step(self, net: MLP, grads: Gradients, lr: float) -> bool:
         """network.update(net, grads, lr) in one C call, where grads is what this plan's last call returned, its
-        lists holding the same tensors at the same addresses and shapes, and net's parameters are still the plan's.
+        lists holding the same tensors at the same addresses, shapes and strides, and net's parameters are still the plan's.
         Returns whether it stepped."""
         last = self.last
         if last is None or grads is not last[0]:
@@ -146,7 +148,7 @@ class OneUpdatePlan:
         given = [*grads.weights, *grads.biases]
         if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
                 and list(map(_data_ptr, given)) == last[2] and list(map(_shape, given)) == self.param_shapes
-                and self.holds(net)):
+                and list(map(_stride, given)) == self.param_strides and self.holds(net)):  # t_(): strides only
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")
@@ -159,7 +161,8 @@ class _Outputs:
 
     The results belong to the caller. A tensor of the set is written again by a later call only where nothing but
     the set can reach it or its memory: no Python reference (a name, a list, a Gradients), no view or array over the
-    memory, no C++ reference, no weak reference, no in-place change since it was made, no requires_grad; ready()
+    memory, no C++ reference, no weak reference, no in-place change since it was made (of values, shape, strides or memory), no
+    requires_grad; ready()
     puts a new tensor in the place of any other, which its holder keeps. So what a caller keeps is never
     overwritten (test_one_update.py), and a loop that rebinds its names each update makes no tensor at all:
     making seven was a third of one small update's time."""
@@ -187,7 +190,9 @@ class _Outputs:
         tensors = self.tensors
         return (list(map(sys.getrefcount, tensors)), list(map(_use_count, tensors)),
                 list(map(_storage_use_count, self.cdata)), list(map(sys.getrefcount, self.storages)),
-                list(map(_version, tensors)))  # a caller's untyped_storage() is the set's own storage object
+                list(map(_version, tensors)), list(map(_shape, tensors)), list(map(_stride, tensors)))
+        # a caller's untyped_storage() is the set's own storage object; ``t.data = t.view(...)`` changes neither a
+        # count nor the version, only the shape or the strides
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is

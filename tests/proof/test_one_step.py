@@ -132,3 +132,16 @@ def test_the_probe_finds_what_a_two_rounding_step_would_miss():
         fused = w.clone().add_(g, alpha=-0.1)
         twice = w + torch.tensor(-0.1, dtype=dtype) * g
         assert not torch.equal(fused, twice)
+
+
+@pytest.mark.parametrize("change", ["t_", "data=t()"])
+def test_a_square_gradient_transposed_in_place_runs_network_update(change, steps):
+    """Its address and shape are unchanged, its strides are not: the C step would read it untransposed."""
+    net, x, y = _problem([3, 3, 2], F64)
+    _, grads = net.loss_and_grads(x, y, SquaredError())
+    g = grads.weights[0]
+    g.t_() if change == "t_" else setattr(g, "data", g.t())
+    expected = _stepped_by_update(net, grads, 0.3)
+    net.step(grads, 0.3)
+    _same_bits(net, expected, f"a gradient after {change}")
+    assert steps == [False]

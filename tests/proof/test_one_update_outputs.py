@@ -125,6 +125,8 @@ CHANGES = {
     "resized": lambda t: t.resize_(t.numel() + 7),
     "given other memory": lambda t: t.set_(torch.zeros(2, 2, dtype=t.dtype)),
     "data replaced": lambda t: setattr(t, "data", torch.zeros(t.shape[::-1], dtype=t.dtype)),
+    "data made a view of itself": lambda t: setattr(t, "data", t.view(-1)),
+    "data made its transpose": lambda t: setattr(t, "data", t.t()),
     "made to require grad": lambda t: t.requires_grad_(),
     "scaled in place": lambda t: t.mul_(2.0),
 }
