@@ -140,8 +140,8 @@ class OneUpdatePlan:
 
     def step(self, net: MLP, grads: Gradients, lr: float) -> bool:
         """network.update(net, grads, lr) in one C call, where grads is what this plan's last call returned, its
-        lists holding the same tensors at the same addresses, shapes and strides, and net's parameters are still the plan's.
-        Returns whether it stepped."""
+        lists holding the same tensors at the same addresses, shapes and strides, and net's parameters are still the
+        plan's. Returns whether it stepped."""
         last = self.last
         if last is None or grads is not last[0]:
             return False
@@ -161,11 +161,10 @@ class _Outputs:
 
     The results belong to the caller. A tensor of the set is written again by a later call only where nothing but
     the set can reach it or its memory: no Python reference (a name, a list, a Gradients), no view or array over the
-    memory, no C++ reference, no weak reference, no in-place change since it was made (of values, shape, strides or memory), no
-    requires_grad; ready()
-    puts a new tensor in the place of any other, which its holder keeps. So what a caller keeps is never
-    overwritten (test_one_update.py), and a loop that rebinds its names each update makes no tensor at all:
-    making seven was a third of one small update's time."""
+    memory, no C++ reference, no weak reference, no in-place change (values, shape, strides, memory) since it was
+    made, no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps. So what a
+    caller keeps is never overwritten (test_one_update_outputs.py), and a loop that rebinds its names each update
+    makes no tensor at all (making seven cost about as much as the C call and its checks on a small network)."""
 
     def __init__(self, plan: OneUpdatePlan, B: int):
         self.dtype, L = plan.dtype, plan.L
@@ -187,12 +186,12 @@ class _Outputs:
         self.tensors[i] = t
 
     def _state(self):
+        # a caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
+        # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape
         tensors = self.tensors
         return (list(map(sys.getrefcount, tensors)), list(map(_use_count, tensors)),
                 list(map(_storage_use_count, self.cdata)), list(map(sys.getrefcount, self.storages)),
                 list(map(_version, tensors)), list(map(_shape, tensors)), list(map(_stride, tensors)))
-        # a caller's untyped_storage() is the set's own storage object; ``t.data = t.view(...)`` changes neither a
-        # count nor the version, only the shape or the strides
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is
@@ -206,7 +205,7 @@ class _Outputs:
             if any(now[i] != then[i] for now, then in zip(state, self.state)) or weakref.getweakrefcount(t) \
                     or t.requires_grad:
                 self._renew(i)
-        del t
+        del t  # the loop's own reference, before the new baseline is counted
         self.state = self._state()
 
 
