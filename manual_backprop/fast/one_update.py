@@ -113,7 +113,7 @@ class OneUpdatePlan:
         pool = self.pools.get(B)
         if pool is None:
             if len(self.pools) >= _BATCH_SIZES:
-                with contextlib.suppress(StopIteration, KeyError):
+                with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread's
                     del self.pools[next(iter(self.pools))]  # the batch size seen first: its sets to their holders
             pool = self.pools[B] = collections.deque()
         outputs = None

@@ -11,7 +11,6 @@ fresh call on a copy of the network, bit for bit; and a loop that rebinds its na
 import threading
 import weakref
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,45 +67,40 @@ def test_a_loop_that_rebinds_its_names_makes_no_tensor_and_each_call_is_a_fresh_
     assert len(set(addresses[2:])) == 2, "the results did not cycle through two sets of tensors"
 
 
+# how a caller keeps part of a call's results: (keep it, read its values back as tensors, their places in _all)
 KEEPS = {
-    "E by name": lambda loss, grads: loss,
-    "the Gradients": lambda loss, grads: grads,
-    "a list of one gradient": lambda loss, grads: [grads.weights[1]],
-    "a view": lambda loss, grads: grads.weights[0].view(-1),
-    "a numpy array": lambda loss, grads: grads.deltas[0].numpy(),
-    "a detached tensor": lambda loss, grads: grads.biases[0].detach(),
-    "a DLPack capsule": lambda loss, grads: torch.utils.dlpack.to_dlpack(grads.deltas[1]),
-    "the memory": lambda loss, grads: grads.weights[1].untyped_storage(),
+    "E by name": (lambda loss, grads: loss, lambda kept: [kept], [0]),
+    "the Gradients": (lambda loss, grads: grads, lambda kept: _all(None, kept)[1:], [1, 2, 3, 4, 5, 6]),
+    "a list of one gradient": (lambda loss, grads: [grads.weights[1]], lambda kept: kept, [2]),
+    "a view": (lambda loss, grads: grads.weights[0].view(-1), lambda kept: [kept.view(SIZES[1], SIZES[0])], [1]),
+    "a numpy array": (lambda loss, grads: grads.deltas[0].numpy(), lambda kept: [torch.from_numpy(kept)], [5]),
+    "a detached tensor": (lambda loss, grads: grads.biases[0].detach(), lambda kept: [kept], [3]),
+    "a DLPack capsule": (lambda loss, grads: torch.utils.dlpack.to_dlpack(grads.deltas[1]),
+                         lambda kept: [torch.utils.dlpack.from_dlpack(kept)], [6]),
+    "the memory": (lambda loss, grads: grads.weights[1].untyped_storage(),
+                   lambda kept: [torch.tensor([], dtype=torch.float64).set_(kept).view(SIZES[2], SIZES[1])], [2]),
 }
 
 
 @pytest.mark.parametrize("keep", list(KEEPS), ids=list(KEEPS))
 def test_what_a_caller_keeps_is_never_overwritten(keep):
+    hold, read, places = KEEPS[keep]
     net, batches = _net_and_batches()
     _uses_the_c_call(net, *batches[0])
     loss, grads = net.loss_and_grads(*batches[1])
     before = [t.clone() for t in _all(loss, grads)]
-    addresses = [t.data_ptr() for t in _all(loss, grads)]
-    kept = KEEPS[keep](loss, grads)
+    kept, addresses = hold(loss, grads), [t.data_ptr() for t in _all(loss, grads)]
     del loss, grads
     for x, y in batches[2:]:
         got = _all(*net.loss_and_grads(x, y))
         _assert_same(got, _fresh(net, x, y), f"with {keep} kept")
         del got
-    if keep == "a DLPack capsule":
-        kept = torch.utils.dlpack.from_dlpack(kept)
-    if keep == "the memory":
-        kept = torch.tensor([], dtype=net.dtype).set_(kept).view(before[2].shape)
-    expected = {"E by name": [before[0]], "the Gradients": before[1:], "a list of one gradient": [before[2]],
-                "a view": [before[1].view(-1)], "a numpy array": [before[5]], "a detached tensor": [before[3]],
-                "a DLPack capsule": [before[6]], "the memory": [before[2]]}[keep]
-    values = {"the Gradients": _all(torch.zeros(()), kept)[1:] if keep == "the Gradients" else None,
-              "a list of one gradient": kept}.get(keep) or [kept]
-    for a, b in zip(values, expected):
-        a = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
-        assert torch.equal(a, b), f"{keep}: later calls overwrote it"
+    values = read(kept)
+    assert len(values) == len(places)
+    for a, k in zip(values, places):
+        assert torch.equal(a, before[k]), f"{keep}: later calls overwrote it"
     if keep == "the Gradients":
-        assert [t.data_ptr() for t in _all(torch.zeros(()), kept)[1:]] == addresses[1:]
+        assert [t.data_ptr() for t in _all(None, kept)[1:]] == addresses[1:], "its tensors were replaced"
 
 
 def test_a_weak_reference_sees_its_tensor_unchanged():
