@@ -6,8 +6,9 @@
  * for every update, the forward phase over the update's samples, the loss and the output delta, the hidden deltas
  * (delta_j = f'(net_j) * sum_c delta_c w_cj) and the update W <- W - lr * dE/dW, b <- b - lr * dE/db, in that order
  * and with the same per-element arithmetic as the activation and loss classes (whose C code kernels.h holds).
- * Summation order inside a dot product differs from torch's matrix products, and torch's add(alpha) fuses a
- * multiply-add that this loop rounds twice: a few units in the last place per update, the bound the proof states.
+ * Summation order inside a dot product differs from torch's matrix products (each product is added with one
+ * rounding, an explicit fma: vecfma.h), and torch's add(alpha) fuses a multiply-add that this loop's step rounds
+ * twice: a few units in the last place per update, the bound the proof states.
  *
  * mlp_body.c holds the loop (and includes mlp_grads.c, MLP.loss_and_grads' one call); it is included twice, once for
  * double (suffix _f64) and once for float (_f32), so each dtype computes in its own precision as torch does.
@@ -19,6 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "vecfma.h" /* every sum of products: fused multiply-adds, the same bits on every machine */
 
 /* Reduction codes shared with fast/c_loop.py (the order of losses.REDUCTIONS). Activation and loss codes are the
  * order of activations.ACTIVATIONS and losses.LOSSES; kernels.h switches on them. */

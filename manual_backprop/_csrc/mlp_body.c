@@ -27,7 +27,7 @@ static void SUFFIX(hidden_delta)(int32_t act, REAL slope, const REAL *W, const R
     for (int64_t c = 0; c < n_out; c++) {
         const REAL dc = above[c];
         const REAL *Wc = W + c * n_in;
-        for (int64_t i = 0; i < n_in; i++) delta[i] += dc * Wc[i];
+        for (int64_t i = 0; i < n_in; i++) delta[i] = R_FMA(dc, Wc[i], delta[i]);
     }
     SUFFIX(activation_backward)(act, slope, x, delta, n_in);
 }
@@ -54,7 +54,7 @@ static void SUFFIX(update)(REAL *W, REAL *bias, const REAL *delta, const REAL *c
             for (int64_t b = 0; b < B; b++) {
                 const REAL dbj = delta[b * n_out + j];
                 const REAL *in = inputs[b];
-                for (int64_t i = 0; i < n_in; i++) grad_row[i] += dbj * in[i];
+                for (int64_t i = 0; i < n_in; i++) grad_row[i] = R_FMA(dbj, in[i], grad_row[i]);
                 gb += dbj;
             }
             if (grad_w)
@@ -120,13 +120,16 @@ static void SUFFIX(forward_phase)(const mbp_plan *plan, SUFFIX(workspace) *w, co
         REAL *out = (k == L - 1) ? w->logits : w->act[k + 1];
         for (int64_t b = 0; b < B; b++) {
             const REAL *in = (k == 0) ? x_data + (idx ? idx[b] : first + b) * n_in0 : w->act[k] + b * n_in;
-            REAL *z = out + b * n_o;
-            SUFFIX(net_input)(weights[k], biases ? biases[k] : NULL, in, z, n_in, n_o);
-            if (k == L - 1)
-                memcpy(w->act[L] + b * n_o, z, (size_t)n_o * sizeof(REAL));
-            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], (k == L - 1) ? w->act[L] + b * n_o : z,
-                                       n_o);
+            SUFFIX(net_input)(weights[k], biases ? biases[k] : NULL, in, out + b * n_o, n_in, n_o);
         }
+        REAL *x_next = (k == L - 1) ? w->act[L] : out; /* the output layer keeps its logits */
+        if (k == L - 1)
+            memcpy(x_next, out, (size_t)(B * n_o) * sizeof(REAL));
+        if (SUFFIX(activation_elementwise)(plan->acts[k])) /* all B rows at once: the same bits, whole vectors */
+            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next, B * n_o);
+        else
+            for (int64_t b = 0; b < B; b++)
+                SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next + b * n_o, n_o);
     }
 }
 

@@ -21,10 +21,19 @@ static inline SUFFIX(vec16) SUFFIX(load16)(const REAL *p)
 }
 #endif
 
+/* c + a * b lane by lane, rounded once (vecfma.h), and x in every lane (x * 1, exact: a broadcast) */
+#if defined(__GNUC__)
+MBP_VFMA_DEFINE(SUFFIX(fma16), SUFFIX(vec16), REAL, R_FMA)
+MBP_VFMA_DEFINE(SUFFIX(fma8), SUFFIX(vec8), REAL, R_FMA)
+static inline SUFFIX(vec16) SUFFIX(splat16)(REAL x) { return x * ((SUFFIX(vec16)){0} + 1); }
+static inline SUFFIX(vec8) SUFFIX(splat8)(REAL x) { return x * ((SUFFIX(vec8)){0} + 1); }
+#endif
+
 /* sum_i a[i] b[i] in a fixed order the compiler may keep in vector registers without being allowed to reassociate
  * (no -ffast-math): sixteen running sums over the blocks of sixteen, folded into eight (s[l] + s[l + 8]), eight
- * running sums over one more block of eight, the eight paired as a tree, then the tail one by one. Below sixteen
- * elements the first stage adds nothing. torch's matrix products use their own (blocked) order as well. */
+ * running sums over one more block of eight, the eight paired as a tree, then the tail one by one; each product is
+ * added to its running sum with one rounding (fma). Below sixteen elements the first stage adds nothing. torch's
+ * matrix products use their own (blocked) order as well. */
 static REAL SUFFIX(dot)(const REAL *a, const REAL *b, int64_t n)
 {
     REAL s[8];
@@ -32,27 +41,27 @@ static REAL SUFFIX(dot)(const REAL *a, const REAL *b, int64_t n)
 #if defined(__GNUC__)
     SUFFIX(vec16) v16 = {0};
     for (; i + 16 <= n; i += 16)
-        v16 += SUFFIX(load16)(a + i) * SUFFIX(load16)(b + i);
+        v16 = SUFFIX(fma16)(SUFFIX(load16)(a + i), SUFFIX(load16)(b + i), v16);
     SUFFIX(vec8) lo, hi;
     memcpy(&lo, &v16, sizeof lo);
     memcpy(&hi, (REAL *)&v16 + 8, sizeof hi);
     SUFFIX(vec8) v = lo + hi;
     for (; i + 8 <= n; i += 8)
-        v += SUFFIX(load8)(a + i) * SUFFIX(load8)(b + i);
+        v = SUFFIX(fma8)(SUFFIX(load8)(a + i), SUFFIX(load8)(b + i), v);
     memcpy(s, &v, sizeof s);
 #else
     REAL s16[16] = {0};
     for (; i + 16 <= n; i += 16)
         for (int l = 0; l < 16; l++)
-            s16[l] += a[i + l] * b[i + l];
+            s16[l] = R_FMA(a[i + l], b[i + l], s16[l]);
     for (int l = 0; l < 8; l++)
         s[l] = s16[l] + s16[l + 8];
     for (; i + 8 <= n; i += 8)
         for (int l = 0; l < 8; l++)
-            s[l] += a[i + l] * b[i + l];
+            s[l] = R_FMA(a[i + l], b[i + l], s[l]);
 #endif
     REAL total = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     for (; i < n; i++)
-        total += a[i] * b[i];
+        total = R_FMA(a[i], b[i], total);
     return total;
 }

@@ -26,15 +26,15 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
             const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i), b1 = SUFFIX(load16)(b[1] + i);
             for (int r = 0; r < 4; r++) {
                 const SUFFIX(vec16) ar = SUFFIX(load16)(a[r] + i);
-                v16[0][r] += ar * b0;
-                v16[1][r] += ar * b1;
+                v16[0][r] = SUFFIX(fma16)(ar, b0, v16[0][r]);
+                v16[1][r] = SUFFIX(fma16)(ar, b1, v16[1][r]);
             }
         }
     else
         for (; i + 16 <= n; i += 16) {
             const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i);
             for (int r = 0; r < 4; r++)
-                v16[0][r] += SUFFIX(load16)(a[r] + i) * b0;
+                v16[0][r] = SUFFIX(fma16)(SUFFIX(load16)(a[r] + i), b0, v16[0][r]);
         }
     SUFFIX(vec8) v[2][4];
     for (int q = 0; q < n_b; q++)
@@ -48,7 +48,7 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
         for (int q = 0; q < n_b; q++) {
             const SUFFIX(vec8) bq = SUFFIX(load8)(b[q] + i);
             for (int r = 0; r < 4; r++)
-                v[q][r] += SUFFIX(load8)(a[r] + i) * bq;
+                v[q][r] = SUFFIX(fma8)(SUFFIX(load8)(a[r] + i), bq, v[q][r]);
         }
     for (int q = 0; q < n_b; q++)
         memcpy(s[q], v[q], sizeof s[q]);
@@ -59,7 +59,7 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
         for (int q = 0; q < n_b; q++)
             for (int r = 0; r < 4; r++)
                 for (int l = 0; l < 16; l++)
-                    s16[q][r][l] += a[r][i + l] * b[q][i + l];
+                    s16[q][r][l] = R_FMA(a[r][i + l], b[q][i + l], s16[q][r][l]);
     for (int q = 0; q < n_b; q++)
         for (int r = 0; r < 4; r++)
             for (int l = 0; l < 8; l++)
@@ -68,21 +68,20 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
         for (int q = 0; q < n_b; q++)
             for (int r = 0; r < 4; r++)
                 for (int l = 0; l < 8; l++)
-                    s[q][r][l] += a[r][i + l] * b[q][i + l];
+                    s[q][r][l] = R_FMA(a[r][i + l], b[q][i + l], s[q][r][l]);
 #endif
     for (int q = 0; q < n_b; q++)
         for (int r = 0; r < 4; r++) {
             const REAL *t8 = s[q][r];
             REAL total = ((t8[0] + t8[4]) + (t8[1] + t8[5])) + ((t8[2] + t8[6]) + (t8[3] + t8[7]));
             for (int64_t t = i; t < n; t++)
-                total += a[r][t] * b[q][t];
+                total = R_FMA(a[r][t], b[q][t], total);
             out[q][r] = total;
         }
 }
 
-/* forward_phase on the B rows of x_data, the same values bit for bit (net_input's dot products through
- * dot4 four units at a time, each block of W over all the samples, then the same bias add and activation per
- * row). */
+/* network.forward_phase on the B rows of x_data: net_input's dot products through dot4, four units at a time,
+ * each block of W over all the samples, then the bias add and f (on all rows at once where f is element-wise). */
 static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B)
 {
     const int64_t L = plan->n_layers, *sizes = plan->sizes;
@@ -108,15 +107,17 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
                     memcpy(out + (b + q) * n_o + j, got[q], (size_t)m * sizeof(REAL));
             }
         }
-        for (int64_t b = 0; b < B; b++) {
-            REAL *z = out + b * n_o;
-            if (bias)
-                for (j = 0; j < n_o; j++) z[j] = bias[j] + z[j];
-            if (k == L - 1)
-                memcpy(w->act[L] + b * n_o, z, (size_t)n_o * sizeof(REAL));
-            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], (k == L - 1) ? w->act[L] + b * n_o : z,
-                                       n_o);
-        }
+        if (bias)
+            for (int64_t b = 0; b < B; b++)
+                for (j = 0; j < n_o; j++) out[b * n_o + j] = bias[j] + out[b * n_o + j];
+        REAL *x_next = (k == L - 1) ? w->act[L] : out; /* the output layer keeps its logits */
+        if (k == L - 1)
+            memcpy(x_next, out, (size_t)(B * n_o) * sizeof(REAL));
+        if (SUFFIX(activation_elementwise)(plan->acts[k])) /* all B rows at once: the same bits, whole vectors */
+            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next, B * n_o);
+        else
+            for (int64_t b = 0; b < B; b++)
+                SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next + b * n_o, n_o);
     }
 }
 
@@ -143,10 +144,12 @@ static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int6
                 SUFFIX(vec16) g[GRAD_ROWS][4] = {{{0}}};
                 for (int64_t b = 0; b < B; b++) {
                     const REAL *in = inputs[b] + i;
+                    SUFFIX(vec16) d[GRAD_ROWS]; /* past the last row: its copy, unused */
+                    for (int r = 0; r < GRAD_ROWS; r++) d[r] = SUFFIX(splat16)(delta[b * n_out + j + (r < m ? r : m - 1)]);
                     for (int t = 0; t < 4; t++) {
                         const SUFFIX(vec16) v = SUFFIX(load16)(in + 16 * t);
-                        for (int r = 0; r < GRAD_ROWS; r++) /* past the last row: its copy, unused */
-                            g[r][t] += delta[b * n_out + j + (r < m ? r : m - 1)] * v;
+                        for (int r = 0; r < GRAD_ROWS; r++)
+                            g[r][t] = SUFFIX(fma16)(v, d[r], g[r][t]);
                     }
                 }
                 for (int64_t r = 0; r < m; r++)
@@ -156,14 +159,14 @@ static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int6
                 for (int64_t r = 0; r < m; r++) {
                     SUFFIX(vec8) g0 = {0};
                     for (int64_t b = 0; b < B; b++)
-                        g0 += delta[b * n_out + j + r] * SUFFIX(load8)(inputs[b] + i);
+                        g0 = SUFFIX(fma8)(SUFFIX(load8)(inputs[b] + i), SUFFIX(splat8)(delta[b * n_out + j + r]), g0);
                     memcpy(grad_w + (j + r) * n_in + i, &g0, sizeof g0);
                 }
 #endif
             for (; i < n_in; i++)
                 for (int64_t r = 0; r < m; r++) {
                     REAL g = 0;
-                    for (int64_t b = 0; b < B; b++) g += delta[b * n_out + j + r] * inputs[b][i];
+                    for (int64_t b = 0; b < B; b++) g = R_FMA(inputs[b][i], delta[b * n_out + j + r], g);
                     grad_w[(j + r) * n_in + i] = g;
                 }
         }

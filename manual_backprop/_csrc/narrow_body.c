@@ -12,6 +12,10 @@ typedef REAL SUFFIX(vec) __attribute__((vector_size(64), may_alias));
 
 #include "kernels.h"
 
+/* c + a * b lane by lane, rounded once (vecfma.h), and x in every lane (x * 1, exact: a broadcast) */
+MBP_VFMA_DEFINE(SUFFIX(narrow_fma), VEC, REAL, R_FMA)
+static inline VEC SUFFIX(narrow_splat)(REAL x) { return x * ((VEC){0} + 1); }
+
 /* network.net_input for a tile: z = W a + b, a (n_in, TILE), z (n_out, TILE); the products summed in the
  * order i = 0 .. n_in - 1 after the bias. */
 static void SUFFIX(narrow_net_input)(const REAL *W, const REAL *bias, const REAL *a, REAL *z, int64_t n_in,
@@ -23,9 +27,9 @@ static void SUFFIX(narrow_net_input)(const REAL *W, const REAL *bias, const REAL
         for (int v = 0; v < NV; v++) acc[v] = (VEC){0} + bj;
         const REAL *Wj = W + j * n_in;
         for (int64_t i = 0; i < n_in; i++) {
-            const REAL w = Wj[i];
+            const VEC w = SUFFIX(narrow_splat)(Wj[i]);
             const VEC *ai = (const VEC *)(a + i * TILE);
-            for (int v = 0; v < NV; v++) acc[v] = acc[v] + w * ai[v];
+            for (int v = 0; v < NV; v++) acc[v] = SUFFIX(narrow_fma)(ai[v], w, acc[v]);
         }
         VEC *zj = (VEC *)(z + j * TILE);
         for (int v = 0; v < NV; v++) zj[v] = acc[v];
@@ -40,9 +44,9 @@ static void SUFFIX(narrow_back)(const REAL *W, const REAL *delta, REAL *back, in
         VEC acc[NV];
         for (int v = 0; v < NV; v++) acc[v] = (VEC){0};
         for (int64_t c = 0; c < n_out; c++) {
-            const REAL w = W[c * n_in + i];
+            const VEC w = SUFFIX(narrow_splat)(W[c * n_in + i]);
             const VEC *dc = (const VEC *)(delta + c * TILE);
-            for (int v = 0; v < NV; v++) acc[v] = acc[v] + dc[v] * w;
+            for (int v = 0; v < NV; v++) acc[v] = SUFFIX(narrow_fma)(dc[v], w, acc[v]);
         }
         VEC *bi = (VEC *)(back + i * TILE);
         for (int v = 0; v < NV; v++) bi[v] = acc[v];
@@ -61,7 +65,7 @@ static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, V
         for (int64_t i = 0; i < n_in; i++) {
             const VEC *ai = (const VEC *)(a + i * TILE);
             VEC s = g[i];
-            for (int v = 0; v < NV; v++) s = s + dj[v] * ai[v];
+            for (int v = 0; v < NV; v++) s = SUFFIX(narrow_fma)(dj[v], ai[v], s);
             g[i] = s;
         }
         if (gb) {

@@ -7,7 +7,8 @@ ctypes. One call runs a whole epoch of updates (online or minibatch) on the CPU,
 between updates.
 
 Proven update by update against network.py (tests/proof/test_update_proof.py): the C loop sums dot products in its own
-order and rounds W + (-lr) g in two steps where torch's add fuses them, so one update's parameters agree with the
+order (each product added with one rounding, an explicit fma: _csrc/vecfma.h, the same bits on every machine) and
+rounds W + (-lr) g in two steps where torch's add fuses them, so one update's parameters agree with the
 reference within ``C_ULPS`` units in the last place of each tensor's largest entry, and its loss and gradients
 within ``C_ULPS`` ulps of their magnitude; on saturated units the same bound holds (f' is computed from the output
 with the reference's own formula, e.g. tanh' = (1 - x)(1 + x)).
@@ -76,8 +77,8 @@ def _compiler() -> Optional[str]:
 
 # The flags of every build, in the library's cache key. Whole-vector loops (the population kernel's lanes, the C
 # loop's lane-wise sums) may use 512-bit registers where the CPU has them; a loop's width never changes its results
-# (no reassociation: no -ffast-math), so every attempt below computes the same bits. Tried in order: the first
-# that compiles is built.
+# (no reassociation: no -ffast-math; no contraction: a fused multiply-add is written as one, vecfma.h), so every
+# attempt below computes the same bits. Tried in order: the first that compiles is built.
 _FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
 _NATIVE_FLAGS = (["-march=native", "-mprefer-vector-width=512"], ["-march=native"], [])
 
@@ -153,7 +154,7 @@ def load_kernel() -> ctypes.CDLL:
         cc = _compiler()
         if cc in _lib_cache:
             return _lib_cache[cc]
-        lib, target = build_library("mlp.c", ["*.c"], kernels_h(), "C loop")
+        lib, target = build_library("mlp.c", ["*.c", "*.h"], kernels_h(), "C loop")
         if lib.mbp_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable(f"the C loop at {target} reports ABI {lib.mbp_abi_version()}, "
                                       f"expected {_ABI_VERSION}")
