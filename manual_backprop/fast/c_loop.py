@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..losses import Loss
 from ..network import MLP, Gradients
-from .common import FastPathUnavailable
+from .common import FastPathUnavailable, mark_written
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
 from .private_load import load_private_library, open_private_folder
 from .private_load import private_folder as _private_folder
@@ -270,6 +270,7 @@ class CKernel:
         self._plan_ref = ctypes.byref(self._plan)
         self._key = None
         self._keep = ()
+        self._params = []
 
     def bind(self, x: Tensor, y: Tensor) -> None:
         """Check the data and the parameters and point the plan at them (only when they changed since last time)."""
@@ -292,6 +293,7 @@ class CKernel:
         self._plan.biases = ctypes.addressof(biases) if biases is not None else None
         self._plan.x_data, self._plan.y_data, self._plan.n_samples = x.data_ptr(), y.data_ptr(), x.shape[0]
         self._keep = (weights, biases, x, y)  # the plan points into these: keep them alive
+        self._params = params  # what every call writes (mark_written)
         self._key = key
 
     def run(self, x: Tensor, y: Tensor, order: Tensor, offsets: Tensor, lr: float, *,
@@ -319,7 +321,9 @@ class CKernel:
 
     def call_epochs(self, epochs: "EpochsCall") -> None:
         """mbp_train_epochs on a filled EpochsCall, after ``bind`` (fast/epochs.py checks what it passes)."""
-        self._raise(self._epochs_fn(self._plan_ref, ctypes.byref(epochs)))
+        status = self._epochs_fn(self._plan_ref, ctypes.byref(epochs))
+        mark_written(self._params)  # a divergence rewind writes them too
+        self._raise(status)
 
     def _raise(self, status: int) -> None:
         if status:
@@ -332,7 +336,10 @@ class CKernel:
     def call(self, order_ptr: int, offsets_ptr: int, n_updates: int, lr: float, losses_ptr: int,
              grad_w=None, grad_b=None) -> None:
         """The C call itself, on raw addresses, after ``bind``: no checks beyond the loop's own (for benchmarks)."""
-        self._raise(self._fn(self._plan_ref, order_ptr, offsets_ptr, n_updates, lr, losses_ptr, grad_w, grad_b))
+        status = self._fn(self._plan_ref, order_ptr, offsets_ptr, n_updates, lr, losses_ptr, grad_w, grad_b)
+        if not status:
+            mark_written(self._params)
+        self._raise(status)
 
     def kept_bytes(self, batch: int) -> int:
         """Bytes the loop keeps for its backward phase: x^1..x^L and the output logits for ``batch`` samples

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..losses import Loss
 from ..network import MLP
-from .common import FastPathUnavailable
+from .common import FastPathUnavailable, mark_written
 from .fused import FusedStep
 
 __all__ = ["CudaGraphRunner", "capture_graph"]
@@ -101,6 +101,8 @@ class CudaGraphRunner:
                 self._idx.copy_(order[c * K * B:(c + 1) * K * B])
                 self._graph.replay()
                 losses[c * K:(c + 1) * K].copy_(self._losses)
+            if n_chunks:  # a replay's in-place updates bump no version counter (only the capture did)
+                mark_written(list(self.step.params))
             for u in range(n_chunks * K, n_updates):
                 self.step.update(x, y, order[offsets[u]:offsets[u + 1]], lr, losses[u])
         return losses

@@ -37,7 +37,7 @@ from ..derived import ONE_STEP, ONE_UPDATE
 from ..losses import Loss
 from ..network import MLP, Gradients, update
 from .c_loop import C_ULPS, _Plan, c_unsupported, load_kernel
-from .common import C_WORK_LIMIT, FastPathUnavailable
+from .common import C_WORK_LIMIT, FastPathUnavailable, mark_written
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES
 
 __all__ = ["ONE_UPDATE_ULPS", "OneUpdatePlan", "loss_and_gradients", "plan_of", "register", "unavailable"]
@@ -152,6 +152,7 @@ class OneUpdatePlan:
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")
+        mark_written(self.params)
         return True
 
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from ..fast import c_loop
-from ..fast.common import FastPathUnavailable
+from ..fast.common import FastPathUnavailable, mark_written
 from ..fast.csource import ACT_CODES
 from ..init import initial_parameters, resolve_init
 from ..losses import BinaryCrossEntropy, Loss, SquaredError
@@ -331,6 +331,7 @@ class PopulationCKernel:
         bad_losses = torch.empty(self.K, self.n, dtype=torch.float64)
         ran = self._fn(self._plan_ref, epochs, rows.data_ptr(), stop_epoch.data_ptr(), stop_kind.data_ptr(),
                        bad_losses.data_ptr())
+        mark_written(params)
         if ran < 0:
             raise MemoryError("the population kernel could not allocate its workspace")
         return ran, rows, stop_epoch, stop_kind, bad_losses

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_bool, check_choice, check_int, check_positive_number, check_seeds
-from ..fast.common import FastPathWarning
+from ..fast.common import FastPathWarning, mark_written
 from ..fast.cuda_graph import capture_graph
 from ..modes import MODES, EpochOrders, samples_per_update
 from ..optim.hooks import attach_optimizer
@@ -316,6 +316,7 @@ class PopulationTrainer(PopulationCheckpoints):
                 self._static_x.copy_(xs)
                 self._static_y.copy_(ys)
             self._graph.replay()
+            mark_written([*self.pop.weights, *self.pop.biases])  # a replay's in-place updates bump no version
         return self._static_out
 
     def _capture(self, xs: Tensor, ys: Tensor) -> None:

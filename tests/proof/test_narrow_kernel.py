@@ -6,7 +6,8 @@ accepts, ordinary and saturated networks, float64 and float32, at B = 10,000 (15
 partial tile (B = 1,037) and below one tile (B = 37, 1). Within NARROW_ULPS of the absolute-value network's scale
 (reference/update_proof.py). What the kernel refuses falls back with a reason, and the value it keeps across calls
 in batch mode (the evaluation's pass, reused as the next update's) is recomputed whenever the parameters change
-outside it: net.to, a user's edit between runs, a divergence rewind, a resume.
+outside it: net.to, a user's edit between runs, an update through a C kernel (the C step, the C loop), a divergence
+rewind, a resume.
 """
 
 import pytest
@@ -163,6 +164,26 @@ def test_replaced_parameter_tensors_are_seen():
     def replace(net):
         net.biases[0] = net.biases[0] + 0.25
     _edit_between_runs(replace)
+
+
+def _c_step(net):
+    """One update through MLP.loss_and_grads and MLP.step: their C calls where they apply (fast/one_update.py)."""
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(4, 3, generator=gen, dtype=net.dtype), torch.randn(4, 4, generator=gen, dtype=net.dtype)
+    _, grads = net.loss_and_grads(x, y, "squared_error")
+    net.step(grads, 0.1)
+
+
+def _c_loop_epoch(net):
+    """An online epoch of another Trainer on the same network, through the C loop."""
+    Trainer(net, _data(40, 3, 4), mode="online", lr=0.01, epochs=1, fast="c", seed=2).run()
+
+
+@pytest.mark.parametrize("edit", [_c_step, _c_loop_epoch], ids=["c-step", "c-loop"])
+def test_a_c_kernels_update_between_runs_is_seen(edit):
+    """A C kernel writes the parameters through their addresses; it bumps their version counters
+    (fast.common.mark_written), so the pass kept for the old parameters is not used for the new ones."""
+    _edit_between_runs(edit)
 
 
 def test_the_evaluation_after_an_edit_is_the_edited_networks():
