@@ -227,10 +227,14 @@ int SUFFIX(mbp_train)(const mbp_plan *plan, const int64_t *order, const int64_t 
     return 0;
 }
 
+/* forward_phase on B consecutive rows, four units and two rows at a time (mlp_grads.c): the same bits */
+static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B);
+
 /* The Trainer's evaluation of one split (Trainer.evaluate): E of the network on all n rows of (x, y) with the
  * split's reduction, summed row by row in double, and the accuracy (labels: argmax, first maximum, or output >= 0.5
  * for one output) as count / n in REAL, as accuracy() computes it; NaN without labels. Rows go through the forward
- * phase in blocks of the workspace's batch. */
+ * phase in blocks of the workspace's batch (forward_rows: eight independent sums at once, where forward_phase's
+ * one sample at a time waits on each sum's additions). */
 static void SUFFIX(evaluate)(const mbp_plan *plan, SUFFIX(workspace) *w, int64_t block, const REAL *x,
                              const REAL *y, const int64_t *labels, int64_t n, double *loss, double *acc)
 {
@@ -239,7 +243,10 @@ static void SUFFIX(evaluate)(const mbp_plan *plan, SUFFIX(workspace) *w, int64_t
     int64_t correct = 0;
     for (int64_t first = 0; first < n; first += block) {
         const int64_t B = n - first < block ? n - first : block;
-        SUFFIX(forward_phase)(plan, w, x, NULL, first, B);
+        if (B >= 8) /* below, forward_rows' repeated units cost more than its parallel sums save (XOR: 4 rows) */
+            SUFFIX(forward_rows)(plan, w, x + first * plan->sizes[0], B);
+        else
+            SUFFIX(forward_phase)(plan, w, x, NULL, first, B);
         for (int64_t b = 0; b < B; b++) {
             const REAL *out = w->act[L] + b * n_out;
             total += (double)SUFFIX(output_delta)(plan->loss_kind, plan->acts[L - 1], (REAL)plan->slopes[L - 1],
