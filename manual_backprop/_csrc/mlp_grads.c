@@ -80,8 +80,9 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
         }
 }
 
-/* network.forward_phase on the B rows of x_data: net_input's dot products through dot4, four units at a time,
- * each block of W over all the samples, then the bias add and f (on all rows at once where f is element-wise). */
+/* forward_phase on the B rows of x_data, the same values bit for bit: net_input's dot products through dot4, four
+ * units at a time, each block of W over all the samples, then the same bias add and f (on all rows at once where f
+ * is element-wise, as forward_phase applies it). */
 static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B)
 {
     const int64_t L = plan->n_layers, *sizes = plan->sizes;
