@@ -65,7 +65,7 @@ class Activation:
         raise NotImplementedError
 
     # ---- kernel code of the fast paths, each derived from forward/backward above
-    c_forward: "str | None" = None  # C expression of the net input v (a REAL) giving f(v)
+    c_forward: "str | None" = None  # C expression of the net input v (a REAL) and slope alone giving f(v)
     c_derivative: "str | None" = None  # C expression of the output x (a REAL) giving f'(net)
 
     def forward_(self, z: Tensor, out: Tensor) -> None:

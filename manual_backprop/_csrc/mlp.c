@@ -73,7 +73,7 @@ typedef struct {
 #define R_TANH mbp_tanh_f64
 #define R_LOG log
 #define R_LOG1P log1p
-#define R_FMA fma /* MLP.step's C call: torch's add_(alpha) rounds once, as fma does */
+#define R_FMA fma /* every sum of products (vecfma.h), and MLP.step's C call (torch's add_(alpha) rounds once) */
 #include "mlp_body.c"
 #undef REAL
 #undef SUFFIX

@@ -1,6 +1,7 @@
 /* Fused multiply-adds over GCC/Clang vector types for the C kernels (the C loop and its one-update call, the narrow
- * kernel): every lane of c + a * b rounded once, as fma() rounds it, so a sum of products gives the same bits on
- * every machine and with every build flag (fma is correctly rounded; the compiler is never asked to contract).
+ * kernel): every lane of c + a * b rounded once, as fma() rounds it, so a sum of products gives the same bits (NaN
+ * payloads aside) on every machine and with every build flag (fma is correctly rounded; the compiler is never
+ * asked to contract).
  *
  *   MBP_VFMA_DEFINE(name, VT, RT, scalar_fma)   defines  static inline VT name(VT a, VT b, VT c)
  *

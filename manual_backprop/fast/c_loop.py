@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shutil
@@ -275,9 +276,11 @@ class CKernel:
     def bind(self, x: Tensor, y: Tensor) -> None:
         """Check the data and the parameters and point the plan at them (only when they changed since last time)."""
         net = self.net
-        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape),
-               *(p.data_ptr() for p in net.weights), *(p.data_ptr() for p in net.biases))
-        if key == self._key:
+        params = net.weights + net.biases
+        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), *(p.data_ptr() for p in params))
+        # the same tensors too: new tensor objects at the same addresses have their own version counters, and the
+        # ones marked after each call (self._params) must be the network's (held, so no id is reused meanwhile)
+        if key == self._key and len(params) == len(self._params) and all(map(operator.is_, params, self._params)):
             return
         for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
             if t.dtype != net.dtype or t.device.type != "cpu" or not t.is_contiguous() or t.dim() != 2 \
@@ -285,7 +288,6 @@ class CKernel:
                 raise ValueError(f"{name} must be a contiguous CPU {net.dtype} tensor of shape ({x.shape[0]}, "
                                  f"{width}), but got {t.dtype} on {t.device}, shape {tuple(t.shape)}, "
                                  f"contiguous={t.is_contiguous()}")
-        params = net.weights + net.biases
         if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
             raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
         weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None

@@ -29,12 +29,29 @@ def work_per_update(net, batch: int) -> int:
     return batch * sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
 
 
-# torch._C._increment_version on a list: a fraction of a microsecond for all of a network's parameters
 _increment_version = torch._C._increment_version
+
+
+def _takes_a_list() -> bool:
+    """Whether this torch's _increment_version takes a list (torch 2.5 on: a fraction of a microsecond for all of a
+    network's parameters); before, it takes one tensor."""
+    try:
+        _increment_version([torch.empty(0)])
+        return True
+    except (TypeError, RuntimeError):  # torch 2.1-2.4: "increment_version expect a Tensor as input"
+        return False
+
+
+_LIST = _takes_a_list()
 
 
 def mark_written(tensors) -> None:
     """Bump the version counter of each tensor a C kernel changed in place (through its address, which torch does
     not see), as torch's own in-place ops do: whatever is keyed on a parameter's version (the narrow kernel's kept
-    pass, autograd's check of saved tensors) then knows it changed. ``tensors``: a list or tuple of tensors."""
-    _increment_version(tensors)
+    pass, the fused step's kept forward phase, autograd's check of saved tensors) then knows it changed. ``tensors``:
+    a list or tuple of tensors."""
+    if _LIST:
+        _increment_version(tensors)
+    else:
+        for t in tensors:
+            _increment_version(t)

@@ -39,6 +39,21 @@ def test_one_c_loop_call_bumps_every_parameters_version():
     _assert_all_bumped(before, params, "CKernel.run")
 
 
+def test_new_tensor_objects_at_the_same_addresses_are_the_ones_marked():
+    """``net.weights[k] = w.data`` puts a new tensor (with its own version counter) at the same memory: the kernel
+    rebinds, and marks the tensors the network holds now."""
+    net = MLP([3, 5, 2], activation="tanh", seed=0)
+    x, y = torch.randn(8, 3), torch.rand(8, 2)
+    kernel = fast.CKernel(net, net.check_loss("squared_error"))
+    kernel.run(x, y, torch.arange(8), torch.tensor([0, 4, 8]), 0.1)
+    net.weights = [w.data for w in net.weights]
+    net.biases = [b.data for b in net.biases]
+    params = net.parameters()
+    before = _versions(params)
+    kernel.run(x, y, torch.arange(8), torch.tensor([0, 4, 8]), 0.1)
+    _assert_all_bumped(before, params, "CKernel.run after new tensors at the same addresses")
+
+
 def test_a_trainers_c_epochs_bump_every_parameters_version():
     net = MLP([2, 2, 1], seed=0)
     trainer = Trainer(net, load_dataset("xor"), mode="online", lr=0.5, epochs=3, fast="c", seed=0)

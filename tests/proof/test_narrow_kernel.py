@@ -179,11 +179,13 @@ def _c_loop_epoch(net):
     Trainer(net, _data(40, 3, 4), mode="online", lr=0.01, epochs=1, fast="c", seed=2).run()
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("edit", [_c_step, _c_loop_epoch], ids=["c-step", "c-loop"])
-def test_a_c_kernels_update_between_runs_is_seen(edit):
+def test_a_c_kernels_update_between_runs_is_seen(edit, path):
     """A C kernel writes the parameters through their addresses; it bumps their version counters
-    (fast.common.mark_written), so the pass kept for the old parameters is not used for the new ones."""
-    _edit_between_runs(edit)
+    (fast.common.mark_written), so the pass (or forward phase) kept for the old parameters is not used for the new
+    ones."""
+    _edit_between_runs(edit, path)
 
 
 def test_the_evaluation_after_an_edit_is_the_edited_networks():
