@@ -107,6 +107,22 @@ static void SUFFIX(workspace_free)(SUFFIX(workspace) *w)
     free((void *)w->inputs);
 }
 
+/* The end of one layer k of the forward phase, on B rows of its weighted input z (n_{k+1} each): x^{k+1} = f(z), in
+ * place in z for a hidden layer; the output layer keeps its logits and writes x^L into w->act[L]. An element-wise f
+ * takes all B rows in one call (the same bits as row by row, whole vectors); softmax takes them row by row. */
+static void SUFFIX(layer_output)(const mbp_plan *plan, SUFFIX(workspace) *w, int64_t k, REAL *z, int64_t B)
+{
+    const int64_t L = plan->n_layers, n_o = plan->sizes[k + 1];
+    REAL *x_next = (k == L - 1) ? w->act[L] : z;
+    if (k == L - 1)
+        memcpy(x_next, z, (size_t)(B * n_o) * sizeof(REAL));
+    if (SUFFIX(activation_elementwise)(plan->acts[k]))
+        SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next, B * n_o);
+    else
+        for (int64_t b = 0; b < B; b++)
+            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next + b * n_o, n_o);
+}
+
 /* network.forward_phase on the B samples idx of x_data (idx NULL: rows first .. first + B): the activities
  * x^1..x^L into w->act, the output layer's weighted input into w->logits. */
 static void SUFFIX(forward_phase)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data,
@@ -122,14 +138,7 @@ static void SUFFIX(forward_phase)(const mbp_plan *plan, SUFFIX(workspace) *w, co
             const REAL *in = (k == 0) ? x_data + (idx ? idx[b] : first + b) * n_in0 : w->act[k] + b * n_in;
             SUFFIX(net_input)(weights[k], biases ? biases[k] : NULL, in, out + b * n_o, n_in, n_o);
         }
-        REAL *x_next = (k == L - 1) ? w->act[L] : out; /* the output layer keeps its logits */
-        if (k == L - 1)
-            memcpy(x_next, out, (size_t)(B * n_o) * sizeof(REAL));
-        if (SUFFIX(activation_elementwise)(plan->acts[k])) /* all B rows at once: the same bits, whole vectors */
-            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next, B * n_o);
-        else
-            for (int64_t b = 0; b < B; b++)
-                SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next + b * n_o, n_o);
+        SUFFIX(layer_output)(plan, w, k, out, B);
     }
 }
 

@@ -21,12 +21,12 @@ static inline SUFFIX(vec16) SUFFIX(load16)(const REAL *p)
 }
 #endif
 
-/* c + a * b lane by lane, rounded once (vecfma.h), and x in every lane (x * 1, exact: a broadcast) */
+/* c + a * b lane by lane, rounded once, and x in every lane (vecfma.h) */
 #if defined(__GNUC__)
 MBP_VFMA_DEFINE(SUFFIX(fma16), SUFFIX(vec16), REAL, R_FMA)
 MBP_VFMA_DEFINE(SUFFIX(fma8), SUFFIX(vec8), REAL, R_FMA)
-static inline SUFFIX(vec16) SUFFIX(splat16)(REAL x) { return x * ((SUFFIX(vec16)){0} + 1); }
-static inline SUFFIX(vec8) SUFFIX(splat8)(REAL x) { return x * ((SUFFIX(vec8)){0} + 1); }
+MBP_VSPLAT_DEFINE(SUFFIX(splat16), SUFFIX(vec16), REAL)
+MBP_VSPLAT_DEFINE(SUFFIX(splat8), SUFFIX(vec8), REAL)
 #endif
 
 /* sum_i a[i] b[i] in a fixed order the compiler may keep in vector registers without being allowed to reassociate

@@ -111,14 +111,7 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
         if (bias)
             for (int64_t b = 0; b < B; b++)
                 for (j = 0; j < n_o; j++) out[b * n_o + j] = bias[j] + out[b * n_o + j];
-        REAL *x_next = (k == L - 1) ? w->act[L] : out; /* the output layer keeps its logits */
-        if (k == L - 1)
-            memcpy(x_next, out, (size_t)(B * n_o) * sizeof(REAL));
-        if (SUFFIX(activation_elementwise)(plan->acts[k])) /* all B rows at once: the same bits, whole vectors */
-            SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next, B * n_o);
-        else
-            for (int64_t b = 0; b < B; b++)
-                SUFFIX(activation_forward)(plan->acts[k], (REAL)plan->slopes[k], x_next + b * n_o, n_o);
+        SUFFIX(layer_output)(plan, w, k, out, B);
     }
 }
 

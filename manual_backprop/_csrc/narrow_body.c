@@ -12,9 +12,9 @@ typedef REAL SUFFIX(vec) __attribute__((vector_size(64), may_alias));
 
 #include "kernels.h"
 
-/* c + a * b lane by lane, rounded once (vecfma.h), and x in every lane (x * 1, exact: a broadcast) */
+/* c + a * b lane by lane, rounded once, and x in every lane (vecfma.h) */
 MBP_VFMA_DEFINE(SUFFIX(narrow_fma), VEC, REAL, R_FMA)
-static inline VEC SUFFIX(narrow_splat)(REAL x) { return x * ((VEC){0} + 1); }
+MBP_VSPLAT_DEFINE(SUFFIX(narrow_splat), VEC, REAL)
 
 /* network.net_input for a tile: z = W a + b, a (n_in, TILE), z (n_out, TILE); the products summed in the
  * order i = 0 .. n_in - 1 after the bias. */

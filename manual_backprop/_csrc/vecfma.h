@@ -4,6 +4,7 @@
  * asked to contract).
  *
  *   MBP_VFMA_DEFINE(name, VT, RT, scalar_fma)   defines  static inline VT name(VT a, VT b, VT c)
+ *   MBP_VSPLAT_DEFINE(name, VT, RT)             defines  static inline VT name(RT x), x in every lane
  *
  * for a vector type VT of lanes of RT (float or double), 32 bytes or a multiple of 32. Where the CPU has fused
  * multiply-adds it is one instruction per register of lanes (the intrinsics on 64- or 32-byte parts keep running
@@ -39,6 +40,9 @@
 #else
 #define MBP_VFMA_PARTS(VT, RT, SFMA) for (size_t l_ = 0; l_ < sizeof(VT) / sizeof(RT); l_++) r[l_] = SFMA(a[l_], b[l_], c[l_]);
 #endif
+
+/* static inline VT name(RT x): x in every lane, as x * 1 (exact; the compiler makes it a broadcast) */
+#define MBP_VSPLAT_DEFINE(NAME, VT, RT) static inline VT NAME(RT x) { return x * ((VT){0} + 1); }
 
 #define MBP_VFMA_DEFINE(NAME, VT, RT, SFMA)                                                                   \
     static inline VT NAME(VT a, VT b, VT c)                                                                   \

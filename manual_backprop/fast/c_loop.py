@@ -7,7 +7,7 @@ ctypes. One call runs a whole epoch of updates (online or minibatch) on the CPU,
 between updates.
 
 Proven update by update against network.py (tests/proof/test_update_proof.py): the C loop sums dot products in its own
-order (each product added with one rounding, an explicit fma: _csrc/vecfma.h, the same bits on every machine) and
+order (each product added with one rounding, an explicit fma: _csrc/vecfma.h, the same bits with every build) and
 rounds W + (-lr) g in two steps where torch's add fuses them, so one update's parameters agree with the
 reference within ``C_ULPS`` units in the last place of each tensor's largest entry, and its loss and gradients
 within ``C_ULPS`` ulps of their magnitude; on saturated units the same bound holds (f' is computed from the output
@@ -324,7 +324,8 @@ class CKernel:
     def call_epochs(self, epochs: "EpochsCall") -> None:
         """mbp_train_epochs on a filled EpochsCall, after ``bind`` (fast/epochs.py checks what it passes)."""
         status = self._epochs_fn(self._plan_ref, ctypes.byref(epochs))
-        mark_written(self._params)  # a divergence rewind writes them too
+        if not status:  # the updates, and any divergence rewind, wrote them
+            mark_written(self._params)
         self._raise(status)
 
     def _raise(self, status: int) -> None:
