@@ -342,8 +342,9 @@ class MLP:
         A registered derivative (``ONE_UPDATE``: one C call for small CPU networks) runs where it applies.
         """
         loss_fn = self.check_loss(loss_fn)
-        x = self.check_x(x)
-        y = self.check_y(y, (*x.shape[:-1], self.sizes[-1]), loss_fn)
+        if not (type(self) is MLP and self._takes_as_given(x, y, loss_fn)):  # the common case: one test, no calls
+            x = self.check_x(x)
+            y = self.check_y(y, (*x.shape[:-1], self.sizes[-1]), loss_fn)
         got = ONE_UPDATE.path(self, x, y, loss_fn) if ONE_UPDATE.enabled and ONE_UPDATE.path else None
         return got if got is not None else loss_and_gradients(self, x, y, loss_fn)
 
@@ -380,6 +381,16 @@ class MLP:
         """x as the network takes it: (B, n_0), or (n_0,) for one sample, of its dtype and on its device."""
         return check_input("x", x, n_features=self.sizes[0], dtype=self.dtype, device=self.device, sizes=self.sizes,
                            finite=finite)
+
+    def _takes_as_given(self, x, y, loss_fn: Loss) -> bool:
+        """Whether check_x and check_y would return x and y as they are: plain tensors (B, n_0) and (B, n_L), B >= 1,
+        of the network's dtype and on its device, for a loss that takes floating target rows as they come (Loss's
+        own prepare_target). Anything else goes through the checks, and gets their messages. (A subclass with
+        checks of its own, Population, always goes through them.)"""
+        return (type(x) is Tensor and type(y) is Tensor and x.dtype is self.dtype and y.dtype is self.dtype
+                and x.dim() == 2 and x.shape[1] == self.sizes[0] and x.shape[0] > 0
+                and y.shape == (x.shape[0], self.sizes[-1]) and type(loss_fn).prepare_target is Loss.prepare_target
+                and x.device == self.device and y.device == self.device)
 
     def check_loss(self, loss_fn) -> Loss:
         """A Loss from a Loss or a name (None: the default for the output activation), refused where it makes no

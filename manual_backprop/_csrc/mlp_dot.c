@@ -11,6 +11,9 @@ static inline SUFFIX(vec8) SUFFIX(load8)(const REAL *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
+/* a vector written to memory that need not be aligned (the compiler keeps the vector in its register) */
+typedef REAL SUFFIX(vec16u) __attribute__((vector_size(16 * sizeof(REAL)), aligned(sizeof(REAL)), may_alias));
+typedef REAL SUFFIX(vec8u) __attribute__((vector_size(8 * sizeof(REAL)), aligned(sizeof(REAL)), may_alias));
 /* sixteen lanes, for sums whose order does not depend on the width (each lane its own element's sum) */
 typedef REAL SUFFIX(vec16) __attribute__((vector_size(16 * sizeof(REAL))));
 static inline SUFFIX(vec16) SUFFIX(load16)(const REAL *p)
@@ -19,6 +22,8 @@ static inline SUFFIX(vec16) SUFFIX(load16)(const REAL *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
+static inline void SUFFIX(store16)(REAL *p, SUFFIX(vec16) v) { *(SUFFIX(vec16u) *)p = v; }
+static inline void SUFFIX(store8)(REAL *p, SUFFIX(vec8) v) { *(SUFFIX(vec8u) *)p = v; }
 #endif
 
 /* c + a * b lane by lane, rounded once, and x in every lane (vecfma.h) */

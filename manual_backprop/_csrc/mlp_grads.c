@@ -2,42 +2,37 @@
  * the parameters untouched, with the C loop's own functions and its sums' order. Included by mlp_body.c (once per
  * dtype, with its REAL and SUFFIX), not compiled on its own. */
 
-/* dot() of four rows a[0..3] with n_b (1 or 2) vectors b[q] at once, out[q][r] = dot(a[r], b[q]): each sum in dot()'s
- * own order (sixteen running sums folded into eight, one block of eight, paired as dot() pairs them, then the tail),
- * so every result is dot()'s bit for bit; four or eight independent chains instead of one keep the vector units busy
- * where a wide layer makes the forward phase long dot products. Two vectors at once only where 32 vector registers
- * hold the eight running sums (AVX-512); the order of each sum, and so every result, is the same either way. */
+/* dot() of four rows a[0..3] with n_b (1 to DOT4_SAMPLES) vectors b[q] at once, out[q][r] = dot(a[r], b[q]): each
+ * sum in dot()'s own order (sixteen running sums folded into eight, one block of eight, paired as dot() pairs them,
+ * then the tail), so every result is dot()'s bit for bit; 4 n_b independent chains instead of one keep the vector
+ * units busy where a wide layer makes the forward phase long dot products, and each row's vector is loaded once
+ * for the n_b samples. Several samples at once only where 32 vector registers hold the running sums (AVX-512: four
+ * in float, two in double); the order of each sum, and so every result, is the same either way. */
 #if defined(__AVX512F__) || !defined(__GNUC__)
-#define DOT4_PAIRS 2
+#define DOT4_SAMPLES (sizeof(REAL) == 4 ? 4 : 2)
 #define GRAD_ROWS 2 /* gradients(): rows of dE/dW per pass, the same rule */
 #else
-#define DOT4_PAIRS 1
+#define DOT4_SAMPLES 1
 #define GRAD_ROWS 1
 #endif
 
-static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b, int64_t n, REAL *const *out)
-{
-    REAL s[2][4][8];
-    int64_t i = 0;
 #if defined(__GNUC__)
-    SUFFIX(vec16) v16[2][4] = {{{0}}};
-    if (n_b == 2)
-        for (; i + 16 <= n; i += 16) {
-            const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i), b1 = SUFFIX(load16)(b[1] + i);
-            for (int r = 0; r < 4; r++) {
-                const SUFFIX(vec16) ar = SUFFIX(load16)(a[r] + i);
-                v16[0][r] = SUFFIX(fma16)(ar, b0, v16[0][r]);
-                v16[1][r] = SUFFIX(fma16)(ar, b1, v16[1][r]);
-            }
+/* dot4 for Q samples, Q a constant where it is called (so the sums stay in registers) */
+static inline __attribute__((always_inline)) void SUFFIX(dot4_q)(const REAL *const *a, const REAL *const *b,
+                                                                 const int Q, int64_t n, REAL *const *out)
+{
+    int64_t i = 0;
+    SUFFIX(vec16) v16[4][4] = {{{0}}};
+    for (; i + 16 <= n; i += 16) {
+        SUFFIX(vec16) bq[4];
+        for (int q = 0; q < Q; q++) bq[q] = SUFFIX(load16)(b[q] + i);
+        for (int r = 0; r < 4; r++) {
+            const SUFFIX(vec16) ar = SUFFIX(load16)(a[r] + i);
+            for (int q = 0; q < Q; q++) v16[q][r] = SUFFIX(fma16)(ar, bq[q], v16[q][r]);
         }
-    else
-        for (; i + 16 <= n; i += 16) {
-            const SUFFIX(vec16) b0 = SUFFIX(load16)(b[0] + i);
-            for (int r = 0; r < 4; r++)
-                v16[0][r] = SUFFIX(fma16)(SUFFIX(load16)(a[r] + i), b0, v16[0][r]);
-        }
-    SUFFIX(vec8) v[2][4];
-    for (int q = 0; q < n_b; q++)
+    }
+    SUFFIX(vec8) v[4][4];
+    for (int q = 0; q < Q; q++)
         for (int r = 0; r < 4; r++) {
             SUFFIX(vec8) lo, hi;
             memcpy(&lo, &v16[q][r], sizeof lo);
@@ -45,15 +40,35 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
             v[q][r] = lo + hi;
         }
     for (; i + 8 <= n; i += 8)
-        for (int q = 0; q < n_b; q++) {
+        for (int q = 0; q < Q; q++) {
             const SUFFIX(vec8) bq = SUFFIX(load8)(b[q] + i);
             for (int r = 0; r < 4; r++)
                 v[q][r] = SUFFIX(fma8)(SUFFIX(load8)(a[r] + i), bq, v[q][r]);
         }
-    for (int q = 0; q < n_b; q++)
-        memcpy(s[q], v[q], sizeof s[q]);
+    for (int q = 0; q < Q; q++)
+        for (int r = 0; r < 4; r++) {
+            REAL t8[8];
+            memcpy(t8, &v[q][r], sizeof t8);
+            REAL total = ((t8[0] + t8[4]) + (t8[1] + t8[5])) + ((t8[2] + t8[6]) + (t8[3] + t8[7]));
+            for (int64_t t = i; t < n; t++)
+                total = R_FMA(a[r][t], b[q][t], total);
+            out[q][r] = total;
+        }
+}
+#endif
+
+static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b, int64_t n, REAL *const *out)
+{
+#if defined(__GNUC__)
+    switch (n_b) {
+    case 4: SUFFIX(dot4_q)(a, b, 4, n, out); break;
+    case 3: SUFFIX(dot4_q)(a, b, 3, n, out); break;
+    case 2: SUFFIX(dot4_q)(a, b, 2, n, out); break;
+    default: SUFFIX(dot4_q)(a, b, 1, n, out);
+    }
 #else
-    REAL s16[2][4][16];
+    REAL s[4][4][8], s16[4][4][16];
+    int64_t i = 0;
     memset(s16, 0, sizeof s16);
     for (; i + 16 <= n; i += 16)
         for (int q = 0; q < n_b; q++)
@@ -69,7 +84,6 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
             for (int r = 0; r < 4; r++)
                 for (int l = 0; l < 8; l++)
                     s[q][r][l] = R_FMA(a[r][i + l], b[q][i + l], s[q][r][l]);
-#endif
     for (int q = 0; q < n_b; q++)
         for (int r = 0; r < 4; r++) {
             const REAL *t8 = s[q][r];
@@ -78,6 +92,7 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
                 total = R_FMA(a[r][t], b[q][t], total);
             out[q][r] = total;
         }
+#endif
 }
 
 /* forward_phase on the B rows of x_data, the same values bit for bit: net_input's dot products through dot4, four
@@ -98,11 +113,12 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
             const int64_t m = n_o - j < 4 ? n_o - j : 4; /* the last block repeats its last row: results unused */
             const REAL *rows[4];
             for (int r = 0; r < 4; r++) rows[r] = W + (j + (r < m ? r : m - 1)) * n_in;
-            for (int64_t b = 0; b < B; b += DOT4_PAIRS) {
-                const int64_t n_b = B - b < DOT4_PAIRS ? B - b : DOT4_PAIRS;
-                const REAL *ins[2] = {in0 + b * n_in, in0 + (b + n_b - 1) * n_in};
-                REAL got[2][4];
-                REAL *outs[2] = {got[0], got[1]};
+            for (int64_t b = 0; b < B; b += DOT4_SAMPLES) {
+                const int64_t n_b = B - b < (int64_t)DOT4_SAMPLES ? B - b : (int64_t)DOT4_SAMPLES;
+                const REAL *ins[4];
+                REAL got[4][4];
+                REAL *outs[4] = {got[0], got[1], got[2], got[3]};
+                for (int q = 0; q < 4; q++) ins[q] = in0 + (b + (q < n_b ? q : n_b - 1)) * n_in;
                 SUFFIX(dot4)(rows, ins, n_b, n_in, outs);
                 for (int64_t q = 0; q < n_b; q++)
                     memcpy(out + (b + q) * n_o + j, got[q], (size_t)m * sizeof(REAL));
@@ -118,60 +134,78 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
 /* network.weight_gradient and bias_gradient for one layer, without the update: update()'s sums in its order (each
  * element summed over the samples b = 0 .. B-1, from 0), so the entry point below writes the C loop's own gradients
  * bit for bit, whatever the blocking: GRAD_ROWS rows j of 64 elements in vector registers across the samples, then
- * blocks of eight, then one by one. grad_w (n_out, n_in), grad_b (n_out) or NULL. */
+ * the columns left (fewer than 64) eight rows at a time in blocks of eight (eight independent sums, not one), then
+ * one by one. grad_w (n_out, n_in), grad_b (n_out) or NULL. */
 static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
                               REAL *grad_w, REAL *grad_b)
 {
-    for (int64_t j = 0; j < n_out; j += GRAD_ROWS) {
-        const int64_t m = n_out - j < GRAD_ROWS ? n_out - j : GRAD_ROWS; /* rows j .. j + m - 1 */
-        if (B == 1) {
-            for (int64_t r = 0; r < m; r++) {
-                const REAL dj = delta[j + r];
-                const REAL *in = inputs[0];
-                REAL *gw = grad_w + (j + r) * n_in;
-                for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
-            }
-        } else {
-            int64_t i = 0;
+    if (B == 1) {
+        for (int64_t j = 0; j < n_out; j++) {
+            const REAL dj = delta[j], *in = inputs[0];
+            REAL *gw = grad_w + j * n_in;
+            for (int64_t i = 0; i < n_in; i++) gw[i] = dj * in[i];
+        }
+    } else {
+        int64_t i0 = 0; /* the first column that the 64-wide blocks leave */
 #if defined(__GNUC__)
-            for (; i + 64 <= n_in; i += 64) { /* each input vector loaded once for the m rows */
+        i0 = n_in - n_in % 64;
+        for (int64_t j = 0; j < n_out; j += GRAD_ROWS) {
+            const int64_t m = n_out - j < GRAD_ROWS ? n_out - j : GRAD_ROWS; /* rows j .. j + m - 1 */
+            REAL *rows[GRAD_ROWS]; /* past the last row: the last row again, written twice with the same values */
+            for (int r = 0; r < GRAD_ROWS; r++) rows[r] = grad_w + (j + (r < m ? r : m - 1)) * n_in;
+            for (int64_t i = 0; i < i0; i += 64) { /* each input vector loaded once for the rows */
                 SUFFIX(vec16) g[GRAD_ROWS][4] = {{{0}}};
                 for (int64_t b = 0; b < B; b++) {
                     const REAL *in = inputs[b] + i;
-                    SUFFIX(vec16) d[GRAD_ROWS]; /* past the last row: its copy, unused */
-                    for (int r = 0; r < GRAD_ROWS; r++) d[r] = SUFFIX(splat16)(delta[b * n_out + j + (r < m ? r : m - 1)]);
+                    SUFFIX(vec16) d[GRAD_ROWS];
+                    for (int r = 0; r < GRAD_ROWS; r++)
+                        d[r] = SUFFIX(splat16)(delta[b * n_out + j + (r < m ? r : m - 1)]);
                     for (int t = 0; t < 4; t++) {
                         const SUFFIX(vec16) v = SUFFIX(load16)(in + 16 * t);
                         for (int r = 0; r < GRAD_ROWS; r++)
                             g[r][t] = SUFFIX(fma16)(v, d[r], g[r][t]);
                     }
                 }
-                for (int64_t r = 0; r < m; r++)
-                    memcpy(grad_w + (j + r) * n_in + i, g[r], sizeof g[r]);
+                for (int r = 0; r < GRAD_ROWS; r++)
+                    for (int t = 0; t < 4; t++)
+                        SUFFIX(store16)(rows[r] + i + 16 * t, g[r][t]);
             }
-            for (; i + 8 <= n_in; i += 8) /* what is left in blocks of eight */
-                for (int64_t r = 0; r < m; r++) {
-                    SUFFIX(vec8) g0 = {0};
-                    for (int64_t b = 0; b < B; b++)
-                        g0 = SUFFIX(fma8)(SUFFIX(load8)(inputs[b] + i), SUFFIX(splat8)(delta[b * n_out + j + r]), g0);
-                    memcpy(grad_w + (j + r) * n_in + i, &g0, sizeof g0);
-                }
-#endif
-            for (; i < n_in; i++)
-                for (int64_t r = 0; r < m; r++) {
-                    REAL g = 0;
-                    for (int64_t b = 0; b < B; b++) g = R_FMA(inputs[b][i], delta[b * n_out + j + r], g);
-                    grad_w[(j + r) * n_in + i] = g;
-                }
         }
-        if (grad_b)
-            for (int64_t r = 0; r < m; r++) {
-                REAL gb = B == 1 ? delta[j + r] : 0;
-                if (B > 1)
-                    for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j + r];
-                grad_b[j + r] = gb;
+        for (int64_t j = 0; j < n_out; j += 8) { /* the columns left, in blocks of eight: eight rows at once */
+            const int64_t m = n_out - j < 8 ? n_out - j : 8;
+            const REAL *dj[8];
+            REAL *rows[8];
+            for (int r = 0; r < 8; r++) {
+                dj[r] = delta + j + (r < m ? r : m - 1);
+                rows[r] = grad_w + (j + (r < m ? r : m - 1)) * n_in;
+            }
+            for (int64_t i = i0; i + 8 <= n_in; i += 8) {
+                SUFFIX(vec8) g[8] = {{0}};
+                for (int64_t b = 0; b < B; b++) {
+                    const SUFFIX(vec8) v = SUFFIX(load8)(inputs[b] + i);
+                    for (int r = 0; r < 8; r++)
+                        g[r] = SUFFIX(fma8)(v, SUFFIX(splat8)(dj[r][b * n_out]), g[r]);
+                }
+                for (int r = 0; r < 8; r++)
+                    SUFFIX(store8)(rows[r] + i, g[r]);
+            }
+        }
+        i0 = n_in - n_in % 8 < i0 ? i0 : n_in - n_in % 8;
+#endif
+        for (int64_t j = 0; j < n_out; j++)
+            for (int64_t i = i0; i < n_in; i++) {
+                REAL g = 0;
+                for (int64_t b = 0; b < B; b++) g = R_FMA(inputs[b][i], delta[b * n_out + j], g);
+                grad_w[j * n_in + i] = g;
             }
     }
+    if (grad_b)
+        for (int64_t j = 0; j < n_out; j++) {
+            REAL gb = B == 1 ? delta[j] : 0;
+            if (B > 1)
+                for (int64_t b = 0; b < B; b++) gb += delta[b * n_out + j];
+            grad_b[j] = gb;
+        }
 }
 
 /* One call of MLP.loss_and_grads (fast/one_update.py): network.loss_and_gradients on the B rows of x (B, sizes[0])

@@ -130,7 +130,7 @@ class OneUpdatePlan:
                 RuntimeError(f"mbp_loss_and_grads returned status {status}")
         outs = outputs.tensors
         L, nb = self.L, self.n_bias
-        grads = Gradients(weights=outs[:L], biases=outs[L:L + nb], deltas=outs[L + nb:-1])
+        grads = Gradients(outs[:L], outs[L:L + nb], outs[L + nb:-1])  # weights, biases, deltas
         if self.step_fn is not None:
             self.last = (grads, outs[:L + nb], outputs.ptrs[:L + nb], outputs.out)
         pool.appendleft(outputs)  # the most recent set: the caller holds it now
@@ -186,13 +186,14 @@ class _Outputs:
         self.out[self.place[i]] = self.ptrs[i]
         self.tensors[i] = t
 
-    def _state(self):
-        # a caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
+    def _state(self) -> list:
+        # one flat list, quantity by quantity (_QUANTITIES of them, n tensors each): one object made per call.
+        # A caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
         # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape
         tensors = self.tensors
-        return (list(map(sys.getrefcount, tensors)), list(map(_use_count, tensors)),
-                list(map(_storage_use_count, self.cdata)), list(map(sys.getrefcount, self.storages)),
-                list(map(_version, tensors)), list(map(_shape, tensors)), list(map(_stride, tensors)))
+        return [*map(sys.getrefcount, tensors), *map(_use_count, tensors), *map(_storage_use_count, self.cdata),
+                *map(sys.getrefcount, self.storages), *map(_version, tensors), *map(_shape, tensors),
+                *map(_stride, tensors)]
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is
@@ -202,12 +203,16 @@ class _Outputs:
         if state == self.state and not any(map(weakref.getweakrefcount, tensors)) \
                 and not any(map(_requires_grad, tensors)):
             return
+        n, then = len(tensors), self.state
         for i, t in enumerate(tensors):
-            if any(now[i] != then[i] for now, then in zip(state, self.state)) or weakref.getweakrefcount(t) \
+            if any(state[q * n + i] != then[q * n + i] for q in range(_QUANTITIES)) or weakref.getweakrefcount(t) \
                     or t.requires_grad:
                 self._renew(i)
         del t  # the loop's own reference, before the new baseline is counted
         self.state = self._state()
+
+
+_QUANTITIES = 7  # what _state counts of each tensor
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:
