@@ -154,3 +154,27 @@ def test_the_package_exports_what_a_reader_reaches_for():
     assert wanted <= set(manual_backprop.__all__)
     assert all(hasattr(manual_backprop, name) for name in manual_backprop.__all__)
     assert not {"resolve_architecture", "kept_bytes", "attach_optimizer", "SampleOrders"} & set(manual_backprop.__all__)
+
+
+def test_inputs_taken_as_given_are_what_the_checks_return():
+    """MLP.loss_and_grads skips its checks for the common inputs (_takes_as_given); for exactly those the checks
+    return x and y themselves, and anything the test refuses still goes through them (and their messages)."""
+    from manual_backprop.losses import get_loss
+    net = MLP([3, 4, 2], seed=0, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.rand(5, 2, generator=gen, dtype=torch.float64)
+    taken = []
+    for loss in ("squared_error", "bce", "cross_entropy"):
+        loss_fn = get_loss(loss)
+        for xs, ys in ((x, y), (x[0], y[0]), (x.float(), y), (x, y.float()), (x[:, :2], y), (x, y[:, :1]),
+                       (x[:0], y[:0]), (x.t().contiguous().t(), y), (nn.Parameter(x), y), (x, y.argmax(1))):
+            if net._takes_as_given(xs, ys, loss_fn):
+                taken.append((loss, tuple(xs.shape)))
+                assert net.check_x(xs) is xs
+                assert net.check_y(ys, (xs.shape[0], 2), loss_fn) is ys
+    # the plain rows and a non-contiguous x (the C call makes it contiguous) for the losses that take rows as given
+    assert taken == [("squared_error", (5, 3)), ("squared_error", (5, 3)), ("bce", (5, 3)), ("bce", (5, 3))]
+    with pytest.raises(TypeError, match="x has dtype torch.float32"):
+        net.loss_and_grads(x.float(), y)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
+        net.loss_and_grads(x[:, :2], y)
