@@ -89,9 +89,11 @@ class OneUpdatePlan:
         self.out_type = ctypes.c_void_p * (3 * L + 1)
         self.pools: dict = {}  # B -> a deque of _Outputs, the most recent first
         self.step_fn = step_fn  # mbp_step, or None where torch's add_ does not round as its fma does
-        self.last = None  # (Gradients, its tensors, their addresses and shapes, the out array) of the last call
+        self.last = None  # (Gradients, its tensors, what step() compares, the out array) of the last call
         self.param_shapes = [p.shape for p in self.params]
         self.param_strides = [torch.empty(p.shape).stride() for p in self.params]  # contiguous, as the C step reads
+        # what step() finds of the parameters and their gradients' layouts (after the gradients' own addresses)
+        self.step_tail = [*self.ptrs, *self.param_shapes, *self.param_strides]
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
@@ -132,7 +134,7 @@ class OneUpdatePlan:
         L, nb = self.L, self.n_bias
         grads = Gradients(outs[:L], outs[L:L + nb], outs[L + nb:-1])  # weights, biases, deltas
         if self.step_fn is not None:
-            self.last = (grads, outs[:L + nb], outputs.ptrs[:L + nb], outputs.out)
+            self.last = (grads, outs[:L + nb], outputs.step_key, outputs.out)
         pool.appendleft(outputs)  # the most recent set: the caller holds it now
         if len(pool) > _POOL:
             pool.pop()  # where threads made sets at once, the oldest is left to its holders
@@ -145,10 +147,11 @@ class OneUpdatePlan:
         last = self.last
         if last is None or grads is not last[0]:
             return False
-        given = [*grads.weights, *grads.biases]
-        if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
-                and list(map(_data_ptr, given)) == last[2] and list(map(_shape, given)) == self.param_shapes
-                and list(map(_stride, given)) == self.param_strides and self.holds(net)):  # t_(): strides only
+        given, params = [*grads.weights, *grads.biases], [*net.weights, *net.biases]
+        if not (len(given) == len(last[1]) and len(params) == len(self.params)
+                and all(map(operator.is_, given, last[1])) and all(map(operator.is_, params, self.params))
+                and [*map(_data_ptr, given), *map(_data_ptr, params), *map(_shape, given), *map(_stride, given)]
+                == last[2]):  # the gradients' addresses, the parameters' (holds), the gradients' shapes and strides
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")
@@ -175,9 +178,11 @@ class _Outputs:
         self.place = list(range(n)) if plan.n_bias else [i if i < L else i + L for i in range(n)]
         self.tensors, self.storages, self.cdata, self.ptrs = [None] * n, [None] * n, [None] * n, [0] * n
         self.out = plan.out_type()  # zeros: NULL where no tensor is placed
+        self.n_step, self.step_tail = L + plan.n_bias, plan.step_tail
         for i in range(n):
             self._renew(i)
         self.state = self._state()  # as counted now, while only this set holds its tensors
+        self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]  # what step() compares (OneUpdatePlan.step)
 
     def _renew(self, i: int) -> None:
         t = torch.empty(self.shapes[i], dtype=self.dtype)
@@ -210,6 +215,7 @@ class _Outputs:
                 self._renew(i)
         del t  # the loop's own reference, before the new baseline is counted
         self.state = self._state()
+        self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]
 
 
 _QUANTITIES = 7  # what _state counts of each tensor
