@@ -16,64 +16,112 @@ typedef REAL SUFFIX(vec) __attribute__((vector_size(64), may_alias));
 MBP_VFMA_DEFINE(SUFFIX(narrow_fma), VEC, REAL, R_FMA)
 MBP_VSPLAT_DEFINE(SUFFIX(narrow_splat), VEC, REAL)
 
+#define NARROW_INLINE static inline __attribute__((always_inline))
+
 /* network.net_input for a tile: z = W a + b, a (n_in, TILE), z (n_out, TILE); the products summed in the
- * order i = 0 .. n_in - 1 after the bias. */
+ * order i = 0 .. n_in - 1 after the bias. Several rows j at once (JB: four where a tile is at most four vectors, as
+ * in float, then two, then one): their JB NV sums are independent, so the vector units are not kept waiting on one
+ * sum's additions, and each sum's order is the same either way. */
+NARROW_INLINE void SUFFIX(narrow_net_input_rows)(const REAL *W, const REAL *bias, const REAL *a, REAL *z,
+                                                 int64_t n_in, int64_t j, const int JB)
+{
+    VEC acc[4][NV];
+    for (int r = 0; r < JB; r++) {
+        const REAL bj = bias ? bias[j + r] : (REAL)0;
+        for (int v = 0; v < NV; v++) acc[r][v] = (VEC){0} + bj;
+    }
+    for (int64_t i = 0; i < n_in; i++) {
+        const VEC *ai = (const VEC *)(a + i * TILE);
+        for (int r = 0; r < JB; r++) {
+            const VEC w = SUFFIX(narrow_splat)(W[(j + r) * n_in + i]);
+            for (int v = 0; v < NV; v++) acc[r][v] = SUFFIX(narrow_fma)(ai[v], w, acc[r][v]);
+        }
+    }
+    for (int r = 0; r < JB; r++) {
+        VEC *zj = (VEC *)(z + (j + r) * TILE);
+        for (int v = 0; v < NV; v++) zj[v] = acc[r][v];
+    }
+}
+
 static void SUFFIX(narrow_net_input)(const REAL *W, const REAL *bias, const REAL *a, REAL *z, int64_t n_in,
                                      int64_t n_out)
 {
-    for (int64_t j = 0; j < n_out; j++) {
-        VEC acc[NV];
-        const REAL bj = bias ? bias[j] : (REAL)0;
-        for (int v = 0; v < NV; v++) acc[v] = (VEC){0} + bj;
-        const REAL *Wj = W + j * n_in;
-        for (int64_t i = 0; i < n_in; i++) {
-            const VEC w = SUFFIX(narrow_splat)(Wj[i]);
-            const VEC *ai = (const VEC *)(a + i * TILE);
-            for (int v = 0; v < NV; v++) acc[v] = SUFFIX(narrow_fma)(ai[v], w, acc[v]);
-        }
-        VEC *zj = (VEC *)(z + j * TILE);
-        for (int v = 0; v < NV; v++) zj[v] = acc[v];
-    }
+    int64_t j = 0;
+    if (NV <= 4)
+        for (; j + 4 <= n_out; j += 4) SUFFIX(narrow_net_input_rows)(W, bias, a, z, n_in, j, 4);
+    for (; j + 2 <= n_out; j += 2) SUFFIX(narrow_net_input_rows)(W, bias, a, z, n_in, j, 2);
+    if (j < n_out) SUFFIX(narrow_net_input_rows)(W, bias, a, z, n_in, j, 1);
 }
 
 /* network.hidden_delta for a tile, before f': back = W^T delta, i.e. back_i = sum_c delta_c w_ci, delta (n_out, TILE),
- * back (n_in, TILE). */
-static void SUFFIX(narrow_back)(const REAL *W, const REAL *delta, REAL *back, int64_t n_in, int64_t n_out)
+ * back (n_in, TILE), summed in the order c = 0 .. n_out - 1; several rows i at once, as above. */
+NARROW_INLINE void SUFFIX(narrow_back_rows)(const REAL *W, const REAL *delta, REAL *back, int64_t n_in,
+                                            int64_t n_out, int64_t i, const int IB)
 {
-    for (int64_t i = 0; i < n_in; i++) {
-        VEC acc[NV];
-        for (int v = 0; v < NV; v++) acc[v] = (VEC){0};
-        for (int64_t c = 0; c < n_out; c++) {
-            const VEC w = SUFFIX(narrow_splat)(W[c * n_in + i]);
-            const VEC *dc = (const VEC *)(delta + c * TILE);
-            for (int v = 0; v < NV; v++) acc[v] = SUFFIX(narrow_fma)(dc[v], w, acc[v]);
+    VEC acc[4][NV];
+    for (int r = 0; r < IB; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = (VEC){0};
+    for (int64_t c = 0; c < n_out; c++) {
+        const VEC *dc = (const VEC *)(delta + c * TILE);
+        for (int r = 0; r < IB; r++) {
+            const VEC w = SUFFIX(narrow_splat)(W[c * n_in + i + r]);
+            for (int v = 0; v < NV; v++) acc[r][v] = SUFFIX(narrow_fma)(dc[v], w, acc[r][v]);
         }
-        VEC *bi = (VEC *)(back + i * TILE);
-        for (int v = 0; v < NV; v++) bi[v] = acc[v];
+    }
+    for (int r = 0; r < IB; r++) {
+        VEC *bi = (VEC *)(back + (i + r) * TILE);
+        for (int v = 0; v < NV; v++) bi[v] = acc[r][v];
     }
 }
 
-/* network.weight_gradient and bias_gradient for a tile, lane-wise: gw[j, i] += sum_v delta_j[v] a_i[v] and
- * gb[j] += sum_v delta_j[v], each a vector of VL partial sums. */
+static void SUFFIX(narrow_back)(const REAL *W, const REAL *delta, REAL *back, int64_t n_in, int64_t n_out)
+{
+    int64_t i = 0;
+    if (NV <= 4)
+        for (; i + 4 <= n_in; i += 4) SUFFIX(narrow_back_rows)(W, delta, back, n_in, n_out, i, 4);
+    for (; i + 2 <= n_in; i += 2) SUFFIX(narrow_back_rows)(W, delta, back, n_in, n_out, i, 2);
+    if (i < n_in) SUFFIX(narrow_back_rows)(W, delta, back, n_in, n_out, i, 1);
+}
+
+/* network.weight_gradient and bias_gradient for a tile, lane-wise: gw[j, i] += sum_v delta_j[v] a_i[v] (v = 0 ..
+ * NV - 1 in order) and gb[j] += sum_v delta_j[v], each a vector of VL partial sums. JB rows j and IB columns i at
+ * once: JB IB independent sums, each in the same order. */
+NARROW_INLINE void SUFFIX(narrow_gradient_block)(const REAL *delta, const REAL *a, VEC *gw, int64_t n_in,
+                                                 int64_t j, int64_t i, const int JB, const int IB)
+{
+    VEC s[2][4];
+    for (int r = 0; r < JB; r++)
+        for (int q = 0; q < IB; q++) s[r][q] = gw[(j + r) * n_in + i + q];
+    for (int v = 0; v < NV; v++)
+        for (int q = 0; q < IB; q++) {
+            const VEC aiv = ((const VEC *)(a + (i + q) * TILE))[v];
+            for (int r = 0; r < JB; r++)
+                s[r][q] = SUFFIX(narrow_fma)(((const VEC *)(delta + (j + r) * TILE))[v], aiv, s[r][q]);
+        }
+    for (int r = 0; r < JB; r++)
+        for (int q = 0; q < IB; q++) gw[(j + r) * n_in + i + q] = s[r][q];
+}
+
 static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, VEC *gb, int64_t n_in, int64_t n_out)
 {
-    for (int64_t j = 0; j < n_out; j++) {
-        VEC dj[NV];
-        const VEC *dsrc = (const VEC *)(delta + j * TILE);
-        for (int v = 0; v < NV; v++) dj[v] = dsrc[v];
-        VEC *g = gw + j * n_in;
-        for (int64_t i = 0; i < n_in; i++) {
-            const VEC *ai = (const VEC *)(a + i * TILE);
-            VEC s = g[i];
-            for (int v = 0; v < NV; v++) s = SUFFIX(narrow_fma)(dj[v], ai[v], s);
-            g[i] = s;
-        }
-        if (gb) {
+    int64_t j = 0;
+    for (; j + 2 <= n_out; j += 2) {
+        int64_t i = 0;
+        for (; i + 4 <= n_in; i += 4) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 2, 4);
+        for (; i < n_in; i++) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 2, 1);
+    }
+    for (; j < n_out; j++) {
+        int64_t i = 0;
+        for (; i + 4 <= n_in; i += 4) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 1, 4);
+        for (; i < n_in; i++) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 1, 1);
+    }
+    if (gb)
+        for (j = 0; j < n_out; j++) {
+            const VEC *dj = (const VEC *)(delta + j * TILE);
             VEC s = gb[j];
             for (int v = 0; v < NV; v++) s = s + dj[v];
             gb[j] = s;
         }
-    }
 }
 
 /* Adds the lanes of each of n partial-sum vectors to total[] in double, and clears them. */
@@ -139,7 +187,8 @@ static double SUFFIX(narrow_output_lanes)(const narrow_plan *p, const REAL *x, c
 
 /* One pass of network.loss_and_gradients over all N samples at the current parameters (which it never changes):
  * *loss = E, grad_w[k] = dE/dW[k], grad_b[k] = dE/db[k] (NULL without biases), and, if out_t is not NULL, the
- * output x^L as (n_L, N). grad_w NULL: the forward phase and the loss alone (an evaluation). Returns 0, or 1 when the workspace cannot be allocated, 2 for an invalid plan. */
+ * output x^L as (n_L, N). grad_w NULL: the forward phase and the loss alone (an evaluation). Returns 0, or 1 when
+ * the workspace cannot be allocated, 2 for an invalid plan. */
 int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, REAL *const *grad_b, REAL *out_t)
 {
     const int64_t L = p->n_layers, N = p->n_samples;
@@ -244,3 +293,4 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
 #undef VEC
 #undef VL
 #undef NV
+#undef NARROW_INLINE
