@@ -243,8 +243,8 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
 /* The Trainer's evaluation of one split (Trainer.evaluate): E of the network on all n rows of (x, y) with the
  * split's reduction, summed row by row in double, and the accuracy (labels: argmax, first maximum, or output >= 0.5
  * for one output) as count / n in REAL, as accuracy() computes it; NaN without labels. Rows go through the forward
- * phase in blocks of the workspace's batch (forward_rows: four or, with AVX-512, sixteen or eight independent sums at once,
- * where forward_phase's one sample at a time waits on each sum's additions). */
+ * phase in blocks of the workspace's batch (forward_rows: four or, with AVX-512, sixteen or eight independent
+ * sums at once, where forward_phase's one sample at a time waits on each sum's additions). */
 static void SUFFIX(evaluate)(const mbp_plan *plan, SUFFIX(workspace) *w, int64_t block, const REAL *x,
                              const REAL *y, const int64_t *labels, int64_t n, double *loss, double *acc)
 {
