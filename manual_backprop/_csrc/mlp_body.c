@@ -7,6 +7,15 @@
 
 #include "mlp_dot.c" /* the vector types and dot(): the one order every sum of products takes */
 
+/* Batches of at least this many rows take forward_rows and gradients (mlp_grads.c) in place of forward_phase and
+ * update: below, forward_rows' repeated units cost more than its parallel sums save (XOR's 4 rows, one sample) */
+#ifndef FORWARD_ROWS_MIN
+#define FORWARD_ROWS_MIN 8
+#endif
+#ifndef TRAIN_ROWS_MIN
+#define TRAIN_ROWS_MIN 2
+#endif
+
 /* network.net_input for one sample: z = W x + b, z (n_out), x (n_in). */
 static void SUFFIX(net_input)(const REAL *W, const REAL *bias, const REAL *x, REAL *z, int64_t n_in, int64_t n_out)
 {
@@ -73,6 +82,7 @@ static void SUFFIX(update)(REAL *W, REAL *bias, const REAL *delta, const REAL *c
 typedef struct {
     REAL *act[65];
     REAL *logits, *delta_a, *delta_b, *grad_row;
+    REAL *grad_w, *grad_b; /* one layer's dE/dW and dE/db (batches of more than one sample: train_update) */
     const REAL **inputs;
     void *work;
 } SUFFIX(workspace);
@@ -83,7 +93,11 @@ static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, i
     for (int64_t k = 0; k <= L; k++)
         if (sizes[k] > max_width) max_width = sizes[k];
     for (int64_t k = 1; k <= L; k++) total += max_batch * sizes[k];
+    int64_t max_layer = 0; /* the largest n_k n_{k+1} */
+    for (int64_t k = 0; k < L; k++)
+        if (sizes[k] * sizes[k + 1] > max_layer) max_layer = sizes[k] * sizes[k + 1];
     total += max_batch * sizes[L] + 2 * max_batch * max_width + max_width;
+    if (max_batch > 1) total += max_layer + max_width;
     REAL *p = (REAL *)malloc((size_t)total * sizeof(REAL));
     w->inputs = (const REAL **)malloc((size_t)max_batch * sizeof(REAL *));
     w->work = p;
@@ -97,7 +111,9 @@ static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, i
     w->logits = p; p += max_batch * sizes[L];
     w->delta_a = p; p += max_batch * max_width;
     w->delta_b = p; p += max_batch * max_width;
-    w->grad_row = p;
+    w->grad_row = p; p += max_width;
+    w->grad_w = max_batch > 1 ? p : NULL;
+    w->grad_b = max_batch > 1 ? p + max_layer : NULL;
     return 0;
 }
 
@@ -150,6 +166,14 @@ static double SUFFIX(loss_scale)(const mbp_plan *plan, int64_t B)
     return c * plan->factor;
 }
 
+/* forward_phase on B rows of x_data (idx NULL: the first B rows; else rows idx[0..B-1]), four units (and, with
+ * AVX-512, four rows in float, two in double) at a time; and update()'s gradient sums without the step, blocked for
+ * the vector units (mlp_grads.c). Both give the same bits as forward_phase and update. */
+static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, const int64_t *idx,
+                                 int64_t B);
+static void SUFFIX(gradients)(const REAL *delta, const REAL *const *inputs, int64_t B, int64_t n_in, int64_t n_out,
+                              REAL *grad_w, REAL *grad_b);
+
 /* One update, network.loss_and_gradients + update: forward phase, E and the output delta, then from the output
  * layer back to the first the hidden delta (through the weights before their update) and the step. Returns E. */
 static REAL SUFFIX(train_update)(const mbp_plan *plan, SUFFIX(workspace) *w, const int64_t *idx, int64_t B,
@@ -162,7 +186,10 @@ static REAL SUFFIX(train_update)(const mbp_plan *plan, SUFFIX(workspace) *w, con
     REAL *const *biases = (REAL *const *)plan->biases;
     const REAL *x_data = (const REAL *)plan->x_data, *y_data = (const REAL *)plan->y_data;
 
-    SUFFIX(forward_phase)(plan, w, x_data, idx, 0, B);
+    if (B >= TRAIN_ROWS_MIN)
+        SUFFIX(forward_rows)(plan, w, x_data, idx, B);
+    else
+        SUFFIX(forward_phase)(plan, w, x_data, idx, 0, B);
 
     /* ---- the loss E and the output delta dE/dnet^L */
     const double c = SUFFIX(loss_scale)(plan, B);
@@ -181,8 +208,16 @@ static REAL SUFFIX(train_update)(const mbp_plan *plan, SUFFIX(workspace) *w, con
                                      w->act[k] + b * n_in, spare + b * n_in, n_in, n_o);
         for (int64_t b = 0; b < B; b++)
             w->inputs[b] = (k == 0) ? x_data + idx[b] * n_in0 : w->act[k] + b * n_in;
-        SUFFIX(update)(weights[k], biases ? biases[k] : NULL, delta, w->inputs, B, n_in, n_o, alpha, w->grad_row,
-                       grad_w_out ? grad_w_out[k] : NULL, grad_b_out ? grad_b_out[k] : NULL);
+        if (B >= TRAIN_ROWS_MIN) { /* update() as two passes: its sums (gradients), then its step */
+            REAL *gw = grad_w_out ? grad_w_out[k] : w->grad_w, *gb = grad_b_out ? grad_b_out[k] : w->grad_b;
+            SUFFIX(gradients)(delta, w->inputs, B, n_in, n_o, gw, biases ? gb : NULL);
+            REAL *Wk = weights[k];
+            for (int64_t i = 0; i < n_o * n_in; i++) Wk[i] = Wk[i] + alpha * gw[i];
+            if (biases)
+                for (int64_t j = 0; j < n_o; j++) biases[k][j] = biases[k][j] + alpha * gb[j];
+        } else
+            SUFFIX(update)(weights[k], biases ? biases[k] : NULL, delta, w->inputs, B, n_in, n_o, alpha, w->grad_row,
+                           grad_w_out ? grad_w_out[k] : NULL, grad_b_out ? grad_b_out[k] : NULL);
         REAL *t = delta; delta = spare; spare = t;
     }
     return acc * (REAL)c;
@@ -236,9 +271,6 @@ int SUFFIX(mbp_train)(const mbp_plan *plan, const int64_t *order, const int64_t 
     return 0;
 }
 
-/* forward_phase on B consecutive rows, four units (and, with AVX-512, four rows in float, two in double) at a time
- * (mlp_grads.c): the same bits */
-static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B);
 
 /* The Trainer's evaluation of one split (Trainer.evaluate): E of the network on all n rows of (x, y) with the
  * split's reduction, summed row by row in double, and the accuracy (labels: argmax, first maximum, or output >= 0.5
@@ -253,8 +285,8 @@ static void SUFFIX(evaluate)(const mbp_plan *plan, SUFFIX(workspace) *w, int64_t
     int64_t correct = 0;
     for (int64_t first = 0; first < n; first += block) {
         const int64_t B = n - first < block ? n - first : block;
-        if (B >= 8) /* below, forward_rows' repeated units cost more than its parallel sums save (XOR: 4 rows) */
-            SUFFIX(forward_rows)(plan, w, x + first * plan->sizes[0], B);
+        if (B >= FORWARD_ROWS_MIN)
+            SUFFIX(forward_rows)(plan, w, x + first * plan->sizes[0], NULL, B);
         else
             SUFFIX(forward_phase)(plan, w, x, NULL, first, B);
         for (int64_t b = 0; b < B; b++) {

@@ -95,10 +95,12 @@ static void SUFFIX(dot4)(const REAL *const *a, const REAL *const *b, int64_t n_b
 #endif
 }
 
-/* forward_phase on the B rows of x_data, the same values bit for bit: net_input's dot products through dot4, four
+/* forward_phase on B rows of x_data (idx NULL: the first B; else rows idx[0..B-1], as forward_phase gathers them),
+ * the same values bit for bit: net_input's dot products through dot4, four
  * units at a time, each block of W over all the samples, then the same bias add and f (on all rows at once where f
  * is element-wise, as forward_phase applies it). */
-static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, int64_t B)
+static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, const REAL *x_data, const int64_t *idx,
+                                 int64_t B)
 {
     const int64_t L = plan->n_layers, *sizes = plan->sizes;
     REAL *const *weights = (REAL *const *)plan->weights;
@@ -118,7 +120,10 @@ static void SUFFIX(forward_rows)(const mbp_plan *plan, SUFFIX(workspace) *w, con
                 const REAL *ins[4];
                 REAL got[4][4];
                 REAL *outs[4] = {got[0], got[1], got[2], got[3]};
-                for (int q = 0; q < 4; q++) ins[q] = in0 + (b + (q < n_b ? q : n_b - 1)) * n_in;
+                for (int q = 0; q < 4; q++) {
+                    const int64_t row = b + (q < n_b ? q : n_b - 1);
+                    ins[q] = in0 + ((k == 0 && idx) ? idx[row] : row) * n_in;
+                }
                 SUFFIX(dot4)(rows, ins, n_b, n_in, outs);
                 for (int64_t q = 0; q < n_b; q++)
                     memcpy(out + (b + q) * n_o + j, got[q], (size_t)m * sizeof(REAL));
@@ -226,7 +231,7 @@ int SUFFIX(mbp_loss_and_grads)(const mbp_plan *plan, const REAL *x, const REAL *
     SUFFIX(workspace) w;
     if (SUFFIX(workspace_alloc)(&w, sizes, L, B))
         return 1;
-    SUFFIX(forward_rows)(plan, &w, x, B);
+    SUFFIX(forward_rows)(plan, &w, x, NULL, B);
     const double c = SUFFIX(loss_scale)(plan, B);
     REAL acc = 0;
     for (int64_t b = 0; b < B; b++)
