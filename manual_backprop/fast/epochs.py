@@ -117,6 +117,9 @@ class EpochChunks:
         if t.mode == "online" and not t.replacement and 2 <= n <= REPLAY_MAX and _replay_agrees():
             draws = _draw_u32(t.generator, E * (n - 1)).reshape(E, n - 1)
             return replay_randperm(draws, n).reshape(-1), torch.arange(n + 1)
+        if t.mode == "batch":  # the same order every epoch, nothing drawn
+            order, offsets = epoch_order("batch", n, t.batch_size, t.generator)
+            return order.repeat(E), offsets
         epochs = [epoch_order(t.mode, n, t.batch_size, t.generator, replacement=t.replacement) for _ in range(E)]
         return torch.cat([o for o, _ in epochs]), epochs[0][1]
 
