@@ -81,7 +81,8 @@ class EpochRunner:
         self._trainer = weakref.ref(trainer)
         net = trainer.net
         self.path = resolve_fast(fast, net, trainer.loss_fn, trainer.batch_size)
-        if fast == "auto" and _all_samples_each_update(trainer) and _narrow_applies(net, trainer.loss_fn):
+        if fast == "auto" and _all_samples_each_update(trainer) and _narrow_pays(net, trainer.x_train.shape[0]) \
+                and _narrow_applies(net, trainer.loss_fn):
             self.path = "narrow"  # one pass an epoch: the evaluation is the next update's forward (fast/narrow.py)
         self.keep_grads = trainer.logger is not None  # the gradient histograms want the last update's gradients
         self._engine = None
@@ -182,6 +183,22 @@ def _all_samples_each_update(trainer) -> bool:
     """Batch mode, or minibatch with b = N without replacement (the same single update on every sample in order)."""
     return trainer.mode == "batch" or (trainer.mode == "minibatch" and not trainer.replacement
                                        and trainer.batch_size == trainer.x_train.shape[0])
+
+
+# What batch mode costs an epoch on each path, measured at one thread on the development machine (Xeon, AVX-512):
+# the narrow kernel returns to Python every epoch (about 50 us of the Trainer's own work: the pass, the evaluation
+# call, the History row), where the C loop runs several epochs a call (fast/epochs.py) at about 70 ns a sample
+# plus 0.75 ns per multiply-add of its forward phase. Below the crossover the C loop is faster: XOR's four samples
+# take 0.6 us an epoch there and 45 us through the narrow kernel; 10,000 samples of 4-32-16-4 take 0.9 ms
+# through the narrow kernel and about 6 ms in the C loop. Either path is proven; this only picks the faster.
+NARROW_EPOCH_OVERHEAD_S = 50e-6
+C_LOOP_SAMPLE_S, C_LOOP_MAC_S = 70e-9, 0.75e-9
+
+
+def _narrow_pays(net: MLP, n_samples: int) -> bool:
+    """Whether the narrow kernel's epoch beats the C loop's for n_samples on net (the cost model above)."""
+    macs = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))  # one sample's forward phase
+    return n_samples * (C_LOOP_SAMPLE_S + C_LOOP_MAC_S * macs) > NARROW_EPOCH_OVERHEAD_S
 
 
 def _narrow_applies(net: MLP, loss_fn: Loss) -> bool:

@@ -83,10 +83,12 @@ def test_what_the_kernel_refuses_it_says_and_the_trainer_falls_back():
     assert "at most 64 units" in narrow_unsupported(wide, SquaredError())
     with pytest.raises(FastPathUnavailable, match="at most 64 units"):
         NarrowKernel(wide, SquaredError())
-    data = _data(200, 3, 2)
+    data = _data(600, 3, 2)
     assert Trainer(wide, data, mode="batch", lr=0.1, epochs=1)._fast_runner.path != "narrow"
     small = MLP([3, 8, 2], activation="tanh", output_activation="identity", seed=0)
     assert Trainer(small, data, mode="batch", lr=0.1, epochs=1)._fast_runner.path == "narrow"
+    # below the crossover of runner.py's cost model the C loop's several epochs a call are faster: XOR's 4 samples
+    assert Trainer(small, _data(4, 3, 2), mode="batch", lr=0.1, epochs=1)._fast_runner.path == "c"
     for mode in ("online", "minibatch"):  # batch mode only: other modes keep their paths
         t = Trainer(small, data, mode=mode, lr=0.1, epochs=1, batch_size=10 if mode == "minibatch" else None)
         assert t._fast_runner.path != "narrow"
@@ -104,7 +106,7 @@ def _data(n, n_in, n_out, seed=0, classes=False):
 
 def _pair(epochs=3, lr=0.05, classes=False, path="auto", **kw):
     """A narrow (or ``path``) trainer and a plain one on the same network and data (float64)."""
-    data = _data(300, 3, 4, classes=classes)
+    data = _data(400, 3, 4, classes=classes)  # enough samples for the narrow kernel (runner.py's cost model)
     out = "softmax" if classes else "identity"
     trainers = [Trainer(MLP([3, 9, 5, 4], activation="tanh", output_activation=out, seed=1,
                                 dtype=torch.float64), data, mode="batch",

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from manual_backprop import MLP
+from manual_backprop.datasets import load_dataset
 from manual_backprop.training import Trainer, train
 from trainer_cases import F64, fresh, moons_data, params
 
@@ -174,7 +175,11 @@ def test_trainer_follows_the_network_to_another_dtype(moons, monkeypatch):
 
     monkeypatch.setattr(Trainer, "_run_epoch", run_epoch)
     net = fresh().to(torch.float32)
-    trainer = Trainer(net, moons.to(dtype=torch.float32), mode="batch", lr=0.2, epochs=3)
+    # enough samples for the narrow kernel, a path that returns to Python every epoch (the C loop's several epochs
+    # a call would run epoch 1 and 2 in one call, with no Python between them)
+    many = load_dataset("moons", n_samples=1000, noise=0.2, seed=0, dtype=torch.float32)
+    trainer = Trainer(net, many, mode="batch", lr=0.2, epochs=3)
+    assert trainer._fast_runner.path == "narrow"
     history = trainer.run()
     assert history.stop_reason == "max_epochs" and history.epoch == [0, 1, 2, 3], history.message
     assert trainer.x_test.dtype == torch.float64 and net.weights[0].dtype == torch.float64
