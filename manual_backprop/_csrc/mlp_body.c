@@ -82,12 +82,13 @@ static void SUFFIX(update)(REAL *W, REAL *bias, const REAL *delta, const REAL *c
 typedef struct {
     REAL *act[65];
     REAL *logits, *delta_a, *delta_b, *grad_row;
-    REAL *grad_w, *grad_b; /* one layer's dE/dW and dE/db (batches of more than one sample: train_update) */
+    REAL *grad_w, *grad_b; /* one layer's dE/dW and dE/db (train_update on TRAIN_ROWS_MIN samples or more), or NULL */
     const REAL **inputs;
     void *work;
 } SUFFIX(workspace);
 
-static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, int64_t L, int64_t max_batch)
+static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, int64_t L, int64_t max_batch,
+                                   int with_grads)
 {
     int64_t total = 0, max_width = 0;
     for (int64_t k = 0; k <= L; k++)
@@ -97,7 +98,7 @@ static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, i
     for (int64_t k = 0; k < L; k++)
         if (sizes[k] * sizes[k + 1] > max_layer) max_layer = sizes[k] * sizes[k + 1];
     total += max_batch * sizes[L] + 2 * max_batch * max_width + max_width;
-    if (max_batch > 1) total += max_layer + max_width;
+    if (with_grads) total += max_layer + max_width;
     REAL *p = (REAL *)malloc((size_t)total * sizeof(REAL));
     w->inputs = (const REAL **)malloc((size_t)max_batch * sizeof(REAL *));
     w->work = p;
@@ -112,8 +113,8 @@ static int SUFFIX(workspace_alloc)(SUFFIX(workspace) *w, const int64_t *sizes, i
     w->delta_a = p; p += max_batch * max_width;
     w->delta_b = p; p += max_batch * max_width;
     w->grad_row = p; p += max_width;
-    w->grad_w = max_batch > 1 ? p : NULL;
-    w->grad_b = max_batch > 1 ? p + max_layer : NULL;
+    w->grad_w = with_grads ? p : NULL;
+    w->grad_b = with_grads ? p + max_layer : NULL;
     return 0;
 }
 
@@ -259,7 +260,7 @@ int SUFFIX(mbp_train)(const mbp_plan *plan, const int64_t *order, const int64_t 
     if (status || n_updates == 0)
         return status;
     SUFFIX(workspace) w;
-    if (SUFFIX(workspace_alloc)(&w, plan->sizes, L, max_batch))
+    if (SUFFIX(workspace_alloc)(&w, plan->sizes, L, max_batch, max_batch >= TRAIN_ROWS_MIN))
         return 1;
     const REAL alpha = (REAL)(-lr);
     for (int64_t u = 0; u < n_updates; u++) {
@@ -336,7 +337,7 @@ int SUFFIX(mbp_train_epochs)(const mbp_plan *plan, mbp_epochs *e)
         return status;
     const int64_t block = 64, S = e->offsets[U];
     SUFFIX(workspace) w;
-    if (SUFFIX(workspace_alloc)(&w, plan->sizes, L, max_batch > block ? max_batch : block))
+    if (SUFFIX(workspace_alloc)(&w, plan->sizes, L, max_batch > block ? max_batch : block, max_batch >= TRAIN_ROWS_MIN))
         return 1;
     /* the parameters, in net.parameters() order (W[0], b[0], W[1], ...), and their sizes */
     REAL *params[128];

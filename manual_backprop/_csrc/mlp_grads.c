@@ -229,7 +229,7 @@ int SUFFIX(mbp_loss_and_grads)(const mbp_plan *plan, const REAL *x, const REAL *
     REAL *const *deltas = (REAL *const *)out + 2 * L;
     REAL *loss = (REAL *)out[3 * L];
     SUFFIX(workspace) w;
-    if (SUFFIX(workspace_alloc)(&w, sizes, L, B))
+    if (SUFFIX(workspace_alloc)(&w, sizes, L, B, 0)) /* the gradients are written into out */
         return 1;
     SUFFIX(forward_rows)(plan, &w, x, NULL, B);
     const double c = SUFFIX(loss_scale)(plan, B);
