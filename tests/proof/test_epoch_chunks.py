@@ -73,6 +73,22 @@ def test_bulk_orders_are_epoch_order_epoch_by_epoch(n, E):
     assert torch.equal(offsets, torch.arange(n + 1))
 
 
+@pytest.mark.parametrize("E", [1, 3])
+def test_batch_mode_orders_are_epoch_orders_and_draw_nothing(E):
+    class T:  # what EpochChunks.orders reads of a Trainer
+        mode, replacement, batch_size = "batch", False, 7
+        x_train = torch.zeros(7, 1)
+
+    t = T()
+    t.generator = torch.Generator().manual_seed(5)
+    before = t.generator.get_state()
+    chunks = chunks_mod.EpochChunks.__new__(chunks_mod.EpochChunks)
+    orders, offsets = chunks.orders(t, E)
+    assert torch.equal(orders, torch.cat([epoch_order("batch", 7, 7, None)[0] for _ in range(E)]))
+    assert torch.equal(offsets, epoch_order("batch", 7, 7, None)[1])
+    assert torch.equal(t.generator.get_state(), before)
+
+
 def _state(t):
     return [p.clone() for p in t.net.parameters()]
 
@@ -108,7 +124,7 @@ def test_one_call_of_E_epochs_is_E_calls_of_one(hidden, output, loss_fn, regime,
 @pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("output,loss_fn", OUTPUTS, ids=[f"{o}-{l.name}" for o, l in OUTPUTS])
 @pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu"])
-@pytest.mark.parametrize("mode", ["online", "minibatch"])
+@pytest.mark.parametrize("mode", ["online", "minibatch", "batch"])
 def test_chunked_trainer_makes_the_one_epoch_c_loops_updates(hidden, output, loss_fn, dtype, mode):
     """Bit-equal parameters and generator to the one-epoch C loop (evaluated in torch) over the whole run; the
     in-loop evaluation within EVAL_ULPS of torch's on the same parameters, accuracies equal."""
