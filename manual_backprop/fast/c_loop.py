@@ -277,19 +277,25 @@ class CKernel:
         """Check the data and the parameters and point the plan at them (only when they changed since last time)."""
         net = self.net
         params = net.weights + net.biases
-        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), *(p.data_ptr() for p in params))
+        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), x.is_neg(), y.is_neg(),
+               *((p.data_ptr(), tuple(p.shape), p.stride()) for p in params))  # layouts too: an in-place t_()
         # the same tensors too: new tensor objects at the same addresses have their own version counters, and the
         # ones marked after each call (self._params) must be the network's (held, so no id is reused meanwhile)
         if key == self._key and len(params) == len(self._params) and all(map(operator.is_, params, self._params)):
             return
         for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
-            if t.dtype != net.dtype or t.device.type != "cpu" or not t.is_contiguous() or t.dim() != 2 \
+            if t.dtype != net.dtype or t.device.type != "cpu" or not t.is_contiguous() or t.is_neg() or t.dim() != 2 \
                     or t.shape[1] != width or t.shape[0] != x.shape[0]:
                 raise ValueError(f"{name} must be a contiguous CPU {net.dtype} tensor of shape ({x.shape[0]}, "
                                  f"{width}), but got {t.dtype} on {t.device}, shape {tuple(t.shape)}, "
                                  f"contiguous={t.is_contiguous()}")
-        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
-            raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
+        shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
+        shapes += [(n_out,) for n_out in net.sizes[1:]] if net.bias else []
+        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype and tuple(p.shape) == s
+                   for p, s in zip(params, shapes)):
+            raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as its "
+                             f"sizes {net.sizes} say (an in-place t_() or resize_ changes that), but got "
+                             + ", ".join(f"{tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
         weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
         self._plan.weights = ctypes.addressof(weights)
         self._plan.biases = ctypes.addressof(biases) if biases is not None else None

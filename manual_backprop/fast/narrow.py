@@ -95,13 +95,14 @@ def _ptr_array(tensors) -> ctypes.Array:
 
 
 def _state(tensors) -> tuple:
-    """What identifies the contents of tensors: the tensors themselves (held, so no other can take their memory)
-    and their version counters (bumped by every in-place change)."""
-    return tuple((t, t._version) for t in tensors)
+    """What identifies the contents of tensors: the tensors themselves (held, so no other can take their memory),
+    their version counters (bumped by every in-place change) and their memory and layout (which ``t.data = ...``
+    changes without a bump)."""
+    return tuple((t, t._version, t.data_ptr(), t.shape, t.stride()) for t in tensors)
 
 
 def _same_state(a: Optional[tuple], b: tuple) -> bool:
-    return a is not None and len(a) == len(b) and all(s is t and u == v for (s, u), (t, v) in zip(a, b))
+    return a is not None and len(a) == len(b) and all(s[0] is t[0] and s[1:] == t[1:] for s, t in zip(a, b))
 
 
 class NarrowKernel:
@@ -131,14 +132,14 @@ class NarrowKernel:
                                  factor=loss_fn.c_factor())
         self._data = None  # (state of x and y, x^T, y^T, y): the data as the kernel reads it
         self._params = None  # the parameter tensors the plan points at
+        self._layout = None  # their addresses, shapes and strides then
         self._keep = ()
         self._grad_ptrs = []  # [(gradient tensors, their pointer arrays)], the last two used
 
     def _bind(self, x: Tensor, y: Tensor) -> None:
         net = self.net
-        data = self._data[0] if self._data else None  # checked inline: this runs twice an epoch
-        if data is None or not (data[0][0] is x and data[0][1] == x._version and data[1][0] is y
-                                and data[1][1] == y._version):
+        data = self._data[0] if self._data else None  # the data's state when the plan last read it
+        if data is None or not _same_state(data, _state([x, y])):
             for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
                 if t.dtype != net.dtype or t.device.type != "cpu" or t.dim() != 2 or t.shape[1] != width \
                         or t.shape[0] != x.shape[0] or t.shape[0] == 0:
@@ -151,14 +152,21 @@ class NarrowKernel:
             self._plan.n_samples = x.shape[0]
         params = net.weights + net.biases
         kept = self._params
-        if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)):
-            if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype for p in params):
-                raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype")
+        layout = [(p.data_ptr(), p.shape, p.stride()) for p in params]  # a ``.data =``, set_ or t_() changes it
+        if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)) \
+                or layout != self._layout:
+            shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
+            shapes += [(n_out,) for n_out in net.sizes[1:]] if net.bias else []
+            if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype
+                       and tuple(p.shape) == s for p, s in zip(params, shapes)):
+                raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as "
+                                 f"its sizes {net.sizes} say (an in-place t_() or resize_ changes that), but got "
+                                 + ", ".join(f"{tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
             weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
             self._plan.weights = ctypes.addressof(weights)
             self._plan.biases = ctypes.addressof(biases) if biases is not None else None
             self._keep = (weights, biases)  # the plan points into these: keep them alive
-            self._params = params
+            self._params, self._layout = params, layout
 
     def new_gradients(self) -> Gradients:
         """Buffers for ``loss_and_gradients(..., grads=)``: dE/dW and dE/db shaped like the parameters."""

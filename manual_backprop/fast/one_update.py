@@ -55,6 +55,7 @@ _storage_use_count = torch._C._storage_Use_Count  # references to its memory (vi
 _version = operator.attrgetter("_version")  # in-place changes, of values or of shape and strides
 _requires_grad = operator.attrgetter("requires_grad")
 _stride = Tensor.stride
+_is_set_to = Tensor.is_set_to
 _fma_rounding: dict = {}  # dtype -> whether torch's add_(alpha) rounds as the C step's fma on this machine
 unavailable: Optional[str] = None  # why the C library could not be built here (None: not tried, or built)
 
@@ -69,7 +70,9 @@ class OneUpdatePlan:
         self.loss_fn, self.fn, self.dtype = loss_fn, fn, net.dtype  # fn None: a refusal, kept as cheaply
         self.functions = list(net.activation_functions)
         self.params = [*net.weights, *net.biases]
-        self.ptrs = list(map(_data_ptr, self.params))
+        # views with each parameter's own memory, offset, shape and strides: is_set_to compares all four at once
+        # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it)
+        self.views = [p.as_strided(p.shape, p.stride(), p.storage_offset()) for p in self.params]
         if fn is None:
             return
         self.macs = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))  # per sample, C_WORK_LIMIT's unit
@@ -92,22 +95,23 @@ class OneUpdatePlan:
         self.last = None  # (Gradients, its tensors, what step() compares, the out array) of the last call
         self.param_shapes = [p.shape for p in self.params]
         self.param_strides = [torch.empty(p.shape).stride() for p in self.params]  # contiguous, as the C step reads
-        # what step() finds of the parameters and their gradients' layouts (after the gradients' own addresses)
-        self.step_tail = [*self.ptrs, *self.param_shapes, *self.param_strides]
+        # what step() finds of the gradients' layouts (after the gradients' own addresses)
+        self.step_tail = [*self.param_shapes, *self.param_strides]
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
-        """Whether this plan still describes net and loss_fn: the same parameter tensors at the same addresses (a
-        new tensor, ``net.to``, a ``set_`` or a load of other tensors all fail it), the same f's and the same loss."""
+        """Whether this plan still describes net and loss_fn: the same parameter tensors with the same memory and
+        layout (a new tensor, ``net.to``, a ``set_``, an in-place ``t_()``, a load of other tensors all fail it), the
+        same f's and the same loss."""
         functions = net.activation_functions
         return (self.holds(net) and len(functions) == len(self.functions)
                 and all(map(operator.is_, functions, self.functions))
                 and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
 
     def holds(self, net: MLP) -> bool:
-        """Whether net's parameters are still the plan's: the same tensors at the same addresses."""
+        """Whether net's parameters are still the plan's: the same tensors, with the same memory and layout."""
         params = [*net.weights, *net.biases]
         return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and list(map(_data_ptr, params)) == self.ptrs)
+                and all(map(_is_set_to, params, self.views)))
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -147,11 +151,10 @@ class OneUpdatePlan:
         last = self.last
         if last is None or grads is not last[0]:
             return False
-        given, params = [*grads.weights, *grads.biases], [*net.weights, *net.biases]
-        if not (len(given) == len(last[1]) and len(params) == len(self.params)
-                and all(map(operator.is_, given, last[1])) and all(map(operator.is_, params, self.params))
-                and [*map(_data_ptr, given), *map(_data_ptr, params), *map(_shape, given), *map(_stride, given)]
-                == last[2]):  # the gradients' addresses, the parameters' (holds), the gradients' shapes and strides
+        given = [*grads.weights, *grads.biases]
+        if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
+                and [*map(_data_ptr, given), *map(_shape, given), *map(_stride, given)] == last[2]
+                and self.holds(net)):  # the gradients' addresses, shapes and strides; the parameters (holds)
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")
@@ -252,10 +255,10 @@ def loss_and_gradients(net: MLP, x: Tensor, y: Tensor, loss_fn: Loss):
         plan = got[1]
     if plan.fn is None or x.shape[0] * plan.macs > C_WORK_LIMIT:
         return None
-    if not x.is_contiguous():
-        x = x.contiguous()
-    if not y.is_contiguous():
-        y = y.contiguous()
+    if not x.is_contiguous() or x.is_neg():  # the C call reads memory: a neg bit (x = z.conj().imag) resolved
+        x = x.contiguous().resolve_neg()
+    if not y.is_contiguous() or y.is_neg():
+        y = y.contiguous().resolve_neg()
     return plan.run(x, y)
 
 

@@ -41,8 +41,9 @@ def prepare_split(data, split: str, loss_fn: Loss, *, sizes: list, dtype: torch.
     data enters: the epoch's ops must never see a tensor that requires grad. ``names`` are what an error calls x
     and y.
     """
-    x = getattr(data, f"x_{split}").detach().to(device=device, dtype=dtype)
-    y = getattr(data, f"y_{split}").detach().to(device)
+    # resolve_neg: the C paths read memory, where a real tensor with the neg bit (z.conj().imag) holds -x
+    x = getattr(data, f"x_{split}").detach().to(device=device, dtype=dtype).resolve_neg()
+    y = getattr(data, f"y_{split}").detach().to(device).resolve_neg()
     x = check_input(names[0], x, n_features=sizes[0], dtype=dtype, device=device, sizes=sizes)
     labels = None if y.is_floating_point() else y
     y = encode_for(loss_fn, y, getattr(data, "num_classes", None), sizes[-1], dtype)
