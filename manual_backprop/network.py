@@ -84,6 +84,9 @@ class Gradients:
 
 
 
+_ROWS_AS_GIVEN = Loss.prepare_target  # as imported: floating target rows of the output's shape, returned as they are
+
+
 # ---------------------------------------------------------------------------------------------------- the slide
 def net_input(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """net = W x + b with samples as rows: x @ W^T + b, (..., B, n_in) -> (..., B, n_out)."""
@@ -385,12 +388,16 @@ class MLP:
     def _takes_as_given(self, x, y, loss_fn: Loss) -> bool:
         """Whether check_x and check_y would return x and y as they are: plain tensors (B, n_0) and (B, n_L), B >= 1,
         of the network's dtype and on its device, for a loss that takes floating target rows as they come (Loss's
-        own prepare_target). Anything else goes through the checks, and gets their messages. (A subclass with
-        checks of its own, Population, always goes through them.)"""
-        return (type(x) is Tensor and type(y) is Tensor and x.dtype is self.dtype and y.dtype is self.dtype
-                and x.dim() == 2 and x.shape[1] == self.sizes[0] and x.shape[0] > 0
-                and y.shape == (x.shape[0], self.sizes[-1]) and type(loss_fn).prepare_target is Loss.prepare_target
-                and x.device == self.device and y.device == self.device)
+        own prepare_target, neither overridden nor replaced on the instance or the class), with this class's own
+        checks (none set on the instance). Anything else goes through the checks, and gets their messages. (A
+        subclass with checks of its own, Population, always goes through them.)"""
+        if type(x) is not Tensor or type(y) is not Tensor or x.dtype is not self.dtype or y.dtype is not self.dtype:
+            return False
+        shape, own, sizes = x.shape, self.__dict__, self.sizes
+        return (len(shape) == 2 and shape[1] == sizes[0] and shape[0] > 0 and y.shape == (shape[0], sizes[-1])
+                and type(loss_fn).prepare_target is _ROWS_AS_GIVEN and "prepare_target" not in loss_fn.__dict__
+                and "check_x" not in own and "check_y" not in own and x.device == self.device
+                and y.device == self.device)
 
     def check_loss(self, loss_fn) -> Loss:
         """A Loss from a Loss or a name (None: the default for the output activation), refused where it makes no

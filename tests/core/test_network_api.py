@@ -178,3 +178,27 @@ def test_inputs_taken_as_given_are_what_the_checks_return():
         net.loss_and_grads(x.float(), y)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
         net.loss_and_grads(x[:, :2], y)
+
+
+def test_a_loss_or_check_replaced_on_the_instance_or_the_class_still_runs():
+    """The shortcut past the checks applies only to Loss's own prepare_target and MLP's own checks: one set on the
+    instance, or Loss.prepare_target replaced on the class, runs as before."""
+    from manual_backprop.losses import Loss, SquaredError
+    net = MLP([3, 4, 2], seed=0, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.rand(5, 2, generator=gen, dtype=torch.float64)
+    clamped = SquaredError()
+    clamped.prepare_target = lambda y, shape, dtype: Loss.prepare_target(clamped, y, shape, dtype).clamp(0.25, 0.75)
+    assert net.loss_and_grads(x, y, clamped)[0].item() == net.loss_and_grads(x, y.clamp(0.25, 0.75))[0].item()
+    calls = []
+    net.check_x = lambda x, **kw: calls.append("x") or MLP.check_x(net, x, **kw)
+    net.loss_and_grads(x, y)
+    assert calls == ["x"]
+    del net.check_x
+    original = Loss.prepare_target
+    try:
+        Loss.prepare_target = lambda self, y, shape, dtype: calls.append("class") or original(self, y, shape, dtype)
+        net.loss_and_grads(x, y)
+    finally:
+        Loss.prepare_target = original
+    assert calls == ["x", "class"]
