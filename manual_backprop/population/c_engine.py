@@ -318,8 +318,17 @@ class PopulationCKernel:
         if self.rng is None:
             self.read_generators(self._fresh_seeds)
         params = pop.weights + pop.biases
-        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == pop.dtype for p in params):
-            raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype")
+        if not all(p.is_contiguous() and not p.is_neg() and p.device.type == "cpu" and p.dtype == pop.dtype
+                   for p in params):
+            raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype (no neg-bit view)")
+        sizes, K = pop.sizes, self.K  # the kernel writes K members of these shapes through the addresses
+        shapes = [(K, sizes[k + 1], sizes[k]) for k in range(pop.num_layers)]
+        shapes += [(K, sizes[k + 1]) for k in range(pop.num_layers)] if pop.bias else []
+        for k, (p, shape) in enumerate(zip(params, shapes)):  # (Population holds one bias per layer or none)
+            if tuple(p.shape) != shape:
+                name = f"weights[{k}]" if k < pop.num_layers else f"biases[{k - pop.num_layers}]"
+                raise ValueError(f"population.{name} must have shape {shape} (K={K}, sizes {list(sizes)}), but got "
+                                 f"{tuple(p.shape)}")
         weights = (ctypes.c_void_p * len(pop.weights))(*[w.data_ptr() for w in pop.weights])
         biases = (ctypes.c_void_p * max(1, len(pop.biases)))(*[b.data_ptr() for b in pop.biases])
         plan.weights, plan.biases = ctypes.addressof(weights), ctypes.addressof(biases) if pop.bias else None

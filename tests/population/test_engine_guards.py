@@ -74,3 +74,23 @@ def test_the_graph_key_names_the_inputs_batch_mode_reads_in_place():
     xs, ys = trainer._next_epoch_data()
     key = trainer._graph_key(xs, ys)
     assert trainer._graph_key(xs.clone(), ys) != key, "batch mode's graph reads the training set in place"
+
+
+@pytest.mark.parametrize("change", ["fewer members", "other sizes", "neg bit"])
+def test_the_c_engine_refuses_parameters_it_cannot_write_and_writes_nothing(change):
+    """The C engine writes K members of the population's shapes through each parameter's address: a parameter
+    given another shape between runs (``.data =``) had it write past the tensor's memory (the heap was corrupted);
+    a neg-bit view had it read -W as W. Now the run is refused by name and nothing is written."""
+    pop = Population([2, 2, 1], seeds=[0, 1, 2, 3], dtype=F64)
+    trainer = PopulationTrainer(pop, load_dataset("xor", dtype=F64), mode="online", lr=0.5, epochs=3, engine="c")
+    trainer.run()
+    new = {"fewer members": torch.zeros(3, 2, 2, dtype=F64), "other sizes": torch.zeros(4, 2, 3, dtype=F64),
+           "neg bit": torch._neg_view(torch.ones(4, 2, 2, dtype=F64))}[change]
+    pop.weights[0].data = new
+    before = [t.clone() for t in (*pop.weights, *pop.biases)]
+    trainer.epochs = 6
+    message = "contiguous CPU tensors" if change == "neg bit" else r"weights\[0\] must have shape \(4, 2, 2\)"
+    with pytest.raises(ValueError, match=message):
+        trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, (*pop.weights, *pop.biases)))
+    assert trainer.epoch == 3
