@@ -67,6 +67,8 @@ class Activation:
     # ---- kernel code of the fast paths, each derived from forward/backward above
     c_forward: "str | None" = None  # C expression of the net input v (a REAL) and slope alone giving f(v)
     c_derivative: "str | None" = None  # C expression of the output x (a REAL) giving f'(net)
+    # whether an overridden c_forward_row still acts element by element (the base class's row always does)
+    c_elementwise: bool = False
 
     def forward_(self, z: Tensor, out: Tensor) -> None:
         """out = f(z) without temporaries where the class can (``out`` may be ``z``); the fused step's forward."""
@@ -145,6 +147,12 @@ class Tanh(Activation):
 
     c_forward = "R_TANH(v)"
     c_derivative = "((REAL)1 - xi) * ((REAL)1 + xi)"
+    c_elementwise = True  # its row is c_forward on each element, through the array version
+
+    def c_forward_row(self) -> str:
+        # R_VTANH: R_TANH over the row, bit for bit (float's reads tables: its array version picks their entries with
+        # vector permutes, where a loop over R_TANH would gather them)
+        return "R_VTANH(z, z, n);"
 
     def forward_(self, z: Tensor, out: Tensor) -> None:
         torch.tanh(z, out=out)

@@ -71,6 +71,7 @@ typedef struct {
 #define SUFFIX(name) name##_f64
 #define R_EXP mbp_exp_f64 /* vecmath.h, inlined in kernels.h: vectorisable, within 1 ulp of torch */
 #define R_TANH mbp_tanh_f64
+#define R_VTANH mbp_vtanh_f64 /* tanh over an array, bit for bit R_TANH's */
 #define R_LOG log
 #define R_LOG1P log1p
 #define R_FMA fma /* every sum of products (vecfma.h), and MLP.step's C call (torch's add_(alpha) rounds once) */
@@ -79,6 +80,7 @@ typedef struct {
 #undef SUFFIX
 #undef R_EXP
 #undef R_TANH
+#undef R_VTANH
 #undef R_LOG
 #undef R_LOG1P
 #undef R_FMA
@@ -87,6 +89,7 @@ typedef struct {
 #define SUFFIX(name) name##_f32
 #define R_EXP mbp_exp_f32
 #define R_TANH mbp_tanh_f32
+#define R_VTANH mbp_vtanh_f32
 #define R_LOG logf
 #define R_LOG1P log1pf
 #define R_FMA fmaf

@@ -11,7 +11,8 @@
  * fast/csource.py): f and f' element-wise on a whole layer's rows; the loss lane-wise for squared error on an
  * element-wise output f, and sample by sample (the tile transposed) for the others (softmax, cross-entropy).
  * exp and tanh are vecmath.h's vectorisable versions (in double, tanh with one division, below; in float, vecmath.h's
- * float-native tanh), and their per-element bounds against torch are vecmath.h's; log and log1p, only in the loss
+ * float-native tanh from tables, over a row through its array version), and their per-element bounds against torch
+ * are vecmath.h's; log and log1p, only in the loss
  * values of cross-entropy, are libm's.
  *
  * Only the summation order differs from torch's matrix products (each product added to its running sum with one
@@ -61,17 +62,21 @@ void narrow_vecmath_tanh_f32(const float *x, float *y, int64_t n) { mbp_vtanh_f3
  * float whose bit pattern lies in [lo, hi), against the double core rounded once (mbp_tanh_f32_double). hist[d]
  * counts the inputs whose results are d ulps apart (as ordered integers, so across zero too; d >= 7 in hist[7]);
  * *worst receives the bits of the first input farthest apart. Returns the number of inputs where the two disagree
- * on NaN or on the sign. */
+ * on NaN or on the sign, plus those where the array version (mbp_vtanh_f32, 16 lanes at a time with AVX-512) does
+ * not give the scalar function's bits (NaN: both NaN). */
 int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t *worst)
 {
     enum { CHUNK = 4096 };
-    float x[CHUNK], got[CHUNK], ref[CHUNK];
+    float x[CHUNK], got[CHUNK], ref[CHUNK], vec[CHUNK];
     int64_t bad = 0, far = -1;
     for (uint64_t c = lo; c < hi; c += CHUNK) {
         const int n = hi - c < CHUNK ? (int)(hi - c) : CHUNK;
         for (int i = 0; i < n; i++) x[i] = mbp_from_bits_f32((uint32_t)(c + (uint64_t)i));
         for (int i = 0; i < n; i++) got[i] = narrow_tanh_f32(x[i]);
         for (int i = 0; i < n; i++) ref[i] = mbp_tanh_f32_double(x[i]);
+        mbp_vtanh_f32(x, vec, n);
+        for (int i = 0; i < n; i++)
+            bad += memcmp(&vec[i], &got[i], sizeof(float)) != 0 && !(vec[i] != vec[i] && got[i] != got[i]);
         for (int i = 0; i < n; i++) {
             const int g_nan = got[i] != got[i], r_nan = ref[i] != ref[i];
             if (g_nan || r_nan) { bad += g_nan != r_nan; continue; }
@@ -117,6 +122,7 @@ typedef struct {
 #define SUFFIX(name) name##_f64
 #define R_EXP mbp_exp_f64
 #define R_TANH narrow_tanh_f64
+#define R_VTANH narrow_vtanh_f64 /* tanh over an array, bit for bit R_TANH's */
 #define R_LOG log
 #define R_LOG1P log1p
 #define R_FMA fma
@@ -125,6 +131,7 @@ typedef struct {
 #undef SUFFIX
 #undef R_EXP
 #undef R_TANH
+#undef R_VTANH
 #undef R_LOG
 #undef R_LOG1P
 #undef R_FMA
@@ -133,6 +140,7 @@ typedef struct {
 #define SUFFIX(name) name##_f32
 #define R_EXP mbp_exp_f32
 #define R_TANH narrow_tanh_f32
+#define R_VTANH mbp_vtanh_f32 /* vecmath.h's: narrow_tanh_f32's bits */
 #define R_LOG logf
 #define R_LOG1P log1pf
 #define R_FMA fmaf

@@ -1,6 +1,7 @@
 /* Vectorisable exp, tanh and sigmoid for the C kernels (the C loop, the batch kernel): branch-free scalar cores,
  * written so that gcc and clang vectorise a loop over them at -O3 without -ffast-math (no libm call, no branch, no
- * reassociation: every operation rounds as written, -ffp-contract=off included), and array versions over them.
+ * reassociation: every operation rounds as written, -ffp-contract=off included), and array versions over them (float
+ * tanh's reads tables, so its array version picks their entries with AVX-512 permutes where it can, not gathers).
  *
  * Accuracy, per element, against torch.exp and torch.tanh on the same inputs (tests/proof/test_vecmath.py states and
  * checks the bounds, VECMATH_ULPS in fast/c_loop.py):
@@ -8,10 +9,10 @@
  *           tanh: Cephes' rational form x + x^3 P(x^2)/Q(x^2) below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above.
  *   float   exp and sigmoid: the double cores above rounded once to float (correctly rounded but for ties within
  *           about 2^-50 of a float midpoint).
- *           tanh: float-native (mbp_tanh_f32 below: float operations with explicit fmaf, one division), within 1 ulp
- *           of the double core rounded once, (float)mbp_tanh_f64(x), on every float: proven exhaustively over all
- *           2^32 bit patterns (tests/proof/test_vecmath.py), and within 1 ulp of torch.tanh. The double core stays
- *           as mbp_tanh_f32_double, the reference of that proof.
+ *           tanh: float-native (mbp_tanh_f32 below: a degree-6 polynomial on one of 32 segments, from tables, with
+ *           explicit fmaf and no division), within 1 ulp of the double core rounded once, (float)mbp_tanh_f64(x),
+ *           on every float: proven exhaustively over all 2^32 bit patterns (tests/proof/test_vecmath.py), and
+ *           within 1 ulp of torch.tanh. The double core stays as mbp_tanh_f32_double, the reference of that proof.
  * Special values: exp(-inf) = 0, exp(+inf) = inf, overflow to inf and gradual underflow as libm; tanh(+-inf) =
  * +-1, tanh(-0) = -0; NaN in, NaN out.
  *
@@ -27,6 +28,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__GNUC__) && defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 static inline uint64_t mbp_bits_f64(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
 static inline double mbp_from_bits_f64(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
@@ -85,54 +89,100 @@ static inline float mbp_tanh_f32_double(float x) { return (float)mbp_tanh_f64((d
 static inline uint32_t mbp_bits_f32(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static inline float mbp_from_bits_f32(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
 
-/* tanh(x) in float, float-native: 16 lanes a 64-byte vector and one division, where the double core rounded once
- * takes 8 lanes and two. Both forms are computed and one kept (no branch), for a = |x| clamped to 9.5 (tanh rounds
- * to 1 in float from 9.01 on):
- *   small, a < 0.9:  a + a^3 R(a^2), R a degree-6 near-minimax fit of (tanh(a) - a) / a^3 (relative error of the
- *                    correction below 0.08 * 2^-24 of tanh; the leading a is exact, and the correction is at most
- *                    26% of tanh, so its roundings move the result by at most about 0.6 ulp before the last one);
- *   large, a >= 0.9: 1 - 2 / d, d = e^2a + 1 = 2^k (1 + p) + 1 rounded once (fmaf), p = e^r - 1 on
- *                    r = 2a - k ln2 in [-ln2/2, ln2/2] (one fmaf with ln2 in float: its 2e-9 error, times k, moves
- *                    d's relative value by k 2e-9 where 2 / d < 2^(1-k), under 0.03 * 2^-24 of tanh), p a degree-6
- *                    near-minimax polynomial (error below 0.08 * 2^-24); 2 / d is at most 0.29 here, so the
- *                    roundings of d and of the quotient move the result by at most about 0.75 ulp.
- * Before its last rounding the result is therefore within 1 ulp of tanh, and after it within 1 ulp of the correctly
- * rounded value; the proof is exhaustive (every float, test_vecmath.py), against the double core rounded once.
- * NaN: the clamp maps it to 9.5, so its bits are put back by an OR of quiet-NaN bits into the result (an integer
- * select, which keeps the loop free of branches; a float select on NaN would let gcc skip the division on one side
- * and branch). tanh(+-inf) = +-1, tanh(-0) = -0 (copysign). The explicit fmaf is one instruction where the target
- * has FMA (-march=native on x86-64 since Haswell, all of aarch64); elsewhere libm's fmaf, exact but slow. */
+/* tanh(x) in float, float-native and without a division: a = |x| clamped to 9.5 (tanh rounds to 1 in float from
+ * 9.01 on) falls in one of 32 segments, i = floor(4a) below 7.75 and i = 31 on [7.75, 9.5], and a degree-6
+ * polynomial in u = a - c_i gives tanh there (the tables below; scripts/fit_tanh_f32.py fits them and says how):
+ *   segments 0 and 1 (a < 0.5), c = 0:  t = u + u S(u), S = C2 u + ... + C6 u^5 a fit of tanh(u)/u - 1, so the
+ *                                       leading u is exact and the correction is at most 8% of t;
+ *   segments 2 .. 31, c the midpoint:   t = hi + (lo + C1 u + ... + C6 u^6), hi + lo = tanh(c) in two floats.
+ * Every c is a multiple of 2^-3 and |u| <= 0.875, so u is exact. Horner's rule with fmaf; the last step adds hi.
+ * Bound: within 1 ulp of the double core rounded once, (float)mbp_tanh_f64(x), on every float (proven over all 2^32
+ * bit patterns, tests/proof/test_vecmath.py), and within 0.76 ulp of tanh in double on every positive float (the
+ * float-native form it replaced, with one division: 0.98), and within 1 ulp of torch.tanh (checked there on whole
+ * binades and a large sample). tanh(+-inf) = +-1, tanh(-0) = -0; NaN in, NaN out (the clamp keeps it: a > 9.5 is
+ * false for NaN, and every operation after it propagates it).
+ * mbp_vtanh_f32 (below) computes the same bits 16 lanes at a time with AVX-512, where each table is two registers and
+ * a lane's coefficient one permute (no gather); elsewhere, and for a tail, it calls this function. */
+#define MBP_TANH_F32_DEGREE 6
+static const float mbp_tanh_f32_center[32] = {
+    0x0.0p+0f, 0x0.0p+0f, 0x1.4p-1f, 0x1.cp-1f, 0x1.2p+0f, 0x1.6p+0f,
+    0x1.ap+0f, 0x1.ep+0f, 0x1.1p+1f, 0x1.3p+1f, 0x1.5p+1f, 0x1.7p+1f,
+    0x1.9p+1f, 0x1.bp+1f, 0x1.dp+1f, 0x1.fp+1f, 0x1.08p+2f, 0x1.18p+2f,
+    0x1.28p+2f, 0x1.38p+2f, 0x1.48p+2f, 0x1.58p+2f, 0x1.68p+2f, 0x1.78p+2f,
+    0x1.88p+2f, 0x1.98p+2f, 0x1.a8p+2f, 0x1.b8p+2f, 0x1.c8p+2f, 0x1.d8p+2f,
+    0x1.e8p+2f, 0x1.14p+3f};
+static const float mbp_tanh_f32_table[8][32] = { /* hi, lo, C1 .. C6 */
+  { /* hi */
+    0x0.0p+0f, 0x0.0p+0f, 0x1.1bf47ep-1f, 0x1.68665p-1f, 0x1.9e5cb6p-1f, 0x1.c278a6p-1f,
+    0x1.d9c6fap-1f, 0x1.e8789ep-1f, 0x1.f1994ep-1f, 0x1.f73776p-1f, 0x1.faa794p-1f, 0x1.fcc04cp-1f,
+    0x1.fe06ecp-1f, 0x1.fecd6cp-1f, 0x1.ff45f6p-1f, 0x1.ff8f22p-1f, 0x1.ffbb88p-1f, 0x1.ffd678p-1f,
+    0x1.ffe6cep-1f, 0x1.fff0b8p-1f, 0x1.fff6bcp-1f, 0x1.fffa6p-1f, 0x1.fffc98p-1f, 0x1.fffdeep-1f,
+    0x1.fffebep-1f, 0x1.ffff3ep-1f, 0x1.ffff8ap-1f, 0x1.ffffb8p-1f, 0x1.ffffd4p-1f, 0x1.ffffe6p-1f,
+    0x1.fffffp-1f, 0x1.fffffep-1f},
+  { /* lo */
+    0x0.0p+0f, 0x0.0p+0f, 0x1.5771f2p-26f, 0x1.718402p-26f, -0x1.16eca6p-27f, -0x1.ab637p-26f,
+    0x1.fcc39p-26f, 0x1.9d81bcp-26f, -0x1.1b607p-30f, 0x1.65545cp-26f, -0x1.691428p-26f, 0x1.b79b8ap-26f,
+    -0x1.f2efbep-26f, -0x1.02b9dcp-26f, 0x1.a6c268p-26f, -0x1.92aacep-28f, -0x1.7c1d1p-28f, -0x1.e612ap-27f,
+    0x1.5a259cp-26f, 0x1.1d7374p-28f, -0x1.6f867p-26f, 0x1.b52ed6p-26f, -0x1.c987f2p-26f, 0x1.1f006ap-26f,
+    0x1.c167b4p-26f, -0x1.8aae34p-26f, -0x1.13baap-28f, 0x1.640478p-27f, 0x1.14cfeap-26f, -0x1.700fe8p-27f,
+    0x1.8f7eap-32f, -0x1.4f49d2p-28f},
+  { /* C1 */
+    0x0.0p+0f, 0x0.0p+0f, 0x1.6284c4p-1f, 0x1.02500ap-1f, 0x1.615002p-2f, 0x1.cea744p-3f,
+    0x1.265e34p-3f, 0x1.6fcfa6p-4f, 0x1.c65b1cp-5f, 0x1.16a7fcp-5f, 0x1.5452p-6f, 0x1.9e87dp-7f,
+    0x1.f81bd8p-8f, 0x1.3238b8p-8f, 0x1.73cecp-9f, 0x1.c34706p-10f, 0x1.11ce6ep-10f, 0x1.4c3652p-11f,
+    0x1.930b44p-12f, 0x1.e8f43ep-13f, 0x1.28944ap-13f, 0x1.67c76p-14f, 0x1.b470eep-15f, 0x1.08b7b8p-15f,
+    0x1.411ee8p-16f, 0x1.858a64p-17f, 0x1.d889a6p-18f, 0x1.1e9be8p-18f, 0x1.5bacb2p-19f, 0x1.a5c034p-20f,
+    0x1.ff9c18p-21f, 0x1.152492p-23f},
+  { /* C2 */
+    -0x1.327484p-20f, -0x1.f04228p-14f, -0x1.893b5ap-2f, -0x1.6ba7ccp-2f, -0x1.1defacp-2f, -0x1.970e08p-3f,
+    -0x1.10646ep-3f, -0x1.5ee892p-4f, -0x1.b9937cp-5f, -0x1.11e038p-5f, -0x1.50c46ep-6f, -0x1.9be672p-7f,
+    -0x1.f62a8cp-8f, -0x1.31815ap-8f, -0x1.7347a8p-9f, -0x1.c2e38ap-10f, -0x1.11a9dp-10f, -0x1.4c1b6p-11f,
+    -0x1.92f77p-12f, -0x1.e8e5a6p-13f, -0x1.288eeap-13f, -0x1.67c36ep-14f, -0x1.b46e06p-15f, -0x1.08b6a6p-15f,
+    -0x1.411e1ep-16f, -0x1.8589dp-17f, -0x1.d8893ap-18f, -0x1.1e9bcp-18f, -0x1.5bac94p-19f, -0x1.a5c024p-20f,
+    -0x1.ff9c08p-21f, -0x1.1508ecp-23f},
+  { /* C3 */
+    -0x1.554464p-2f, -0x1.537198p-2f, -0x1.244acp-6f, 0x1.4f13eep-4f, 0x1.c68f5ep-4f, 0x1.97d92cp-4f,
+    0x1.33de5ap-4f, 0x1.a85d42p-5f, 0x1.15b41p-5f, 0x1.60960ap-6f, 0x1.b7a012p-7f, 0x1.0f1c66p-7f,
+    0x1.4c3226p-8f, 0x1.956e0ep-9f, 0x1.eda2f8p-10f, 0x1.2c1316p-10f, 0x1.6c8092p-11f, 0x1.ba8748p-12f,
+    0x1.0c8a78p-12f, 0x1.45daeep-13f, 0x1.8b5956p-14f, 0x1.dfa532p-15f, 0x1.22efeap-15f, 0x1.60eee6p-16f,
+    0x1.ac24e8p-17f, 0x1.03b05cp-17f, 0x1.3b0606p-18f, 0x1.7e238p-19f, 0x1.cf8f84p-20f, 0x1.192b16p-20f,
+    0x1.5512aep-21f, 0x1.6d64c6p-24f},
+  { /* C4 */
+    -0x1.3aa1f2p-10f, -0x1.7ffbc2p-7f, 0x1.1a691ep-3f, 0x1.f209e2p-5f, 0x1.ac40bap-9f, -0x1.5dd624p-6f,
+    -0x1.9d2736p-6f, -0x1.55d584p-6f, -0x1.eacd76p-7f, -0x1.47e774p-7f, -0x1.a5087ap-8f, -0x1.082dcep-8f,
+    -0x1.470ddap-9f, -0x1.91a396p-10f, -0x1.ead308p-11f, -0x1.2b0b4cp-11f, -0x1.6bbe74p-12f, -0x1.b9f56p-13f,
+    -0x1.0c5484p-13f, -0x1.45b49p-14f, -0x1.8b405cp-15f, -0x1.df8d5p-16f, -0x1.22e80ap-16f, -0x1.60e8ccp-17f,
+    -0x1.ac21dap-18f, -0x1.03ae7ep-18f, -0x1.3b03d6p-19f, -0x1.7e217ap-20f, -0x1.cf8fa4p-21f, -0x1.192532p-21f,
+    -0x1.5512fep-22f, -0x1.6ece2ap-25f},
+  { /* C5 */
+    0x1.25302ep-3f, 0x1.5fedcep-3f, -0x1.bc4508p-5f, -0x1.e01074p-5f, -0x1.071e76p-5f, -0x1.395ac8p-7f,
+    0x1.768ed4p-10f, 0x1.2be216p-8f, 0x1.26094ep-8f, 0x1.bf5718p-9f, 0x1.335becp-9f, 0x1.90be72p-10f,
+    0x1.fb3ecep-11f, 0x1.3c6844p-11f, 0x1.84552p-12f, 0x1.dbfee4p-13f, 0x1.226c5p-13f, 0x1.6148ap-14f,
+    0x1.ad7456p-15f, 0x1.04c9f4p-15f, 0x1.3daa5ap-16f, 0x1.7fce64p-17f, 0x1.d274bap-18f, 0x1.1c0abep-18f,
+    0x1.57e01cp-19f, 0x1.a047d4p-20f, 0x1.f83a3ap-21f, 0x1.32fd4p-21f, 0x1.7424b4p-22f, 0x1.c1f8f6p-23f,
+    0x1.114294p-23f, 0x1.4f3e6cp-26f},
+  { /* C6 */
+    -0x1.2fde7ep-5f, -0x1.1487bap-4f, -0x1.8a1d56p-6f, 0x1.a8a55cp-7f, 0x1.2edb5ap-6f, 0x1.678c94p-7f,
+    0x1.0b737p-8f, 0x1.4f6208p-11f, -0x1.27a8fcp-11f, -0x1.909db6p-11f, -0x1.516fbap-11f, -0x1.dcc4e2p-12f,
+    -0x1.3beb8ep-12f, -0x1.91bb2ap-13f, -0x1.fb2cccp-14f, -0x1.376568p-14f, -0x1.7e9faep-15f, -0x1.d78162p-16f,
+    -0x1.1ec8fap-16f, -0x1.5a3c3ap-17f, -0x1.a2a158p-18f, -0x1.015e4ep-18f, -0x1.3701f4p-19f, -0x1.7bb76cp-20f,
+    -0x1.c92cd2p-21f, -0x1.15f192p-21f, -0x1.5152ap-22f, -0x1.9b4c56p-23f, -0x1.ef7e9p-24f, -0x1.326516p-24f,
+    -0x1.6b7d86p-25f, -0x1.b56ef6p-28f},
+};
+
 static inline float mbp_tanh_f32(float x)
 {
-    const uint32_t ux = mbp_bits_f32(x) & 0x7fffffffu;
-    const uint32_t nan_bits = ux > 0x7f800000u ? 0x7fc00000u : 0u;
-    const float a = mbp_from_bits_f32(ux < 0x41180000u ? ux : 0x41180000u); /* min(|x|, 9.5) on the bits */
-    /* small: a + a^3 R(a^2) */
-    const float z = a * a;
-    float R = -4.554584448e-04f;
-    R = __builtin_fmaf(R, z, 2.582663437e-03f);
-    R = __builtin_fmaf(R, z, -8.264538832e-03f);
-    R = __builtin_fmaf(R, z, 2.166353911e-02f);
-    R = __builtin_fmaf(R, z, -5.392929912e-02f);
-    R = __builtin_fmaf(R, z, 1.333297789e-01f);
-    R = __builtin_fmaf(R, z, -3.333332241e-01f);
-    const float small = __builtin_fmaf(a * z, R, a);
-    /* large: 1 - 2 / (2^k (1 + p) + 1), k = round(2a / ln2) by the 1.5 * 2^23 shifter */
-    const float u = a + a, shifter = 0x1.8p23f;
-    const float ks = __builtin_fmaf(u, 0x1.715476p0f, shifter);
-    const float kf = ks - shifter;
-    const float r = __builtin_fmaf(-kf, 0x1.62e430p-1f, u);
-    float Q = 1.395049039e-03f; /* p = r + r^2 Q(r) */
-    Q = __builtin_fmaf(Q, r, 8.368889801e-03f);
-    Q = __builtin_fmaf(Q, r, 4.166620597e-02f);
-    Q = __builtin_fmaf(Q, r, 1.666651815e-01f);
-    Q = __builtin_fmaf(Q, r, 0.5f);
-    const float p = __builtin_fmaf(r * r, Q, r);
-    const float scale = mbp_from_bits_f32((mbp_bits_f32(ks) - mbp_bits_f32(shifter) + 127u) << 23); /* 2^k */
-    const float d = __builtin_fmaf(scale, p, scale + 1.0f); /* scale + 1 exact for k <= 23; above, 2 / d < 2^-23 */
-    const float large = 1.0f - 2.0f / d;
-    const float t = mbp_from_bits_f32(mbp_bits_f32(a < 0.9f ? small : large) | nan_bits);
-    return __builtin_copysignf(t, x);
+    const uint32_t sign = mbp_bits_f32(x) & 0x80000000u;
+    float a = mbp_from_bits_f32(mbp_bits_f32(x) & 0x7fffffffu);
+    a = a > 9.5f ? 9.5f : a;                    /* NaN stays NaN */
+    const float s = a * 4.0f;                   /* exact */
+    const int i = s < 31.0f ? (int)s : 31;      /* floor(4a), at most 31 (NaN: 31) */
+    const float u = a - mbp_tanh_f32_center[i]; /* exact */
+    float S = mbp_tanh_f32_table[MBP_TANH_F32_DEGREE + 1][i];
+    for (int k = MBP_TANH_F32_DEGREE; k >= 2; k--) S = __builtin_fmaf(S, u, mbp_tanh_f32_table[k][i]);
+    const float P = __builtin_fmaf(S, u, i <= 1 ? u : mbp_tanh_f32_table[1][i]); /* lo + u S, or u + u S */
+    const float t = mbp_tanh_f32_table[0][i] + P;
+    return mbp_from_bits_f32(mbp_bits_f32(t) | sign);
 }
 /* Sigmoid in float as its formula reads in float: exp(-x) rounded to float, then 1 / (1 + e) in float. */
 static inline float mbp_sigmoid_f32(float x) { return 1.0f / (1.0f + mbp_exp_f32(-x)); }
@@ -153,9 +203,41 @@ static inline void mbp_vexp_f32(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = mbp_exp_f32(x[i]);
 }
+/* mbp_tanh_f32 over an array, bit for bit; y may be x. With AVX-512, 16 lanes at a time: the same operations in the
+ * same order, each table's 32 entries in two registers and a lane's entry picked by a permute. */
 static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) y[i] = mbp_tanh_f32(x[i]);
+    int64_t j = 0;
+#if defined(__GNUC__) && defined(__AVX512F__)
+    enum { D = MBP_TANH_F32_DEGREE };
+    __m512 T[D + 2][2], C[2];
+    for (int k = 0; k < D + 2; k++) {
+        T[k][0] = _mm512_loadu_ps(mbp_tanh_f32_table[k]);
+        T[k][1] = _mm512_loadu_ps(mbp_tanh_f32_table[k] + 16);
+    }
+    C[0] = _mm512_loadu_ps(mbp_tanh_f32_center);
+    C[1] = _mm512_loadu_ps(mbp_tanh_f32_center + 16);
+    const __m512 clamp = _mm512_set1_ps(9.5f), four = _mm512_set1_ps(4.0f);
+    const __m512i last = _mm512_set1_epi32(31), one = _mm512_set1_epi32(1), magnitude = _mm512_set1_epi32(0x7fffffff);
+    for (; j + 16 <= n; j += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + j);
+        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xv), magnitude));
+        a = _mm512_min_ps(clamp, a); /* the second operand where either is NaN: a stays NaN */
+        /* floor(4a), at most 31; NaN converts to INT_MIN, whose low five bits pick entry 0 (u is NaN anyway) */
+        const __m512i i = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(a, four)), last);
+        const __m512 u = _mm512_sub_ps(a, _mm512_permutex2var_ps(C[0], i, C[1]));
+        __m512 S = _mm512_permutex2var_ps(T[D + 1][0], i, T[D + 1][1]);
+        for (int k = D; k >= 2; k--)
+            S = _mm512_fmadd_ps(S, u, _mm512_permutex2var_ps(T[k][0], i, T[k][1]));
+        const __m512 lo = _mm512_permutex2var_ps(T[1][0], i, T[1][1]); /* 0 on segments 0 and 1: lo + u = u */
+        S = _mm512_fmadd_ps(S, u, _mm512_mask_add_ps(lo, _mm512_cmple_epi32_mask(i, one), lo, u));
+        const __m512 t = _mm512_add_ps(_mm512_permutex2var_ps(T[0][0], i, T[0][1]), S);
+        /* t | (x & sign bit): t >= 0 */
+        const __m512i r = _mm512_ternarylogic_epi32(_mm512_castps_si512(t), _mm512_castps_si512(xv), magnitude, 0xf4);
+        _mm512_storeu_ps(y + j, _mm512_castsi512_ps(r));
+    }
+#endif
+    for (; j < n; j++) y[j] = mbp_tanh_f32(x[j]);
 }
 static inline void mbp_vsigmoid_f32(const float *x, float *y, int64_t n)
 {
