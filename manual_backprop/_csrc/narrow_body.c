@@ -89,7 +89,7 @@ static void SUFFIX(narrow_back)(const REAL *W, const REAL *delta, REAL *back, in
 NARROW_INLINE void SUFFIX(narrow_gradient_block)(const REAL *delta, const REAL *a, VEC *gw, int64_t n_in,
                                                  int64_t j, int64_t i, const int JB, const int IB)
 {
-    VEC s[2][4];
+    VEC s[4][4];
     for (int r = 0; r < JB; r++)
         for (int q = 0; q < IB; q++) s[r][q] = gw[(j + r) * n_in + i + q];
     for (int v = 0; v < NV; v++)
@@ -105,6 +105,11 @@ NARROW_INLINE void SUFFIX(narrow_gradient_block)(const REAL *delta, const REAL *
 static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, VEC *gb, int64_t n_in, int64_t n_out)
 {
     int64_t j = 0;
+    for (; j + 4 <= n_out; j += 4) {
+        int64_t i = 0;
+        for (; i + 4 <= n_in; i += 4) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 4, 4);
+        for (; i < n_in; i++) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 4, 1);
+    }
     for (; j + 2 <= n_out; j += 2) {
         int64_t i = 0;
         for (; i + 4 <= n_in; i += 4) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 2, 4);
