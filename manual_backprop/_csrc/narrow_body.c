@@ -129,10 +129,37 @@ static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, V
         }
 }
 
-/* Adds the lanes of each of n partial-sum vectors to total[] in double, and clears them. */
+/* Adds the lanes of each of n partial-sum vectors to total[] in double, and clears them: each vector's lanes summed in
+ * order from 0, then added to its total. Eight vectors at a time, their eight sums interleaved (independent chains,
+ * each in that order: the same bits), where one sum at a time waited on each addition. */
 static void SUFFIX(narrow_flush)(VEC *lanes, double *total, int64_t n)
 {
-    for (int64_t q = 0; q < n; q++) {
+    int64_t q = 0;
+#if defined(__GNUC__) && defined(__AVX512F__)
+    if (VL == 16) /* float: sixteen vectors at a time, lane l of each gathered into one register */
+        for (; q + 16 <= n; q += 16) {
+            const __m512i idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+            __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+            for (int l = 0; l < 16; l++) {
+                const __m512 g = _mm512_i32gather_ps(idx, (const float *)(lanes + q) + l, 4);
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(g)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(g), 1))));
+            }
+            _mm512_storeu_pd(total + q, _mm512_add_pd(_mm512_loadu_pd(total + q), lo));
+            _mm512_storeu_pd(total + q + 8, _mm512_add_pd(_mm512_loadu_pd(total + q + 8), hi));
+            for (int r = 0; r < 16; r++) lanes[q + r] = (VEC){0};
+        }
+#endif
+    for (; q + 8 <= n; q += 8) {
+        double s[8] = {0};
+        for (int l = 0; l < VL; l++)
+            for (int r = 0; r < 8; r++) s[r] += (double)lanes[q + r][l];
+        for (int r = 0; r < 8; r++) {
+            total[q + r] += s[r];
+            lanes[q + r] = (VEC){0};
+        }
+    }
+    for (; q < n; q++) {
         double s = 0;
         for (int l = 0; l < VL; l++) s += (double)lanes[q][l];
         total[q] += s;
