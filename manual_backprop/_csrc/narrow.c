@@ -24,7 +24,9 @@
  *
  * narrow_body.c holds the pass; it is included twice, once for double (suffix _f64) and once for float (_f32).
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
 #include <math.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +100,7 @@ enum { RED_MEAN = 0, RED_SUM = 1, RED_ELEMENTWISE_MEAN = 2 };
 #define BLOCK 16 /* tiles summed in REAL lanes before the partial sums go to double: 16 * 64 = 1024 samples */
 
 /* Version of the calling convention; fast/narrow.py refuses a library that reports another. */
-int narrow_abi_version(void) { return 2; }
+int narrow_abi_version(void) { return 3; }
 
 /* What stays fixed between passes (fast/narrow.py's ctypes.Structure _NarrowPlan). */
 typedef struct {
@@ -117,6 +119,21 @@ typedef struct {
     const void *y;          /* (N, n_L): the targets as rows (for the sample-by-sample loss) */
     int64_t n_samples;      /* N */
 } narrow_plan;
+
+/* One call of several batch-mode epochs (narrow_epochs.c; fast/narrow_epochs.py's ctypes.Structure _EpochsCall). */
+typedef struct {
+    int64_t n_epochs;             /* E: at most this many */
+    double lr;                    /* the step W <- W + (-lr) dE/dW */
+    double target_loss;           /* NaN: none */
+    void *const *good_init;       /* the last good state before the call, in net.parameters() order; read */
+    void *const *good;            /* the last good state during and after the call; written */
+    void *const *grad_w, *const *grad_b; /* NULL, or L buffers each: the last update's dE/dW, dE/db; written */
+    void *losses;                 /* out: E update losses */
+    double *figures;              /* out: E * 4: train loss, NaN, test loss, NaN (no accuracies: no labels) */
+    double *seconds;              /* out: E seconds of each epoch's update */
+    int64_t epochs_run;           /* out: epochs whose rows were written (the last may have diverged) */
+    int32_t stop;                 /* out: 0 none, 1 the last epoch reached the target, 2 it diverged */
+} narrow_epochs;
 
 #define REAL double
 #define SUFFIX(name) name##_f64

@@ -322,6 +322,8 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
     return 0;
 }
 
+#include "narrow_epochs.c" /* several epochs a call */
+
 #undef VEC
 #undef VL
 #undef NV

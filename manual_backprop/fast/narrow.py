@@ -13,7 +13,8 @@ In batch mode the evaluation of the training split at the end of an epoch is exa
 epoch's update, so ``NarrowBatch`` runs one pass an epoch: it gives E at the new parameters (the evaluation) and
 keeps the gradients there for the next update. What it keeps is tied to the parameter and data tensors by identity
 and version counter, so it is recomputed whenever anything changes them outside this path (``net.to``, a user's
-edit, a divergence rewind, a resume).
+edit, a divergence rewind, a resume). Without labels the Trainer runs several such epochs in one C call
+(fast/narrow_epochs.py), bit-equal to this one epoch at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = ["NarrowKernel", "NarrowBatch", "narrow_unsupported", "load_narrow_ker
 NARROW_ULPS = 4
 # The widest layer the kernel takes: a tile of 64 samples of every layer stays in L1, and torch's products win above.
 NARROW_MAX_WIDTH = 64
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 _lock = threading.Lock()
 _libs: dict = {}
@@ -60,6 +61,8 @@ def load_narrow_kernel() -> ctypes.CDLL:
         for suffix in ("f64", "f32"):
             fn = getattr(lib, f"narrow_pass_{suffix}")
             fn.restype, fn.argtypes = ctypes.c_int, [p, p, p, p, p]
+            fn = getattr(lib, f"narrow_train_epochs_{suffix}")  # fast/narrow_epochs.py
+            fn.restype, fn.argtypes = ctypes.c_int, [p, p, p]
             for name in ("narrow_vtanh", "narrow_vecmath_tanh"):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.restype, fn.argtypes = None, [p, p, ctypes.c_int64]

@@ -40,7 +40,8 @@ from .c_loop import C_ULPS, _Plan, c_unsupported, load_kernel
 from .common import C_WORK_LIMIT, FastPathUnavailable, mark_written
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES
 
-__all__ = ["ONE_UPDATE_ULPS", "OneUpdatePlan", "loss_and_gradients", "plan_of", "register", "unavailable"]
+__all__ = ["ONE_UPDATE_ULPS", "OneUpdatePlan", "add_is_fused", "loss_and_gradients", "plan_of", "register",
+           "unavailable"]
 
 ONE_UPDATE_ULPS = C_ULPS  # the C loop's bound: the same functions compute every value
 
@@ -271,6 +272,18 @@ def _step_fn(lib, dtype: torch.dtype):
     if dtype not in _fma_rounding:
         _fma_rounding[dtype] = _step_matches_add(fn, dtype)
     return fn if _fma_rounding[dtype] else None
+
+
+def add_is_fused(dtype: torch.dtype) -> bool:
+    """Whether torch's add_(g, alpha) (network.update) rounds each element once here, as the C steps' fma does:
+    checked once per dtype (with mbp_step; False where the C loop cannot be built). The C paths that step the
+    parameters themselves (MLP.step's C call, the narrow kernel's epochs) run only where it does."""
+    if dtype not in _fma_rounding:
+        try:
+            _step_fn(load_kernel(), dtype)
+        except FastPathUnavailable:
+            return False
+    return _fma_rounding[dtype]
 
 
 def _step_matches_add(fn, dtype: torch.dtype) -> bool:

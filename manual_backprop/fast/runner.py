@@ -22,6 +22,7 @@ from .cuda_graph import CudaGraphRunner
 from .epochs import EpochChunks
 from .fused import FusedStep
 from .narrow import NarrowBatch, load_narrow_kernel, narrow_unsupported
+from .narrow_epochs import NarrowChunks, chunks_unsupported
 
 __all__ = ["resolve_fast", "EpochRunner", "kept_bytes"]
 
@@ -116,7 +117,15 @@ class EpochRunner:
         return self._engine
 
     def epoch_chunks(self):
-        """The C loop's several-epochs call (fast/epochs.py) when this path is the C loop, else None."""
+        """The several-epochs call when this path has one: the C loop's (fast/epochs.py), or the narrow kernel's in
+        batch mode without labels (fast/narrow_epochs.py); else None (one epoch at a time)."""
+        if self.path == "narrow":
+            if chunks_unsupported(self.trainer) is not None:
+                return None
+            engine = self._bound_engine()
+            if getattr(engine, "chunks", None) is None:
+                engine.chunks = NarrowChunks(engine, self.keep_grads)
+            return engine.chunks
         if self.path != "c":
             return None
         if self._engine is None:
@@ -186,8 +195,9 @@ def _all_samples_each_update(trainer) -> bool:
 
 
 # What batch mode costs an epoch on each path, measured at one thread on the development machine (Xeon, AVX-512):
-# the narrow kernel returns to Python every epoch (about 50 us of the Trainer's own work: the pass, the evaluation
-# call, the History row), where the C loop runs several epochs a call (fast/epochs.py) at about 70 ns a sample
+# the narrow kernel returned to Python every epoch (about 50 us of the Trainer's own work: the pass, the evaluation
+# call, the History row; still so with labels: without them it now runs several epochs a call, fast/narrow_epochs.py,
+# and these figures were not measured again), where the C loop runs several epochs a call at about 70 ns a sample
 # plus 0.75 ns per multiply-add of its forward phase. Below the crossover the C loop is faster: XOR's four samples
 # take 0.6 us an epoch there and 45 us through the narrow kernel; 10,000 samples of 4-32-16-4 take 0.9 ms
 # through the narrow kernel and about 6 ms in the C loop. Either path is proven; this only picks the faster.

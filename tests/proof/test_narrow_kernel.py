@@ -16,6 +16,7 @@ import torch
 from manual_backprop import MLP
 from manual_backprop.datasets import Dataset
 from manual_backprop.fast import FastPathUnavailable
+from manual_backprop.fast import narrow_epochs
 from manual_backprop.fast.narrow import NARROW_ULPS, NarrowBatch, NarrowKernel, narrow_unsupported
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.training import Trainer
@@ -128,7 +129,8 @@ def _assert_same_runs(narrow, plain, tol=1e-12):
 
 
 @pytest.mark.parametrize("classes", [False, True], ids=["regression", "classes"])
-def test_one_pass_an_epoch_and_the_history_of_the_plain_loop(classes):
+def test_one_pass_an_epoch_and_the_history_of_the_plain_loop(classes, monkeypatch):
+    monkeypatch.setattr(narrow_epochs, "CHUNKS", False)  # epoch by epoch (test_narrow_epochs.py: several a call)
     narrow, plain = _pair(epochs=6, classes=classes)
     narrow.run(), plain.run()
     assert narrow._fast_runner._engine.passes == 7  # epoch 0's evaluation, then one pass per epoch

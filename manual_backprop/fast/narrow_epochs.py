@@ -1,0 +1,116 @@
+"""Several batch-mode epochs of the Trainer in one call of the narrow kernel (``narrow_train_epochs``,
+_csrc/narrow_epochs.c): the pass, the step, the evaluation and the Trainer's rules inside.
+
+A declared derivative of ``Trainer._run_epoch`` on the narrow path (``NarrowBatch``, fast/narrow.py), otherwise
+identical to it: each epoch's update uses the gradients of the pass at the epoch's parameters, the step is
+network.update's (W + (-lr) dE/dW rounded once, as torch's add_ rounds it where it fuses the multiply-add: the call
+runs only where ``one_update.add_is_fused`` says so), the pass at the new parameters is the training split's
+evaluation, then the test split's pass unless it is the training split; a non-finite loss or figure is a divergence
+(the Trainer puts the last good state back), else the parameters are the new good state, and a training loss at most
+``target_loss`` stops the run. The passes are NarrowBatch's own, so the update losses, the parameters and every
+History figure are bit-equal to the epoch-by-epoch path's (tests/proof/test_narrow_epochs.py), which is itself
+proven update by update against network.py (test_narrow_kernel.py).
+
+The bookkeeping (History rows, logging, the last good state, a stop, Ctrl-C's rewind to the call's start, the
+wall-time cap and the boundaries at checkpoints and histograms) is ``EpochChunks``'s, as for the C loop. It applies
+in batch mode without labels (the call computes no accuracy; a classification runs epoch by epoch); ``CHUNKS =
+False`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+from typing import Optional
+
+import torch
+
+from ..network import Gradients
+from .common import mark_written
+from .epochs import WALL_CAP, EpochChunks, _pointers
+from .narrow import NarrowBatch, load_narrow_kernel
+from .one_update import add_is_fused
+
+__all__ = ["CHUNKS", "NarrowChunks", "chunks_unsupported"]
+
+CHUNKS = True  # whether the Trainer's narrow path runs several epochs a call where it can
+
+
+class _EpochsCall(ctypes.Structure):
+    """narrow_epochs of _csrc/narrow.c."""
+
+    p = ctypes.c_void_p
+    _fields_ = [("n_epochs", ctypes.c_int64), ("lr", ctypes.c_double), ("target_loss", ctypes.c_double),
+                ("good_init", p), ("good", p), ("grad_w", p), ("grad_b", p), ("losses", p), ("figures", p),
+                ("seconds", p), ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32)]
+    del p
+
+
+def chunks_unsupported(trainer) -> Optional[str]:
+    """Why the Trainer's narrow-path epochs cannot run several to a call, or None when they can."""
+    t = trainer
+    if not CHUNKS:
+        return "narrow_epochs.CHUNKS is off"
+    if t.mode != "batch":
+        return f"the narrow kernel's epochs run batch mode, not {t.mode!r}"
+    if t.labels_train is not None or t.labels_test is not None:
+        return "the narrow kernel's epochs compute no accuracy: a classification runs epoch by epoch"
+    if not add_is_fused(t.net.dtype):
+        return "torch's add_ does not round as one fused multiply-add here: the step stays torch's"
+    return None
+
+
+class NarrowChunks(EpochChunks):
+    """The Trainer's batch-mode epochs through ``narrow_train_epochs``, several per call (module docstring)."""
+
+    def __init__(self, engine: NarrowBatch, keep_grads: bool):
+        super().__init__(engine, keep_grads)
+        lib = load_narrow_kernel()
+        self._fn = lib.narrow_train_epochs_f64 if engine.net.dtype == torch.float64 else lib.narrow_train_epochs_f32
+
+    def run(self, t, until: int) -> int:
+        """Run the Trainer ``t``'s epochs from t.epoch up to ``until`` at most (fewer for the wall-time cap or a
+        stop), recording them as ``Trainer._run_epoch`` does; returns how many epochs the run advanced."""
+        net, engine = t.net, self.kernel
+        self.reached_target = False
+        E = max(1, until - t.epoch)
+        E = max(1, min(E, int(WALL_CAP / self._per_epoch))) if self._per_epoch else min(E, 4)
+        # Ctrl-C before this call's epochs are recorded rewinds to here, as to the start of an epoch.
+        start_state = t.generator.get_state()
+        t._epoch_start = (start_state, t.epoch, t.updates, t.train_seconds, len(t.history.epoch))
+        t._optimizer_start = t.optimizer.state_dict()
+        engine.kernel._bind(t.x_train, t.y_train)  # the plans read the data and the parameters as they are now
+        test_plan = None
+        if not t._test_is_train:
+            engine._held_out._bind(t.x_test, t.y_test)
+            test_plan = ctypes.byref(engine._held_out._plan)
+        params = net.parameters()
+        good_init = t._good_state if t._good_state is not None else params
+        good = [p.clone() for p in params]
+        losses = torch.empty(E, dtype=net.dtype)
+        figures = torch.empty(E, 4, dtype=torch.float64)
+        seconds = torch.empty(E, dtype=torch.float64)
+        if self.keep_grads and self.grads is None:
+            self.grads = Gradients([torch.zeros_like(w) for w in net.weights], [torch.zeros_like(b) for b in net.biases])
+        keep = [_pointers(good_init), _pointers(good)]
+        grad_w = grad_b = None
+        if self.keep_grads:
+            keep += [_pointers(self.grads.weights), _pointers(self.grads.biases)]
+            grad_w, grad_b = ctypes.addressof(keep[2]), ctypes.addressof(keep[3]) if net.bias else None
+        call = _EpochsCall(n_epochs=E, lr=t.lr, target_loss=math.nan if t.target_loss is None else t.target_loss,
+                           good_init=ctypes.addressof(keep[0]), good=ctypes.addressof(keep[1]), grad_w=grad_w,
+                           grad_b=grad_b, losses=losses.data_ptr(), figures=figures.data_ptr(),
+                           seconds=seconds.data_ptr())
+        began = time.perf_counter()
+        status = self._fn(ctypes.byref(engine.kernel._plan), test_plan, ctypes.byref(call))
+        elapsed = time.perf_counter() - began
+        mark_written(params)  # the call stepped them through their addresses: what is keyed on versions sees it
+        if status:
+            raise MemoryError("the narrow kernel could not allocate its workspace") if status == 1 else \
+                RuntimeError(f"narrow_train_epochs returned status {status}")
+        ran, stop = call.epochs_run, call.stop
+        engine.passes += 1 + ran  # the training split's passes: one at the call's parameters, one an epoch
+        self._per_epoch = elapsed / max(ran, 1)
+        return self._record(t, losses.view(E, 1)[:ran], figures[:ran], seconds[:ran].tolist(), ran, stop,
+                            start_state, good, E)
