@@ -123,10 +123,10 @@ class OneUpdatePlan:
                 with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread's
                     del self.pools[next(iter(self.pools))]  # the batch size seen first: its sets to their holders
             pool = self.pools[B] = collections.deque()
-        outputs = None
-        if len(pool) >= _POOL:
-            with contextlib.suppress(IndexError):
-                outputs = pool.pop()  # the oldest set, taken out (atomic: no other thread's call can take it too)
+        try:  # (a try costs nothing where nothing is raised; a suppress() context costs a call)
+            outputs = pool.pop() if len(pool) >= _POOL else None  # the oldest set, taken out (atomic: no other
+        except IndexError:  # thread's call can take it too); another thread took the last one
+            outputs = None
         if outputs is None:
             outputs = _Outputs(self, B)
         else:
