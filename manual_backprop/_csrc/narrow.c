@@ -131,8 +131,14 @@ typedef struct {
     void *losses;                 /* out: E update losses */
     double *figures;              /* out: E * 4: train loss, NaN, test loss, NaN (no accuracies: no labels) */
     double *seconds;              /* out: E seconds of each epoch's update */
+    void *const *kept_w, *const *kept_b; /* in (kept_in): the pass at the call's parameters, dE/dW and dE/db */
+    const void *kept_loss;        /* in (kept_in): its E */
+    void *const *next_w, *const *next_b; /* out (next_out): the pass at the parameters the call leaves */
+    void *next_loss;              /* out (next_out): its E */
     int64_t epochs_run;           /* out: epochs whose rows were written (the last may have diverged) */
     int32_t stop;                 /* out: 0 none, 1 the last epoch reached the target, 2 it diverged */
+    int32_t kept_in;              /* 1: kept_* hold the pass at the call's parameters (no first pass) */
+    int32_t next_out;             /* out: 1 where next_* were written (not after a divergence) */
 } narrow_epochs;
 
 #define REAL double

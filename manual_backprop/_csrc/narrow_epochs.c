@@ -8,7 +8,9 @@
  * is the evaluation of the training split (its E) and the next update's gradients, and the test split's pass (the
  * forward phase alone) its E, unless the test split is the training split. A non-finite update loss or figure stops
  * the call (stop 2: the caller puts the last good state back, as the Trainer's divergence rule does); else the
- * parameters are copied into the good state, and a training loss at most target_loss stops the call (stop 1). */
+ * parameters are copied into the good state, and a training loss at most target_loss stops the call (stop 1).
+ * The pass at the call's parameters may come from the caller (kept_in: the one NarrowBatch kept), and the pass at
+ * the parameters it leaves goes back (next_out), so that calls of one epoch make one pass an epoch, as NarrowBatch. */
 int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, narrow_epochs *e)
 {
     const int64_t L = p->n_layers, *sizes = p->sizes;
@@ -38,9 +40,18 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
     for (int64_t t = 0; t < n_t; t++)
         if (e->good[at[t]] != e->good_init[at[t]])
             memcpy(e->good[at[t]], e->good_init[at[t]], (size_t)count[t] * sizeof(REAL));
-    int cur = 0, used = 0, status;
-    REAL loss_u;
-    status = SUFFIX(narrow_pass)(p, &loss_u, g[cur], nb ? g[cur] + L : NULL, NULL);
+    int cur = 0, used = 0, status = 0;
+    REAL loss_u, last_train = 0;
+    if (e->kept_in) { /* the pass the caller kept at these parameters (NarrowBatch's): the same values */
+        for (int64_t t = 0; t < n_t; t++) {
+            const REAL *src = t < L ? ((REAL *const *)e->kept_w)[t] : ((REAL *const *)e->kept_b)[t - L];
+            memcpy(g[cur][t], src, (size_t)count[t] * sizeof(REAL));
+        }
+        loss_u = *(const REAL *)e->kept_loss;
+    } else {
+        status = SUFFIX(narrow_pass)(p, &loss_u, g[cur], nb ? g[cur] + L : NULL, NULL);
+    }
+    e->next_out = 0;
     const REAL alpha = (REAL)(-e->lr);
     e->epochs_run = 0;
     e->stop = 0;
@@ -65,6 +76,7 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
             break;
         if (!test)
             held_out = train;
+        last_train = train;
         double *f = e->figures + 4 * ep;
         f[0] = (double)train, f[1] = NAN, f[2] = (double)held_out, f[3] = NAN;
         e->epochs_run = ep + 1;
@@ -85,6 +97,14 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
             REAL *dst = t < L ? ((REAL *const *)e->grad_w)[t] : ((REAL *const *)e->grad_b)[t - L];
             memcpy(dst, g[used][t], (size_t)count[t] * sizeof(REAL));
         }
+    if (!status && e->stop != 2 && e->epochs_run && e->next_w) { /* the last pass, for the next update */
+        for (int64_t t = 0; t < n_t; t++) {
+            REAL *dst = t < L ? ((REAL *const *)e->next_w)[t] : ((REAL *const *)e->next_b)[t - L];
+            memcpy(dst, g[cur][t], (size_t)count[t] * sizeof(REAL));
+        }
+        *(REAL *)e->next_loss = last_train;
+        e->next_out = 1;
+    }
     free(block);
     return status;
 }

@@ -29,7 +29,7 @@ import torch
 from ..network import Gradients
 from .common import mark_written
 from .epochs import WALL_CAP, EpochChunks, _pointers
-from .narrow import NarrowBatch, load_narrow_kernel
+from .narrow import NarrowBatch, _same_state, load_narrow_kernel
 from .one_update import add_is_fused
 
 __all__ = ["CHUNKS", "NarrowChunks", "chunks_unsupported"]
@@ -43,7 +43,9 @@ class _EpochsCall(ctypes.Structure):
     p = ctypes.c_void_p
     _fields_ = [("n_epochs", ctypes.c_int64), ("lr", ctypes.c_double), ("target_loss", ctypes.c_double),
                 ("good_init", p), ("good", p), ("grad_w", p), ("grad_b", p), ("losses", p), ("figures", p),
-                ("seconds", p), ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32)]
+                ("seconds", p), ("kept_w", p), ("kept_b", p), ("kept_loss", p), ("next_w", p), ("next_b", p),
+                ("next_loss", p), ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32), ("kept_in", ctypes.c_int32),
+                ("next_out", ctypes.c_int32)]
     del p
 
 
@@ -66,6 +68,9 @@ class NarrowChunks(EpochChunks):
 
     def __init__(self, engine: NarrowBatch, keep_grads: bool):
         super().__init__(engine, keep_grads)
+        self._next = [engine.kernel.new_gradients() for _ in range(2)]  # where a call leaves its last pass (two:
+        self._next_loss = [torch.empty((), dtype=engine.net.dtype) for _ in range(2)]  # one may be the kept one)
+        self._which = 0
         lib = load_narrow_kernel()
         self._fn = lib.narrow_train_epochs_f64 if engine.net.dtype == torch.float64 else lib.narrow_train_epochs_f32
 
@@ -98,10 +103,23 @@ class NarrowChunks(EpochChunks):
         if self.keep_grads:
             keep += [_pointers(self.grads.weights), _pointers(self.grads.biases)]
             grad_w, grad_b = ctypes.addressof(keep[2]), ctypes.addressof(keep[3]) if net.bias else None
+        # the pass NarrowBatch kept at these parameters and data (the last call's, or an epoch's evaluation) is the
+        # first update's: one pass an epoch however the epochs are cut into calls
+        kept = engine._kept
+        kept_in = kept is not None and _same_state(kept[0], engine._key(t.x_train, t.y_train))
+        if kept_in:
+            keep += [_pointers(kept[2].weights), _pointers(kept[2].biases)]
+        self._which ^= 1
+        nxt, nxt_loss = self._next[self._which], self._next_loss[self._which]
+        keep += [_pointers(nxt.weights), _pointers(nxt.biases)]
         call = _EpochsCall(n_epochs=E, lr=t.lr, target_loss=math.nan if t.target_loss is None else t.target_loss,
                            good_init=ctypes.addressof(keep[0]), good=ctypes.addressof(keep[1]), grad_w=grad_w,
                            grad_b=grad_b, losses=losses.data_ptr(), figures=figures.data_ptr(),
-                           seconds=seconds.data_ptr())
+                           seconds=seconds.data_ptr(), kept_in=int(kept_in),
+                           kept_w=ctypes.addressof(keep[-4]) if kept_in else None,
+                           kept_b=ctypes.addressof(keep[-3]) if kept_in and net.bias else None,
+                           kept_loss=kept[1].data_ptr() if kept_in else None, next_w=ctypes.addressof(keep[-2]),
+                           next_b=ctypes.addressof(keep[-1]) if net.bias else None, next_loss=nxt_loss.data_ptr())
         began = time.perf_counter()
         status = self._fn(ctypes.byref(engine.kernel._plan), test_plan, ctypes.byref(call))
         elapsed = time.perf_counter() - began
@@ -110,7 +128,9 @@ class NarrowChunks(EpochChunks):
             raise MemoryError("the narrow kernel could not allocate its workspace") if status == 1 else \
                 RuntimeError(f"narrow_train_epochs returned status {status}")
         ran, stop = call.epochs_run, call.stop
-        engine.passes += 1 + ran  # the training split's passes: one at the call's parameters, one an epoch
+        engine.passes += ran + (0 if kept_in else 1)  # the training split's passes
+        # the pass at the parameters the call left, kept for the next update (keyed on the versions bumped above)
+        engine._kept = (engine._key(t.x_train, t.y_train), nxt_loss, nxt, None) if call.next_out else None
         self._per_epoch = elapsed / max(ran, 1)
         return self._record(t, losses.view(E, 1)[:ran], figures[:ran], seconds[:ran].tolist(), ran, stop,
                             start_state, good, E)

@@ -180,3 +180,19 @@ def test_ctrl_c_during_a_call_rewinds_to_its_start_and_a_resume_gives_the_unbrok
     assert resumed.epoch == cut.epoch
     resumed.run()
     _assert_same(whole, resumed)
+
+
+def test_calls_of_one_epoch_make_one_pass_an_epoch_as_the_epoch_by_epoch_path(monkeypatch):
+    """Each call starts from the pass the last one left (NarrowBatch's kept pass) and leaves its own: a run cut
+    into calls of one epoch (Trainer.run one epoch at a time, a checkpoint every epoch) passes as often as one
+    epoch at a time, and gives the same bits."""
+    runs = []
+    for chunked in (True, False):
+        t = _trainer(chunked, monkeypatch, epochs=1)
+        for e in range(1, 9):
+            t.epochs = e
+            t.run()
+        runs.append(t)
+    a, b = runs
+    _assert_same(a, b)
+    assert a._fast_runner._engine.passes == b._fast_runner._engine.passes == 9  # the first update's, one an epoch
