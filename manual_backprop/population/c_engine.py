@@ -262,6 +262,11 @@ class PopulationCKernel:
                         n_train=self.n, has_target=int(target_loss is not None),
                         target=float(target_loss) if target_loss is not None else 0.0)
         self._keep = [self.x_train, self.y_train, self.lr]
+        # what the plan points into, with the shape and dtype each must keep, checked again at every run (a
+        # ``.data =`` or ``set_`` between runs may have given one of them other memory or another shape)
+        self._bound = [(self.x_train, "x_train", "x_train", (self.n, sizes[0]), pop.dtype),
+                       (self.y_train, "y_train", "y_train", tuple(self.y_train.shape), self.y_train.dtype),
+                       (self.lr, "lr", "lr", (self.K,), self.lr.dtype)]
         for s, split in enumerate(("train", "test")):
             if evals[split] is None:
                 continue
@@ -272,6 +277,10 @@ class PopulationCKernel:
             plan.eval_x[s], plan.eval_y[s], plan.eval_n[s] = x.data_ptr(), y.data_ptr(), x.shape[0]
             plan.labels[s] = labels.data_ptr() if labels is not None else None
             plan.c_eval[s] = loss_fn.scale(x.shape[0], sizes[-1])
+            self._bound += [(x, f"x_{split}", ("eval_x", s), tuple(x.shape), x.dtype),
+                            (y, f"y_{split}", ("eval_y", s), tuple(y.shape), y.dtype)]
+            if labels is not None:
+                self._bound.append((labels, f"labels_{split}", ("labels", s), tuple(labels.shape), torch.int64))
         self._plan = plan
         self.separate_test = evals["test"] is not None  # else the kernel may leave the test split's rows unwritten
         self.general = False
@@ -312,8 +321,35 @@ class PopulationCKernel:
         for g, row in zip(self.generators, rows):
             g.set_state(row)
 
+    def _rebind(self, active: Tensor) -> None:
+        """Point the plan at the memory its tensors hold now, each checked for the shape and dtype the kernel reads:
+        a refusal by name, before the call, where one changed (the kernel would read or write past it)."""
+        plan = self._plan
+        for t, name, field, shape, dtype in self._bound:
+            if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.is_neg() \
+                    or t.device.type != "cpu":
+                raise ValueError(f"the trainer's {name} must stay a contiguous CPU {dtype} tensor of shape {shape} "
+                                 f"between runs of the C engine, but got {t.dtype} on {t.device}, shape "
+                                 f"{tuple(t.shape)}")
+            if isinstance(field, tuple):
+                getattr(plan, field[0])[field[1]] = t.data_ptr()
+            else:
+                setattr(plan, field, t.data_ptr())
+        if active.dtype != torch.bool or tuple(active.shape) != (self.K,) or not active.is_contiguous() \
+                or active.device.type != "cpu":
+            raise ValueError(f"the trainer's active mask must be a contiguous CPU bool tensor of shape ({self.K},), "
+                             f"but got {active.dtype} on {active.device}, shape {tuple(active.shape)}")
+        pop = self.pop
+        if bool(pop.bias) != bool(plan.bias) or list(pop.sizes) != list(self._sizes) \
+                or len(pop.weights) != pop.num_layers or len(pop.biases) != (pop.num_layers if plan.bias else 0):
+            raise ValueError(f"the population must keep the sizes {list(self._sizes)}, bias={bool(plan.bias)} and one "
+                             f"weight{' and one bias' if plan.bias else ''} per layer between runs of the C engine, "
+                             f"but has sizes {list(pop.sizes)}, bias={pop.bias}, {len(pop.weights)} weights and "
+                             f"{len(pop.biases)} biases")
+
     def run(self, epochs: int, active: Tensor, last: Tensor):
         pop, plan = self.pop, self._plan
+        self._rebind(active)
         plan.general = int(bool(self.general))
         if self.rng is None:
             self.read_generators(self._fresh_seeds)

@@ -94,3 +94,32 @@ def test_the_c_engine_refuses_parameters_it_cannot_write_and_writes_nothing(chan
         trainer.run()
     assert all(torch.equal(a, b) for a, b in zip(before, (*pop.weights, *pop.biases)))
     assert trainer.epoch == 3
+
+
+CHANGES = {
+    "x_train .data": lambda tr, pop: setattr(tr.x_train, "data", torch.zeros(1, 2, dtype=F64)),
+    "x_train set_": lambda tr, pop: tr.x_train.set_(torch.zeros(1, 2, dtype=F64)),
+    "y_train .data": lambda tr, pop: setattr(tr.y_train, "data", torch.zeros(1, 1, dtype=F64)),
+    "lr .data": lambda tr, pop: setattr(tr.lr, "data", torch.zeros(1, dtype=F64)),
+    "active replaced": lambda tr, pop: setattr(tr, "active", torch.ones(1, dtype=torch.bool)),
+    "a bias removed": lambda tr, pop: pop.biases.pop(),
+    "bias flag": lambda tr, pop: setattr(pop, "bias", False),
+}
+
+
+@pytest.mark.parametrize("hidden", [2, 3], ids=["fused-kernel", "general-kernel"])
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_the_c_engine_refuses_data_masks_and_layers_changed_between_runs(change, hidden):
+    """The C engine's plan points into the trainer's data, rates and mask, and reads the layers its plan names: a
+    ``.data =`` or ``set_`` on one of them, a replaced mask or a removed bias between runs had it read freed memory,
+    overflow the mask or load through NULL (a red-team finding, ASAN). Now each is refused by name before the call."""
+    pop = Population([2, hidden, 1], seeds=[0, 1, 2, 3], dtype=F64)
+    trainer = PopulationTrainer(pop, load_dataset("xor", dtype=F64), mode="online", lr=0.5, epochs=3, engine="c")
+    trainer.run()
+    before = [t.clone() for t in (*pop.weights, *pop.biases)]
+    CHANGES[change](trainer, pop)
+    trainer.epochs = 6
+    with pytest.raises(ValueError, match="between runs of the C engine|active mask"):
+        trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, (*pop.weights, *pop.biases)))
+    assert trainer.epoch == 3
