@@ -171,6 +171,19 @@ class NarrowKernel:
             self._keep = (weights, biases)  # the plan points into these: keep them alive
             self._params, self._layout = params, layout
 
+    def data_changed(self, x: Tensor, y: Tensor) -> bool:
+        """Whether the copy of the data the plan reads no longer holds x's and y's values (a write through
+        ``x.data`` or a numpy view bumps no version); the copy is then dropped and made again at the next pass."""
+        if self._data is None:
+            return False
+        _, x_t, y_t, y_rows = self._data  # (y_rows may be y itself; the transposed copies are copies)
+        same = (x_t.shape == x.shape[::-1] and y_rows.shape == y.shape and x_t.dtype == x.dtype
+                and y_rows.dtype == y.dtype and torch.equal(x_t, x.t()) and torch.equal(y_t, y.t())
+                and torch.equal(y_rows, y))
+        if not same:
+            self._data = None
+        return not same
+
     def new_gradients(self) -> Gradients:
         """Buffers for ``loss_and_gradients(..., grads=)``: dE/dW and dE/db shaped like the parameters."""
         return Gradients(weights=[torch.empty_like(w) for w in self.net.weights],
@@ -235,6 +248,25 @@ class NarrowBatch:
         self._kept = None  # (state of parameters and data, E, Gradients, output or None)
         self.grads = None  # the gradients of the last update (Trainer.last_grads)
         self.passes = 0  # kernel passes made (the tests count them)
+        self._sealed = None  # the parameters' values as the last run left them (end_run)
+
+    def end_run(self) -> None:
+        """At the end of a Trainer.run: note the parameters' values, for begin_run to compare."""
+        params = self.net.weights + self.net.biases
+        self._sealed = [p.clone() for p in params] if self._kept is not None else None
+
+    def begin_run(self, train: tuple, test: tuple) -> None:
+        """At the start of a Trainer.run: forget the kept pass unless the parameters and the training data hold the
+        values the last run left, and the data copies whose values changed. Between runs a user may write through
+        ``p.data``, ``x_train.data`` or a numpy view, which bumps no version counter: the kept pass and the copies
+        are keyed on versions, so only the values tell."""
+        sealed, self._sealed = self._sealed, None
+        params = self.net.weights + self.net.biases
+        data_changed = self.kernel.data_changed(*train)
+        self._held_out.data_changed(*test)
+        if self._kept is not None and (data_changed or sealed is None or len(sealed) != len(params) or not all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(sealed, params))):
+            self._kept = None
 
     def is_bound_to(self, net: MLP) -> bool:
         """Whether this is still the right engine for net (its dtype and device unchanged; new parameter tensors

@@ -116,6 +116,17 @@ class EpochRunner:
             self._engine = self._build()
         return self._engine
 
+    def begin_run(self) -> None:
+        """At the start of a Trainer.run: the narrow path checks what it kept against the values (NarrowBatch)."""
+        if self.path == "narrow" and self._engine is not None:
+            t = self.trainer
+            self._engine.begin_run((t.x_train, t.y_train), (t.x_test, t.y_test))
+
+    def end_run(self) -> None:
+        """At the end of a Trainer.run (not an interrupted one: then nothing kept is trusted at the next)."""
+        if self.path == "narrow" and self._engine is not None:
+            self._engine.end_run()
+
     def epoch_chunks(self):
         """The several-epochs call when this path has one: the C loop's (fast/epochs.py), or the narrow kernel's in
         batch mode without labels (fast/narrow_epochs.py); else None (one epoch at a time)."""
@@ -124,7 +135,8 @@ class EpochRunner:
                 return None
             engine = self._bound_engine()
             if getattr(engine, "chunks", None) is None:
-                engine.chunks = NarrowChunks(engine, self.keep_grads)
+                engine.chunks = NarrowChunks(engine, True)  # its last gradients are Trainer.last_grads, as
+                # the epoch-by-epoch path leaves them, logger or not
             return engine.chunks
         if self.path != "c":
             return None

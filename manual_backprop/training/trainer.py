@@ -233,6 +233,8 @@ class Trainer(TrainerCheckpoints):
         Calling it again after raising ``epochs`` continues a run that stopped at the epoch limit.
         """
         self._follow_network()
+        if self._fast_runner is not None:
+            self._fast_runner.begin_run()  # a fast path's kept results, checked against the values
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
         if not self.history.epoch:
@@ -261,6 +263,8 @@ class Trainer(TrainerCheckpoints):
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             raise
+        if self._fast_runner is not None:
+            self._fast_runner.end_run()
         if self.logger is not None:
             self.logger.log_hparams(self.hparams(), self._final_metrics())
             self.logger.flush()

@@ -196,3 +196,42 @@ def test_calls_of_one_epoch_make_one_pass_an_epoch_as_the_epoch_by_epoch_path(mo
     a, b = runs
     _assert_same(a, b)
     assert a._fast_runner._engine.passes == b._fast_runner._engine.passes == 9  # the first update's, one an epoch
+
+
+def _with_edit(monkeypatch, chunked, edit):
+    t = _trainer(chunked, monkeypatch, epochs=4)
+    t.run()
+    edit(t)
+    t.epochs = 7
+    t.run()
+    return t
+
+
+EDITS = {  # each pair: a write that bumps no version counter, and the same values written by one that does
+    "a weight through .data": (lambda t: t.net.weights[1].data.__setitem__((0, 0), 2.5),
+                               lambda t: t.net.weights[1].__setitem__((0, 0), 2.5)),
+    "a bias through numpy": (lambda t: t.net.biases[0].numpy().__setitem__(0, -1.0),
+                             lambda t: t.net.biases[0].__setitem__(0, -1.0)),
+    "the inputs through .data": (lambda t: t.x_train.data.mul_(0.5), lambda t: t.x_train.mul_(0.5)),
+    "the test targets through .data": (lambda t: t.y_test.data.add_(1.0), lambda t: t.y_test.add_(1.0)),
+}
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "epoch-by-epoch"])
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edit_that_bumps_no_version_is_seen_at_the_next_run(monkeypatch, chunked, edit):
+    """The kept pass and the data copies are keyed on version counters; a write through ``.data`` or a numpy view
+    bumps none, so each run compares the values (a red-team finding, older than the several-epochs call)."""
+    silent, loud = EDITS[edit]
+
+    def bumped(t):
+        with torch.no_grad():
+            loud(t)
+    _assert_same(_with_edit(monkeypatch, chunked, silent), _with_edit(monkeypatch, chunked, bumped))
+
+
+def test_the_last_gradients_without_a_logger_are_the_epoch_by_epoch_paths(monkeypatch):
+    a, b, _ = _run_pair(monkeypatch, epochs=9)
+    assert a.logger is None and a.last_grads is not None
+    for g, h in zip([*a.last_grads.weights, *a.last_grads.biases], [*b.last_grads.weights, *b.last_grads.biases]):
+        assert torch.equal(g, h)
