@@ -134,40 +134,50 @@ class EpochChunks:
         return None if labels is None else labels.to(torch.int64).contiguous()  # no copy when it is one already
 
     # ------------------------------------------------------------------ one call
-    def run(self, t, until: int) -> int:
-        """Run the Trainer ``t``'s epochs from t.epoch up to ``until`` at most (fewer for the wall-time cap or a
-        stop), recording them as ``Trainer._run_epoch`` does; returns how many epochs the run advanced."""
-        net, kernel = t.net, self.kernel
+    def _begin(self, t, until: int) -> tuple:
+        """(E, the generator's state): the call's epochs (to ``until`` at most, under the wall-time cap), and the
+        start that Ctrl-C before this call's epochs are recorded rewinds to, as to the start of an epoch."""
         self.reached_target = False
         E = max(1, until - t.epoch)
-        if self._per_epoch:
-            E = max(1, min(E, int(WALL_CAP / self._per_epoch)))
-        else:
-            E = min(E, 4)
-        # Ctrl-C before this call's epochs are recorded rewinds to here, as to the start of an epoch.
+        E = max(1, min(E, int(WALL_CAP / self._per_epoch))) if self._per_epoch else min(E, 4)
         start_state = t.generator.get_state()
         t._epoch_start = (start_state, t.epoch, t.updates, t.train_seconds, len(t.history.epoch))
         t._optimizer_start = t.optimizer.state_dict()
-        orders, offsets = self.orders(t, E)
-        U = offsets.numel() - 1
-        x, y = t.x_train.contiguous(), t.y_train.contiguous()
-        kernel.bind(x, y)
+        return E, start_state
+
+    def _buffers(self, t, E: int, n_losses: int) -> tuple:
+        """What a call writes, and the pointer arrays it reads them through: (good (the last good state, a copy),
+        losses, figures (E, 4), seconds (E,), keep (the pointer arrays, held), grad_w, grad_b (their addresses, or
+        None without kept gradients))."""
+        net = t.net
         params = net.parameters()
         good_init = t._good_state if t._good_state is not None else params
         good = [p.clone() for p in params]
-        losses = torch.empty(E * U, dtype=net.dtype)
+        losses = torch.empty(n_losses, dtype=net.dtype)
         figures = torch.empty(E, 4, dtype=torch.float64)
         seconds = torch.empty(E, dtype=torch.float64)
         if self.keep_grads and self.grads is None:
             self.grads = Gradients([torch.zeros_like(w) for w in net.weights], [torch.zeros_like(b) for b in net.biases])
-        test = None if t._test_is_train else (t.x_test.contiguous(), t.y_test.contiguous(),
-                                               self._labels_of(t.labels_test))
-        train_labels = self._labels_of(t.labels_train)
         keep = [_pointers(good_init), _pointers(good)]
         grad_w = grad_b = None
         if self.keep_grads:
             keep += [_pointers(self.grads.weights), _pointers(self.grads.biases)]
             grad_w, grad_b = ctypes.addressof(keep[2]), ctypes.addressof(keep[3]) if net.bias else None
+        return good, losses, figures, seconds, keep, grad_w, grad_b
+
+    def run(self, t, until: int) -> int:
+        """Run the Trainer ``t``'s epochs from t.epoch up to ``until`` at most (fewer for the wall-time cap or a
+        stop), recording them as ``Trainer._run_epoch`` does; returns how many epochs the run advanced."""
+        kernel = self.kernel
+        E, start_state = self._begin(t, until)
+        orders, offsets = self.orders(t, E)
+        U = offsets.numel() - 1
+        x, y = t.x_train.contiguous(), t.y_train.contiguous()
+        kernel.bind(x, y)
+        good, losses, figures, seconds, keep, grad_w, grad_b = self._buffers(t, E, E * U)
+        test = None if t._test_is_train else (t.x_test.contiguous(), t.y_test.contiguous(),
+                                               self._labels_of(t.labels_test))
+        train_labels = self._labels_of(t.labels_train)
         call = EpochsCall(n_epochs=E, n_updates=U, offsets=offsets.data_ptr(), orders=orders.data_ptr(), lr=t.lr,
                           target_loss=math.nan if t.target_loss is None else t.target_loss,
                           train_labels=train_labels.data_ptr() if train_labels is not None else None,

@@ -179,7 +179,7 @@ class NarrowKernel:
         _, x_t, y_t, y_rows = self._data  # (y_rows may be y itself; the transposed copies are copies)
         same = (x_t.shape == x.shape[::-1] and y_rows.shape == y.shape and x_t.dtype == x.dtype
                 and y_rows.dtype == y.dtype and torch.equal(x_t, x.t()) and torch.equal(y_t, y.t())
-                and torch.equal(y_rows, y))
+                and (y_rows is y or torch.equal(y_rows, y)))
         if not same:
             self._data = None
         return not same

@@ -26,9 +26,8 @@ from typing import Optional
 
 import torch
 
-from ..network import Gradients
 from .common import mark_written
-from .epochs import WALL_CAP, EpochChunks, _pointers
+from .epochs import EpochChunks, _pointers
 from .narrow import NarrowBatch, _same_state, load_narrow_kernel
 from .one_update import add_is_fused
 
@@ -78,31 +77,13 @@ class NarrowChunks(EpochChunks):
         """Run the Trainer ``t``'s epochs from t.epoch up to ``until`` at most (fewer for the wall-time cap or a
         stop), recording them as ``Trainer._run_epoch`` does; returns how many epochs the run advanced."""
         net, engine = t.net, self.kernel
-        self.reached_target = False
-        E = max(1, until - t.epoch)
-        E = max(1, min(E, int(WALL_CAP / self._per_epoch))) if self._per_epoch else min(E, 4)
-        # Ctrl-C before this call's epochs are recorded rewinds to here, as to the start of an epoch.
-        start_state = t.generator.get_state()
-        t._epoch_start = (start_state, t.epoch, t.updates, t.train_seconds, len(t.history.epoch))
-        t._optimizer_start = t.optimizer.state_dict()
+        E, start_state = self._begin(t, until)
         engine.kernel._bind(t.x_train, t.y_train)  # the plans read the data and the parameters as they are now
         test_plan = None
         if not t._test_is_train:
             engine._held_out._bind(t.x_test, t.y_test)
             test_plan = ctypes.byref(engine._held_out._plan)
-        params = net.parameters()
-        good_init = t._good_state if t._good_state is not None else params
-        good = [p.clone() for p in params]
-        losses = torch.empty(E, dtype=net.dtype)
-        figures = torch.empty(E, 4, dtype=torch.float64)
-        seconds = torch.empty(E, dtype=torch.float64)
-        if self.keep_grads and self.grads is None:
-            self.grads = Gradients([torch.zeros_like(w) for w in net.weights], [torch.zeros_like(b) for b in net.biases])
-        keep = [_pointers(good_init), _pointers(good)]
-        grad_w = grad_b = None
-        if self.keep_grads:
-            keep += [_pointers(self.grads.weights), _pointers(self.grads.biases)]
-            grad_w, grad_b = ctypes.addressof(keep[2]), ctypes.addressof(keep[3]) if net.bias else None
+        good, losses, figures, seconds, keep, grad_w, grad_b = self._buffers(t, E, E)
         # the pass NarrowBatch kept at these parameters and data (the last call's, or an epoch's evaluation) is the
         # first update's: one pass an epoch however the epochs are cut into calls
         kept = engine._kept
@@ -123,7 +104,7 @@ class NarrowChunks(EpochChunks):
         began = time.perf_counter()
         status = self._fn(ctypes.byref(engine.kernel._plan), test_plan, ctypes.byref(call))
         elapsed = time.perf_counter() - began
-        mark_written(params)  # the call stepped them through their addresses: what is keyed on versions sees it
+        mark_written(net.parameters())  # stepped through their addresses: what is keyed on versions sees it
         if status:
             raise MemoryError("the narrow kernel could not allocate its workspace") if status == 1 else \
                 RuntimeError(f"narrow_train_epochs returned status {status}")

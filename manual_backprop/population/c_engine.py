@@ -356,7 +356,8 @@ class PopulationCKernel:
         params = pop.weights + pop.biases
         if not all(p.is_contiguous() and not p.is_neg() and p.device.type == "cpu" and p.dtype == pop.dtype
                    for p in params):
-            raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype (no neg-bit view)")
+            raise ValueError("the population's parameters must be contiguous CPU tensors of its dtype "
+                             "(no neg-bit view)")
         sizes, K = pop.sizes, self.K  # the kernel writes K members of these shapes through the addresses
         shapes = [(K, sizes[k + 1], sizes[k]) for k in range(pop.num_layers)]
         shapes += [(K, sizes[k + 1]) for k in range(pop.num_layers)] if pop.bias else []
