@@ -217,20 +217,24 @@ static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
     }
     C[0] = _mm512_loadu_ps(mbp_tanh_f32_center);
     C[1] = _mm512_loadu_ps(mbp_tanh_f32_center + 16);
-    const __m512 clamp = _mm512_set1_ps(9.5f), four = _mm512_set1_ps(4.0f);
-    const __m512i last = _mm512_set1_epi32(31), one = _mm512_set1_epi32(1), magnitude = _mm512_set1_epi32(0x7fffffff);
+    const __m512 clamp = _mm512_set1_ps(9.5f), top = _mm512_set1_ps(7.875f), shift = _mm512_set1_ps(0x1p21f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    const __m512i seg1 = _mm512_set1_epi32(0x4a000001); /* the index of segment 1: the bits of 2^21 + 1/4 */
     for (; j + 16 <= n; j += 16) {
         const __m512 xv = _mm512_loadu_ps(x + j);
         __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xv), magnitude));
         a = _mm512_min_ps(clamp, a); /* the second operand where either is NaN: a stays NaN */
-        /* floor(4a), at most 31; NaN converts to INT_MIN, whose low five bits pick entry 0 (u is NaN anyway) */
-        const __m512i i = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(a, four)), last);
+        /* The segment, floor(4 min(a, 7.875)) = floor(4a) or 31, with one addition rounded down: 2^21 + a has an ulp
+         * of 1/4, so its bits are those of 2^21 plus the segment, and a permute reads only the low five bits of its
+         * index. NaN: min gives 7.875 (its second operand), segment 31, as the scalar function; u is NaN anyway. */
+        const __m512i i = _mm512_castps_si512(
+            _mm512_add_round_ps(_mm512_min_ps(a, top), shift, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
         const __m512 u = _mm512_sub_ps(a, _mm512_permutex2var_ps(C[0], i, C[1]));
         __m512 S = _mm512_permutex2var_ps(T[D + 1][0], i, T[D + 1][1]);
         for (int k = D; k >= 2; k--)
             S = _mm512_fmadd_ps(S, u, _mm512_permutex2var_ps(T[k][0], i, T[k][1]));
         const __m512 lo = _mm512_permutex2var_ps(T[1][0], i, T[1][1]); /* 0 on segments 0 and 1: lo + u = u */
-        S = _mm512_fmadd_ps(S, u, _mm512_mask_add_ps(lo, _mm512_cmple_epi32_mask(i, one), lo, u));
+        S = _mm512_fmadd_ps(S, u, _mm512_mask_add_ps(lo, _mm512_cmple_epi32_mask(i, seg1), lo, u));
         const __m512 t = _mm512_add_ps(_mm512_permutex2var_ps(T[0][0], i, T[0][1]), S);
         /* t | (x & sign bit): t >= 0 */
         const __m512i r = _mm512_ternarylogic_epi32(_mm512_castps_si512(t), _mm512_castps_si512(xv), magnitude, 0xf4);
