@@ -94,6 +94,54 @@ int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t 
     return bad;
 }
 
+/* Whether two (rows, cols) arrays of elements of `size` bytes (4 or 8) hold the same bits, each read through its
+ * strides (in elements): fast/narrow.py's check, at each Trainer.run, that its copies of the data (transposed: a's
+ * row stride 1) still hold the data's values (a write through .data or a numpy view bumps no version). Bits, not
+ * ==: -0 for 0 is a change, a NaN kept is no change. Column by column, the differences or-ed together (no branch an
+ * element); returns 1 or 0. */
+#if defined(__GNUC__) && defined(__AVX512F__) /* 4-byte elements, a's row stride 1: b's 16 rows gathered at once */
+#define NARROW_SAME_GATHER(T)                                                                                \
+    if (sizeof(T) == 4 && b_rs > 0 && b_rs <= INT32_MAX / 16) {                                            \
+        const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, \
+                                                                 13, 14, 15), _mm512_set1_epi32((int)b_rs)); \
+        __m512i d = _mm512_setzero_si512();                                                                \
+        for (; i + 16 <= rows; i += 16)                                                                    \
+            d = _mm512_or_si512(d, _mm512_xor_si512(_mm512_loadu_si512(aj + i),                            \
+                                                    _mm512_i32gather_epi32(at, bj + i * b_rs, 4)));         \
+        diff |= (T)_mm512_reduce_or_epi32(d);                                                              \
+    }
+#else
+#define NARROW_SAME_GATHER(T)
+#endif
+#define NARROW_SAME(T)                                                                                       \
+    static int narrow_same_##T(const T *a, int64_t a_rs, int64_t a_cs, const T *b, int64_t b_rs, int64_t b_cs, \
+                               int64_t rows, int64_t cols)                                                  \
+    {                                                                                                       \
+        for (int64_t j = 0; j < cols; j++) {                                                                \
+            const T *aj = a + j * a_cs, *bj = b + j * b_cs;                                                 \
+            T diff = 0;                                                                                     \
+            int64_t i = 0;                                                                                  \
+            if (a_rs == 1) {                                                                                \
+                NARROW_SAME_GATHER(T)                                                                       \
+                for (; i < rows; i++) diff |= aj[i] ^ bj[i * b_rs];                                         \
+            }                                                                                               \
+            else                                                                                            \
+                for (; i < rows; i++) diff |= aj[i * a_rs] ^ bj[i * b_rs];                                  \
+            if (diff) return 0;                                                                             \
+        }                                                                                                   \
+        return 1;                                                                                           \
+    }
+NARROW_SAME(uint32_t)
+NARROW_SAME(uint64_t)
+#undef NARROW_SAME
+#undef NARROW_SAME_GATHER
+int narrow_same_values(const void *a, int64_t a_rs, int64_t a_cs, const void *b, int64_t b_rs, int64_t b_cs,
+                       int64_t rows, int64_t cols, int64_t size)
+{
+    return size == 8 ? narrow_same_uint64_t(a, a_rs, a_cs, b, b_rs, b_cs, rows, cols)
+                     : narrow_same_uint32_t(a, a_rs, a_cs, b, b_rs, b_cs, rows, cols);
+}
+
 enum { RED_MEAN = 0, RED_SUM = 1, RED_ELEMENTWISE_MEAN = 2 };
 
 #define TILE 64

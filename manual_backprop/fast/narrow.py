@@ -66,10 +66,19 @@ def load_narrow_kernel() -> ctypes.CDLL:
             for name in ("narrow_vtanh", "narrow_vecmath_tanh"):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.restype, fn.argtypes = None, [p, p, ctypes.c_int64]
+        lib.narrow_same_values.restype = ctypes.c_int
+        lib.narrow_same_values.argtypes = [p] + [ctypes.c_int64] * 2 + [p] + [ctypes.c_int64] * 5
         lib.narrow_check_tanh_f32.restype = ctypes.c_int64
         lib.narrow_check_tanh_f32.argtypes = [ctypes.c_uint64, ctypes.c_uint64, p, p]
         _libs[cc] = lib
         return lib
+
+
+def _same_values(lib: ctypes.CDLL, a: Tensor, b: Tensor) -> bool:
+    """Whether CPU tensors a and b, of one shape (rows, cols) and dtype, hold the same bits (narrow.c's
+    narrow_same_values, through their strides)."""
+    return bool(lib.narrow_same_values(a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), *a.shape,
+                                       a.element_size()))
 
 
 def narrow_unsupported(net: MLP, loss_fn: Loss) -> Optional[str]:
@@ -120,7 +129,7 @@ class NarrowKernel:
         reason = narrow_unsupported(net, loss_fn)
         if reason:
             raise FastPathUnavailable(reason)
-        lib = load_narrow_kernel()
+        self._lib = lib = load_narrow_kernel()
         self.net, self.loss_fn, self.dtype = net, loss_fn, net.dtype
         self._fn = lib.narrow_pass_f64 if net.dtype == torch.float64 else lib.narrow_pass_f32
         L = net.num_layers
@@ -178,8 +187,9 @@ class NarrowKernel:
             return False
         _, x_t, y_t, y_rows = self._data  # (y_rows may be y itself; the transposed copies are copies)
         same = (x_t.shape == x.shape[::-1] and y_rows.shape == y.shape and x_t.dtype == x.dtype
-                and y_rows.dtype == y.dtype and torch.equal(x_t, x.t()) and torch.equal(y_t, y.t())
-                and (y_rows is y or torch.equal(y_rows, y)))
+                and y_rows.dtype == y.dtype and x.device.type == y.device.type == "cpu"
+                and _same_values(self._lib, x_t.t(), x) and _same_values(self._lib, y_t.t(), y)
+                and (y_rows is y or _same_values(self._lib, y_rows, y)))
         if not same:
             self._data = None
         return not same

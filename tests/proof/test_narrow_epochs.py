@@ -230,6 +230,30 @@ def test_an_edit_that_bumps_no_version_is_seen_at_the_next_run(monkeypatch, chun
     _assert_same(_with_edit(monkeypatch, chunked, silent), _with_edit(monkeypatch, chunked, bumped))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 16, 10_007])
+def test_the_data_check_sees_one_changed_bit_anywhere(dtype, rows):
+    """The check behind those runs (narrow.c's narrow_same_values, the copy transposed against the data through its
+    strides): any single element changed is seen, at the first row, the last and a tail past the 16-row gathers, in a
+    strided view too; bits, not ==: -0 for 0 is a change, and a NaN kept is none."""
+    from manual_backprop.fast.narrow import _same_values, load_narrow_kernel
+
+    lib = load_narrow_kernel()
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 5, generator=g, dtype=dtype)
+    x[rows // 2, 1], x[0, 4] = 0.0, float("nan")
+    copy = x.t().contiguous()  # (5, rows), as the kernel keeps the inputs
+    assert _same_values(lib, copy.t(), x)
+    for i, j, value in [(0, 0, 7.0), (rows - 1, 4, 7.0), (rows // 2, 1, -0.0), (rows - 1, 2, float("nan"))]:
+        edited = x.clone()
+        edited[i, j] = value
+        assert not _same_values(lib, copy.t(), edited), (i, j, value)
+    wide = torch.randn(rows, 10, generator=g, dtype=dtype)
+    view = wide[:, ::2]  # row stride 10, column stride 2
+    assert _same_values(lib, view.t().contiguous().t(), view)
+    assert not _same_values(lib, view.t().contiguous().t(), wide[:, 1::2])
+
+
 def test_the_last_gradients_without_a_logger_are_the_epoch_by_epoch_paths(monkeypatch):
     a, b, _ = _run_pair(monkeypatch, epochs=9)
     assert a.logger is None and a.last_grads is not None
