@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_finite, check_input, check_positive_number, check_seeds
-from .c_engine import stacked_initial_parameters
+from .c_init import stacked_initial_parameters
 from ..losses import Loss
 from ..network import MLP, Gradients, resolve_architecture, update
 

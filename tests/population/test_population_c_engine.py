@@ -25,8 +25,9 @@ from manual_backprop.network import MLP
 from manual_backprop.optim import SGD
 from manual_backprop.population import Population, PopulationTrainer
 from manual_backprop.init import initial_parameters
-from manual_backprop.population.c_engine import (POPULATION_C_ULPS, _kernel_draws, kernel_math,
-                                                 population_c_unsupported, replay_randperm, seeded_states)
+from manual_backprop.population.c_engine import (POPULATION_C_ULPS, kernel_math, population_c_unsupported,
+                                                 replay_randperm, seeded_states)
+from manual_backprop.population.c_init import _kernel_draws
 from reference.update_proof import named, reference_update, update_misses
 
 F64 = torch.float64
