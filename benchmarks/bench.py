@@ -64,8 +64,8 @@ import torch
 
 from benchmarks.cases import CASES, QUICK_SIZES, Case, Impl, case_data, sample_order
 from benchmarks.case_p import run_case_p
-from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, case_macs, floor_rows, rows_of
-from benchmarks.flops import peak_gemm_flops
+from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, case_macs, epoch_data, floor_rows, rows_of
+from benchmarks.flops import kernel_bound_row, peak_gemm_flops, tanh_rate
 from benchmarks.jax_peer import xla_flags
 from benchmarks.manual import ManualAPI, ManualC, ManualCudaGraph, ManualFused, ManualPlain
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
@@ -147,6 +147,7 @@ def run(cfg: Config, command: str = "") -> dict:
             machine["xla_flags"] = xla
             if any(name in EPOCH_CASES for name in cfg.cases):  # the FLOP floor's rate, in this run
                 machine["peak_gemm"] = peak_gemm_flops(dtype)
+                machine["tanh_rate"] = tanh_rate(dtype)  # the C kernels' own, for S's kernel bound
             for dev in cfg.devices:
                 for name in cfg.cases:
                     if name in EPOCH_CASES and dev != "cpu" or name == "P" and dev != "cpu":
@@ -157,8 +158,10 @@ def run(cfg: Config, command: str = "") -> dict:
                         case_p = run_case_p(3 if cfg.quick else 7, epochs=20 if cfg.quick else 500,
                                             k=64 if cfg.quick else 1024)
                     elif name in EPOCH_CASES:
+                        rate = machine["tanh_rate"]
                         epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg,
-                                                            machine["peak_gemm"]["gflops"]))
+                                                            machine["peak_gemm"]["gflops"],
+                                                            rate["ns_per_element"] if rate else None))
                     else:
                         results.append(run_case(CASES[name], torch.device(dev), dtype, cfg))
     finally:
@@ -330,9 +333,11 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) 
 EPOCH_MEASURE_SECONDS = 0.25  # a Trainer-level measurement lasts at least this long: repeatable on a busy machine
 
 
-def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: float) -> dict:
+def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: float,
+                   tanh_ns: Optional[float] = None) -> dict:
     """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike;
-    wall and process CPU time; the FLOP floor at ``gflops``, the peak rate measured in this run."""
+    wall and process CPU time; the FLOP floor at ``gflops``, the peak rate measured in this run, and for S the
+    narrow kernel's own bound with its tanh at ``tanh_ns`` (ns an element, measured in this run)."""
     device = torch.device("cpu")
     repeats = cfg.repeats or (3 if cfg.quick else case.repeats)
     seconds = cfg.measure_seconds / 10 if cfg.quick else max(cfg.measure_seconds, EPOCH_MEASURE_SECONDS)
@@ -353,6 +358,13 @@ def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: flo
     default = rows.get("trainer-default", {}).get("median_us")
     rows.update(floor_rows(case_macs(case, dtype, cfg.seed), gflops, default, updates_per_epoch,
                            training_row=case.name == "S"))
+    if case.name == "S" and tanh_ns:
+        data = epoch_data(case, dtype, cfg.seed)
+        bound = kernel_bound_row(case.sizes, data.x_train.shape[0], data.x_test.shape[0], gflops, tanh_ns)
+        rows["kernel bound (products at peak + its tanh)"] = {
+            **bound, "min_us": bound["median_us"], "cpu_us": bound["median_us"], "finite": True, "last_loss": None,
+            "per_update_us": bound["median_us"] / updates_per_epoch,
+            "ratio_to_default": None if not default else bound["median_us"] / default}
     return {"case": case.name, "sizes": case.sizes, "activation": case.activation,
             "output_activation": case.output_activation, "loss": case.loss, "mode": case.mode, "lr": case.lr,
             "data": case.data, "note": case.note, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),

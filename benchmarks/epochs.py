@@ -24,6 +24,8 @@ same work:
                       measured in the same run on the same threads: the yardstick no implementation beats
     ... (training only)   for S, whose peer SimpleChains times training alone: the same rows without evaluation
                       (the Trainer always evaluates, so it has no such row)
+    kernel bound (products at peak + its tanh)   for S, computed: the products the narrow kernel makes at the peak
+                      rate plus its tanh at its rate measured in the run (flops.kernel_bound_row)
 
 Where the test split is the training split (XOR), every row evaluates it once, as the Trainer does. Each row says
 its call granularity: how many updates (or epochs) one call into its kernel or loop makes.
@@ -377,6 +379,8 @@ def epoch_targets(results: list) -> list:
         floor = rows["FLOP floor"]["median_us"]
         on_cpu = "" if not cpu else (f"; process CPU {cpu:.0f} us = {cpu / floor:.1f}x "
                                      f"({'met' if cpu / floor <= 1.5 else 'not met'} on CPU time)")
+        bound = rows.get("kernel bound (products at peak + its tanh)", {}).get("median_us")
+        on_cpu += "" if not bound else f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x it"
         add(target, "met" if over <= 1.5 else "not met",
             f"default {default:.0f} us = {over:.1f}x the floor {floor:.0f} us ({rows['FLOP floor']['note']})"
             f"{on_cpu}")

@@ -7,11 +7,17 @@ machine's load moves it), as the best of several large square products in the ca
 Multiply-adds of one update on B samples of sizes n_0..n_L: the forward phase's B n_k n_{k+1} per layer, the
 weight gradients' as many again, and the hidden deltas' B n_k n_{k+1} for every layer but the first:
 B (3 sum_k n_k n_{k+1} - n_0 n_1). An evaluation's forward phase on N samples: N sum_k n_k n_{k+1}.
+
+The floor counts no activation. For S, whose epoch evaluates tanh on about a million floats, ``kernel_bound_row``
+adds the bound of the narrow kernel's own approach beside it: the products it makes at the same peak rate, plus its
+tanh at the rate measured in the same run (``tanh_rate``), so a reader sees how much of the gap to the floor the
+activation alone takes.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import torch
 
@@ -53,3 +59,42 @@ def epoch_macs(sizes: list, updates: int, batch: int, evaluated_samples: int) ->
 def floor_us(macs: int, gflops: float) -> float:
     """Microseconds that ``macs`` multiply-adds take at ``gflops`` (2 FLOPs each)."""
     return 2 * macs / (gflops * 1e9) * 1e6
+
+
+def tanh_rate(dtype: torch.dtype = torch.float32, n: int = 8192, calls: int = 128, repeats: int = 15) -> Optional[dict]:
+    """The best rate of the C kernels' own array tanh (vecmath.h's mbp_vtanh, through the narrow kernel) in place
+    on n elements of dtype, in cache as the kernel's tiles are (it applies f to a tile's rows in L1; the rate does
+    not depend on the values: no branches), ``calls`` calls a measurement, less the same calls on no elements (the
+    ctypes call): {"ns_per_element", ...}, or None where the kernel cannot be built."""
+    from manual_backprop.fast.common import FastPathUnavailable
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    try:
+        fn = getattr(load_narrow_kernel(), "narrow_vecmath_tanh_" + ("f64" if dtype == torch.float64 else "f32"))
+    except FastPathUnavailable:
+        return None
+    x = torch.linspace(-3.0, 3.0, n, dtype=dtype)
+    xp = x.data_ptr()
+    best = {n: float("inf"), 0: float("inf")}
+    for _ in range(repeats):
+        for size in (n, 0):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn(xp, xp, size)
+            best[size] = min(best[size], time.perf_counter() - start)
+    return {"ns_per_element": max(best[n] - best[0], 0.0) / (calls * n) * 1e9, "elements": n, "calls": calls,
+            "call_us": best[0] / calls * 1e6, "dtype": str(dtype).replace("torch.", "")}
+
+
+def kernel_bound_row(sizes: list, n_train: int, n_test: int, gflops: float, tanh_ns: float) -> dict:
+    """What a batch-mode epoch of a tanh network costs the narrow kernel at the least, computed: the products it
+    makes (the update's, and the test split's forward phase: the training split's is the next update's) at the
+    peak rate, plus its hidden layers' tanh at the kernel's own measured rate. Not the FLOP floor: that one counts
+    the training split's evaluation again, and no activation."""
+    macs = update_macs(sizes, n_train) + n_test * layer_macs(sizes)
+    tanhs = (n_train + n_test) * sum(sizes[1:-1])
+    products, activations = floor_us(macs, gflops), tanhs * tanh_ns / 1e3
+    return {"median_us": products + activations, "computed": True, "macs": macs, "tanh_evaluations": tanhs,
+            "granularity": "computed, not run",
+            "note": f"{macs:,} multiply-adds at {gflops:.1f} GFLOP/s ({products:.0f} us) + {tanhs:,} tanh at "
+                    f"{tanh_ns:.3f} ns ({activations:.0f} us), both measured in this run"}
