@@ -64,8 +64,23 @@ void narrow_vecmath_tanh_f32(const float *x, float *y, int64_t n) { mbp_vtanh_f3
  * float whose bit pattern lies in [lo, hi), against the double core rounded once (mbp_tanh_f32_double). hist[d]
  * counts the inputs whose results are d ulps apart (as ordered integers, so across zero too; d >= 7 in hist[7]);
  * *worst receives the bits of the first input farthest apart. Returns the number of inputs where the two disagree
- * on NaN or on the sign, plus those where the array version (mbp_vtanh_f32, 16 lanes at a time with AVX-512) does
- * not give the scalar function's bits (NaN: both NaN). */
+ * on NaN or on the sign, plus those where an array version (mbp_vtanh_f32, 16 lanes at a time with AVX-512, and
+ * mbp_vtanh_f32_avx2 where compiled: narrow_tanh_f32_arrays says which) does not give the scalar function's bits
+ * (NaN: both NaN). */
+/* Which array versions of float tanh this build has, each compared with the scalar function by
+ * narrow_check_tanh_f32: 1 the AVX-512 one, 2 the AVX2 one (or-ed). */
+int narrow_tanh_f32_arrays(void)
+{
+    int arrays = 0;
+#if defined(__GNUC__) && defined(__AVX512F__)
+    arrays |= 1;
+#endif
+#ifdef MBP_VTANH_F32_AVX2
+    arrays |= 2;
+#endif
+    return arrays;
+}
+
 int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t *worst)
 {
     enum { CHUNK = 4096 };
@@ -79,6 +94,11 @@ int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t 
         mbp_vtanh_f32(x, vec, n);
         for (int i = 0; i < n; i++)
             bad += memcmp(&vec[i], &got[i], sizeof(float)) != 0 && !(vec[i] != vec[i] && got[i] != got[i]);
+#ifdef MBP_VTANH_F32_AVX2
+        for (int i = (int)mbp_vtanh_f32_avx2(x, vec, n); i < n; i++) vec[i] = got[i];
+        for (int i = 0; i < n; i++)
+            bad += memcmp(&vec[i], &got[i], sizeof(float)) != 0 && !(vec[i] != vec[i] && got[i] != got[i]);
+#endif
         for (int i = 0; i < n; i++) {
             const int g_nan = got[i] != got[i], r_nan = ref[i] != ref[i];
             if (g_nan || r_nan) { bad += g_nan != r_nan; continue; }

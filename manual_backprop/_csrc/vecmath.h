@@ -1,7 +1,8 @@
 /* Vectorisable exp, tanh and sigmoid for the C kernels (the C loop, the batch kernel): branch-free scalar cores,
  * written so that gcc and clang vectorise a loop over them at -O3 without -ffast-math (no libm call, no branch, no
  * reassociation: every operation rounds as written, -ffp-contract=off included), and array versions over them (float
- * tanh's reads tables, so its array version picks their entries with AVX-512 permutes where it can, not gathers).
+ * tanh's reads tables, so its array version picks their entries with AVX-512 permutes where it can, else with AVX2
+ * gathers, which no compiler makes of the scalar loop).
  *
  * Accuracy, per element, against torch.exp and torch.tanh on the same inputs (tests/proof/test_vecmath.py states and
  * checks the bounds, VECMATH_ULPS in fast/c_loop.py):
@@ -28,7 +29,7 @@
 
 #include <stdint.h>
 #include <string.h>
-#if defined(__GNUC__) && defined(__AVX512F__)
+#if defined(__GNUC__) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
 #include <immintrin.h>
 #endif
 
@@ -203,8 +204,43 @@ static inline void mbp_vexp_f32(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = mbp_exp_f32(x[i]);
 }
+#if defined(__GNUC__) && defined(__AVX2__) && defined(__FMA__)
+#define MBP_VTANH_F32_AVX2 1
+/* mbp_tanh_f32 over the first n - n % 8 elements, 8 lanes at a time with AVX2: the same operations in the same order,
+ * a lane's table entries gathered (a permute picks among 8 entries only); returns how many it did. The array version
+ * below uses it where the CPU has no AVX-512; tests/proof/test_vecmath.py compares it with the scalar function on
+ * every float wherever it is compiled (a CPU with AVX-512 has AVX2 too). About 2x the scalar loop's speed. */
+static inline int64_t mbp_vtanh_f32_avx2(const float *x, float *y, int64_t n)
+{
+    enum { D = MBP_TANH_F32_DEGREE };
+    const __m256 clamp = _mm256_set1_ps(9.5f), four = _mm256_set1_ps(4.0f);
+    const __m256i last = _mm256_set1_epi32(31), two = _mm256_set1_epi32(2);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        __m256 a = _mm256_andnot_ps(sign, xv);
+        a = _mm256_min_ps(clamp, a); /* the second operand where either is NaN: a stays NaN */
+        /* floor(4a), at most 31; NaN converts to INT_MIN, which the and makes entry 0 (u is NaN anyway): every index
+         * a gather reads is in the tables */
+        const __m256i i = _mm256_and_si256(_mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(a, four)), last), last);
+        const __m256 u = _mm256_sub_ps(a, _mm256_i32gather_ps(mbp_tanh_f32_center, i, 4));
+        __m256 S = _mm256_i32gather_ps(mbp_tanh_f32_table[D + 1], i, 4);
+        for (int k = D; k >= 2; k--)
+            S = _mm256_fmadd_ps(S, u, _mm256_i32gather_ps(mbp_tanh_f32_table[k], i, 4));
+        const __m256 lo = _mm256_i32gather_ps(mbp_tanh_f32_table[1], i, 4); /* 0 on segments 0 and 1: lo + u = u */
+        const __m256 first = _mm256_castsi256_ps(_mm256_cmpgt_epi32(two, i)); /* segments 0 and 1 */
+        S = _mm256_fmadd_ps(S, u, _mm256_add_ps(lo, _mm256_and_ps(first, u))); /* lo + u, or lo + 0 = lo */
+        const __m256 t = _mm256_add_ps(_mm256_i32gather_ps(mbp_tanh_f32_table[0], i, 4), S);
+        _mm256_storeu_ps(y + j, _mm256_or_ps(t, _mm256_and_ps(sign, xv))); /* t | (x & sign bit): t >= 0 */
+    }
+    return j;
+}
+#endif
+
 /* mbp_tanh_f32 over an array, bit for bit; y may be x. With AVX-512, 16 lanes at a time: the same operations in the
- * same order, each table's 32 entries in two registers and a lane's entry picked by a permute. */
+ * same order, each table's 32 entries in two registers and a lane's entry picked by a permute; else with AVX2,
+ * mbp_vtanh_f32_avx2; the rest, one by one. */
 static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
 {
     int64_t j = 0;
@@ -240,6 +276,8 @@ static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
         const __m512i r = _mm512_ternarylogic_epi32(_mm512_castps_si512(t), _mm512_castps_si512(xv), magnitude, 0xf4);
         _mm512_storeu_ps(y + j, _mm512_castsi512_ps(r));
     }
+#elif defined(MBP_VTANH_F32_AVX2)
+    j = mbp_vtanh_f32_avx2(x, y, n);
 #endif
     for (; j < n; j++) y[j] = mbp_tanh_f32(x[j]);
 }

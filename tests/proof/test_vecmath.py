@@ -7,6 +7,7 @@ torch.sigmoid, whose own rounding of the same formula differs by its exp's ulp a
 (0, -0, +-inf, NaN, overflow and gradual underflow) as torch has them.
 """
 
+import contextlib
 import ctypes
 import math
 
@@ -89,6 +90,23 @@ def _check_tanh_f32(lo: int, hi: int):
 def _binade_bits(e: int, negative: bool):
     lo = ((e + 127) << 23) | (0x80000000 if negative else 0)
     return lo, lo + (1 << 23)
+
+
+def test_the_array_versions_the_checks_compare_are_the_ones_this_cpu_has():
+    """narrow_check_tanh_f32 (every test below) compares each array version of float tanh the build has with the
+    scalar function, bit for bit: the AVX-512 one, and the AVX2 one that CPUs without AVX-512 run. The build is
+    -march=native, so a CPU with AVX-512 compiles both, and checks both here."""
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    flags = set()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    arrays = load_narrow_kernel().narrow_tanh_f32_arrays()
+    assert bool(arrays & 1) == ("avx512f" in flags), f"AVX-512 array version compiled: {bool(arrays & 1)}"
+    assert bool(arrays & 2) == ({"avx2", "fma"} <= flags), f"AVX2 array version compiled: {bool(arrays & 2)}"
 
 
 @pytest.mark.parametrize("e", TANH_BINADES)
