@@ -358,7 +358,7 @@ def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: flo
     default = rows.get("trainer-default", {}).get("median_us")
     rows.update(floor_rows(case_macs(case, dtype, cfg.seed), gflops, default, updates_per_epoch,
                            training_row=case.name == "S"))
-    if case.name == "S" and tanh_ns:
+    if case.name == "S" and tanh_ns is not None:
         data = epoch_data(case, dtype, cfg.seed)
         bound = kernel_bound_row(case.sizes, data.x_train.shape[0], data.x_test.shape[0], gflops, tanh_ns)
         rows["kernel bound (products at peak + its tanh)"] = {

@@ -61,26 +61,31 @@ def floor_us(macs: int, gflops: float) -> float:
     return 2 * macs / (gflops * 1e9) * 1e6
 
 
-def tanh_rate(dtype: torch.dtype = torch.float32, n: int = 8192, calls: int = 128, repeats: int = 15) -> Optional[dict]:
-    """The best rate of the C kernels' own array tanh (vecmath.h's mbp_vtanh, through the narrow kernel) in place
-    on n elements of dtype, in cache as the kernel's tiles are (it applies f to a tile's rows in L1; the rate does
-    not depend on the values: no branches), ``calls`` calls a measurement, less the same calls on no elements (the
+def tanh_rate(dtype: torch.dtype = torch.float32, n: int = 4096, calls: int = 256, repeats: int = 15) -> Optional[dict]:
+    """The best rate of the narrow kernel's own array tanh (its R_VTANH: vecmath.h's mbp_vtanh_f32 in float,
+    narrow_tanh_f64's loop in double) on n elements of dtype from [-3, 3], in cache as the kernel's tiles are
+    (it applies f to a tile's rows in L1), ``calls`` calls a measurement, less the same calls on no elements (the
     ctypes call): {"ns_per_element", ...}, or None where the kernel cannot be built."""
     from manual_backprop.fast.common import FastPathUnavailable
     from manual_backprop.fast.narrow import load_narrow_kernel
 
     try:
-        fn = getattr(load_narrow_kernel(), "narrow_vecmath_tanh_" + ("f64" if dtype == torch.float64 else "f32"))
+        lib = load_narrow_kernel()
     except FastPathUnavailable:
         return None
+    fn = lib.narrow_vtanh_f64 if dtype == torch.float64 else lib.narrow_vecmath_tanh_f32
     x = torch.linspace(-3.0, 3.0, n, dtype=dtype)
+    y = torch.empty_like(x)
+    # in place in float, as the kernel applies it (the AVX-512 and AVX2 versions take the same time on any values:
+    # no branches); out of place in double, where a compiler may branch on |x| > 0.625
     xp = x.data_ptr()
+    yp = y.data_ptr() if dtype == torch.float64 else xp
     best = {n: float("inf"), 0: float("inf")}
     for _ in range(repeats):
         for size in (n, 0):
             start = time.perf_counter()
             for _ in range(calls):
-                fn(xp, xp, size)
+                fn(xp, yp, size)
             best[size] = min(best[size], time.perf_counter() - start)
     return {"ns_per_element": max(best[n] - best[0], 0.0) / (calls * n) * 1e9, "elements": n, "calls": calls,
             "call_us": best[0] / calls * 1e6, "dtype": str(dtype).replace("torch.", "")}

@@ -75,8 +75,11 @@ def load_narrow_kernel() -> ctypes.CDLL:
 
 
 def _same_values(lib: ctypes.CDLL, a: Tensor, b: Tensor) -> bool:
-    """Whether CPU tensors a and b, of one shape (rows, cols) and dtype, hold the same bits (narrow.c's
-    narrow_same_values, through their strides)."""
+    """Whether a and b are CPU matrices of one shape and dtype holding the same bits (narrow.c's
+    narrow_same_values, through their strides); False, without reading them, where shape, dtype or device differ."""
+    if a.dim() != 2 or a.shape != b.shape or a.dtype != b.dtype or a.device.type != "cpu" \
+            or b.device.type != "cpu":
+        return False
     return bool(lib.narrow_same_values(a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), *a.shape,
                                        a.element_size()))
 
@@ -186,10 +189,8 @@ class NarrowKernel:
         if self._data is None:
             return False
         _, x_t, y_t, y_rows = self._data  # (y_rows may be y itself; the transposed copies are copies)
-        same = (x_t.shape == x.shape[::-1] and y_rows.shape == y.shape and x_t.dtype == x.dtype
-                and y_rows.dtype == y.dtype and x.device.type == y.device.type == "cpu"
-                and _same_values(self._lib, x_t.t(), x) and _same_values(self._lib, y_t.t(), y)
-                and (y_rows is y or _same_values(self._lib, y_rows, y)))
+        same = (_same_values(self._lib, x_t.t(), x) and _same_values(self._lib, y_t.t(), y)
+                and (y_rows is y or _same_values(self._lib, y_rows, y)))  # each checks shapes, dtypes, device
         if not same:
             self._data = None
         return not same

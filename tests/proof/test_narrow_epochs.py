@@ -254,6 +254,37 @@ def test_the_data_check_sees_one_changed_bit_anywhere(dtype, rows):
     assert not _same_values(lib, view.t().contiguous().t(), wide[:, 1::2])
 
 
+RESHAPED = {  # a user's tensor whose shape or dtype a ``.data =`` changed between runs: the copy no longer fits it
+    "fewer target rows": lambda t: setattr(t.y_train, "data", t.y_train.data[:10].clone()),
+    "targets of another dtype": lambda t: setattr(t.y_train, "data", t.y_train.data.float()),
+    "fewer test target rows": lambda t: setattr(t.y_test, "data", t.y_test.data[:10].clone()),
+    "3-D targets": lambda t: setattr(t.y_train, "data", t.y_train.data.unsqueeze(0)),
+}
+
+
+@pytest.mark.parametrize("change", list(RESHAPED))
+def test_a_data_tensor_changed_in_shape_between_runs_is_a_change_not_a_read_past_it(monkeypatch, change):
+    """The between-runs check compares the kept copies only with tensors of their own shape and dtype: a target
+    tensor replaced through ``.data`` by a shorter one, one of another dtype or one of three dimensions is a change
+    (the copy is made again from what the tensor holds, which the kernel then refuses by name), never a read of the
+    new tensor through the old one's sizes (a red-team finding: y.contiguous() is y itself, so the shapes compared
+    had been y's with y's; a shorter y was read past its end)."""
+    from manual_backprop.fast.narrow import _same_values, load_narrow_kernel
+
+    t = _trainer(True, monkeypatch, epochs=2)
+    t.run()
+    kernel = t._fast_runner._engine.kernel
+    train, test = (t.x_train, t.y_train), (t.x_test, t.y_test)
+    RESHAPED[change](t)
+    engine = t._fast_runner._engine
+    changed = [kernel.data_changed(*train), engine._held_out.data_changed(*test)]
+    assert changed == [change != "fewer test target rows", change == "fewer test target rows"]
+    lib = load_narrow_kernel()
+    assert not _same_values(lib, torch.zeros(3, 2), torch.zeros(2, 3))
+    assert not _same_values(lib, torch.zeros(3, 2), torch.zeros(3, 2, dtype=F64))
+    assert not _same_values(lib, torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))
+
+
 def test_the_last_gradients_without_a_logger_are_the_epoch_by_epoch_paths(monkeypatch):
     a, b, _ = _run_pair(monkeypatch, epochs=9)
     assert a.logger is None and a.last_grads is not None
