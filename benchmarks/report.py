@@ -11,7 +11,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from benchmarks.epochs import epoch_targets
 from experiments.common import Column, format_table
 
 
@@ -196,3 +195,72 @@ def table(report: dict) -> str:
     parts.append(format_table(TARGET_COLUMNS, [[t["target"], t["status"], t["detail"]] for t in report["targets"]],
                               markdown=True))
     return "\n\n".join(parts)
+
+
+def epoch_targets(results: list) -> list:
+    """Issue 19's Trainer-level targets: status "met", "not met" or "n/a" (not measured in this run)."""
+    by = {r["case"]: r["implementations"] for r in results}
+    jax_skipped = {r["case"]: r.get("skipped", {}).get("jax") for r in results}
+    out = []
+
+    def add(target, status, detail):
+        out.append({"target": target, "status": status, "met": None if status == "n/a" else status == "met",
+                    "detail": detail})
+
+    def jax_best(rows):
+        names = [n for n in ("jax", "jax (E epochs/call)") if n in rows]
+        return min(names, key=lambda n: rows[n]["median_us"]) if names else None
+
+    rows = by.get("S", {})
+    default = rows.get("trainer-default", {}).get("median_us")
+    target = "S: default Trainer at most 0.5x JAX's jitted epoch, same work"
+    best = jax_best(rows)
+    if default is None or best is None:
+        add(target, "n/a", "not measured" if default is None else f"JAX {jax_skipped.get('S') or 'not measured'}")
+    else:
+        r = 1 / rows[best]["ratio_to_default"]  # default time / JAX time, pair by pair
+        cpu_d, cpu_j = rows["trainer-default"].get("cpu_us"), rows[best].get("cpu_us")
+        on_cpu = "" if not (cpu_d and cpu_j) else (
+            f"; process CPU {cpu_d:.0f} vs {cpu_j:.0f} us ({cpu_d / cpu_j:.2f}x, "
+            f"{'met' if cpu_d / cpu_j <= 0.5 else 'not met'} on CPU time)")
+        add(target, "met" if r <= 0.5 else "not met",
+            f"default {default:.0f} us, {best} {rows[best]['median_us']:.0f} us per epoch ({r:.2f}x) wall{on_cpu}")
+    target = "S: default Trainer within 1.5x the FLOP floor"
+    if default is None or "FLOP floor" not in rows:
+        add(target, "n/a", "not measured")
+    else:
+        over = default / rows["FLOP floor"]["median_us"]
+        cpu = rows["trainer-default"].get("cpu_us")
+        floor = rows["FLOP floor"]["median_us"]
+        on_cpu = "" if not cpu else (f"; process CPU {cpu:.0f} us = {cpu / floor:.1f}x "
+                                     f"({'met' if cpu / floor <= 1.5 else 'not met'} on CPU time)")
+        bound = rows.get("kernel bound (products at peak + its tanh)", {}).get("median_us")
+        on_cpu += "" if not bound else f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x it"
+        add(target, "met" if over <= 1.5 else "not met",
+            f"default {default:.0f} us = {over:.1f}x the floor {floor:.0f} us ({rows['FLOP floor']['note']})"
+            f"{on_cpu}")
+    rows = by.get("O", {})
+    target = "O: default Trainer at most 1 us per update, evaluation included"
+    if "trainer-default" not in rows:
+        add(target, "n/a", "not measured")
+    else:
+        per, cpu = rows["trainer-default"]["per_update_us"], rows["trainer-default"]["cpu_us"] / 4
+        add(target, "met" if per <= 1.0 else "not met",
+            f"{per:.2f} us per update wall, {cpu:.2f} us process CPU ({'met' if cpu <= 1.0 else 'not met'} on CPU "
+            f"time; {rows['trainer-default']['median_us']:.1f} us per epoch of 4 updates and one evaluation)")
+    rows = by.get("D", {})
+    target = "D: default Trainer at least 25x numpy"
+    if "trainer-default" not in rows or "numpy" not in rows:
+        add(target, "n/a", "not measured")
+    else:
+        r = rows["numpy"]["ratio_to_default"]
+        add(target, "met" if r >= 25.0 else "not met", f"numpy/default {r:.1f}x")
+    target = "D: default Trainer no slower than JAX"
+    best = jax_best(rows)
+    if "trainer-default" not in rows or best is None:
+        add(target, "n/a", "not measured" if "trainer-default" not in rows
+            else f"JAX {jax_skipped.get('D') or 'not measured'}")
+    else:
+        r = rows[best]["ratio_to_default"]
+        add(target, "met" if r >= 1.0 else "not met", f"{best}/default {r:.2f}x")
+    return out

@@ -16,6 +16,7 @@ import torch
 from benchmarks import bench, case_p, flops
 from benchmarks import epochs as bench_epochs
 from benchmarks import peers as bench_peers
+from benchmarks import report as bench_report
 from benchmarks import timing as bench_timing
 from benchmarks.cases import Impl
 from manual_backprop import MLP
@@ -275,7 +276,7 @@ def test_epoch_targets_are_met_not_met_or_na():
     o = {"case": "O", "implementations": rows(default=6.0, numpy=90.0)}
     o["implementations"]["trainer-default"]["cpu_us"] = 5.0
     d = {"case": "D", "implementations": rows(default=10.0, numpy=250.0, jax=9.0)}
-    status = {t["target"]: t["status"] for t in bench_epochs.epoch_targets([s, o, d])}
+    status = {t["target"]: t["status"] for t in bench_report.epoch_targets([s, o, d])}
     assert status["S: default Trainer at most 0.5x JAX's jitted epoch, same work"] == "met"  # 100 / 210
     assert status["S: default Trainer within 1.5x the FLOP floor"] == "met"  # 1.25x
     assert status["O: default Trainer at most 1 us per update, evaluation included"] == "not met"  # 1.5 us
@@ -283,7 +284,7 @@ def test_epoch_targets_are_met_not_met_or_na():
     assert status["D: default Trainer no slower than JAX"] == "not met"  # 0.9x
     s["implementations"].pop("jax")
     s["skipped"] = {"jax": "not installed (optional peer)"}
-    status = {t["target"]: t["status"] for t in bench_epochs.epoch_targets([s])}
+    status = {t["target"]: t["status"] for t in bench_report.epoch_targets([s])}
     assert status["S: default Trainer at most 0.5x JAX's jitted epoch, same work"] == "n/a"  # JAX not installed
     assert status["O: default Trainer at most 1 us per update, evaluation included"] == "n/a"  # not run
 
