@@ -64,8 +64,9 @@ import torch
 
 from benchmarks.cases import CASES, QUICK_SIZES, Case, Impl, case_data, sample_order
 from benchmarks.case_p import run_case_p
-from benchmarks.epochs import EPOCH_CASES, EpochCase, build_rows, case_macs, epoch_data, floor_rows, rows_of
-from benchmarks.flops import kernel_bound_row, peak_gemm_flops, tanh_rate
+from benchmarks.epochs import (EPOCH_CASES, EpochCase, build_rows, case_macs, computed_row, epoch_data, floor_rows,
+                               rows_of)
+from benchmarks.flops import KERNEL_BOUND, kernel_bound, peak_gemm_flops, tanh_rate
 from benchmarks.jax_peer import xla_flags
 from benchmarks.manual import ManualAPI, ManualC, ManualCudaGraph, ManualFused, ManualPlain
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
@@ -360,11 +361,9 @@ def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: flo
                            training_row=case.name == "S"))
     if case.name == "S" and tanh_ns is not None:
         data = epoch_data(case, dtype, cfg.seed)
-        bound = kernel_bound_row(case.sizes, data.x_train.shape[0], data.x_test.shape[0], gflops, tanh_ns)
-        rows["kernel bound (products at peak + its tanh)"] = {
-            **bound, "min_us": bound["median_us"], "cpu_us": bound["median_us"], "finite": True, "last_loss": None,
-            "per_update_us": bound["median_us"] / updates_per_epoch,
-            "ratio_to_default": None if not default else bound["median_us"] / default}
+        bound = kernel_bound(case.sizes, data.x_train.shape[0], data.x_test.shape[0], gflops, tanh_ns)
+        rows[KERNEL_BOUND] = computed_row(bound["us"], bound["note"], default, updates_per_epoch, macs=bound["macs"],
+                                          tanh_evaluations=bound["tanh_evaluations"])
     return {"case": case.name, "sizes": case.sizes, "activation": case.activation,
             "output_activation": case.output_activation, "loss": case.loss, "mode": case.mode, "lr": case.lr,
             "data": case.data, "note": case.note, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),

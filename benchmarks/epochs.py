@@ -25,7 +25,7 @@ same work:
     ... (training only)   for S, whose peer SimpleChains times training alone: the same rows without evaluation
                       (the Trainer always evaluates, so it has no such row)
     kernel bound (products at peak + its tanh)   for S, computed: the products the narrow kernel makes at the peak
-                      rate plus its tanh at its rate measured in the run (flops.kernel_bound_row)
+                      rate plus its tanh at its rate measured in the run (flops.kernel_bound)
 
 Where the test split is the training split (XOR), every row evaluates it once, as the Trainer does. Each row says
 its call granularity: how many updates (or epochs) one call into its kernel or loop makes.
@@ -303,19 +303,22 @@ def case_macs(case: EpochCase, dtype: torch.dtype, seed: int) -> dict:
     return epoch_macs(case.sizes, updates, batch, evaluated)
 
 
+def computed_row(us: float, note: str, default_us: Optional[float], updates_per_epoch: int, **figures) -> dict:
+    """A row computed, not run (the FLOP floor, S's kernel bound), in the timed rows' format."""
+    return {"median_us": us, "min_us": us, "cpu_us": us, "per_update_us": us / updates_per_epoch, "computed": True,
+            "granularity": "computed, not run", "note": note,
+            "ratio_to_default": None if not default_us else us / default_us, "finite": True, "last_loss": None,
+            **figures}
+
+
 def floor_rows(macs: dict, gflops: float, default_us: Optional[float], updates_per_epoch: int,
                training_row: bool) -> dict:
     """The computed FLOP-floor rows: the epoch's multiply-adds at the measured peak rate."""
-    rows = {}
-    for name, key in (("FLOP floor", "total"),) + ((("FLOP floor (training only)", "training"),)
-                                                    if training_row else ()):
-        us = floor_us(macs[key], gflops)
-        rows[name] = {"median_us": us, "min_us": us, "cpu_us": us, "per_update_us": us / updates_per_epoch,
-                      "computed": True, "macs": macs[key], "granularity": "computed, not run",
-                      "note": f"{macs[key]:,} multiply-adds at {gflops:.1f} GFLOP/s (the peak SGEMM rate of this run)",
-                      "ratio_to_default": None if not default_us else us / default_us, "finite": True,
-                      "last_loss": None}
-    return rows
+    return {name: computed_row(floor_us(macs[key], gflops),
+                               f"{macs[key]:,} multiply-adds at {gflops:.1f} GFLOP/s (the peak SGEMM rate of this run)",
+                               default_us, updates_per_epoch, macs=macs[key])
+            for name, key in (("FLOP floor", "total"),) + ((("FLOP floor (training only)", "training"),)
+                                                           if training_row else ())}
 
 
 def rows_of(impls: dict, times: dict, chunk: dict, updates_per_epoch: int, reference: str,

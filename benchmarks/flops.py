@@ -8,7 +8,7 @@ Multiply-adds of one update on B samples of sizes n_0..n_L: the forward phase's 
 weight gradients' as many again, and the hidden deltas' B n_k n_{k+1} for every layer but the first:
 B (3 sum_k n_k n_{k+1} - n_0 n_1). An evaluation's forward phase on N samples: N sum_k n_k n_{k+1}.
 
-The floor counts no activation. For S, whose epoch evaluates tanh on about a million floats, ``kernel_bound_row``
+The floor counts no activation. For S, whose epoch evaluates tanh on about a million floats, ``kernel_bound``
 adds the bound of the narrow kernel's own approach beside it: the products it makes at the same peak rate, plus its
 tanh at the rate measured in the same run (``tanh_rate``), so a reader sees how much of the gap to the floor the
 activation alone takes.
@@ -91,15 +91,17 @@ def tanh_rate(dtype: torch.dtype = torch.float32, n: int = 4096, calls: int = 25
             "call_us": best[0] / calls * 1e6, "dtype": str(dtype).replace("torch.", "")}
 
 
-def kernel_bound_row(sizes: list, n_train: int, n_test: int, gflops: float, tanh_ns: float) -> dict:
+KERNEL_BOUND = "kernel bound (products at peak + its tanh)"  # S's computed row (benchmarks/bench.py)
+
+
+def kernel_bound(sizes: list, n_train: int, n_test: int, gflops: float, tanh_ns: float) -> dict:
     """What a batch-mode epoch of a tanh network costs the narrow kernel at the least, computed: the products it
     makes (the update's, and the test split's forward phase: the training split's is the next update's) at the
     peak rate, plus its hidden layers' tanh at the kernel's own measured rate. Not the FLOP floor: that one counts
-    the training split's evaluation again, and no activation."""
+    the training split's evaluation again, and no activation. {"us", "macs", "tanh_evaluations", "note"}."""
     macs = update_macs(sizes, n_train) + n_test * layer_macs(sizes)
     tanhs = (n_train + n_test) * sum(sizes[1:-1])
     products, activations = floor_us(macs, gflops), tanhs * tanh_ns / 1e3
-    return {"median_us": products + activations, "computed": True, "macs": macs, "tanh_evaluations": tanhs,
-            "granularity": "computed, not run",
+    return {"us": products + activations, "macs": macs, "tanh_evaluations": tanhs,
             "note": f"{macs:,} multiply-adds at {gflops:.1f} GFLOP/s ({products:.0f} us) + {tanhs:,} tanh at "
                     f"{tanh_ns:.3f} ns ({activations:.0f} us), both measured in this run"}

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from benchmarks.flops import KERNEL_BOUND
 from experiments.common import Column, format_table
 
 
@@ -234,7 +235,7 @@ def epoch_targets(results: list) -> list:
         floor = rows["FLOP floor"]["median_us"]
         on_cpu = "" if not cpu else (f"; process CPU {cpu:.0f} us = {cpu / floor:.1f}x "
                                      f"({'met' if cpu / floor <= 1.5 else 'not met'} on CPU time)")
-        bound = rows.get("kernel bound (products at peak + its tanh)", {}).get("median_us")
+        bound = rows.get(KERNEL_BOUND, {}).get("median_us")
         on_cpu += "" if not bound else f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x it"
         add(target, "met" if over <= 1.5 else "not met",
             f"default {default:.0f} us = {over:.1f}x the floor {floor:.0f} us ({rows['FLOP floor']['note']})"

@@ -60,13 +60,6 @@ void narrow_vtanh_f32(const float *x, float *y, int64_t n) { for (int64_t i = 0;
 void narrow_vecmath_tanh_f64(const double *x, double *y, int64_t n) { mbp_vtanh_f64(x, y, n); }
 void narrow_vecmath_tanh_f32(const float *x, float *y, int64_t n) { mbp_vtanh_f32(x, y, n); }
 
-/* float tanh's exhaustive proof (tests/proof/test_vecmath.py): narrow_tanh_f32 (vecmath.h's mbp_tanh_f32) on every
- * float whose bit pattern lies in [lo, hi), against the double core rounded once (mbp_tanh_f32_double). hist[d]
- * counts the inputs whose results are d ulps apart (as ordered integers, so across zero too; d >= 7 in hist[7]);
- * *worst receives the bits of the first input farthest apart. Returns the number of inputs where the two disagree
- * on NaN or on the sign, plus those where an array version (mbp_vtanh_f32, 16 lanes at a time with AVX-512, and
- * mbp_vtanh_f32_avx2 where compiled: narrow_tanh_f32_arrays says which) does not give the scalar function's bits
- * (NaN: both NaN). */
 /* Which array versions of float tanh this build has, each compared with the scalar function by
  * narrow_check_tanh_f32: 1 the AVX-512 one, 2 the AVX2 one (or-ed). */
 int narrow_tanh_f32_arrays(void)
@@ -81,6 +74,22 @@ int narrow_tanh_f32_arrays(void)
     return arrays;
 }
 
+/* How many of n results differ in their bits (two NaNs count as the same). */
+static int64_t narrow_bits_differ(const float *a, const float *b, int n)
+{
+    int64_t differ = 0;
+    for (int i = 0; i < n; i++)
+        differ += memcmp(&a[i], &b[i], sizeof(float)) != 0 && !(a[i] != a[i] && b[i] != b[i]);
+    return differ;
+}
+
+/* float tanh's exhaustive proof (tests/proof/test_vecmath.py): narrow_tanh_f32 (vecmath.h's mbp_tanh_f32) on every
+ * float whose bit pattern lies in [lo, hi), against the double core rounded once (mbp_tanh_f32_double). hist[d]
+ * counts the inputs whose results are d ulps apart (as ordered integers, so across zero too; d >= 7 in hist[7]);
+ * *worst receives the bits of the first input farthest apart. Returns the number of inputs where the two disagree
+ * on NaN or on the sign, plus those where an array version (mbp_vtanh_f32, 16 lanes at a time with AVX-512, and
+ * mbp_vtanh_f32_avx2 where compiled: narrow_tanh_f32_arrays says which) does not give the scalar function's bits
+ * (NaN: both NaN). */
 int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t *worst)
 {
     enum { CHUNK = 4096 };
@@ -92,12 +101,10 @@ int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t 
         for (int i = 0; i < n; i++) got[i] = narrow_tanh_f32(x[i]);
         for (int i = 0; i < n; i++) ref[i] = mbp_tanh_f32_double(x[i]);
         mbp_vtanh_f32(x, vec, n);
-        for (int i = 0; i < n; i++)
-            bad += memcmp(&vec[i], &got[i], sizeof(float)) != 0 && !(vec[i] != vec[i] && got[i] != got[i]);
+        bad += narrow_bits_differ(vec, got, n);
 #ifdef MBP_VTANH_F32_AVX2
         for (int i = (int)mbp_vtanh_f32_avx2(x, vec, n); i < n; i++) vec[i] = got[i];
-        for (int i = 0; i < n; i++)
-            bad += memcmp(&vec[i], &got[i], sizeof(float)) != 0 && !(vec[i] != vec[i] && got[i] != got[i]);
+        bad += narrow_bits_differ(vec, got, n);
 #endif
         for (int i = 0; i < n; i++) {
             const int g_nan = got[i] != got[i], r_nan = ref[i] != ref[i];
@@ -143,10 +150,8 @@ int64_t narrow_check_tanh_f32(uint64_t lo, uint64_t hi, int64_t *hist, uint32_t 
             int64_t i = 0;                                                                                  \
             if (a_rs == 1) {                                                                                \
                 NARROW_SAME_GATHER(T)                                                                       \
-                for (; i < rows; i++) diff |= aj[i] ^ bj[i * b_rs];                                         \
             }                                                                                               \
-            else                                                                                            \
-                for (; i < rows; i++) diff |= aj[i * a_rs] ^ bj[i * b_rs];                                  \
+            for (; i < rows; i++) diff |= aj[i * a_rs] ^ bj[i * b_rs]; /* the rows the gathers left */      \
             if (diff) return 0;                                                                             \
         }                                                                                                   \
         return 1;                                                                                           \

@@ -106,14 +106,14 @@ def test_the_kernel_bound_counts_the_products_and_tanh_the_narrow_kernel_makes()
     """S's computed bound: the update's products and the test split's forward phase (the training split's is the
     next update's, so it is not counted again, unlike the FLOP floor), plus one tanh per hidden unit and sample
     of both passes, at the rate given."""
-    from benchmarks.flops import floor_us, kernel_bound_row, tanh_rate
+    from benchmarks.flops import floor_us, kernel_bound, tanh_rate
 
     sizes, n_train, n_test = [4, 32, 16, 4], 1000, 300
-    row = kernel_bound_row(sizes, n_train, n_test, gflops=100.0, tanh_ns=0.5)
+    row = kernel_bound(sizes, n_train, n_test, gflops=100.0, tanh_ns=0.5)
     layers = 4 * 32 + 32 * 16 + 16 * 4
     assert row["macs"] == n_train * (layers + (32 * 16 + 16 * 4) + layers) + n_test * layers
     assert row["tanh_evaluations"] == (n_train + n_test) * (32 + 16)
-    assert row["median_us"] == pytest.approx(floor_us(row["macs"], 100.0) + row["tanh_evaluations"] * 0.5e-3)
+    assert row["us"] == pytest.approx(floor_us(row["macs"], 100.0) + row["tanh_evaluations"] * 0.5e-3)
     rate = tanh_rate(torch.float32, n=1 << 12, repeats=2)
     assert rate is None or rate["ns_per_element"] > 0  # None only where the C kernels cannot be built
 
