@@ -176,7 +176,8 @@ def load_kernel() -> ctypes.CDLL:
 def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
     """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py), 512-bit vectors
     preferred; without them, then without -march=native, if the compiler refuses. No -ffast-math and no
-    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and renames, so concurrent processes never see half a file."""
+    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and
+    renames, so concurrent processes never see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
         for src in [*_CSRC.glob("*.c"), *_CSRC.glob("*.h")]:  # the sources and the shared headers (vecmath.h)
@@ -277,10 +278,11 @@ class CKernel:
         """Check the data and the parameters and point the plan at them (only when they changed since last time)."""
         net = self.net
         params = net.weights + net.biases
-        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), x.is_neg(), y.is_neg(),
-               *((p.data_ptr(), tuple(p.shape), p.stride()) for p in params))  # layouts too: an in-place t_()
-        # the same tensors too: new tensor objects at the same addresses have their own version counters, and the
-        # ones marked after each call (self._params) must be the network's (held, so no id is reused meanwhile)
+        key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), x.is_neg(), y.is_neg(), x.dtype, y.dtype,
+               *((p.data_ptr(), tuple(p.shape), p.stride(), p.dtype) for p in params))
+        # layouts and dtypes too (an in-place t_(), a ``p.data = p.view(torch.int64)``); the same tensors too: new
+        # tensor objects at the same addresses have their own version counters, and the ones marked after each call
+        # (self._params) must be the network's (held, so no id is reused meanwhile)
         if key == self._key and len(params) == len(self._params) and all(map(operator.is_, params, self._params)):
             return
         for name, t, width in (("x", x, net.sizes[0]), ("y", y, net.sizes[-1])):
@@ -294,8 +296,8 @@ class CKernel:
         if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype and tuple(p.shape) == s
                    for p, s in zip(params, shapes)):
             raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as its "
-                             f"sizes {net.sizes} say (an in-place t_() or resize_ changes that), but got "
-                             + ", ".join(f"{tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
+                             f"sizes {net.sizes} say (an in-place t_(), a resize_ or a .data = changes that), but got "
+                             + ", ".join(f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
         weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
         self._plan.weights = ctypes.addressof(weights)
         self._plan.biases = ctypes.addressof(biases) if biases is not None else None

@@ -82,9 +82,11 @@ class CudaGraphRunner:
         self.captures += 1
 
     def _bind_key(self, x: Tensor, y: Tensor, lr: float) -> tuple:
-        """What a graph is bound to: the data's addresses and shapes, the parameters' addresses, and lr."""
-        return (x.data_ptr(), tuple(x.shape), y.data_ptr(), tuple(y.shape),
-                tuple(p.data_ptr() for p in self.step.params), float(lr))
+        """What a graph is bound to: the data's addresses and shapes, the parameters' addresses, layouts and dtypes
+        (the graph reads them as captured; ``p.data = p.t()`` or ``p.data = p.view(torch.int32)`` keeps the address),
+        and lr."""
+        return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, y.data_ptr(), tuple(y.shape), y.stride(), y.dtype,
+                tuple((p.data_ptr(), tuple(p.shape), p.stride(), p.dtype) for p in self.step.params), float(lr))
 
     def run(self, x: Tensor, y: Tensor, order: Tensor, offsets: list, lr: float, losses: Tensor) -> Tensor:
         """Make the updates order[offsets[u]:offsets[u+1]] (order on the device, offsets a Python list)."""

@@ -111,9 +111,9 @@ def _ptr_array(tensors) -> ctypes.Array:
 
 def _state(tensors) -> tuple:
     """What identifies the contents of tensors: the tensors themselves (held, so no other can take their memory),
-    their version counters (bumped by every in-place change) and their memory and layout (which ``t.data = ...``
-    changes without a bump)."""
-    return tuple((t, t._version, t.data_ptr(), t.shape, t.stride()) for t in tensors)
+    their version counters (bumped by every in-place change) and their memory, layout and dtype (which ``t.data =
+    ...`` changes without a bump)."""
+    return tuple((t, t._version, t.data_ptr(), t.shape, t.stride(), t.dtype) for t in tensors)
 
 
 def _same_state(a: Optional[tuple], b: tuple) -> bool:
@@ -167,7 +167,7 @@ class NarrowKernel:
             self._plan.n_samples = x.shape[0]
         params = net.weights + net.biases
         kept = self._params
-        layout = [(p.data_ptr(), p.shape, p.stride()) for p in params]  # a ``.data =``, set_ or t_() changes it
+        layout = [(p.data_ptr(), p.shape, p.stride(), p.dtype) for p in params]  # a ``.data =``, set_, t_() change it
         if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)) \
                 or layout != self._layout:
             shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
@@ -175,8 +175,9 @@ class NarrowKernel:
             if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype
                        and tuple(p.shape) == s for p, s in zip(params, shapes)):
                 raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as "
-                                 f"its sizes {net.sizes} say (an in-place t_() or resize_ changes that), but got "
-                                 + ", ".join(f"{tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
+                                 f"its sizes {net.sizes} say (an in-place t_(), a resize_ or a .data = changes "
+                                 "that), but got " + ", ".join(
+                                     f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
             weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
             self._plan.weights = ctypes.addressof(weights)
             self._plan.biases = ctypes.addressof(biases) if biases is not None else None

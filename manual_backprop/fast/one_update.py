@@ -55,6 +55,7 @@ _use_count = Tensor._use_count  # references to the tensor's C++ object (a DLPac
 _storage_use_count = torch._C._storage_Use_Count  # references to its memory (views, .numpy(), .detach())
 _version = operator.attrgetter("_version")  # in-place changes, of values or of shape and strides
 _requires_grad = operator.attrgetter("requires_grad")
+_dtype = operator.attrgetter("dtype")  # ``t.data = t.view(torch.int32)`` changes it, and nothing else of the above
 _stride = Tensor.stride
 _is_set_to = Tensor.is_set_to
 _fma_rounding: dict = {}  # dtype -> whether torch's add_(alpha) rounds as the C step's fma on this machine
@@ -72,8 +73,9 @@ class OneUpdatePlan:
         self.functions = list(net.activation_functions)
         self.params = [*net.weights, *net.biases]
         # views with each parameter's own memory, offset, shape and strides: is_set_to compares all four at once
-        # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it)
+        # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it), and their dtypes, which it does not
         self.views = [p.as_strided(p.shape, p.stride(), p.storage_offset()) for p in self.params]
+        self.dtypes = [p.dtype for p in self.params]
         if fn is None:
             return
         self.macs = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))  # per sample, C_WORK_LIMIT's unit
@@ -96,8 +98,8 @@ class OneUpdatePlan:
         self.last = None  # (Gradients, its tensors, what step() compares, the out array) of the last call
         self.param_shapes = [p.shape for p in self.params]
         self.param_strides = [torch.empty(p.shape).stride() for p in self.params]  # contiguous, as the C step reads
-        # what step() finds of the gradients' layouts (after the gradients' own addresses)
-        self.step_tail = [*self.param_shapes, *self.param_strides]
+        # what step() finds of the gradients' layouts and dtypes (after the gradients' own addresses)
+        self.step_tail = [*self.param_shapes, *self.param_strides, *(self.dtype for _ in self.params)]
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors with the same memory and
@@ -109,10 +111,11 @@ class OneUpdatePlan:
                 and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
 
     def holds(self, net: MLP) -> bool:
-        """Whether net's parameters are still the plan's: the same tensors, with the same memory and layout."""
+        """Whether net's parameters are still the plan's: the same tensors, with the same memory, layout and dtype
+        (``p.data = p.view(torch.int64)`` keeps the first two)."""
         params = [*net.weights, *net.biases]
         return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and all(map(_is_set_to, params, self.views)))
+                and all(map(_is_set_to, params, self.views)) and [*map(_dtype, params)] == self.dtypes)
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -154,8 +157,8 @@ class OneUpdatePlan:
             return False
         given = [*grads.weights, *grads.biases]
         if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
-                and [*map(_data_ptr, given), *map(_shape, given), *map(_stride, given)] == last[2]
-                and self.holds(net)):  # the gradients' addresses, shapes and strides; the parameters (holds)
+                and [*map(_data_ptr, given), *map(_shape, given), *map(_stride, given), *map(_dtype, given)]
+                == last[2] and self.holds(net)):  # the gradients' addresses, layouts, dtypes; the parameters (holds)
             return False
         if self.step_fn(self.plan_ref, last[3], -lr):
             raise RuntimeError("mbp_step refused its plan")
@@ -169,8 +172,8 @@ class _Outputs:
 
     The results belong to the caller. A tensor of the set is written again by a later call only where nothing but
     the set can reach it or its memory: no Python reference (a name, a list, a Gradients), no view or array over the
-    memory, no C++ reference, no weak reference, no in-place change (values, shape, strides, memory) since it was
-    made, no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps. So what a
+    memory, no C++ reference, no weak reference, no in-place change (values, shape, strides, memory, dtype) since it
+    was made, no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps. So what a
     caller keeps is never overwritten (test_one_update_outputs.py), and a loop that rebinds its names each update
     makes no tensor at all (making seven cost about as much as the C call and its checks on a small network)."""
 
@@ -198,11 +201,12 @@ class _Outputs:
     def _state(self) -> list:
         # one flat list, quantity by quantity (_QUANTITIES of them, n tensors each): one object made per call.
         # A caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
-        # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape
+        # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape,
+        # the strides or the dtype
         tensors = self.tensors
         return [*map(sys.getrefcount, tensors), *map(_use_count, tensors), *map(_storage_use_count, self.cdata),
                 *map(sys.getrefcount, self.storages), *map(_version, tensors), *map(_shape, tensors),
-                *map(_stride, tensors)]
+                *map(_stride, tensors), *map(_dtype, tensors)]
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is
@@ -222,7 +226,7 @@ class _Outputs:
         self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]
 
 
-_QUANTITIES = 7  # what _state counts of each tensor
+_QUANTITIES = 8  # what _state counts of each tensor
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:

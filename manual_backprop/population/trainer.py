@@ -297,15 +297,15 @@ class PopulationTrainer(PopulationCheckpoints):
 
     # ------------------------------------------------------------------ CUDA graphs
     def _graph_key(self, xs: Tensor, ys: Tensor) -> tuple:
-        """What a captured graph is bound to: the address, shape and stride of every tensor it reads or writes (the
-        state, the learning rates, the evaluation splits, and in batch mode the inputs themselves, which it reads in
-        place), and the inputs' shapes and strides."""
+        """What a captured graph is bound to: the address, shape, stride and dtype of every tensor it reads or writes
+        (the state, the learning rates, the evaluation splits, and in batch mode the inputs themselves, which it reads
+        in place), and the inputs' shapes and strides."""
         state = [*self.pop.weights, *self.pop.biases, *self.good_w, *self.good_b, self.active, self._fn.lr]
         state += [t for split in self._fn.evals.values() if split is not None for t in split if t is not None]
         if self.orders is None:
             state += [xs, ys]
-        return (tuple((t.data_ptr(), tuple(t.shape), t.stride()) for t in state), tuple(xs.shape), xs.stride(),
-                tuple(ys.shape), ys.stride())
+        return (tuple((t.data_ptr(), tuple(t.shape), t.stride(), t.dtype) for t in state), tuple(xs.shape),
+                xs.stride(), tuple(ys.shape), ys.stride())
 
     def _replay(self, xs: Tensor, ys: Tensor):
         with torch.cuda.device(self.pop.device):  # capture and replay on the population's device, not the current one

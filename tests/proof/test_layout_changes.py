@@ -1,8 +1,9 @@
 """The C paths read a tensor's memory through its address, which torch's own ops read through its layout (shape,
-strides, offset, the neg bit). Where one of those changes outside the path, the path must see it: MLP.loss_and_grads'
-C call and MLP.step's C call fall back to network.py (or rebuild) after an in-place t_() or a ``.data =`` on a
-parameter; the narrow kernel's kept pass and bound pointers follow a ``.data =``; the C loop refuses a parameter
-whose layout no longer matches the network's sizes, saying so; a real input with the neg bit (``z.conj().imag``)
+strides, offset, dtype, the neg bit). Where one of those changes outside the path, the path must see it:
+MLP.loss_and_grads' C call and MLP.step's C call fall back to network.py (or rebuild) after an in-place t_() or a
+``.data =`` on a parameter (its integer view included) or on a gradient; the narrow kernel's kept pass and bound
+pointers follow a ``.data =``; the C loop and the narrow kernel refuse a parameter whose layout or dtype no longer
+matches the network's, saying so; a real input with the neg bit (``z.conj().imag``)
 is read as its values. Each case is compared with the pure path on the same changes.
 """
 
@@ -11,7 +12,7 @@ import torch
 
 from manual_backprop import MLP
 from manual_backprop.datasets import load_dataset
-from manual_backprop.network import ONE_STEP, ONE_UPDATE
+from manual_backprop.network import ONE_STEP, ONE_UPDATE, update
 from manual_backprop.training import Trainer
 
 from helpers import c_loop_reason
@@ -79,6 +80,50 @@ def test_one_update_sees_a_parameters_new_layout(change):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
     for a, b in zip(params_c, params_t):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
+def _as_integers(t):
+    """``t.data = t.view(torch.int64)``: the same memory, shape and strides, another dtype (no version bump)."""
+    t.data = t.view(torch.int64)
+
+
+def test_one_update_refuses_a_parameter_made_integers_as_network_py_does():
+    errors = []
+    for pure in (False, True):
+        net, (x, y) = _net(), _batch()
+        net.loss_and_grads(x, y, "squared_error")  # the C call's plan, made for float64 parameters
+        _as_integers(net.weights[0])
+        with (ONE_UPDATE.off() if pure else _nothing()), pytest.raises(RuntimeError) as err:
+            net.loss_and_grads(x, y, "squared_error")
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+
+
+def test_a_step_on_a_gradient_made_integers_is_network_update():
+    net, (x, y) = _net(), _batch()
+    net.loss_and_grads(x, y, "squared_error")
+    loss, grads = net.loss_and_grads(x, y, "squared_error")  # the C call's: the C step would read them as doubles
+    _as_integers(grads.weights[0])  # between loss_and_grads and step: update() adds the integers
+    ref = net.copy()
+    update(ref.weights, ref.biases, grads, 0.5)
+    net.step(grads, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))
+
+
+@pytest.mark.parametrize("mode,n,path", [("batch", 2000, "narrow"), ("online", 60, "c")])
+def test_the_trainers_c_paths_refuse_a_parameter_made_integers_between_runs(mode, n, path):
+    data = load_dataset("moons", n_samples=n, noise=0.2, seed=0, dtype=F64)
+    net = MLP([2, 8, 2], activation="tanh", output_activation="softmax", dtype=F64, seed=0)
+    t = Trainer(net, data, mode=mode, lr=0.2, epochs=2, seed=0)
+    assert t._fast_runner.path == path
+    t.run()
+    _as_integers(net.weights[0])
+    before, epochs = [p.clone() for p in net.parameters()], len(t.history.train_loss)
+    t.epochs = 4
+    with pytest.raises(ValueError, match=r"of its dtype.*but got torch\.int64 \(8, 2\)"):
+        t.run()
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), before)), "a refused run wrote a parameter"
+    assert len(t.history.train_loss) == epochs
 
 
 def test_one_update_reads_a_neg_bit_input_as_its_values():

@@ -42,7 +42,8 @@ def _fresh(net, x, y):
 
 def _assert_same(got, expected, what):
     for k, (a, b) in enumerate(zip(got, expected)):
-        assert a.shape == b.shape and a.stride() == b.stride(), f"{what}: result {k} has shape {tuple(a.shape)}"
+        assert a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype, \
+            f"{what}: result {k} is {a.dtype} of shape {tuple(a.shape)}"
         assert torch.equal(a, b), f"{what}: result {k} differs from a fresh call's"
 
 
@@ -121,6 +122,8 @@ CHANGES = {
     "data replaced": lambda t: setattr(t, "data", torch.zeros(t.shape[::-1], dtype=t.dtype)),
     "data made a view of itself": lambda t: setattr(t, "data", t.view(-1)),
     "data made its transpose": lambda t: setattr(t, "data", t.t()),
+    "data made its bits as integers": lambda t: setattr(t, "data", t.view(torch.int64 if t.dtype == torch.float64
+                                                                          else torch.int32)),
     "made to require grad": lambda t: t.requires_grad_(),
     "scaled in place": lambda t: t.mul_(2.0),
 }
