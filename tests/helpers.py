@@ -73,3 +73,18 @@ def c_loop_reason():
         return None
     except fast.FastPathUnavailable as err:
         return str(err)
+
+
+def move_memory(t: torch.Tensor) -> None:
+    """Give t's storage new memory holding its old values, as ``t.untyped_storage().resize_()`` can: the tensor keeps
+    its storage object, shape, strides, dtype and version, and only its address changes (what a C call that kept the
+    old address must see)."""
+    storage, values = t.untyped_storage(), t.clone()
+    n, before = storage.nbytes(), t.data_ptr()
+    storage.resize_(0)
+    hold = torch.empty(max(n, 1), dtype=torch.uint8)  # takes the freed block where the allocator would hand it back
+    storage.resize_(n)
+    with torch.no_grad():
+        t.copy_(values)
+    assert t.data_ptr() != before, "the storage kept its memory"
+    del hold

@@ -72,10 +72,12 @@ class OneUpdatePlan:
         self.loss_fn, self.fn, self.dtype = loss_fn, fn, net.dtype  # fn None: a refusal, kept as cheaply
         self.functions = list(net.activation_functions)
         self.params = [*net.weights, *net.biases]
-        # views with each parameter's own memory, offset, shape and strides: is_set_to compares all four at once
-        # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it), and their dtypes, which it does not
+        # views with each parameter's own storage, offset, shape and strides: is_set_to compares all four at once
+        # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it)
         self.views = [p.as_strided(p.shape, p.stride(), p.storage_offset()) for p in self.params]
-        self.dtypes = [p.dtype for p in self.params]
+        # and their addresses and dtypes, which it does not compare: ``p.untyped_storage().resize_()`` moves the
+        # memory under the same storage, ``p.data = p.view(torch.int64)`` keeps all four
+        self.addresses_dtypes = [*(p.data_ptr() for p in self.params), *(p.dtype for p in self.params)]
         if fn is None:
             return
         self.macs = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))  # per sample, C_WORK_LIMIT's unit
@@ -111,11 +113,12 @@ class OneUpdatePlan:
                 and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
 
     def holds(self, net: MLP) -> bool:
-        """Whether net's parameters are still the plan's: the same tensors, with the same memory, layout and dtype
-        (``p.data = p.view(torch.int64)`` keeps the first two)."""
+        """Whether net's parameters are still the plan's: the same tensors, with the same storage, layout, address
+        (the plan's pointers) and dtype."""
         params = [*net.weights, *net.biases]
         return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and all(map(_is_set_to, params, self.views)) and [*map(_dtype, params)] == self.dtypes)
+                and all(map(_is_set_to, params, self.views))
+                and [*map(_data_ptr, params), *map(_dtype, params)] == self.addresses_dtypes)
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -172,10 +175,10 @@ class _Outputs:
 
     The results belong to the caller. A tensor of the set is written again by a later call only where nothing but
     the set can reach it or its memory: no Python reference (a name, a list, a Gradients), no view or array over the
-    memory, no C++ reference, no weak reference, no in-place change (values, shape, strides, memory, dtype) since it
-    was made, no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps. So what a
-    caller keeps is never overwritten (test_one_update_outputs.py), and a loop that rebinds its names each update
-    makes no tensor at all (making seven cost about as much as the C call and its checks on a small network)."""
+    memory, no C++ reference, no weak reference, no change since it was made (of its values, shape, strides, memory,
+    dtype or address), no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps.
+    So what a caller keeps is never overwritten (test_one_update_outputs.py), and a loop that rebinds its names each
+    update makes no tensor at all (making seven cost about as much as the C call and its checks on a small network)."""
 
     def __init__(self, plan: OneUpdatePlan, B: int):
         self.dtype, L = plan.dtype, plan.L
@@ -202,11 +205,11 @@ class _Outputs:
         # one flat list, quantity by quantity (_QUANTITIES of them, n tensors each): one object made per call.
         # A caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
         # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape,
-        # the strides or the dtype
+        # the strides or the dtype, and ``t.untyped_storage().resize_()`` only the address (the C call's pointer)
         tensors = self.tensors
         return [*map(sys.getrefcount, tensors), *map(_use_count, tensors), *map(_storage_use_count, self.cdata),
                 *map(sys.getrefcount, self.storages), *map(_version, tensors), *map(_shape, tensors),
-                *map(_stride, tensors), *map(_dtype, tensors)]
+                *map(_stride, tensors), *map(_dtype, tensors), *map(_data_ptr, tensors)]
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is
@@ -226,7 +229,7 @@ class _Outputs:
         self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]
 
 
-_QUANTITIES = 8  # what _state counts of each tensor
+_QUANTITIES = 9  # what _state counts of each tensor
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:

@@ -1,11 +1,10 @@
 """The C paths read a tensor's memory through its address, which torch's own ops read through its layout (shape,
 strides, offset, dtype, the neg bit). Where one of those changes outside the path, the path must see it:
 MLP.loss_and_grads' C call and MLP.step's C call fall back to network.py (or rebuild) after an in-place t_() or a
-``.data =`` on a parameter (its integer view included) or on a gradient; the narrow kernel's kept pass and bound
-pointers follow a ``.data =``; the C loop and the narrow kernel refuse a parameter whose layout or dtype no longer
-matches the network's, saying so; a real input with the neg bit (``z.conj().imag``)
-is read as its values. Each case is compared with the pure path on the same changes.
-"""
+``.data =`` on a parameter (its integer view included) or on a gradient, and after new memory under a parameter's
+storage; the narrow kernel's kept pass and bound pointers follow a ``.data =``; the C loop and the narrow kernel
+refuse a parameter whose layout or dtype no longer matches the network's, saying so; a real input with the neg bit
+(``z.conj().imag``) is read as its values. Each case is compared with the pure path on the same changes."""
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from manual_backprop.datasets import load_dataset
 from manual_backprop.network import ONE_STEP, ONE_UPDATE, update
 from manual_backprop.training import Trainer
 
-from helpers import c_loop_reason
+from helpers import c_loop_reason, move_memory
 
 pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 F64 = torch.float64
@@ -45,6 +44,8 @@ CHANGES = {
     "W[0].t_() between loss_and_grads and step": ("between", lambda net: net.weights[0].t_()),
     "W[0].data = a copy between loss_and_grads and step": ("between", lambda net: setattr(
         net.weights[0], "data", net.weights[0].clone() * 0.5)),
+    "W[0] given new memory under its storage before the call": ("before", lambda net: move_memory(net.weights[0])),
+    "W[0] given new memory between loss_and_grads and step": ("between", lambda net: move_memory(net.weights[0])),
 }
 
 

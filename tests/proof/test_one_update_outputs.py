@@ -16,7 +16,7 @@ import torch
 
 from manual_backprop import MLP
 from manual_backprop.network import ONE_UPDATE
-from helpers import c_loop_reason
+from helpers import c_loop_reason, move_memory
 
 pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
 
@@ -124,6 +124,7 @@ CHANGES = {
     "data made its transpose": lambda t: setattr(t, "data", t.t()),
     "data made its bits as integers": lambda t: setattr(t, "data", t.view(torch.int64 if t.dtype == torch.float64
                                                                           else torch.int32)),
+    "given new memory under its storage": move_memory,
     "made to require grad": lambda t: t.requires_grad_(),
     "scaled in place": lambda t: t.mul_(2.0),
 }
