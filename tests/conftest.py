@@ -47,3 +47,15 @@ def assert_grads_agree(manual, expected, *, rel: float = 1e-10):
     assert len(manual.biases) == len(expected.biases)
     for k in range(len(manual.biases)):
         assert_tensors_agree(f"layer {k + 1} dE/db", manual.biases[k], expected.biases[k], rel=rel)
+
+
+@pytest.fixture(params=["checks in C++", "checks in Python"])
+def both_checks(request, monkeypatch):
+    """Run a one-update test with the C calls' checks in C++ (fast/tensor_state.py) and with the same questions
+    asked from Python (where no C++ compiler is found): plans made during the test use the one asked for."""
+    from manual_backprop.fast import one_update, tensor_state
+
+    cpp = request.param == "checks in C++"
+    if cpp and tensor_state.checker() is None:
+        pytest.skip(f"no C++ checks here: {tensor_state.unavailable}")
+    monkeypatch.setattr(one_update, "CHECKS_IN_CPP", cpp)

@@ -64,16 +64,28 @@ def _cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "manual_backprop"
 
 
-def _compiler() -> Optional[str]:
-    """The C compiler: $MANUAL_BACKPROP_CC, else $CC, else gcc, cc or clang on the PATH."""
-    for cand in (os.environ.get("MANUAL_BACKPROP_CC"), os.environ.get("CC")):
+def _compiler(cxx: bool = False) -> Optional[str]:
+    """The C compiler: $MANUAL_BACKPROP_CC, else $CC, else gcc, cc or clang on the PATH; with cxx, the C++ compiler:
+    $MANUAL_BACKPROP_CXX, else $CXX, else g++, c++ or clang++."""
+    names = ("MANUAL_BACKPROP_CXX", "CXX", "g++", "c++", "clang++") if cxx else \
+        ("MANUAL_BACKPROP_CC", "CC", "gcc", "cc", "clang")
+    for cand in (os.environ.get(names[0]), os.environ.get(names[1])):
         if cand:
             return shutil.which(cand) or cand
-    for name in ("gcc", "cc", "clang"):
+    for name in names[2:]:
         found = shutil.which(name)
         if found:
             return found
     return None
+
+
+def _torch_cxx_flags() -> list:
+    """What a C++ source that reads torch's own TensorImpl compiles with: the installed torch's headers, its ABI,
+    and its libc10 (found at run time where torch keeps it)."""
+    root = Path(torch.__file__).parent
+    abi = int(torch.compiled_with_cxx11_abi())
+    return ["-O2", "-std=c++17", "-w", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            "-I", str(root / "include"), "-L", str(root / "lib"), "-lc10", f"-Wl,-rpath,{root / 'lib'}"]
 
 
 # The flags of every build, in the library's cache key. Whole-vector loops (the population kernel's lanes, the C
@@ -99,29 +111,34 @@ def _cpu_fingerprint() -> str:
     return text
 
 
-def build_library(main: str, patterns, header: str, what: str) -> tuple:
+def build_library(main: str, patterns, header: str, what: str, cxx: bool = False) -> tuple:
     """Compile ``_csrc/<main>`` (with the sources matching ``patterns`` hashed into its name, and ``header`` as
-    kernels.h) and load it: once per source, compiler and CPU, cached on disk; returns (library, its path).
+    kernels.h) and load it: once per source, compiler and CPU, cached on disk; returns (library, its path). With
+    cxx, ``main`` is C++ against the installed torch (_torch_cxx_flags; the torch in the cache key too).
 
     The one build every C kernel of the project goes through. The cache is ``$MANUAL_BACKPROP_CACHE``, else
     ``~/.cache/manual_backprop`` (``$XDG_CACHE_HOME`` honoured), used only while it is this user's private folder
     (every folder on the way checked); else, with a warning, a fresh private temporary folder. Raises
     FastPathUnavailable, saying why, when no compiler is found or compilation fails.
     """
-    cc = _compiler()
+    cc = _compiler(cxx)
     if cc is None:
-        raise FastPathUnavailable("no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, clang)")
+        raise FastPathUnavailable("no C++ compiler found (looked for $MANUAL_BACKPROP_CXX, $CXX, g++, c++, clang++)"
+                                  if cxx else "no C compiler found (looked for $MANUAL_BACKPROP_CC, $CC, gcc, cc, "
+                                  "clang)")
     sources = sorted({src for pattern in patterns for src in _CSRC.glob(pattern)})
     if not (_CSRC / main).is_file():
         raise FastPathUnavailable(f"the C sources are missing from {_CSRC} (an install without package data)")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as err:
-        raise FastPathUnavailable(f"the C compiler {cc!r} does not run: {err}") from None
+        raise FastPathUnavailable(f"the {'C++' if cxx else 'C'} compiler {cc!r} does not run: {err}") from None
     digest = hashlib.sha256(header.encode())
     for src in sources:
         digest.update(src.name.encode() + src.read_bytes())
     digest.update((cc + version + _cpu_fingerprint() + sys.platform + repr((_FLAGS, _NATIVE_FLAGS))).encode())
+    if cxx:
+        digest.update((torch.__version__ + repr(_torch_cxx_flags())).encode())
     name = f"{Path(main).stem}_{digest.hexdigest()[:20]}.so"
     errors = []
     for cache in (_cache_dir(), None):
@@ -140,7 +157,7 @@ def build_library(main: str, patterns, header: str, what: str) -> tuple:
             try:
                 return load_private_library(dir_fd, name, target), target
             except FileNotFoundError:
-                _compile(cc, target, header, main=main)
+                _compile(cc, target, header, main=main, cxx=cxx)
                 return load_private_library(dir_fd, name, target), target
         except (OSError, FastPathUnavailable) as err:
             errors.append(f"{folder}: {err}")
@@ -173,24 +190,26 @@ def load_kernel() -> ctypes.CDLL:
         return lib
 
 
-def _compile(cc: str, target: Path, header: str, main: str = "mlp.c") -> None:
+def _compile(cc: str, target: Path, header: str, main: str = "mlp.c", cxx: bool = False) -> None:
     """cc -O3 -march=native -shared ``_csrc/<main>`` (mlp.c, or narrow.c for fast/narrow.py), 512-bit vectors
     preferred; without them, then without -march=native, if the compiler refuses. No -ffast-math and no
-    floating-point contraction: the loop must round as the classes' formulas say. Writes to a temporary name and
-    renames, so concurrent processes never see half a file."""
+    floating-point contraction: the loop must round as the classes' formulas say. With cxx: c++ with
+    _torch_cxx_flags (no arithmetic there). Writes to a temporary name and renames, so concurrent processes never
+    see half a file."""
     build = Path(tempfile.mkdtemp(prefix="manual_backprop_build_"))
     try:
-        for src in [*_CSRC.glob("*.c"), *_CSRC.glob("*.h")]:  # the sources and the shared headers (vecmath.h)
+        for src in [*_CSRC.glob("*.c"), *_CSRC.glob("*.h"), *_CSRC.glob("*.cpp")]:  # and the shared headers
             shutil.copyfile(src, build / src.name)
         (build / "kernels.h").write_text(header)
         tmp = build / "out.so"
-        base = [*_FLAGS, str(build / main), "-o", str(tmp), "-lm"]
+        base = [str(build / main), "-o", str(tmp), *_torch_cxx_flags()] if cxx else \
+            [*_FLAGS, str(build / main), "-o", str(tmp), "-lm"]
         result = None
-        for extra in _NATIVE_FLAGS:
+        for extra in ([],) if cxx else _NATIVE_FLAGS:
             try:
                 result = subprocess.run([cc, *extra, *base], capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.SubprocessError) as err:
-                raise FastPathUnavailable(f"the C compiler {cc!r} failed to run: {err}") from None
+                raise FastPathUnavailable(f"the compiler {cc!r} failed to run: {err}") from None
             if result.returncode == 0:
                 os.chmod(tmp, 0o700)
                 os.replace(tmp, target)

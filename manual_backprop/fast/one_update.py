@@ -37,6 +37,7 @@ from ..derived import ONE_STEP, ONE_UPDATE
 from ..losses import Loss
 from ..network import MLP, Gradients, update
 from .c_loop import C_ULPS, _Plan, c_unsupported, load_kernel
+from . import tensor_state
 from .common import C_WORK_LIMIT, FastPathUnavailable, mark_written
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES
 
@@ -60,6 +61,7 @@ _stride = Tensor.stride
 _is_set_to = Tensor.is_set_to
 _fma_rounding: dict = {}  # dtype -> whether torch's add_(alpha) rounds as the C step's fma on this machine
 unavailable: Optional[str] = None  # why the C library could not be built here (None: not tried, or built)
+CHECKS_IN_CPP = True  # the plans made from now on check in C++ where it builds (tensor_state.py); False: in Python
 
 
 class OneUpdatePlan:
@@ -102,6 +104,18 @@ class OneUpdatePlan:
         self.param_strides = [torch.empty(p.shape).stride() for p in self.params]  # contiguous, as the C step reads
         # what step() finds of the gradients' layouts and dtypes (after the gradients' own addresses)
         self.step_tail = [*self.param_shapes, *self.param_strides, *(self.dtype for _ in self.params)]
+        # The checks in C++, in the calls (tensor_state.py), where they can be built: the parameters' addresses,
+        # layouts and dtypes as now, then each call's output set; else the same questions asked from Python.
+        self.lib = tensor_state.checker() if CHECKS_IN_CPP else None
+        if self.lib is not None:
+            self._param_impls = tensor_state.impls(self.params)
+            self._param_state = tensor_state.states(self.lib, self._param_impls, len(self.params))
+            self.checked = tensor_state.Checked(
+                plan=ctypes.addressof(self.plan), loss_and_grads=ctypes.cast(fn, ctypes.c_void_p).value,
+                step=ctypes.cast(step_fn, ctypes.c_void_p).value if step_fn is not None else None,
+                is_f32=int(self.dtype == torch.float32), params=ctypes.addressof(self._param_impls),
+                n_params=len(self.params), params_state=ctypes.addressof(self._param_state))
+            self.checked_ref = ctypes.byref(self.checked)
 
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors with the same memory and
@@ -114,11 +128,12 @@ class OneUpdatePlan:
 
     def holds(self, net: MLP) -> bool:
         """Whether net's parameters are still the plan's: the same tensors, with the same storage, layout, address
-        (the plan's pointers) and dtype."""
+        (the plan's pointers) and dtype. (With the checks in C++, the calls check all but the first themselves.)"""
         params = [*net.weights, *net.biases]
         return (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
-                and all(map(_is_set_to, params, self.views))
-                and [*map(_data_ptr, params), *map(_dtype, params)] == self.addresses_dtypes)
+                and (self.lib is not None or (all(map(_is_set_to, params, self.views))
+                                              and [*map(_data_ptr, params), *map(_dtype, params)]
+                                              == self.addresses_dtypes)))
 
     def run(self, x: Tensor, y: Tensor):
         """(E as a 0-dim tensor, Gradients with deltas) of x (B, n_0) and y (B, n_L), contiguous, of the dtype."""
@@ -137,7 +152,18 @@ class OneUpdatePlan:
             outputs = _Outputs(self, B)
         else:
             outputs.ready()
-        status = self.fn(self.plan_ref, _data_ptr(x), _data_ptr(y), B, outputs.out)
+        if self.lib is None:
+            status = self.fn(self.plan_ref, _data_ptr(x), _data_ptr(y), B, outputs.out)
+        else:  # the set's tensors (after ready's Python counts) and the parameters checked in the call
+            call, args = self.lib.mbp_checked_loss_and_grads, (self.checked_ref, outputs.ref, _data_ptr(x),
+                                                               _data_ptr(y), B)
+            status = call(*args)
+            if status <= -2:  # a tensor of the set changed since it was made: a new one in its place, once
+                outputs.renew_changed()
+                status = call(*args)
+            if status == -1:  # a parameter moved or changed its layout or dtype: the caller makes a new plan
+                pool.append(outputs)
+                return None
         if status:
             raise MemoryError("the C loop could not allocate its workspace") if status == 1 else \
                 RuntimeError(f"mbp_loss_and_grads returned status {status}")
@@ -145,7 +171,7 @@ class OneUpdatePlan:
         L, nb = self.L, self.n_bias
         grads = Gradients(outs[:L], outs[L:L + nb], outs[L + nb:-1])  # weights, biases, deltas
         if self.step_fn is not None:
-            self.last = (grads, outs[:L + nb], outputs.step_key, outputs.out)
+            self.last = (grads, outs[:L + nb], outputs.step_key, outputs.out, outputs)
         pool.appendleft(outputs)  # the most recent set: the caller holds it now
         if len(pool) > _POOL:
             pool.pop()  # where threads made sets at once, the oldest is left to its holders
@@ -159,6 +185,12 @@ class OneUpdatePlan:
         if last is None or grads is not last[0]:
             return False
         given = [*grads.weights, *grads.biases]
+        if self.lib is not None:  # the gradients' and the parameters' addresses, layouts, dtypes: in the call
+            if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
+                    and self.holds(net) and self.lib.mbp_checked_step(self.checked_ref, last[4].ref, -lr) == 0):
+                return False
+            mark_written(self.params)
+            return True
         if not (len(given) == len(last[1]) and all(map(operator.is_, given, last[1]))
                 and [*map(_data_ptr, given), *map(_shape, given), *map(_stride, given), *map(_dtype, given)]
                 == last[2] and self.holds(net)):  # the gradients' addresses, layouts, dtypes; the parameters (holds)
@@ -191,6 +223,13 @@ class _Outputs:
         self.n_step, self.step_tail = L + plan.n_bias, plan.step_tail
         for i in range(n):
             self._renew(i)
+        self.lib = plan.lib
+        if self.lib is not None:  # the C++ checks: the tensors' TensorImpls and their states, for the calls
+            self.impls = tensor_state.impls(self.tensors)
+            self.cstate = tensor_state.states(self.lib, self.impls, n)
+            self.ref = ctypes.byref(tensor_state.OutputsRef(
+                out=ctypes.addressof(self.out), impls=ctypes.addressof(self.impls), n=n,
+                state=ctypes.addressof(self.cstate), n_step=self.n_step))
         self.state = self._state()  # as counted now, while only this set holds its tensors
         self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]  # what step() compares (OneUpdatePlan.step)
 
@@ -203,33 +242,47 @@ class _Outputs:
 
     def _state(self) -> list:
         # one flat list, quantity by quantity (_QUANTITIES of them, n tensors each): one object made per call.
+        # With the checks in C++, the Python objects' own counts alone; the call checks the rest (tensor_state.cpp).
         # A caller's untyped_storage() is the set's own storage object (its refcount); an in-place t_() or resize_
         # bumps the version, but ``t.data = t.view(...)`` changes neither a count nor the version, only the shape,
         # the strides or the dtype, and ``t.untyped_storage().resize_()`` only the address (the C call's pointer)
         tensors = self.tensors
+        if self.lib is not None:
+            return [*map(sys.getrefcount, tensors), *map(sys.getrefcount, self.storages)]
         return [*map(sys.getrefcount, tensors), *map(_use_count, tensors), *map(_storage_use_count, self.cdata),
                 *map(sys.getrefcount, self.storages), *map(_version, tensors), *map(_shape, tensors),
                 *map(_stride, tensors), *map(_dtype, tensors), *map(_data_ptr, tensors)]
 
     def ready(self) -> None:
         """Make every tensor of the set one that only the set reaches, unchanged since it was made: any other is
-        left to whoever holds it, and a new tensor takes its place."""
-        state = self._state()
+        left to whoever holds it, and a new tensor takes its place. (With the checks in C++, the Python objects'
+        counts here, the rest in the call, which asks for renew_changed where they fail.)"""
         tensors = self.tensors
-        if state == self.state and not any(map(weakref.getweakrefcount, tensors)) \
-                and not any(map(_requires_grad, tensors)):
+        if self._state() == self.state and not any(map(weakref.getweakrefcount, tensors)) \
+                and (self.lib is not None or not any(map(_requires_grad, tensors))):
             return
-        n, then = len(tensors), self.state
+        self.renew_changed()
+
+    def renew_changed(self) -> None:
+        """Put a new tensor in the place of every tensor of the set that something reached or changed since it was
+        made, then count the set again."""
+        tensors, n = self.tensors, len(self.tensors)
+        state, then = self._state(), self.state
+        quantities = len(state) // n
+        now = tensor_state.states(self.lib, self.impls, n) if self.lib is not None else None
+        words = tensor_state.STATE_WORDS
         for i, t in enumerate(tensors):
-            if any(state[q * n + i] != then[q * n + i] for q in range(_QUANTITIES)) or weakref.getweakrefcount(t) \
-                    or t.requires_grad:
+            if any(state[q * n + i] != then[q * n + i] for q in range(quantities)) or weakref.getweakrefcount(t) \
+                    or t.requires_grad or (now is not None and now[i * words:(i + 1) * words]
+                                           != self.cstate[i * words:(i + 1) * words]):
                 self._renew(i)
+                if now is not None:
+                    self.impls[i] = self.tensors[i]._cdata
         del t  # the loop's own reference, before the new baseline is counted
+        if self.lib is not None:  # the unchanged ones' states are the ones recorded; the new ones', as made
+            tensor_state.states(self.lib, self.impls, n, self.cstate)
         self.state = self._state()
         self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]
-
-
-_QUANTITIES = 9  # what _state counts of each tensor
 
 
 def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:
@@ -267,7 +320,13 @@ def loss_and_gradients(net: MLP, x: Tensor, y: Tensor, loss_fn: Loss):
         x = x.contiguous().resolve_neg()
     if not y.is_contiguous() or y.is_neg():
         y = y.contiguous().resolve_neg()
-    return plan.run(x, y)
+    got = plan.run(x, y)
+    if got is None:  # the C++ checks found a parameter changed under the plan: a plan for the network as it is
+        with _lock:
+            plan = _build(net, loss_fn)
+            _plans[id(net)] = (weakref.ref(net, _forget(id(net))), plan)
+        got = plan.run(x, y) if plan.fn is not None else None
+    return got
 
 
 def _step_fn(lib, dtype: torch.dtype):

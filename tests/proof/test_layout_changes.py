@@ -16,7 +16,8 @@ from manual_backprop.training import Trainer
 
 from helpers import c_loop_reason, move_memory
 
-pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
+pytestmark = [pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}"),
+              pytest.mark.usefixtures("both_checks")]
 F64 = torch.float64
 
 

@@ -20,7 +20,8 @@ from manual_backprop.network import ONE_STEP, Gradients, update
 from reference.proof_cases import SIZES
 from helpers import c_loop_reason
 
-pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
+pytestmark = [pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}"),
+              pytest.mark.usefixtures("both_checks")]
 
 F64, F32 = torch.float64, torch.float32
 WIDE = [90, 9, 5, 3]  # dot's and the gradients' blocks and tails (test_one_update.py)

@@ -18,7 +18,8 @@ from manual_backprop import MLP
 from manual_backprop.network import ONE_UPDATE
 from helpers import c_loop_reason, move_memory
 
-pytestmark = pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}")
+pytestmark = [pytest.mark.skipif(c_loop_reason() is not None, reason=f"no working C compiler: {c_loop_reason()}"),
+              pytest.mark.usefixtures("both_checks")]
 
 SIZES = [5, 4, 3]
 B = 3
@@ -52,6 +53,7 @@ def _uses_the_c_call(net, x, y):
     net.loss_and_grads(x, y)
     plan = one_update.plan_of(net)
     assert ONE_UPDATE.enabled and plan is not None and plan.fn is not None, "the C call did not run"
+    assert (plan.lib is not None) == one_update.CHECKS_IN_CPP, "the checks ran where the test did not ask"
 
 
 def test_a_loop_that_rebinds_its_names_makes_no_tensor_and_each_call_is_a_fresh_calls():
