@@ -116,14 +116,15 @@ typedef struct {
     int64_t n_step;                   /* the first n_step tensors: the gradients MLP.step reads */
 } mbp_outputs;
 
-/* mbp_loss_and_grads where the parameters and the set are as recorded: its status (0, or 1 and 2 as it returns
+/* mbp_loss_and_grads where the parameters and the set are as recorded (all but its tensors' versions: an in-place
+ * change by a caller who then dropped the tensor leaves nothing the call does not overwrite): its status (0, or 1 and 2 as it returns
  * them); -1 where a parameter changed; -2 - i where the set's tensor i did. */
 int64_t mbp_checked_loss_and_grads(const mbp_checked *c, const mbp_outputs *o, const void *x, const void *y,
                                    int64_t B)
 {
     if (mbp_tensors_match(c->params, c->n_params, c->params_state, LAYOUT_FROM) != c->n_params)
         return -1;
-    const int64_t i = mbp_tensors_match(o->impls, o->n, o->state, 0);
+    const int64_t i = mbp_tensors_match(o->impls, o->n, o->state, 1); /* not the version: the values are ours */
     if (i != o->n)
         return -2 - i;
     return ((loss_and_grads_fn)c->loss_and_grads)(c->plan, x, y, B, o->out);
@@ -144,4 +145,22 @@ int64_t mbp_checked_step(const mbp_checked *c, const mbp_outputs *o, double alph
                      : ((step_f64_fn)c->step)(c->plan, o->out, alpha);
 }
 
+} // extern "C"
+
+extern "C" {
+/* One strong reference more (delta 1) or less (-1) on each of n TensorImpls: an output set holds the TensorImpls it
+ * records, so that none is freed under it, and torch.utils.swap_tensors, which needs a tensor held by its Python
+ * object alone, refuses to put another TensorImpl under a tensor of the set. */
+void mbp_tensor_hold(void *const *impls, int64_t n, int64_t delta)
+{
+    for (int64_t i = 0; i < n; i++) {
+        auto *t = static_cast<c10::TensorImpl *>(impls[i]);
+        if (t == nullptr)
+            continue;
+        if (delta > 0)
+            c10::raw::intrusive_ptr::incref(t);
+        else
+            c10::raw::intrusive_ptr::decref(t);
+    }
+}
 } // extern "C"

@@ -298,7 +298,7 @@ class CKernel:
         net = self.net
         params = net.weights + net.biases
         key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), x.is_neg(), y.is_neg(), x.dtype, y.dtype,
-               *((p.data_ptr(), tuple(p.shape), p.stride(), p.dtype) for p in params))
+               *((p.data_ptr(), tuple(p.shape), p.stride(), p.dtype, p.is_neg()) for p in params))
         # layouts and dtypes too (an in-place t_(), a ``p.data = p.view(torch.int64)``); the same tensors too: new
         # tensor objects at the same addresses have their own version counters, and the ones marked after each call
         # (self._params) must be the network's (held, so no id is reused meanwhile)
@@ -312,11 +312,12 @@ class CKernel:
                                  f"contiguous={t.is_contiguous()}")
         shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
         shapes += [(n_out,) for n_out in net.sizes[1:]] if net.bias else []
-        if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype and tuple(p.shape) == s
-                   for p, s in zip(params, shapes)):
+        if not all(p.is_contiguous() and not p.is_neg() and p.device.type == "cpu" and p.dtype == net.dtype
+                   and tuple(p.shape) == s for p, s in zip(params, shapes)):
             raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as its "
                              f"sizes {net.sizes} say (an in-place t_(), a resize_ or a .data = changes that), but got "
-                             + ", ".join(f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
+                             + ", ".join(f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()} neg={p.is_neg()}"
+                                         for p in params))
         weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
         self._plan.weights = ctypes.addressof(weights)
         self._plan.biases = ctypes.addressof(biases) if biases is not None else None

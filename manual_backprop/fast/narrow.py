@@ -167,17 +167,19 @@ class NarrowKernel:
             self._plan.n_samples = x.shape[0]
         params = net.weights + net.biases
         kept = self._params
-        layout = [(p.data_ptr(), p.shape, p.stride(), p.dtype) for p in params]  # a ``.data =``, set_, t_() change it
+        # a ``.data =``, set_ or t_() changes it
+        layout = [(p.data_ptr(), p.shape, p.stride(), p.dtype, p.is_neg()) for p in params]
         if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)) \
                 or layout != self._layout:
             shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]
             shapes += [(n_out,) for n_out in net.sizes[1:]] if net.bias else []
-            if not all(p.is_contiguous() and p.device.type == "cpu" and p.dtype == net.dtype
+            if not all(p.is_contiguous() and not p.is_neg() and p.device.type == "cpu" and p.dtype == net.dtype
                        and tuple(p.shape) == s for p, s in zip(params, shapes)):
                 raise ValueError("the network's parameters must be contiguous CPU tensors of its dtype, shaped as "
                                  f"its sizes {net.sizes} say (an in-place t_(), a resize_ or a .data = changes "
                                  "that), but got " + ", ".join(
-                                     f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()}" for p in params))
+                                     f"{p.dtype} {tuple(p.shape)} contiguous={p.is_contiguous()} neg={p.is_neg()}"
+                                     for p in params))
             weights, biases = _ptr_array(net.weights), _ptr_array(net.biases) if net.bias else None
             self._plan.weights = ctypes.addressof(weights)
             self._plan.biases = ctypes.addressof(biases) if biases is not None else None

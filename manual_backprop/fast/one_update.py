@@ -161,8 +161,8 @@ class OneUpdatePlan:
             if status <= -2:  # a tensor of the set changed since it was made: a new one in its place, once
                 outputs.renew_changed()
                 status = call(*args)
-            if status == -1:  # a parameter moved or changed its layout or dtype: the caller makes a new plan
-                pool.append(outputs)
+            if status < 0:  # a parameter moved or changed its layout or dtype (or a set's tensor cannot be made
+                pool.append(outputs)  # one of ours): the caller makes a new plan, or network.py runs
                 return None
         if status:
             raise MemoryError("the C loop could not allocate its workspace") if status == 1 else \
@@ -224,8 +224,9 @@ class _Outputs:
         for i in range(n):
             self._renew(i)
         self.lib = plan.lib
-        if self.lib is not None:  # the C++ checks: the tensors' TensorImpls and their states, for the calls
-            self.impls = tensor_state.impls(self.tensors)
+        if self.lib is not None:  # the C++ checks: the tensors' TensorImpls (held, so that none is freed or swapped
+            self.impls = tensor_state.impls(self.tensors)  # under the set) and their states, for the calls
+            self.lib.mbp_tensor_hold(self.impls, n, 1)
             self.cstate = tensor_state.states(self.lib, self.impls, n)
             self.ref = ctypes.byref(tensor_state.OutputsRef(
                 out=ctypes.addressof(self.out), impls=ctypes.addressof(self.impls), n=n,
@@ -234,11 +235,19 @@ class _Outputs:
         self.step_key = [*self.ptrs[:self.n_step], *self.step_tail]  # what step() compares (OneUpdatePlan.step)
 
     def _renew(self, i: int) -> None:
-        t = torch.empty(self.shapes[i], dtype=self.dtype)
+        if torch.is_inference_mode_enabled():  # a call inside inference_mode: a tensor with a version counter
+            with torch.inference_mode(False), torch.no_grad():
+                t = torch.empty(self.shapes[i], dtype=self.dtype)
+        else:
+            t = torch.empty(self.shapes[i], dtype=self.dtype)
         storage = self.storages[i] = t.untyped_storage()  # held: its use count includes this
         self.cdata[i], self.ptrs[i] = storage._cdata, t.data_ptr()
         self.out[self.place[i]] = self.ptrs[i]
         self.tensors[i] = t
+
+    def __del__(self):
+        if getattr(self, "lib", None) is not None and not sys.is_finalizing():
+            self.lib.mbp_tensor_hold(self.impls, len(self.tensors), -1)
 
     def _state(self) -> list:
         # one flat list, quantity by quantity (_QUANTITIES of them, n tensors each): one object made per call.
@@ -276,8 +285,11 @@ class _Outputs:
                     or t.requires_grad or (now is not None and now[i * words:(i + 1) * words]
                                            != self.cstate[i * words:(i + 1) * words]):
                 self._renew(i)
-                if now is not None:
+                if now is not None:  # the new TensorImpl held, the old one let go
+                    old = (ctypes.c_void_p * 1)(self.impls[i])
                     self.impls[i] = self.tensors[i]._cdata
+                    self.lib.mbp_tensor_hold(ctypes.byref(self.impls, i * ctypes.sizeof(ctypes.c_void_p)), 1, 1)
+                    self.lib.mbp_tensor_hold(old, 1, -1)
         del t  # the loop's own reference, before the new baseline is counted
         if self.lib is not None:  # the unchanged ones' states are the ones recorded; the new ones', as made
             tensor_state.states(self.lib, self.impls, n, self.cstate)
@@ -290,7 +302,7 @@ def _build(net: MLP, loss_fn: Loss) -> OneUpdatePlan:
     device or dtype, an f or loss without C code (c_unsupported's reasons), parameters not contiguous, no compiler."""
     global unavailable
     if type(net) is not MLP or any(w.dim() != 2 for w in net.weights) or c_unsupported(net, loss_fn) \
-            or not all(p.is_contiguous() and p.dtype == net.dtype and p.device.type == "cpu"
+            or not all(p.is_contiguous() and not p.is_neg() and p.dtype == net.dtype and p.device.type == "cpu"
                        for p in [*net.weights, *net.biases]) or unavailable is not None:
         return OneUpdatePlan(net, loss_fn, None)
     try:
@@ -314,8 +326,9 @@ def loss_and_gradients(net: MLP, x: Tensor, y: Tensor, loss_fn: Loss):
             _plans[id(net)] = (weakref.ref(net, _forget(id(net))), plan)
     else:
         plan = got[1]
-    if plan.fn is None or x.shape[0] * plan.macs > C_WORK_LIMIT:
-        return None
+    if plan.fn is None or x.shape[0] * plan.macs > C_WORK_LIMIT or x.dtype is not plan.dtype \
+            or y.dtype is not plan.dtype or x.shape[1] != plan.sizes[0] or y.shape[1] != plan.sizes[-1]:
+        return None  # (x and y as the plan reads them, whatever net.dtype or net.sizes were set to)
     if not x.is_contiguous() or x.is_neg():  # the C call reads memory: a neg bit (x = z.conj().imag) resolved
         x = x.contiguous().resolve_neg()
     if not y.is_contiguous() or y.is_neg():

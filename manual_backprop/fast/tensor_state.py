@@ -28,6 +28,7 @@ __all__ = ["STATE_WORDS", "LAYOUT_FROM", "Checked", "OutputsRef", "checker", "im
 
 STATE_WORDS = 16  # words of one tensor's state (tensor_state.cpp says which)
 LAYOUT_FROM = 4  # the first word of its address, layout and dtype; before it its counts, version, requires_grad
+SET_FROM = 1  # what an output set compares: all but the version (its values are the call's to write)
 
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
@@ -71,6 +72,7 @@ def checker() -> Optional[ctypes.CDLL]:
             lib.mbp_checked_loss_and_grads.restype = i64
             lib.mbp_checked_loss_and_grads.argtypes = [p, p, p, p, i64]
             lib.mbp_checked_step.restype, lib.mbp_checked_step.argtypes = i64, [p, p, ctypes.c_double]
+            lib.mbp_tensor_hold.restype, lib.mbp_tensor_hold.argtypes = None, [p, i64, i64]
             _lib = lib
     return _lib
 

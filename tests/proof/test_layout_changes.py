@@ -185,3 +185,30 @@ def test_the_c_loop_refuses_a_parameter_whose_layout_changed():
     t.epochs = 4
     with pytest.raises(ValueError, match=r"contiguous CPU tensors .*an in-place t_\(\)"):
         t.run()
+
+
+def test_a_network_whose_dtype_or_sizes_were_set_by_hand_is_not_read_past():
+    for attr, value, x_dtype in (("dtype", torch.float32, torch.float32), ("sizes", [4, 3, 2], F64)):
+        errors = []
+        for pure in (False, True):
+            net = _net()
+            net.loss_and_grads(*_batch(), "squared_error")
+            setattr(net, attr, value)
+            x, y = torch.randn(4, 4 if attr == "sizes" else 3, dtype=x_dtype), torch.rand(4, 2, dtype=x_dtype)
+            with (ONE_UPDATE.off() if pure else _nothing()), pytest.raises(RuntimeError) as err:
+                net.loss_and_grads(x, y, "squared_error")
+            errors.append(str(err.value))
+        assert errors[0] == errors[1], attr
+
+
+@pytest.mark.parametrize("mode,n,path", [("batch", 2000, "narrow"), ("online", 60, "c")])
+def test_the_trainers_c_paths_refuse_a_parameter_with_the_neg_bit(mode, n, path):
+    data = load_dataset("moons", n_samples=n, noise=0.2, seed=0, dtype=F64)
+    net = MLP([2, 8, 2], activation="tanh", output_activation="softmax", dtype=F64, seed=0)
+    t = Trainer(net, data, mode=mode, lr=0.2, epochs=2, seed=0)
+    assert t._fast_runner.path == path
+    t.run()
+    net.biases[1].data = _neg_bit(net.biases[1].clone())
+    t.epochs = 4
+    with pytest.raises(ValueError, match=r"neg=True"):
+        t.run()

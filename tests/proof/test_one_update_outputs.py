@@ -176,3 +176,31 @@ def test_sets_are_kept_for_a_few_batch_sizes_only():
         _assert_same(_all(*net.loss_and_grads(x, y)), _fresh(net, x, y), f"batch size {b}")
     plan = one_update.plan_of(net)
     assert len(plan.pools) == one_update._BATCH_SIZES and max(plan.pools) == 29
+
+
+def test_a_result_cannot_be_swapped_from_under_the_set():
+    """torch.utils.swap_tensors puts another tensor's memory under a Python object: the set holds its tensors'
+    TensorImpls, so the swap is refused (with the checks in Python the next call sees the new one)."""
+    net, batches = _net_and_batches()
+    _uses_the_c_call(net, *batches[0])
+    loss, grads = net.loss_and_grads(*batches[1])
+    mine = torch.zeros_like(grads.weights[0])
+    try:
+        torch.utils.swap_tensors(grads.weights[0], mine)
+    except RuntimeError:
+        pass
+    kept = mine.clone()
+    del loss, grads
+    for x, y in batches[2:]:
+        _assert_same(_all(*net.loss_and_grads(x, y)), _fresh(net, x, y), "after a swap")
+    assert torch.equal(mine, kept), "a later call wrote into the caller's tensor"
+
+
+def test_calls_inside_inference_mode_give_a_fresh_calls_results():
+    net, batches = _net_and_batches()
+    for k, (x, y) in enumerate(batches):
+        if k == 3:
+            _uses_the_c_call(net, x, y)
+        with torch.inference_mode():
+            got = _all(*net.loss_and_grads(x, y))
+        _assert_same(got, _fresh(net, x, y), "inside inference_mode")
