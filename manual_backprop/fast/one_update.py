@@ -72,6 +72,7 @@ class OneUpdatePlan:
     def __init__(self, net: MLP, loss_fn: Loss, fn, step_fn=None):
         L = net.num_layers
         self.loss_fn, self.fn, self.dtype = loss_fn, fn, net.dtype  # fn None: a refusal, kept as cheaply
+        self.lib = None  # the C++ checks (below), where the call runs and they build
         self.functions = list(net.activation_functions)
         self.params = [*net.weights, *net.biases]
         # views with each parameter's own storage, offset, shape and strides: is_set_to compares all four at once

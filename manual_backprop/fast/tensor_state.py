@@ -66,6 +66,8 @@ def checker() -> Optional[ctypes.CDLL]:
             except (FastPathUnavailable, OSError, AttributeError) as err:
                 unavailable = str(err)
                 return None
+            # called with the GIL held: a check and its C call are one step for the other Python threads
+            lib = ctypes.PyDLL(lib._name, handle=lib._handle)
             p, i64 = ctypes.c_void_p, ctypes.c_int64
             lib.mbp_tensor_states.restype, lib.mbp_tensor_states.argtypes = None, [p, i64, p]
             lib.mbp_tensors_match.restype, lib.mbp_tensors_match.argtypes = i64, [p, i64, p, i64]

@@ -298,11 +298,11 @@ def test_the_c_loop_is_never_loaded_from_a_cache_folder_others_control(tmp_path,
     monkeypatch.setattr(c_loop, "_lib_cache", {})
     built, real_compile = [], c_loop._compile
 
-    def note_name(cc, target, header, main="mlp.c"):  # the name the project computes, not loaded from the cache
+    def note_name(cc, target, header, main="mlp.c", cxx=False):  # the name the project computes, not loaded from the cache
         built.append(target)
         if target.parent == cache:
             raise c_loop.FastPathUnavailable("the test builds elsewhere")
-        return real_compile(cc, target, header, main=main)
+        return real_compile(cc, target, header, main=main, cxx=cxx)
 
     monkeypatch.setattr(c_loop, "_compile", note_name)
     c_loop.load_kernel()
