@@ -328,7 +328,7 @@ def test_the_c_loop_is_never_loaded_from_a_cache_folder_others_control(tmp_path,
 
     monkeypatch.setattr(c_loop.os, "lstat", lstat)
     monkeypatch.setattr(c_loop, "_lib_cache", {})
-    monkeypatch.setattr(c_loop, "_compile", lambda cc, target, header, main="mlp.c": shutil.copyfile(good, target))
+    monkeypatch.setattr(c_loop, "_compile", lambda cc, target, header, main="mlp.c", cxx=False: shutil.copyfile(good, target))
     loaded = []
     real_cdll = c_loop.ctypes.CDLL
     monkeypatch.setattr(c_loop.ctypes, "CDLL", lambda path, *a, **k: loaded.append(os.path.realpath(path)) or
