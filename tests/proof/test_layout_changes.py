@@ -112,17 +112,26 @@ def test_a_step_on_a_gradient_made_integers_is_network_update():
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))
 
 
+REFUSED_BETWEEN_RUNS = {  # a change between runs that the Trainer's C paths refuse, and what their message names
+    "W[0] made integers": (lambda net: _as_integers(net.weights[0]), r"of its dtype.*but got torch\.int64 \(8, 2\)"),
+    "b[1] given the neg bit": (lambda net: setattr(net.biases[1], "data", _neg_bit(net.biases[1].clone())),
+                               r"neg=True"),
+}
+
+
+@pytest.mark.parametrize("change", list(REFUSED_BETWEEN_RUNS))
 @pytest.mark.parametrize("mode,n,path", [("batch", 2000, "narrow"), ("online", 60, "c")])
-def test_the_trainers_c_paths_refuse_a_parameter_made_integers_between_runs(mode, n, path):
+def test_the_trainers_c_paths_refuse_a_parameter_changed_between_runs(mode, n, path, change):
+    mutate, message = REFUSED_BETWEEN_RUNS[change]
     data = load_dataset("moons", n_samples=n, noise=0.2, seed=0, dtype=F64)
     net = MLP([2, 8, 2], activation="tanh", output_activation="softmax", dtype=F64, seed=0)
     t = Trainer(net, data, mode=mode, lr=0.2, epochs=2, seed=0)
     assert t._fast_runner.path == path
     t.run()
-    _as_integers(net.weights[0])
+    mutate(net)
     before, epochs = [p.clone() for p in net.parameters()], len(t.history.train_loss)
     t.epochs = 4
-    with pytest.raises(ValueError, match=r"of its dtype.*but got torch\.int64 \(8, 2\)"):
+    with pytest.raises(ValueError, match=message):
         t.run()
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), before)), "a refused run wrote a parameter"
     assert len(t.history.train_loss) == epochs
@@ -199,16 +208,3 @@ def test_a_network_whose_dtype_or_sizes_were_set_by_hand_is_not_read_past():
                 net.loss_and_grads(x, y, "squared_error")
             errors.append(str(err.value))
         assert errors[0] == errors[1], attr
-
-
-@pytest.mark.parametrize("mode,n,path", [("batch", 2000, "narrow"), ("online", 60, "c")])
-def test_the_trainers_c_paths_refuse_a_parameter_with_the_neg_bit(mode, n, path):
-    data = load_dataset("moons", n_samples=n, noise=0.2, seed=0, dtype=F64)
-    net = MLP([2, 8, 2], activation="tanh", output_activation="softmax", dtype=F64, seed=0)
-    t = Trainer(net, data, mode=mode, lr=0.2, epochs=2, seed=0)
-    assert t._fast_runner.path == path
-    t.run()
-    net.biases[1].data = _neg_bit(net.biases[1].clone())
-    t.epochs = 4
-    with pytest.raises(ValueError, match=r"neg=True"):
-        t.run()
