@@ -30,6 +30,8 @@ import math
 import torch
 from torch import Tensor
 
+from .derived import CountsChanges
+
 __all__ = [
     "Activation",
     "Sigmoid",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class Activation:
+class Activation(CountsChanges):
     """One activation function f applied element-wise (or row-wise, for softmax) to a layer's weighted input."""
 
     name: str = ""

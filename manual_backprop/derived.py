@@ -13,7 +13,7 @@ import os
 
 import torch
 
-__all__ = ["DerivedPath", "ONE_STEP", "ONE_UPDATE", "grad_off"]
+__all__ = ["DerivedPath", "ONE_STEP", "ONE_UPDATE", "grad_off", "CountsChanges", "changes_made"]
 
 
 class DerivedPath:
@@ -45,6 +45,27 @@ ONE_UPDATE = DerivedPath()
 # MLP.step's derivative: ``path(net, grads, lr)`` makes the step and returns True, or returns False where it does not
 # apply (network.update then runs). fast/one_update.py registers one C call for the Gradients its own call returned.
 ONE_STEP = DerivedPath()
+
+
+# Changes made in place to an attribute of an Activation or a Loss after it was made (``f.negative_slope = 0.2``,
+# ``loss_fn.reduction = "sum"``), counted over all of them: the fast paths' C plans copy those attributes when they
+# are built, and one that was built at another count is made again.
+_CHANGES = [0]
+
+
+def changes_made() -> int:
+    """How many in-place attribute changes of Activations and Losses there have been (see CountsChanges)."""
+    return _CHANGES[0]
+
+
+class CountsChanges:
+    """A base of Activation and Loss: setting an attribute an object already has counts as a change (changes_made),
+    so that a plan built before it is not trusted after it (an attribute's first setting, in __init__, is none)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self.__dict__:
+            _CHANGES[0] += 1
+        object.__setattr__(self, name, value)
 
 
 def grad_off(method):

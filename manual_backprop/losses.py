@@ -29,13 +29,14 @@ from torch import Tensor
 
 from .activations import Activation, Sigmoid, Softmax
 from .checks import check_bool
+from .derived import CountsChanges
 
 __all__ = ["Loss", "SquaredError", "CrossEntropy", "BinaryCrossEntropy", "LOSSES", "REDUCTIONS", "get_loss"]
 
 REDUCTIONS = ("mean", "sum", "elementwise_mean")
 
 
-class Loss:
+class Loss(CountsChanges):
     """A cost function of the network output; subclasses define ``value`` and ``output_delta``."""
 
     name: str = ""

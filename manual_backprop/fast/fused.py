@@ -70,6 +70,10 @@ class FusedStep:
         self._views = {}
         self._kept = None  # (state of parameters and data, E) after evaluate: its forward phase is the next update's
 
+    def forget_kept(self) -> None:
+        """Drop the kept forward phase (between runs: a write through ``.data`` or numpy bumps no version)."""
+        self._kept = None
+
     def is_bound_to(self, net: MLP) -> bool:
         """Whether the step still works on the network's own parameter tensors (net.to() replaces them)."""
         return len(self.params) == len(net.weights) + len(net.biases) and all(

@@ -265,22 +265,25 @@ class NarrowBatch:
         self._sealed = None  # the parameters' values as the last run left them (end_run)
 
     def end_run(self) -> None:
-        """At the end of a Trainer.run: note the parameters' values, for begin_run to compare."""
+        """At the end of a Trainer.run: note the parameters' values, for check_values to compare."""
         params = self.net.weights + self.net.biases
         self._sealed = [p.clone() for p in params] if self._kept is not None else None
 
-    def begin_run(self, train: tuple, test: tuple) -> None:
-        """At the start of a Trainer.run: forget the kept pass unless the parameters and the training data hold the
-        values the last run left, and the data copies whose values changed. Between runs a user may write through
-        ``p.data``, ``x_train.data`` or a numpy view, which bumps no version counter: the kept pass and the copies
-        are keyed on versions, so only the values tell."""
-        sealed, self._sealed = self._sealed, None
+    def check_values(self, train: tuple, test: tuple, *, begin_run: bool) -> None:
+        """Between runs (at the start of a Trainer.run, or before an evaluation outside one): forget the kept pass
+        unless the parameters and the training data hold the values the last run (or evaluation) left, and the data
+        copies whose values changed. Between runs a user may write through ``p.data``, ``x_train.data`` or a numpy
+        view, which bumps no version counter: the kept pass and the copies are keyed on versions, so only the values
+        tell. At a run's start the note is used up (an interrupted run leaves none for the next)."""
+        sealed = self._sealed
+        if begin_run:
+            self._sealed = None
         params = self.net.weights + self.net.biases
         data_changed = self.kernel.data_changed(*train)
         self._held_out.data_changed(*test)
         if self._kept is not None and (data_changed or sealed is None or len(sealed) != len(params) or not all(
                 a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(sealed, params))):
-            self._kept = None
+            self._kept, self._sealed = None, None
 
     def is_bound_to(self, net: MLP) -> bool:
         """Whether this is still the right engine for net (its dtype and device unchanged; new parameter tensors

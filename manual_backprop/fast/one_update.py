@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..derived import ONE_STEP, ONE_UPDATE
+from ..derived import ONE_STEP, ONE_UPDATE, changes_made
 from ..losses import Loss
 from ..network import MLP, Gradients, update
 from .c_loop import C_ULPS, _Plan, c_unsupported, load_kernel
@@ -74,6 +74,7 @@ class OneUpdatePlan:
         self.loss_fn, self.fn, self.dtype = loss_fn, fn, net.dtype  # fn None: a refusal, kept as cheaply
         self.lib = None  # the C++ checks (below), where the call runs and they build
         self.functions = list(net.activation_functions)
+        self.changes = changes_made()  # the f's and the loss's attributes as the C plan copies them below
         self.params = [*net.weights, *net.biases]
         # views with each parameter's own storage, offset, shape and strides: is_set_to compares all four at once
         # (an in-place t_() or resize_, a set_, a ``.data =`` all fail it)
@@ -121,9 +122,9 @@ class OneUpdatePlan:
     def fits(self, net: MLP, loss_fn: Loss) -> bool:
         """Whether this plan still describes net and loss_fn: the same parameter tensors with the same memory and
         layout (a new tensor, ``net.to``, a ``set_``, an in-place ``t_()``, a load of other tensors all fail it), the
-        same f's and the same loss."""
+        same f's and the same loss, none of their attributes changed since (``f.negative_slope = ...``)."""
         functions = net.activation_functions
-        return (self.holds(net) and len(functions) == len(self.functions)
+        return (self.holds(net) and changes_made() == self.changes and len(functions) == len(self.functions)
                 and all(map(operator.is_, functions, self.functions))
                 and (loss_fn is self.loss_fn or loss_fn == self.loss_fn))
 

@@ -13,6 +13,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from ..derived import changes_made
 from ..losses import Loss
 from ..modes import epoch_order
 from ..network import MLP, Gradients
@@ -87,6 +88,7 @@ class EpochRunner:
             self.path = "narrow"  # one pass an epoch: the evaluation is the next update's forward (fast/narrow.py)
         self.keep_grads = trainer.logger is not None  # the gradient histograms want the last update's gradients
         self._engine = None
+        self._made_for = _what_engines_copy(trainer)
 
     @property
     def trainer(self):
@@ -116,14 +118,28 @@ class EpochRunner:
             self._engine = self._build()
         return self._engine
 
-    def begin_run(self) -> None:
-        """At the start of a Trainer.run: the narrow path checks what it kept against the values (NarrowBatch)."""
-        if self.path == "narrow" and self._engine is not None:
-            t = self.trainer
-            self._engine.begin_run((t.x_train, t.y_train), (t.x_test, t.y_test))
+    def fits(self, trainer) -> bool:
+        """Whether the engines made now would be made as this runner's were: the same f's and loss, none of their
+        attributes set since (derived.changes_made), the same parameter tensors with the same memory and layout."""
+        made, now = self._made_for, _what_engines_copy(trainer)
+        return made[0] == now[0] and len(made[1]) == len(now[1]) and all(
+            a[0] is b[0] and a[1:] == b[1:] for a, b in zip(made[1], now[1]))
+
+    def check_values(self, *, begin_run: bool) -> None:
+        """Between runs (at the start of a Trainer.run, or before an evaluation outside one): forget the results kept
+        for parameters or data whose values changed (NarrowBatch.check_values; the fused step's kept forward phase,
+        one a run, is simply dropped)."""
+        if self._engine is None:
+            return
+        t = self.trainer
+        if self.path == "narrow":
+            self._engine.check_values((t.x_train, t.y_train), (t.x_test, t.y_test), begin_run=begin_run)
+        elif self.path == "fused":
+            self._engine.forget_kept()
 
     def end_run(self) -> None:
-        """At the end of a Trainer.run (not an interrupted one: then nothing kept is trusted at the next)."""
+        """At the end of a Trainer.run (not an interrupted one: then nothing kept is trusted at the next), or of an
+        evaluation between runs."""
         if self.path == "narrow" and self._engine is not None:
             self._engine.end_run()
 
@@ -198,6 +214,14 @@ class EpochRunner:
         if self._engine is not None and hasattr(self._engine, "close"):
             self._engine.close()
         self._engine = None
+
+
+def _what_engines_copy(trainer) -> tuple:
+    """What a fast path's engine copies when it is built, as ``EpochRunner.fits`` compares it: (the change count,
+    the loss and the f's by identity, [(parameter, address, shape, strides, dtype, neg bit)])."""
+    net = trainer.net
+    objects = (changes_made(), id(trainer.loss_fn), *map(id, net.activation_functions))
+    return objects, [(p, p.data_ptr(), p.shape, p.stride(), p.dtype, p.is_neg()) for p in net.parameters()]
 
 
 def _all_samples_each_update(trainer) -> bool:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from ..derived import changes_made
 from ..fast import c_loop
 from ..fast.common import FastPathUnavailable, mark_written
 from ..fast.csource import ACT_CODES
@@ -188,14 +189,13 @@ class PopulationCKernel:
         self._fn = lib.mbp_pop_train_f64 if pop.dtype == torch.float64 else lib.mbp_pop_train_f32
         L, sizes = pop.num_layers, pop.sizes
         self._sizes = (ctypes.c_int64 * (L + 1))(*sizes)
-        self._acts = (ctypes.c_int32 * L)(*[ACT_CODES[type(f)] for f in pop.activation_functions])
-        self._slopes = (ctypes.c_double * L)(*[getattr(f, "negative_slope", 0.0) for f in pop.activation_functions])
+        self._acts, self._slopes = (ctypes.c_int32 * L)(), (ctypes.c_double * L)()
+        self.loss_fn = loss_fn
         self.x_train, self.y_train = x_train.contiguous(), y_train.contiguous()
         self.n = self.x_train.shape[0]
         self.lr = lr.contiguous()
         plan = _PopPlan(n_layers=L, sizes=ctypes.addressof(self._sizes), acts=ctypes.addressof(self._acts),
-                        slopes=ctypes.addressof(self._slopes), loss_kind=POP_LOSS_CODES[type(loss_fn)],
-                        bias=int(pop.bias), c_update=loss_fn.scale(1, sizes[-1]), K=self.K,
+                        slopes=ctypes.addressof(self._slopes), bias=int(pop.bias), K=self.K,
                         lr=self.lr.data_ptr(), x_train=self.x_train.data_ptr(), y_train=self.y_train.data_ptr(),
                         n_train=self.n, has_target=int(target_loss is not None),
                         target=float(target_loss) if target_loss is not None else 0.0)
@@ -214,17 +214,32 @@ class PopulationCKernel:
             self._keep += [x, y, labels]
             plan.eval_x[s], plan.eval_y[s], plan.eval_n[s] = x.data_ptr(), y.data_ptr(), x.shape[0]
             plan.labels[s] = labels.data_ptr() if labels is not None else None
-            plan.c_eval[s] = loss_fn.scale(x.shape[0], sizes[-1])
             self._bound += [(x, f"x_{split}", ("eval_x", s), tuple(x.shape), x.dtype),
                             (y, f"y_{split}", ("eval_y", s), tuple(y.shape), y.dtype)]
             if labels is not None:
                 self._bound.append((labels, f"labels_{split}", ("labels", s), tuple(labels.shape), torch.int64))
         self._plan = plan
+        self._read_functions()
         self.separate_test = evals["test"] is not None  # else the kernel may leave the test split's rows unwritten
         self.general = False
         self._plan_ref = ctypes.byref(plan)
         self.rng: Optional[Tensor] = None
         self._fresh_seeds = fresh_seeds
+
+    def _read_functions(self) -> None:
+        """Copy the f's and the loss into the plan (again where one was replaced or an attribute of one set since:
+        ``f.negative_slope = ...``, ``loss_fn.reduction = ...``, counted by derived.changes_made)."""
+        pop, loss_fn, plan = self.pop, self.loss_fn, self._plan
+        reason = population_c_unsupported(pop, loss_fn, "online", False, None, self.n)
+        if reason is not None:
+            raise ValueError(f"the population's activations or loss changed between runs of the C engine: {reason}")
+        for k, f in enumerate(pop.activation_functions):
+            self._acts[k], self._slopes[k] = ACT_CODES[type(f)], getattr(f, "negative_slope", 0.0)
+        plan.loss_kind, plan.c_update = POP_LOSS_CODES[type(loss_fn)], loss_fn.scale(1, pop.sizes[-1])
+        for s in range(2):
+            if plan.eval_n[s]:
+                plan.c_eval[s] = loss_fn.scale(plan.eval_n[s], pop.sizes[-1])
+        self._read = (changes_made(), list(pop.activation_functions))
 
     @property
     def fused(self) -> bool:
@@ -288,6 +303,9 @@ class PopulationCKernel:
     def run(self, epochs: int, active: Tensor, last: Tensor):
         pop, plan = self.pop, self._plan
         self._rebind(active)
+        if self._read[0] != changes_made() or len(self._read[1]) != len(pop.activation_functions) or any(
+                a is not b for a, b in zip(self._read[1], pop.activation_functions)):
+            self._read_functions()
         plan.general = int(bool(self.general))
         if self.rng is None:
             self.read_generators(self._fresh_seeds)

@@ -128,6 +128,7 @@ class Trainer(TrainerCheckpoints):
         # Fast path switch (manual_backprop.fast): the same updates in the same order, less overhead per update.
         self.fast = fast
         self._fast_runner = None
+        self._in_run = False  # inside run(): nothing outside the trainer changes the network or the data
         if fast:
             from ..fast import EpochRunner
             self._fast_runner = EpochRunner(self, fast)
@@ -175,7 +176,14 @@ class Trainer(TrainerCheckpoints):
         ``reference=True`` evaluates through network.py's forward phase even where a fast path would compute it."""
         x, y, labels = (self.x_train, self.y_train, self.labels_train) if split == "train" else \
             (self.x_test, self.y_test, self.labels_test)
-        fast = None if reference or self._fast_runner is None else self._fast_runner.evaluation(split, labels is not None)
+        fast = None
+        if not reference and self._fast_runner is not None:
+            if not self._in_run:  # a call between runs: the user may have changed what the fast path kept
+                self._follow_network()
+                self._check_fast_runner(begin_run=False)
+            fast = self._fast_runner.evaluation(split, labels is not None)
+            if not self._in_run:
+                self._fast_runner.end_run()  # what it keeps now is the values' as they are
         if fast is not None:  # the narrow kernel: on the training split, the next update's forward phase
             loss, output = fast
             return loss, (accuracy(output, labels) if labels is not None else None)
@@ -227,21 +235,35 @@ class Trainer(TrainerCheckpoints):
             self._fast_runner.close()
             self._fast_runner = EpochRunner(self, self.fast)
 
+    def _check_fast_runner(self, *, begin_run: bool) -> None:
+        """Between runs: make the fast runner again where what its engine copied changed (an f or the loss replaced,
+        one of their attributes set, a parameter given new memory by ``.data =`` or ``set_``), and have it check its
+        kept results against the values (a write through ``.data`` or numpy bumps no version counter)."""
+        if self._fast_runner is None:
+            return
+        if not self._fast_runner.fits(self):
+            from ..fast import EpochRunner
+            self._fast_runner.close()
+            self._fast_runner = EpochRunner(self, self.fast)
+        self._fast_runner.check_values(begin_run=begin_run)
+
     def run(self, *, raise_on_divergence: bool = False) -> History:
         """Train until a stopping condition holds; returns the History (also kept in ``self.history``).
 
         Calling it again after raising ``epochs`` continues a run that stopped at the epoch limit.
         """
         self._follow_network()
-        if self._fast_runner is not None:
-            self._fast_runner.begin_run()  # a fast path's kept results, checked against the values
+        self._check_fast_runner(begin_run=True)
         if self.history.stop_reason == "max_epochs" and self.epoch < self.epochs:
             self.history.stop_reason, self.history.message = "", ""  # a longer run continues a finished one
         if not self.history.epoch:
             # Epoch 0, the initial network, through network.py in every mode: the modes start from one row.
             metrics = self._record_epoch(reference=True)
             self._log_epoch(metrics, None, 0)
-            self._good_state = [p.clone() for p in self.net.parameters()]
+        # The first epoch's start, which a divergence or Ctrl-C puts back: the parameters as they are now (the last
+        # run's last good state, unless the user changed them since).
+        self._good_state = [p.clone() for p in self.net.parameters()]
+        self._in_run = True
         try:
             with epoch_bar(self.progress, total=self.epochs, initial=self.epoch, label=self.mode) as bar:
                 while self.epoch < self.epochs and not self.history.stop_reason:
@@ -263,6 +285,8 @@ class Trainer(TrainerCheckpoints):
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             raise
+        finally:
+            self._in_run = False
         if self._fast_runner is not None:
             self._fast_runner.end_run()
         if self.logger is not None:
