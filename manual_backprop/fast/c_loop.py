@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..losses import Loss
 from ..network import MLP, Gradients
-from .common import FastPathUnavailable, mark_written
+from .common import FastPathUnavailable, layout_of, mark_written
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, c_unsupported_activation, c_unsupported_loss, kernels_h
 from .private_load import load_private_library, open_private_folder
 from .private_load import private_folder as _private_folder
@@ -298,7 +298,7 @@ class CKernel:
         net = self.net
         params = net.weights + net.biases
         key = (x.data_ptr(), y.data_ptr(), tuple(x.shape), tuple(y.shape), x.is_neg(), y.is_neg(), x.dtype, y.dtype,
-               *((p.data_ptr(), tuple(p.shape), p.stride(), p.dtype, p.is_neg()) for p in params))
+               *map(layout_of, params))
         # layouts and dtypes too (an in-place t_(), a ``p.data = p.view(torch.int64)``); the same tensors too: new
         # tensor objects at the same addresses have their own version counters, and the ones marked after each call
         # (self._params) must be the network's (held, so no id is reused meanwhile)

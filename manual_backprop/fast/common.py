@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["FAST_PATHS", "FastPathWarning", "FastPathUnavailable", "C_WORK_LIMIT", "work_per_update",
-           "mark_written"]
+           "mark_written", "layout_of"]
 
 FAST_PATHS = ("c", "fused", "cuda_graph")
 
@@ -27,6 +27,12 @@ class FastPathUnavailable(RuntimeError):
 def work_per_update(net, batch: int) -> int:
     """Multiply-adds of one forward phase: batch times the number of weights."""
     return batch * sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
+
+
+def layout_of(t: torch.Tensor) -> tuple:
+    """What a C plan's pointer to t relies on besides t itself: its address, shape, strides, dtype and neg bit (a
+    ``.data =``, ``set_``, ``t_()`` or ``resize_`` changes one of them, and bumps no version where it is ``.data``)."""
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.is_neg()
 
 
 _increment_version = torch._C._increment_version

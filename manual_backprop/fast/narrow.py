@@ -30,7 +30,7 @@ from ..activations import Softmax
 from ..losses import Loss, SquaredError
 from ..network import MLP, Gradients, update
 from . import c_loop
-from .common import FastPathUnavailable
+from .common import FastPathUnavailable, layout_of
 from .csource import ACT_CODES, LOSS_CODES, REDUCTION_CODES, kernels_h
 
 __all__ = ["NarrowKernel", "NarrowBatch", "narrow_unsupported", "load_narrow_kernel", "NARROW_ULPS",
@@ -167,8 +167,7 @@ class NarrowKernel:
             self._plan.n_samples = x.shape[0]
         params = net.weights + net.biases
         kept = self._params
-        # a ``.data =``, set_ or t_() changes it
-        layout = [(p.data_ptr(), p.shape, p.stride(), p.dtype, p.is_neg()) for p in params]
+        layout = [*map(layout_of, params)]
         if kept is None or len(params) != len(kept) or not all(a is b for a, b in zip(params, kept)) \
                 or layout != self._layout:
             shapes = [(n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:])]

@@ -18,7 +18,7 @@ from ..losses import Loss
 from ..modes import epoch_order
 from ..network import MLP, Gradients
 from .c_loop import CKernel, c_unsupported, load_kernel
-from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarning, work_per_update
+from .common import C_WORK_LIMIT, FAST_PATHS, FastPathUnavailable, FastPathWarning, layout_of, work_per_update
 from .cuda_graph import CudaGraphRunner
 from .epochs import EpochChunks
 from .fused import FusedStep
@@ -218,10 +218,10 @@ class EpochRunner:
 
 def _what_engines_copy(trainer) -> tuple:
     """What a fast path's engine copies when it is built, as ``EpochRunner.fits`` compares it: (the change count,
-    the loss and the f's by identity, [(parameter, address, shape, strides, dtype, neg bit)])."""
+    the loss and the f's by identity, [(parameter, *its layout_of)])."""
     net = trainer.net
     objects = (changes_made(), id(trainer.loss_fn), *map(id, net.activation_functions))
-    return objects, [(p, p.data_ptr(), p.shape, p.stride(), p.dtype, p.is_neg()) for p in net.parameters()]
+    return objects, [(p, *layout_of(p)) for p in net.parameters()]
 
 
 def _all_samples_each_update(trainer) -> bool:

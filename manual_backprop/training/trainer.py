@@ -231,9 +231,13 @@ class Trainer(TrainerCheckpoints):
         self.last_grads = None
         self._data_device, self._data_dtype = device, dtype
         if self._fast_runner is not None:  # its engine was built for the old device and dtype
-            from ..fast import EpochRunner
-            self._fast_runner.close()
-            self._fast_runner = EpochRunner(self, self.fast)
+            self._remake_fast_runner()
+
+    def _remake_fast_runner(self) -> None:
+        """A new fast runner in place of the old (its engine released): for the network and loss as they are now."""
+        from ..fast import EpochRunner
+        self._fast_runner.close()
+        self._fast_runner = EpochRunner(self, self.fast)
 
     def _check_fast_runner(self, *, begin_run: bool) -> None:
         """Between runs: make the fast runner again where what its engine copied changed (an f or the loss replaced,
@@ -242,9 +246,7 @@ class Trainer(TrainerCheckpoints):
         if self._fast_runner is None:
             return
         if not self._fast_runner.fits(self):
-            from ..fast import EpochRunner
-            self._fast_runner.close()
-            self._fast_runner = EpochRunner(self, self.fast)
+            self._remake_fast_runner()
         self._fast_runner.check_values(begin_run=begin_run)
 
     def run(self, *, raise_on_divergence: bool = False) -> History:

@@ -92,7 +92,6 @@ def test_without_a_cpp_compiler_the_checks_run_in_python():
     code = ("import torch; from manual_backprop import MLP; from manual_backprop.fast import one_update, tensor_state\n"
             "net = MLP([3, 4, 2], activation='tanh', dtype=torch.float64, seed=0)\n"
             "x, y = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64)\n"
-            "ref = net.copy()\n"
             "for _ in range(3):\n"
             "    loss, g = net.loss_and_grads(x, y, 'squared_error'); net.step(g, 0.1)\n"
             "plan = one_update.plan_of(net)\n"
