@@ -102,6 +102,17 @@ NARROW_INLINE void SUFFIX(narrow_gradient_block)(const REAL *delta, const REAL *
         for (int q = 0; q < IB; q++) gw[(j + r) * n_in + i + q] = s[r][q];
 }
 
+/* network.bias_gradient for a tile, lane-wise: gb[j] += sum_v delta_j[v] (v = 0 .. NV - 1 in order). */
+static void SUFFIX(narrow_bias_gradient)(const REAL *delta, VEC *gb, int64_t n_out)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        const VEC *dj = (const VEC *)(delta + j * TILE);
+        VEC s = gb[j];
+        for (int v = 0; v < NV; v++) s = s + dj[v];
+        gb[j] = s;
+    }
+}
+
 static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, VEC *gb, int64_t n_in, int64_t n_out)
 {
     int64_t j = 0;
@@ -121,12 +132,7 @@ static void SUFFIX(narrow_gradient)(const REAL *delta, const REAL *a, VEC *gw, V
         for (; i < n_in; i++) SUFFIX(narrow_gradient_block)(delta, a, gw, n_in, j, i, 1, 1);
     }
     if (gb)
-        for (j = 0; j < n_out; j++) {
-            const VEC *dj = (const VEC *)(delta + j * TILE);
-            VEC s = gb[j];
-            for (int v = 0; v < NV; v++) s = s + dj[v];
-            gb[j] = s;
-        }
+        SUFFIX(narrow_bias_gradient)(delta, gb, n_out);
 }
 
 /* Adds the lanes of each of n partial-sum vectors to total[] in double, and clears them: each vector's lanes summed in
@@ -166,6 +172,8 @@ static void SUFFIX(narrow_flush)(VEC *lanes, double *total, int64_t n)
         lanes[q] = (VEC){0};
     }
 }
+
+#include "narrow_wide.c" /* the weight gradient of a wide layer, its delta transposed */
 
 /* The loss and the output delta of a tile, sample by sample through the loss's own C row (kernels.h): the
  * logits z (n, TILE) are transposed to rows, f applied per row (softmax), and the delta transposed back into d.
@@ -238,16 +246,28 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
         offs_act[k] = n_act;
         n_act += sizes[k] * TILE;
     }
+    /* a wide layer's weight gradient is summed transposed (narrow_wide.c): gt (n_in, n_pad), from offs_wide[k] */
+    int64_t n_wide = 0, offs_wide[64], max_pad = 0;
+    int wide[64];
     for (int64_t k = 0; k < L; k++) {
+        wide[k] = grad_w && SUFFIX(narrow_wide_layer)(sizes[k], sizes[k + 1]);
+        const int64_t n_pad = (sizes[k + 1] + VL - 1) / VL * VL;
+        offs_wide[k] = n_wide;
+        if (wide[k]) {
+            n_wide += sizes[k] * n_pad;
+            if (n_pad > max_pad) max_pad = n_pad;
+        }
         offs_grad[k] = n_grad;
         n_grad += sizes[k + 1] * sizes[k] + (bias ? sizes[k + 1] : 0);
     }
     offs_grad[L] = n_grad;
     /* workspace (64-byte aligned): activities x^0..x^L and the logits, two deltas (ping-pong), the target tile, the
-     * transposed rows of the sample-by-sample loss, the lane-wise partial sums and their double totals */
-    const int64_t n_real = n_act + n_out * TILE + 2 * max_width * TILE + n_out * TILE + 3 * TILE * n_out;
+     * transposed rows of the sample-by-sample loss, a transposed delta, the transposed sums of the wide layers; then
+     * the lane-wise partial sums, their double totals and the wide layers' */
+    const int64_t n_real = n_act + n_out * TILE + 2 * max_width * TILE + n_out * TILE + 3 * TILE * n_out
+                           + TILE * max_pad + n_wide;
     const size_t real_bytes = ((size_t)n_real * sizeof(REAL) + 63) / 64 * 64;
-    const size_t bytes = real_bytes + (size_t)n_grad * 64 + (size_t)n_grad * sizeof(double) + 64;
+    const size_t bytes = real_bytes + (size_t)n_grad * 64 + (size_t)(n_grad + n_wide) * sizeof(double) + 64;
     char *block = (char *)malloc(bytes + 64);
     if (!block)
         return 1;
@@ -258,8 +278,9 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
     REAL *delta_a = logits + n_out * TILE, *delta_b = delta_a + max_width * TILE;
     REAL *ytile = delta_b + max_width * TILE;
     REAL *zs = ytile + n_out * TILE, *xs = zs + TILE * n_out, *ds = xs + TILE * n_out;
+    REAL *dT = ds + TILE * n_out, *gt = dT + TILE * max_pad;
     VEC *lanes = (VEC *)(work + real_bytes);
-    double *total = (double *)(lanes + n_grad);
+    double *total = (double *)(lanes + n_grad), *wide_total = total + n_grad;
 
     const double c = (p->reduction == RED_MEAN ? 1.0 / (double)N
                       : p->reduction == RED_ELEMENTWISE_MEAN ? 1.0 / (double)(N * n_out) : 1.0) * p->factor;
@@ -300,7 +321,11 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
         for (int64_t k = L - 1; grad_w && k >= 0; k--) {
             const int64_t n_in = sizes[k], n_o = sizes[k + 1];
             VEC *gw = lanes + offs_grad[k];
-            SUFFIX(narrow_gradient)(delta, act + offs_act[k], gw, bias ? gw + n_o * n_in : NULL, n_in, n_o);
+            if (wide[k]) {
+                SUFFIX(narrow_wide_gradient)(delta, act + offs_act[k], dT, gt + offs_wide[k], n_in, n_o, nt);
+                if (bias) SUFFIX(narrow_bias_gradient)(delta, gw + n_o * n_in, n_o);
+            } else
+                SUFFIX(narrow_gradient)(delta, act + offs_act[k], gw, bias ? gw + n_o * n_in : NULL, n_in, n_o);
             if (k > 0) {
                 SUFFIX(narrow_back)(W[k], delta, spare, n_in, n_o);
                 SUFFIX(activation_backward)(p->acts[k - 1], (REAL)p->slopes[k - 1], act + offs_act[k], spare,
@@ -309,11 +334,19 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
             }
         }
         if (grad_w && ((t + 1) % BLOCK == 0 || t == n_tiles - 1))
-            SUFFIX(narrow_flush)(lanes, total, n_grad);
+            for (int64_t k = 0; k < L; k++) { /* a wide layer's lane-wise sums are its bias's alone */
+                const int64_t skip = wide[k] ? sizes[k + 1] * sizes[k] : 0;
+                SUFFIX(narrow_flush)(lanes + offs_grad[k] + skip, total + offs_grad[k] + skip,
+                                     offs_grad[k + 1] - offs_grad[k] - skip);
+            }
+        if (n_wide && ((t + 1) % WIDE_BLOCK == 0 || t == n_tiles - 1))
+            SUFFIX(narrow_wide_flush)(gt, wide_total, n_wide);
     }
     for (int64_t k = 0; grad_w && k < L; k++) {
-        const int64_t nw = sizes[k + 1] * sizes[k];
-        for (int64_t q = 0; q < nw; q++) grad_w[k][q] = (REAL)total[offs_grad[k] + q];
+        const int64_t nw = sizes[k + 1] * sizes[k], n_in = sizes[k], n_pad = (sizes[k + 1] + VL - 1) / VL * VL;
+        for (int64_t q = 0; q < nw; q++) /* a wide layer's totals are transposed: (n_in, n_pad) */
+            grad_w[k][q] = (REAL)(wide[k] ? wide_total[offs_wide[k] + (q % n_in) * n_pad + q / n_in]
+                                          : total[offs_grad[k] + q]);
         if (bias && grad_b)
             for (int64_t q = 0; q < sizes[k + 1]; q++) grad_b[k][q] = (REAL)total[offs_grad[k] + nw + q];
     }

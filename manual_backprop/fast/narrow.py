@@ -63,6 +63,8 @@ def load_narrow_kernel() -> ctypes.CDLL:
             fn.restype, fn.argtypes = ctypes.c_int, [p, p, p, p, p]
             fn = getattr(lib, f"narrow_train_epochs_{suffix}")  # fast/narrow_epochs.py
             fn.restype, fn.argtypes = ctypes.c_int, [p, p, p]
+            fn = getattr(lib, f"narrow_wide_{suffix}")  # whether a layer's gradient is summed transposed
+            fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int64, ctypes.c_int64]
             for name in ("narrow_vtanh", "narrow_vecmath_tanh"):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.restype, fn.argtypes = None, [p, p, ctypes.c_int64]

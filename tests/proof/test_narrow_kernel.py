@@ -17,7 +17,7 @@ from manual_backprop import MLP
 from manual_backprop.datasets import Dataset
 from manual_backprop.fast import FastPathUnavailable
 from manual_backprop.fast import narrow_epochs
-from manual_backprop.fast.narrow import NARROW_ULPS, NarrowBatch, NarrowKernel, narrow_unsupported
+from manual_backprop.fast.narrow import NARROW_ULPS, NarrowBatch, NarrowKernel, load_narrow_kernel, narrow_unsupported
 from manual_backprop.losses import SquaredError, get_loss
 from manual_backprop.training import Trainer
 from reference.update_proof import path_update, reference_update, update_misses
@@ -43,14 +43,14 @@ IDS = [f"{h}-{o}-{lf.name}-{lf.reduction}{'-half' if getattr(lf, 'half', False) 
 REGIMES = {"ordinary": 1.0, "saturated": 8.0}
 
 
-def _problem(hidden, output, loss_fn, regime, B, dtype, seed=0):
-    net = MLP(SIZES, activation=hidden, output_activation=output, bias_init="uniform", dtype=torch.float64,
+def _problem(hidden, output, loss_fn, regime, B, dtype, seed=0, sizes=SIZES):
+    net = MLP(sizes, activation=hidden, output_activation=output, bias_init="uniform", dtype=torch.float64,
               seed=seed)
     for w in net.weights:
         w.mul_(REGIMES[regime])
     gen = torch.Generator().manual_seed(100 + seed)
-    x = torch.randn(B, SIZES[0], generator=gen, dtype=torch.float64) * 2.0
-    y = draw_targets(target_kind(loss_fn, classes="onehot", other="unit"), (B,), SIZES[-1], gen)
+    x = torch.randn(B, sizes[0], generator=gen, dtype=torch.float64) * 2.0
+    y = draw_targets(target_kind(loss_fn, classes="onehot", other="unit"), (B,), sizes[-1], gen)
     return net.to(dtype=dtype), x.to(dtype), y.to(dtype)
 
 
@@ -66,6 +66,41 @@ def test_one_narrow_update_is_the_reference_update(hidden, output, loss_fn, regi
     assert set(got) == set(ref), f"the narrow update gave {sorted(got)}, the reference {sorted(ref)}"
     for name, miss, ok in update_misses(got, ref, scales, bound):
         assert ok, f"narrow {hidden}/{output}/{loss_fn!r} {regime} {dtype} B={B}: {name} misses by {miss:.2f} ulps"
+
+
+# Layers whose weight gradient the kernel sums from the tile's delta transposed (narrow_wide.c, with AVX-512): S's
+# widths, whose middle layer fills one float vector exactly, and an 18-wide output of 20 inputs (a partial vector).
+WIDE = [[4, 32, 16, 4], [3, 20, 18, 2]]
+WIDE_CASES = [("tanh", "identity", SquaredError()), ("sigmoid", "softmax", get_loss("cross_entropy")),
+              ("relu", "sigmoid", get_loss("binary_cross_entropy"))]
+
+
+@pytest.mark.parametrize("B", [10_000, 1_037, 37])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("hidden,output,loss_fn", WIDE_CASES, ids=[f"{h}-{o}-{lf.name}" for h, o, lf in WIDE_CASES])
+@pytest.mark.parametrize("sizes", WIDE, ids=["-".join(map(str, s)) for s in WIDE])
+def test_one_update_with_a_wide_layer_is_the_reference_update(sizes, hidden, output, loss_fn, regime, dtype, B):
+    net, x, y = _problem(hidden, output, loss_fn, regime, B, dtype, sizes=sizes)
+    ref, scales = reference_update(net, x, y, loss_fn, LR)
+    got, bound = path_update("narrow", net, x, y, loss_fn, LR)
+    for name, miss, ok in update_misses(got, ref, scales, bound):
+        assert ok, f"narrow {sizes} {hidden}/{output} {regime} {dtype} B={B}: {name} misses by {miss:.2f} ulps"
+
+
+@pytest.mark.parametrize("dtype", ["f64", "f32"])
+def test_the_wide_layers_take_the_transposed_sums_where_the_cpu_has_avx512(dtype):
+    lib = load_narrow_kernel()
+    wide = getattr(lib, f"narrow_wide_{dtype}")
+    if not lib.narrow_tanh_f32_arrays() & 1:  # the same compile-time test: __AVX512F__
+        assert not any(wide(n_in, n_out) for n_in, n_out in [(32, 16), (20, 18), (64, 64)])
+        return
+    vl = 16 if dtype == "f32" else 8
+    for sizes in WIDE:
+        layers = list(zip(sizes[:-1], sizes[1:]))
+        assert [bool(wide(*io)) for io in layers] == [n_in >= 16 and n_out >= vl for n_in, n_out in layers]
+        assert any(wide(*io) for io in layers), f"{sizes}: no layer of the proof above takes the transposed sums"
+    assert not any(wide(n_in, n_out) for n_in, n_out in zip(SIZES[:-1], SIZES[1:]))  # the main proof's: lane-wise
 
 
 def test_narrow_output_is_the_reference_forward():
