@@ -10,7 +10,7 @@
  *   0 version          (every in-place change bumps it)
  *   1 TensorImpl uses  (the Python object's and any C++ reference: autograd's saved tensors, a DLPack capsule)
  *   2 storage uses     (every tensor, view or Python storage object over the memory)
- *   3 requires_grad
+ *   3 requires_grad, or-ed with 2 where the tensor has autograd metadata (a .grad set, a hook, retain_grad)
  *   4 address          (``untyped_storage().resize_()`` moves it under the same storage)
  *   5 storage offset, 6 dtype, 7 device type, 8 neg and conj bits (``t.data = ...`` changes these without a bump)
  *   9 dim, 10..12 sizes, 13..15 strides (dims past three: only dim is kept, and such a tensor is never one of ours)
@@ -34,7 +34,7 @@ void state_of(const c10::TensorImpl *t, int64_t *w)
     w[0] = (int64_t)t->version_counter().current_version();
     w[1] = (int64_t)c10::raw::intrusive_ptr::use_count(const_cast<c10::TensorImpl *>(t));
     w[2] = (int64_t)t->storage().use_count();
-    w[3] = t->requires_grad() ? 1 : 0;
+    w[3] = (t->requires_grad() ? 1 : 0) | (t->autograd_meta() != nullptr ? 2 : 0);
     w[4] = (int64_t)(intptr_t)t->storage().data() + t->storage_offset() * (int64_t)t->dtype().itemsize();
     w[5] = t->storage_offset();
     w[6] = (int64_t)t->dtype().toScalarType();

@@ -56,6 +56,7 @@ _use_count = Tensor._use_count  # references to the tensor's C++ object (a DLPac
 _storage_use_count = torch._C._storage_Use_Count  # references to its memory (views, .numpy(), .detach())
 _version = operator.attrgetter("_version")  # in-place changes, of values or of shape and strides
 _requires_grad = operator.attrgetter("requires_grad")
+_grad = operator.attrgetter("grad")  # a .grad set on a result (without the C++ checks; with them, its autograd metadata)
 _dtype = operator.attrgetter("dtype")  # ``t.data = t.view(torch.int32)`` changes it, and nothing else of the above
 _stride = Tensor.stride
 _is_set_to = Tensor.is_set_to
@@ -210,7 +211,7 @@ class _Outputs:
     The results belong to the caller. A tensor of the set is written again by a later call only where nothing but
     the set can reach it or its memory: no Python reference (a name, a list, a Gradients), no view or array over the
     memory, no C++ reference, no weak reference, no change since it was made (of its values, shape, strides, memory,
-    dtype or address), no requires_grad; ready() puts a new tensor in the place of any other, which its holder keeps.
+    dtype or address), no requires_grad, no .grad, no attribute set on it; ready() puts a new tensor in the place of any other, which its holder keeps.
     So what a caller keeps is never overwritten (test_one_update_outputs.py), and a loop that rebinds its names each
     update makes no tensor at all (making seven cost about as much as the C call and its checks on a small network)."""
 
@@ -221,6 +222,7 @@ class _Outputs:
         # tensor i's place in the C call's array: dE/dW, dE/db (NULL where the net has no biases), deltas, E
         self.place = list(range(n)) if plan.n_bias else [i if i < L else i + L for i in range(n)]
         self.tensors, self.storages, self.cdata, self.ptrs = [None] * n, [None] * n, [None] * n, [0] * n
+        self.dicts = [None] * n  # each tensor's attribute dict, made empty: an attribute a caller sets lands there
         self.out = plan.out_type()  # zeros: NULL where no tensor is placed
         self.n_step, self.step_tail = L + plan.n_bias, plan.step_tail
         for i in range(n):
@@ -243,6 +245,7 @@ class _Outputs:
         else:
             t = torch.empty(self.shapes[i], dtype=self.dtype)
         storage = self.storages[i] = t.untyped_storage()  # held: its use count includes this
+        self.dicts[i] = t.__dict__
         self.cdata[i], self.ptrs[i] = storage._cdata, t.data_ptr()
         self.out[self.place[i]] = self.ptrs[i]
         self.tensors[i] = t
@@ -269,8 +272,9 @@ class _Outputs:
         left to whoever holds it, and a new tensor takes its place. (With the checks in C++, the Python objects'
         counts here, the rest in the call, which asks for renew_changed where they fail.)"""
         tensors = self.tensors
-        if self._state() == self.state and not any(map(weakref.getweakrefcount, tensors)) \
-                and (self.lib is not None or not any(map(_requires_grad, tensors))):
+        if self._state() == self.state and not any(map(weakref.getweakrefcount, tensors)) and not any(self.dicts) \
+                and (self.lib is not None or not any(map(_requires_grad, tensors))
+                     and all(g is None for g in map(_grad, tensors))):
             return
         self.renew_changed()
 
@@ -284,7 +288,7 @@ class _Outputs:
         words = tensor_state.STATE_WORDS
         for i, t in enumerate(tensors):
             if any(state[q * n + i] != then[q * n + i] for q in range(quantities)) or weakref.getweakrefcount(t) \
-                    or t.requires_grad or (now is not None and now[i * words:(i + 1) * words]
+                    or t.requires_grad or t.grad is not None or self.dicts[i] or (now is not None and now[i * words:(i + 1) * words]
                                            != self.cstate[i * words:(i + 1) * words]):
                 self._renew(i)
                 if now is not None:  # the new TensorImpl held, the old one let go

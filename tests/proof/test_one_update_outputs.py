@@ -3,7 +3,7 @@
 The call keeps two sets of output tensors per batch size and writes a tensor of a set again only where nothing but
 the set reaches it. The claims: whatever a caller keeps (a name, a Gradients, a list, a view, a numpy array, a
 detached tensor, a DLPack capsule, a weak reference) is never overwritten by a later call; a tensor changed in
-place, or made to require grad, and then dropped is never handed out again; every call's values are those of a
+place, made to require grad, given a .grad or an attribute, and then dropped is never handed out again; every call's values are those of a
 fresh call on a copy of the network, bit for bit; and a loop that rebinds its names each update makes no tensor
 (the results cycle through the two sets), which is what the sets are for.
 """
@@ -144,6 +144,28 @@ def test_a_tensor_changed_and_dropped_is_never_handed_out_again(change):
         got = _all(*net.loss_and_grads(x, y))
         _assert_same(got, _fresh(net, x, y), f"after a result was {change}")
         assert not any(t.requires_grad for t in got)
+        del got
+
+
+MARKS = {
+    "given a .grad": lambda t: setattr(t, "grad", torch.full_like(t, 7.0)),
+    "given an attribute": lambda t: setattr(t, "note", "mine"),
+}
+
+
+@pytest.mark.parametrize("mark", list(MARKS), ids=list(MARKS))
+def test_a_result_marked_and_dropped_is_never_handed_out_again(mark):
+    # what a caller gave a result stays with that tensor: a later call's results are a fresh call's, with none of it
+    net, batches = _net_and_batches()
+    _uses_the_c_call(net, *batches[0])
+    loss, grads = net.loss_and_grads(*batches[1])
+    marked = grads.weights[0]
+    MARKS[mark](marked)
+    del loss, grads, marked
+    for x, y in batches[2:]:
+        got = _all(*net.loss_and_grads(x, y))
+        _assert_same(got, _fresh(net, x, y), f"after a result was {mark}")
+        assert all(t.grad is None and not hasattr(t, "note") for t in got), f"a later result is still {mark}"
         del got
 
 

@@ -1,7 +1,7 @@
 """The one-update C calls' checks in C++ (manual_backprop/fast/tensor_state.py, _csrc/tensor_state.cpp).
 
 What the C++ reads of a tensor is what torch says of it from Python, word by word (its version, its TensorImpl's
-and its storage's use counts, requires_grad, address, offset, dtype, device, neg and conj bits, dim, sizes and
+and its storage's use counts, requires_grad (and autograd metadata), address, offset, dtype, device, neg and conj bits, dim, sizes and
 strides), before and after every change the output sets and the plans must see; so the calls' checks ask the same
 questions as the Python checks they replace (which still run where no C++ compiler is found: test_one_update_outputs
 and test_layout_changes run every case both ways). Where the C++ cannot be built, the one-update API runs as before.
@@ -30,7 +30,8 @@ def _python_words(t: torch.Tensor, storage) -> list:
     sizes, strides = (list(t.shape) + [-1] * 3)[:3], (list(t.stride()) + [-1] * 3)[:3]
     if t.dim() > 3:
         sizes = strides = [-1] * 3
-    return [t._version, t._use_count(), torch._C._storage_Use_Count(storage._cdata), int(t.requires_grad),
+    return [t._version, t._use_count(), torch._C._storage_Use_Count(storage._cdata),
+            int(t.requires_grad) | 2 * int(t.requires_grad or t.grad is not None),  # autograd metadata: either made it
             t.data_ptr(), t.storage_offset(), None, None, int(t.is_neg()) | 2 * int(t.is_conj()), t.dim(), *sizes,
             *strides]
 
@@ -55,6 +56,7 @@ CHANGES = {
     "data given the neg bit": lambda t: setattr(t, "data", torch._neg_view(t)),
     "given new memory under its storage": move_memory,
     "made to require grad": lambda t: t.requires_grad_(),
+    "given a .grad": lambda t: setattr(t, "grad", torch.zeros_like(t)),
     "a DLPack capsule held": lambda t: torch.utils.dlpack.to_dlpack(t),
     "a numpy array held": lambda t: t.numpy(),
 }
