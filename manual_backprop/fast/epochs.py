@@ -9,7 +9,8 @@ and the run stops once the training loss is at most ``target_loss``. History row
 and Ctrl-C stay the Trainer's: a call ends at the next epoch that checkpoints, draws histograms or ends the run,
 and after about ``WALL_CAP`` seconds, so that Ctrl-C (which rewinds to the call's start, as to an epoch's) is prompt.
 
-Orders: online orders of up to ``REPLAY_MAX`` samples are drawn in bulk, one draw of the generator per call,
+Orders: online orders of up to ``REPLAY_MAX`` samples, in a call of more than ``REPLAY_FROM`` epochs per sample (below
+it torch.randperm an epoch costs less), are drawn in bulk, one draw of the generator per call,
 replaying torch.randperm's shuffle (for i < n - 1: swap r[i] and r[i + u_i % (n - i)], u_i one 32-bit output of
 the Mersenne twister) on the same outputs, so the orders and the generator's state are bit-identical to
 ``epoch_order`` epoch by epoch (checked against torch.randperm once per process; if it ever disagreed, the orders
@@ -40,6 +41,8 @@ from .c_loop import CKernel, EpochsCall
 __all__ = ["EpochChunks", "next_boundary", "REPLAY_MAX", "WALL_CAP", "EVAL_ULPS", "replay_randperm"]
 
 REPLAY_MAX = 256  # online orders of at most this many samples are replayed from bulk draws
+REPLAY_FROM = 8  # ... in calls of more than this many epochs per sample: the replay costs about 15 us a sample
+# whatever E, a torch.randperm about 2 us an epoch (measured at one thread; XOR at 1 epoch a call: 79 against 6 us)
 WALL_CAP = 0.05  # seconds a call aims at: Ctrl-C waits at most about this long
 EVAL_ULPS = 8  # the in-loop evaluation's loss against torch's, in ulps of the loss (relative)
 
@@ -114,7 +117,8 @@ class EpochChunks:
     def orders(self, t, E: int) -> tuple:
         """(orders (E * S,), offsets (U + 1,)) of the Trainer's next E epochs, drawn from its generator."""
         n = t.x_train.shape[0]
-        if t.mode == "online" and not t.replacement and 2 <= n <= REPLAY_MAX and _replay_agrees():
+        if t.mode == "online" and not t.replacement and 2 <= n <= REPLAY_MAX and E > REPLAY_FROM * n \
+                and _replay_agrees():
             draws = _draw_u32(t.generator, E * (n - 1)).reshape(E, n - 1)
             return replay_randperm(draws, n).reshape(-1), torch.arange(n + 1)
         if t.mode == "batch":  # the same order every epoch, nothing drawn

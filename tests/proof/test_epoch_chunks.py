@@ -55,9 +55,11 @@ def _trainer(hidden, output, loss_fn, *, chunked=True, epochs=9, dtype=F64, lr=0
     return t
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 17, 300])
-@pytest.mark.parametrize("E", [1, 2, 3, 7])
+@pytest.mark.parametrize("n,E", [(n, E) for n in (2, 3, 4, 5, 17, 300) for E in (1, 2, 3, 7)]
+                         + [(n, 8 * n + 1) for n in (2, 3, 4, 5, 17)] + [(4, 200)])
 def test_bulk_orders_are_epoch_order_epoch_by_epoch(n, E):
+    # the bulk replay takes calls of more than REPLAY_FROM epochs a sample, the rest draw torch.randperm an epoch
+    assert chunks_mod.REPLAY_FROM == 8 and chunks_mod.REPLAY_MAX >= 17
     class T:  # what EpochChunks.orders reads of a Trainer
         mode, replacement, batch_size = "online", False, 1
         x_train = torch.zeros(n, 1)
