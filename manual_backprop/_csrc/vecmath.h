@@ -95,80 +95,76 @@ static inline float mbp_from_bits_f32(uint32_t u) { float x; memcpy(&x, &u, size
  * polynomial in u = a - c_i gives tanh there (the tables below; scripts/fit_tanh_f32.py fits them and says how):
  *   segments 0 and 1 (a < 0.5), c = 0:  t = u + u S(u), S = C2 u + ... + C6 u^5 a fit of tanh(u)/u - 1, so the
  *                                       leading u is exact and the correction is at most 8% of t;
- *   segments 2 .. 31, c the midpoint:   t = hi + (lo + C1 u + ... + C6 u^6), hi + lo = tanh(c) in two floats.
- * Every c is a multiple of 2^-3 and |u| <= 0.875, so u is exact. Horner's rule with fmaf; the last step adds hi.
+ *   segments 2 .. 31, c near the midpoint: t = hi + (C1 u + ... + C6 u^6), hi the float nearest tanh(c), c picked
+ *                                       within 1/64 of the midpoint where tanh(c) is within 0.05 ulp of a float.
+ * Every c is a multiple of 2^-14 and |u| < 0.9, so u is exact. Horner's rule with fmaf; the last step, one fmaf,
+ * adds hi (or u) and rounds once.
  * Bound: within 1 ulp of the double core rounded once, (float)mbp_tanh_f64(x), on every float (proven over all 2^32
- * bit patterns, tests/proof/test_vecmath.py), and within 0.76 ulp of tanh in double on every positive float (the
- * float-native form it replaced, with one division: 0.98), and within 1 ulp of torch.tanh (checked there on whole
+ * bit patterns, tests/proof/test_vecmath.py), and within 0.72 ulp of tanh in double on every 31st positive float
+ * from 2^-14 to 9.5 (the tables before, with a second float for tanh(c): 0.76 on every positive float; the
+ * float-native form with one division: 0.98), and within 1 ulp of torch.tanh (checked there on whole
  * binades and a large sample). tanh(+-inf) = +-1, tanh(-0) = -0; NaN in, NaN out (the clamp keeps it: a > 9.5 is
  * false for NaN, and every operation after it propagates it).
  * mbp_vtanh_f32 (below) computes the same bits 16 lanes at a time with AVX-512, where each table is two registers and
  * a lane's coefficient one permute (no gather); elsewhere, and for a tail, it calls this function. */
 #define MBP_TANH_F32_DEGREE 6
 static const float mbp_tanh_f32_center[32] = {
-    0x0.0p+0f, 0x0.0p+0f, 0x1.4p-1f, 0x1.cp-1f, 0x1.2p+0f, 0x1.6p+0f,
-    0x1.ap+0f, 0x1.ep+0f, 0x1.1p+1f, 0x1.3p+1f, 0x1.5p+1f, 0x1.7p+1f,
-    0x1.9p+1f, 0x1.bp+1f, 0x1.dp+1f, 0x1.fp+1f, 0x1.08p+2f, 0x1.18p+2f,
-    0x1.28p+2f, 0x1.38p+2f, 0x1.48p+2f, 0x1.58p+2f, 0x1.68p+2f, 0x1.78p+2f,
-    0x1.88p+2f, 0x1.98p+2f, 0x1.a8p+2f, 0x1.b8p+2f, 0x1.c8p+2f, 0x1.d8p+2f,
-    0x1.e8p+2f, 0x1.14p+3f};
-static const float mbp_tanh_f32_table[8][32] = { /* hi, lo, C1 .. C6 */
+    0x0.0p+0f, 0x0.0p+0f, 0x1.3a5p-1f, 0x1.bb38p-1f, 0x1.2388p+0f, 0x1.622cp+0f,
+    0x1.9dep+0f, 0x1.e2b4p+0f, 0x1.0f1ep+1f, 0x1.2e9p+1f, 0x1.4fep+1f, 0x1.6fdcp+1f,
+    0x1.8e74p+1f, 0x1.ae5cp+1f, 0x1.d08ap+1f, 0x1.f1cap+1f, 0x1.0754p+2f, 0x1.1886p+2f,
+    0x1.2899p+2f, 0x1.3843p+2f, 0x1.48ffp+2f, 0x1.589cp+2f, 0x1.6761p+2f, 0x1.78b3p+2f,
+    0x1.885p+2f, 0x1.9727p+2f, 0x1.a809p+2f, 0x1.b8bfp+2f, 0x1.c79bp+2f, 0x1.d87p+2f,
+    0x1.e7fap+2f, 0x1.148p+3f};
+static const float mbp_tanh_f32_table[7][32] = { /* hi, C1 .. C6 */
   { /* hi */
-    0x0.0p+0f, 0x0.0p+0f, 0x1.1bf47ep-1f, 0x1.68665p-1f, 0x1.9e5cb6p-1f, 0x1.c278a6p-1f,
-    0x1.d9c6fap-1f, 0x1.e8789ep-1f, 0x1.f1994ep-1f, 0x1.f73776p-1f, 0x1.faa794p-1f, 0x1.fcc04cp-1f,
-    0x1.fe06ecp-1f, 0x1.fecd6cp-1f, 0x1.ff45f6p-1f, 0x1.ff8f22p-1f, 0x1.ffbb88p-1f, 0x1.ffd678p-1f,
-    0x1.ffe6cep-1f, 0x1.fff0b8p-1f, 0x1.fff6bcp-1f, 0x1.fffa6p-1f, 0x1.fffc98p-1f, 0x1.fffdeep-1f,
-    0x1.fffebep-1f, 0x1.ffff3ep-1f, 0x1.ffff8ap-1f, 0x1.ffffb8p-1f, 0x1.ffffd4p-1f, 0x1.ffffe6p-1f,
+    0x0.0p+0f, 0x0.0p+0f, 0x1.17fe2p-1f, 0x1.65f8b8p-1f, 0x1.a0c59ap-1f, 0x1.c371fcp-1f,
+    0x1.d92964p-1f, 0x1.e8f3a8p-1f, 0x1.f166d4p-1f, 0x1.f704d6p-1f, 0x1.faa4eap-1f, 0x1.fcbe7ap-1f,
+    0x1.fdfa96p-1f, 0x1.fec578p-1f, 0x1.ff4786p-1f, 0x1.ff923ep-1f, 0x1.ffba14p-1f, 0x1.ffd724p-1f,
+    0x1.ffe746p-1f, 0x1.fff0d8p-1f, 0x1.fff704p-1f, 0x1.fffa7cp-1f, 0x1.fffc86p-1f, 0x1.fffdfap-1f,
+    0x1.fffec2p-1f, 0x1.ffff38p-1f, 0x1.ffff8ap-1f, 0x1.ffffbap-1f, 0x1.ffffd4p-1f, 0x1.ffffe6p-1f,
     0x1.fffffp-1f, 0x1.fffffep-1f},
-  { /* lo */
-    0x0.0p+0f, 0x0.0p+0f, 0x1.5771f2p-26f, 0x1.718402p-26f, -0x1.16eca6p-27f, -0x1.ab637p-26f,
-    0x1.fcc39p-26f, 0x1.9d81bcp-26f, -0x1.1b607p-30f, 0x1.65545cp-26f, -0x1.691428p-26f, 0x1.b79b8ap-26f,
-    -0x1.f2efbep-26f, -0x1.02b9dcp-26f, 0x1.a6c268p-26f, -0x1.92aacep-28f, -0x1.7c1d1p-28f, -0x1.e612ap-27f,
-    0x1.5a259cp-26f, 0x1.1d7374p-28f, -0x1.6f867p-26f, 0x1.b52ed6p-26f, -0x1.c987f2p-26f, 0x1.1f006ap-26f,
-    0x1.c167b4p-26f, -0x1.8aae34p-26f, -0x1.13baap-28f, 0x1.640478p-27f, 0x1.14cfeap-26f, -0x1.700fe8p-27f,
-    0x1.8f7eap-32f, -0x1.4f49d2p-28f},
   { /* C1 */
-    0x0.0p+0f, 0x0.0p+0f, 0x1.6284c4p-1f, 0x1.02500ap-1f, 0x1.615002p-2f, 0x1.cea744p-3f,
-    0x1.265e34p-3f, 0x1.6fcfa6p-4f, 0x1.c65b1cp-5f, 0x1.16a7fcp-5f, 0x1.5452p-6f, 0x1.9e87dp-7f,
-    0x1.f81bd8p-8f, 0x1.3238b8p-8f, 0x1.73cecp-9f, 0x1.c34706p-10f, 0x1.11ce6ep-10f, 0x1.4c3652p-11f,
-    0x1.930b44p-12f, 0x1.e8f43ep-13f, 0x1.28944ap-13f, 0x1.67c76p-14f, 0x1.b470eep-15f, 0x1.08b7b8p-15f,
-    0x1.411ee8p-16f, 0x1.858a64p-17f, 0x1.d889a6p-18f, 0x1.1e9be8p-18f, 0x1.5bacb2p-19f, 0x1.a5c034p-20f,
-    0x1.ff9c18p-21f, 0x1.152492p-23f},
+    0x0.0p+0f, 0x0.0p+0f, 0x1.66e20ep-1f, 0x1.05b82ep-1f, 0x1.597d32p-2f, 0x1.c7ca5ep-3f,
+    0x1.2aec0cp-3f, 0x1.68789ep-4f, 0x1.cc7c9cp-5f, 0x1.1cdff8p-5f, 0x1.54fa8cp-6f, 0x1.9f6fc2p-7f,
+    0x1.023248p-7f, 0x1.3a2764p-8f, 0x1.70b188p-9f, 0x1.b6d8eep-10f, 0x1.179ce8p-10f, 0x1.46d2f8p-11f,
+    0x1.8b9672p-12f, 0x1.e4f8dp-13f, 0x1.1f7d78p-13f, 0x1.60fe16p-14f, 0x1.bcfed6p-15f, 0x1.02ffd6p-15f,
+    0x1.3dffa6p-16f, 0x1.8ffe5ep-17f, 0x1.d8044cp-18f, 0x1.17ff08p-18f, 0x1.5ff956p-19f, 0x1.9ffe88p-20f,
+    0x1.fffbc8p-21f, 0x1.0bdc8cp-23f},
   { /* C2 */
-    -0x1.327484p-20f, -0x1.f04228p-14f, -0x1.893b5ap-2f, -0x1.6ba7ccp-2f, -0x1.1defacp-2f, -0x1.970e08p-3f,
-    -0x1.10646ep-3f, -0x1.5ee892p-4f, -0x1.b9937cp-5f, -0x1.11e038p-5f, -0x1.50c46ep-6f, -0x1.9be672p-7f,
-    -0x1.f62a8cp-8f, -0x1.31815ap-8f, -0x1.7347a8p-9f, -0x1.c2e38ap-10f, -0x1.11a9dp-10f, -0x1.4c1b6p-11f,
-    -0x1.92f77p-12f, -0x1.e8e5a6p-13f, -0x1.288eeap-13f, -0x1.67c36ep-14f, -0x1.b46e06p-15f, -0x1.08b6a6p-15f,
-    -0x1.411e1ep-16f, -0x1.8589dp-17f, -0x1.d8893ap-18f, -0x1.1e9bcp-18f, -0x1.5bac94p-19f, -0x1.a5c024p-20f,
-    -0x1.ff9c08p-21f, -0x1.1508ecp-23f},
+    -0x1.327484p-20f, -0x1.f04228p-14f, -0x1.888498p-2f, -0x1.6df81ap-2f, -0x1.193b14p-2f, -0x1.91e23ap-3f,
+    -0x1.143f44p-3f, -0x1.583e78p-4f, -0x1.bf5b6cp-5f, -0x1.17e0b8p-5f, -0x1.5169b2p-6f, -0x1.9ccb24p-7f,
+    -0x1.012d48p-7f, -0x1.3966bcp-8f, -0x1.702cd4p-9f, -0x1.b67e62p-10f, -0x1.17773ap-10f, -0x1.46b1cp-11f,
+    -0x1.8b85a6p-12f, -0x1.e4e206p-13f, -0x1.1f79f6p-13f, -0x1.610038p-14f, -0x1.bd1b92p-15f, -0x1.029076p-15f,
+    -0x1.3e6522p-16f, -0x1.8f94fep-17f, -0x1.dd0d7ap-18f, -0x1.1901b4p-18f, -0x1.5cf04p-19f, -0x1.a60b66p-20f,
+    -0x1.fc12acp-21f, -0x1.4d5f3ap-23f},
   { /* C3 */
-    -0x1.554464p-2f, -0x1.537198p-2f, -0x1.244acp-6f, 0x1.4f13eep-4f, 0x1.c68f5ep-4f, 0x1.97d92cp-4f,
-    0x1.33de5ap-4f, 0x1.a85d42p-5f, 0x1.15b41p-5f, 0x1.60960ap-6f, 0x1.b7a012p-7f, 0x1.0f1c66p-7f,
-    0x1.4c3226p-8f, 0x1.956e0ep-9f, 0x1.eda2f8p-10f, 0x1.2c1316p-10f, 0x1.6c8092p-11f, 0x1.ba8748p-12f,
-    0x1.0c8a78p-12f, 0x1.45daeep-13f, 0x1.8b5956p-14f, 0x1.dfa532p-15f, 0x1.22efeap-15f, 0x1.60eee6p-16f,
-    0x1.ac24e8p-17f, 0x1.03b05cp-17f, 0x1.3b0606p-18f, 0x1.7e238p-19f, 0x1.cf8f84p-20f, 0x1.192b16p-20f,
-    0x1.5512aep-21f, 0x1.6d64c6p-24f},
+    -0x1.554464p-2f, -0x1.537198p-2f, -0x1.89cea4p-6f, 0x1.4594c4p-4f, 0x1.c70f3p-4f, 0x1.94d9fep-4f,
+    0x1.374d0cp-4f, 0x1.a12f2ep-5f, 0x1.191b96p-5f, 0x1.68048cp-6f, 0x1.b871dap-7f, 0x1.0fb132p-7f,
+    0x1.543004p-8f, 0x1.9fdb44p-9f, 0x1.e984c4p-10f, 0x1.23ddc8p-10f, 0x1.74369cp-11f, 0x1.b33fd8p-12f,
+    0x1.07977p-12f, 0x1.432b38p-13f, 0x1.7f4766p-14f, 0x1.d6b202p-15f, 0x1.285afp-15f, 0x1.57346ap-16f,
+    0x1.a8f706p-17f, 0x1.0bcc9ep-17f, 0x1.3b613cp-18f, 0x1.7a7dap-19f, 0x1.de99ecp-20f, 0x1.1f6c9ap-20f,
+    0x1.55b066p-21f, 0x1.6caa2ap-24f},
   { /* C4 */
-    -0x1.3aa1f2p-10f, -0x1.7ffbc2p-7f, 0x1.1a691ep-3f, 0x1.f209e2p-5f, 0x1.ac40bap-9f, -0x1.5dd624p-6f,
-    -0x1.9d2736p-6f, -0x1.55d584p-6f, -0x1.eacd76p-7f, -0x1.47e774p-7f, -0x1.a5087ap-8f, -0x1.082dcep-8f,
-    -0x1.470ddap-9f, -0x1.91a396p-10f, -0x1.ead308p-11f, -0x1.2b0b4cp-11f, -0x1.6bbe74p-12f, -0x1.b9f56p-13f,
-    -0x1.0c5484p-13f, -0x1.45b49p-14f, -0x1.8b405cp-15f, -0x1.df8d5p-16f, -0x1.22e80ap-16f, -0x1.60e8ccp-17f,
-    -0x1.ac21dap-18f, -0x1.03ae7ep-18f, -0x1.3b03d6p-19f, -0x1.7e217ap-20f, -0x1.cf8fa4p-21f, -0x1.192532p-21f,
-    -0x1.5512fep-22f, -0x1.6ece2ap-25f},
+    -0x1.3aa1f2p-10f, -0x1.7ffbc2p-7f, 0x1.208e54p-3f, 0x1.0438aap-4f, 0x1.285148p-10f, -0x1.642fc6p-6f,
+    -0x1.9de76p-6f, -0x1.51e386p-6f, -0x1.efee68p-7f, -0x1.4e3bc2p-7f, -0x1.a548cp-8f, -0x1.0907dcp-8f,
+    -0x1.4ee79cp-9f, -0x1.9b42e4p-10f, -0x1.e67952p-11f, -0x1.1f8fd6p-11f, -0x1.727872p-12f, -0x1.c0baccp-13f,
+    -0x1.0524fap-13f, -0x1.4b6a84p-14f, -0x1.7c483ap-15f, -0x1.cb069p-16f, -0x1.097a12p-16f, -0x1.166fa4p-16f,
+    -0x1.bae5c4p-19f, -0x1.6eba2cp-18f, 0x1.e7272ap-18f, 0x1.e030dcp-22f, -0x1.f79f6ap-19f, 0x1.372ce8p-19f,
+    -0x1.4fa708p-20f, 0x1.41fc4cp-25f},
   { /* C5 */
-    0x1.25302ep-3f, 0x1.5fedcep-3f, -0x1.bc4508p-5f, -0x1.e01074p-5f, -0x1.071e76p-5f, -0x1.395ac8p-7f,
-    0x1.768ed4p-10f, 0x1.2be216p-8f, 0x1.26094ep-8f, 0x1.bf5718p-9f, 0x1.335becp-9f, 0x1.90be72p-10f,
-    0x1.fb3ecep-11f, 0x1.3c6844p-11f, 0x1.84552p-12f, 0x1.dbfee4p-13f, 0x1.226c5p-13f, 0x1.6148ap-14f,
-    0x1.ad7456p-15f, 0x1.04c9f4p-15f, 0x1.3daa5ap-16f, 0x1.7fce64p-17f, 0x1.d274bap-18f, 0x1.1c0abep-18f,
-    0x1.57e01cp-19f, 0x1.a047d4p-20f, 0x1.f83a3ap-21f, 0x1.32fd4p-21f, 0x1.7424b4p-22f, 0x1.c1f8f6p-23f,
-    0x1.114294p-23f, 0x1.4f3e6cp-26f},
+    0x1.25302ep-3f, 0x1.5fedcep-3f, -0x1.adf80ep-5f, -0x1.e7937ep-5f, -0x1.f6e9b6p-6f, -0x1.26bp-7f,
+    0x1.44f102p-10f, 0x1.2fb82p-8f, 0x1.26da2cp-8f, 0x1.c7c8dap-9f, 0x1.348c86p-9f, 0x1.916bb2p-10f,
+    0x1.04a32ep-10f, 0x1.4487dap-11f, 0x1.813b52p-12f, 0x1.bc8eeap-13f, 0x1.2a496ap-13f, 0x1.773d22p-14f,
+    0x1.9cfba2p-15f, 0x1.0b3d24p-15f, 0x1.297b58p-16f, 0x1.5fa63cp-17f, 0x1.35fe86p-17f, 0x1.969a9ap-17f,
+    0x1.67a76cp-21f, -0x1.294652p-21f, 0x1.1e9f8p-22f, -0x1.f99864p-20f, -0x1.f3f63ap-20f, -0x1.266616p-19f,
+    0x1.675d7cp-24f, 0x1.0dfa5ep-26f},
   { /* C6 */
-    -0x1.2fde7ep-5f, -0x1.1487bap-4f, -0x1.8a1d56p-6f, 0x1.a8a55cp-7f, 0x1.2edb5ap-6f, 0x1.678c94p-7f,
-    0x1.0b737p-8f, 0x1.4f6208p-11f, -0x1.27a8fcp-11f, -0x1.909db6p-11f, -0x1.516fbap-11f, -0x1.dcc4e2p-12f,
-    -0x1.3beb8ep-12f, -0x1.91bb2ap-13f, -0x1.fb2cccp-14f, -0x1.376568p-14f, -0x1.7e9faep-15f, -0x1.d78162p-16f,
-    -0x1.1ec8fap-16f, -0x1.5a3c3ap-17f, -0x1.a2a158p-18f, -0x1.015e4ep-18f, -0x1.3701f4p-19f, -0x1.7bb76cp-20f,
-    -0x1.c92cd2p-21f, -0x1.15f192p-21f, -0x1.5152ap-22f, -0x1.9b4c56p-23f, -0x1.ef7e9p-24f, -0x1.326516p-24f,
-    -0x1.6b7d86p-25f, -0x1.b56ef6p-28f},
+    -0x1.2fde7ep-5f, -0x1.1487bap-4f, -0x1.a2fbbp-6f, 0x1.cbe802p-7f, 0x1.1b9568p-6f, 0x1.60534ep-7f,
+    0x1.e79d1ep-9f, 0x1.7ca54ap-11f, -0x1.060b22p-11f, -0x1.9dcb3ap-11f, -0x1.e35acp-11f, -0x1.2c472ap-12f,
+    -0x1.2df73cp-12f, -0x1.1e0baep-12f, -0x1.25c6a2p-13f, -0x1.36fa8ep-12f, -0x1.4a196ep-14f, 0x1.c16772p-13f,
+    -0x1.cfbb24p-15f, 0x1.0682d6p-14f, -0x1.333d4ap-16f, -0x1.e0f73ap-16f, -0x1.25316cp-14f, 0x1.dce6fcp-13f,
+    -0x1.d25d64p-14f, 0x1.bce008p-15f, -0x1.709b72p-12f, -0x1.17c966p-14f, 0x1.b8ac32p-14f, -0x1.b2acfap-14f,
+    0x1.1db9fp-15f, -0x1.1790e8p-24f},
 };
 
 static inline float mbp_tanh_f32(float x)
@@ -179,10 +175,9 @@ static inline float mbp_tanh_f32(float x)
     const float s = a * 4.0f;                   /* exact */
     const int i = s < 31.0f ? (int)s : 31;      /* floor(4a), at most 31 (NaN: 31) */
     const float u = a - mbp_tanh_f32_center[i]; /* exact */
-    float S = mbp_tanh_f32_table[MBP_TANH_F32_DEGREE + 1][i];
-    for (int k = MBP_TANH_F32_DEGREE; k >= 2; k--) S = __builtin_fmaf(S, u, mbp_tanh_f32_table[k][i]);
-    const float P = __builtin_fmaf(S, u, i <= 1 ? u : mbp_tanh_f32_table[1][i]); /* lo + u S, or u + u S */
-    const float t = mbp_tanh_f32_table[0][i] + P;
+    float S = mbp_tanh_f32_table[MBP_TANH_F32_DEGREE][i];
+    for (int k = MBP_TANH_F32_DEGREE - 1; k >= 1; k--) S = __builtin_fmaf(S, u, mbp_tanh_f32_table[k][i]);
+    const float t = __builtin_fmaf(S, u, i <= 1 ? u : mbp_tanh_f32_table[0][i]); /* hi + u S, or u + u S */
     return mbp_from_bits_f32(mbp_bits_f32(t) | sign);
 }
 /* Sigmoid in float as its formula reads in float: exp(-x) rounded to float, then 1 / (1 + e) in float. */
@@ -225,13 +220,12 @@ static inline int64_t mbp_vtanh_f32_avx2(const float *x, float *y, int64_t n)
          * a gather reads is in the tables */
         const __m256i i = _mm256_and_si256(_mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(a, four)), last), last);
         const __m256 u = _mm256_sub_ps(a, _mm256_i32gather_ps(mbp_tanh_f32_center, i, 4));
-        __m256 S = _mm256_i32gather_ps(mbp_tanh_f32_table[D + 1], i, 4);
-        for (int k = D; k >= 2; k--)
+        __m256 S = _mm256_i32gather_ps(mbp_tanh_f32_table[D], i, 4);
+        for (int k = D - 1; k >= 1; k--)
             S = _mm256_fmadd_ps(S, u, _mm256_i32gather_ps(mbp_tanh_f32_table[k], i, 4));
-        const __m256 lo = _mm256_i32gather_ps(mbp_tanh_f32_table[1], i, 4); /* 0 on segments 0 and 1: lo + u = u */
+        const __m256 hi = _mm256_i32gather_ps(mbp_tanh_f32_table[0], i, 4);
         const __m256 first = _mm256_castsi256_ps(_mm256_cmpgt_epi32(two, i)); /* segments 0 and 1 */
-        S = _mm256_fmadd_ps(S, u, _mm256_add_ps(lo, _mm256_and_ps(first, u))); /* lo + u, or lo + 0 = lo */
-        const __m256 t = _mm256_add_ps(_mm256_i32gather_ps(mbp_tanh_f32_table[0], i, 4), S);
+        const __m256 t = _mm256_fmadd_ps(S, u, _mm256_blendv_ps(hi, u, first)); /* hi + u S, or u + u S */
         _mm256_storeu_ps(y + j, _mm256_or_ps(t, _mm256_and_ps(sign, xv))); /* t | (x & sign bit): t >= 0 */
     }
     return j;
@@ -246,8 +240,8 @@ static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
     int64_t j = 0;
 #if defined(__GNUC__) && defined(__AVX512F__)
     enum { D = MBP_TANH_F32_DEGREE };
-    __m512 T[D + 2][2], C[2];
-    for (int k = 0; k < D + 2; k++) {
+    __m512 T[D + 1][2], C[2];
+    for (int k = 0; k < D + 1; k++) {
         T[k][0] = _mm512_loadu_ps(mbp_tanh_f32_table[k]);
         T[k][1] = _mm512_loadu_ps(mbp_tanh_f32_table[k] + 16);
     }
@@ -258,20 +252,20 @@ static inline void mbp_vtanh_f32(const float *x, float *y, int64_t n)
     const __m512i seg1 = _mm512_set1_epi32(0x4a000001); /* the index of segment 1: the bits of 2^21 + 1/4 */
     for (; j + 16 <= n; j += 16) {
         const __m512 xv = _mm512_loadu_ps(x + j);
-        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xv), magnitude));
-        a = _mm512_min_ps(clamp, a); /* the second operand where either is NaN: a stays NaN */
         /* The segment, floor(4 min(a, 7.875)) = floor(4a) or 31, with one addition rounded down: 2^21 + a has an ulp
          * of 1/4, so its bits are those of 2^21 plus the segment, and a permute reads only the low five bits of its
-         * index. NaN: min gives 7.875 (its second operand), segment 31, as the scalar function; u is NaN anyway. */
+         * index. NaN: min gives 7.875 (its second operand), segment 31; u is NaN, and so is t. */
+        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xv), magnitude));
+        const __m512 a_top = _mm512_min_ps(a, top);
+        a = _mm512_min_ps(clamp, a); /* the second operand where either is NaN: a stays NaN (range_ps would not) */
         const __m512i i = _mm512_castps_si512(
-            _mm512_add_round_ps(_mm512_min_ps(a, top), shift, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+            _mm512_add_round_ps(a_top, shift, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
         const __m512 u = _mm512_sub_ps(a, _mm512_permutex2var_ps(C[0], i, C[1]));
-        __m512 S = _mm512_permutex2var_ps(T[D + 1][0], i, T[D + 1][1]);
-        for (int k = D; k >= 2; k--)
+        __m512 S = _mm512_permutex2var_ps(T[D][0], i, T[D][1]);
+        for (int k = D - 1; k >= 1; k--)
             S = _mm512_fmadd_ps(S, u, _mm512_permutex2var_ps(T[k][0], i, T[k][1]));
-        const __m512 lo = _mm512_permutex2var_ps(T[1][0], i, T[1][1]); /* 0 on segments 0 and 1: lo + u = u */
-        S = _mm512_fmadd_ps(S, u, _mm512_mask_add_ps(lo, _mm512_cmple_epi32_mask(i, seg1), lo, u));
-        const __m512 t = _mm512_add_ps(_mm512_permutex2var_ps(T[0][0], i, T[0][1]), S);
+        const __m512 hi = _mm512_permutex2var_ps(T[0][0], i, T[0][1]); /* u instead on segments 0 and 1 */
+        const __m512 t = _mm512_fmadd_ps(S, u, _mm512_mask_mov_ps(hi, _mm512_cmple_epi32_mask(i, seg1), u));
         /* t | (x & sign bit): t >= 0 */
         const __m512i r = _mm512_ternarylogic_epi32(_mm512_castps_si512(t), _mm512_castps_si512(xv), magnitude, 0xf4);
         _mm512_storeu_ps(y + j, _mm512_castsi512_ps(r));
