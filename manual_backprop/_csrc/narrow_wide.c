@@ -122,8 +122,7 @@ static void SUFFIX(narrow_wide_gradient)(const REAL *delta, const REAL *a, REAL 
         }
     }
 #else
-    for (int64_t s = 0; s < TILE; s++)
-        for (int64_t j = 0; j < n_pad; j++) dT[s * n_pad + j] = j < n_out ? delta[j * TILE + s] : (REAL)0;
+    (void)delta; (void)dT; /* never called: narrow_wide_layer takes no layer without the transpose */
 #endif
     int64_t jv = 0;
     for (; jv + 2 <= nvec; jv += 2) {
