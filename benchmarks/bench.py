@@ -66,7 +66,7 @@ from benchmarks.cases import CASES, QUICK_SIZES, Case, Impl, case_data, sample_o
 from benchmarks.case_p import run_case_p
 from benchmarks.epochs import (EPOCH_CASES, EpochCase, build_rows, case_macs, computed_row, epoch_data, floor_rows,
                                rows_of)
-from benchmarks.flops import KERNEL_BOUND, kernel_bound, peak_gemm_flops, tanh_rate
+from benchmarks.flops import KERNEL_BOUND, fma_peak, kernel_bound, peak_gemm_flops, tanh_rate
 from benchmarks.jax_peer import xla_flags
 from benchmarks.manual import ManualAPI, ManualC, ManualCudaGraph, ManualFused, ManualPlain
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
@@ -148,6 +148,7 @@ def run(cfg: Config, command: str = "") -> dict:
             machine["xla_flags"] = xla
             if any(name in EPOCH_CASES for name in cfg.cases):  # the FLOP floor's rate, in this run
                 machine["peak_gemm"] = peak_gemm_flops(dtype)
+                machine["fma_peak"] = fma_peak(dtype)  # the CPU's own rate: the FMA floor's
                 machine["tanh_rate"] = tanh_rate(dtype)  # the C kernels' own, for S's kernel bound
             for dev in cfg.devices:
                 for name in cfg.cases:
@@ -160,9 +161,9 @@ def run(cfg: Config, command: str = "") -> dict:
                                             k=64 if cfg.quick else 1024)
                     elif name in EPOCH_CASES:
                         rate = machine["tanh_rate"]
-                        epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg,
-                                                            machine["peak_gemm"]["gflops"],
-                                                            rate["ns_per_element"] if rate else None))
+                        epoch_results.append(run_epoch_case(EPOCH_CASES[name], dtype, cfg, machine["peak_gemm"],
+                                                            rate["ns_per_element"] if rate else None,
+                                                            machine["fma_peak"]))
                     else:
                         results.append(run_case(CASES[name], torch.device(dev), dtype, cfg))
     finally:
@@ -334,11 +335,12 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, cfg: Config) 
 EPOCH_MEASURE_SECONDS = 0.25  # a Trainer-level measurement lasts at least this long: repeatable on a busy machine
 
 
-def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: float,
-                   tanh_ns: Optional[float] = None) -> dict:
+def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, peak: dict, tanh_ns: Optional[float] = None,
+                   fma: Optional[dict] = None) -> dict:
     """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike;
-    wall and process CPU time; the FLOP floor at ``gflops``, the peak rate measured in this run, and for S the
-    narrow kernel's own bound with its tanh at ``tanh_ns`` (ns an element, measured in this run)."""
+    wall and process CPU time; the FLOP floor at ``peak`` (flops.peak_gemm_flops, measured in this run), the FMA
+    floor at ``fma`` (flops.fma_peak), and for S the narrow kernel's own bound: its products at the FMA rate (the
+    SGEMM rate without it), its tanh at ``tanh_ns`` (ns an element, measured in this run)."""
     device = torch.device("cpu")
     repeats = cfg.repeats or (3 if cfg.quick else case.repeats)
     seconds = cfg.measure_seconds / 10 if cfg.quick else max(cfg.measure_seconds, EPOCH_MEASURE_SECONDS)
@@ -357,11 +359,13 @@ def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, gflops: flo
     times = measure(impls, repeats, chunk, device, max_epochs, cpu_times)
     rows = rows_of(impls, times, chunk, updates_per_epoch, "trainer-default", cpu_times)
     default = rows.get("trainer-default", {}).get("median_us")
-    rows.update(floor_rows(case_macs(case, dtype, cfg.seed), gflops, default, updates_per_epoch,
-                           training_row=case.name == "S"))
+    rows.update(floor_rows(case_macs(case, dtype, cfg.seed), peak, default, updates_per_epoch,
+                           training_row=case.name == "S", fma=fma))
     if case.name == "S" and tanh_ns is not None:
         data = epoch_data(case, dtype, cfg.seed)
-        bound = kernel_bound(case.sizes, data.x_train.shape[0], data.x_test.shape[0], gflops, tanh_ns)
+        bound = kernel_bound(case.sizes, data.x_train.shape[0], data.x_test.shape[0],
+                             (fma or peak)["gflops"], tanh_ns, "the CPU's multiply-add rate" if fma else
+                             "the peak SGEMM rate")
         rows[KERNEL_BOUND] = computed_row(bound["us"], bound["note"], default, updates_per_epoch, macs=bound["macs"],
                                           tanh_evaluations=bound["tanh_evaluations"])
     return {"case": case.name, "sizes": case.sizes, "activation": case.activation,

@@ -21,11 +21,14 @@ same work:
     torch products    the epoch's matrix products alone through torch.mm: 3L - 1 per update at its batch size, and
                       the L of each evaluation's forward phase, on preallocated outputs
     FLOP floor        computed, not run: the epoch's multiply-adds (benchmarks/flops.py) at the peak SGEMM rate
-                      measured in the same run on the same threads: the yardstick no implementation beats
+                      measured in the same run on the same threads (the faster of torch's BLAS and numpy's): issue
+                      19's yardstick
+    FMA floor         computed, not run: the same multiply-adds at the CPU's own multiply-add rate (flops.fma_peak):
+                      the yardstick no implementation beats, where a BLAS untuned for the CPU can be beaten
     ... (training only)   for S, whose peer SimpleChains times training alone: the same rows without evaluation
                       (the Trainer always evaluates, so it has no such row)
-    kernel bound (products at peak + its tanh)   for S, computed: the products the narrow kernel makes at the peak
-                      rate plus its tanh at its rate measured in the run (flops.kernel_bound)
+    kernel bound (products at the FMA rate + its tanh)   for S, computed: the products the narrow kernel makes at
+                      the FMA rate plus its tanh at its rate measured in the run (flops.kernel_bound)
 
 Where the test split is the training split (XOR), every row evaluates it once, as the Trainer does. Each row says
 its call granularity: how many updates (or epochs) one call into its kernel or loop makes.
@@ -311,14 +314,19 @@ def computed_row(us: float, note: str, default_us: Optional[float], updates_per_
             **figures}
 
 
-def floor_rows(macs: dict, gflops: float, default_us: Optional[float], updates_per_epoch: int,
-               training_row: bool) -> dict:
-    """The computed FLOP-floor rows: the epoch's multiply-adds at the measured peak rate."""
-    return {name: computed_row(floor_us(macs[key], gflops),
-                               f"{macs[key]:,} multiply-adds at {gflops:.1f} GFLOP/s (the peak SGEMM rate of this run)",
-                               default_us, updates_per_epoch, macs=macs[key])
-            for name, key in (("FLOP floor", "total"),) + ((("FLOP floor (training only)", "training"),)
-                                                           if training_row else ())}
+def floor_rows(macs: dict, peak: dict, default_us: Optional[float], updates_per_epoch: int, training_row: bool,
+               fma: Optional[dict] = None) -> dict:
+    """The computed floor rows: the epoch's multiply-adds at the peak SGEMM rate (``peak``, flops.peak_gemm_flops:
+    the FLOP floor) and, where ``fma`` (flops.fma_peak) is given, at the CPU's own multiply-add rate (the FMA floor)."""
+    yardsticks = [("FLOP floor", peak["gflops"], f"the peak SGEMM rate of this run, {peak.get('library', 'torch')}'s")]
+    if fma:
+        yardsticks.append(("FMA floor", fma["gflops"], "the CPU's multiply-add rate, measured in this run"))
+    rows = {}
+    for label, gflops, what in yardsticks:
+        for name, key in ((label, "total"),) + (((f"{label} (training only)", "training"),) if training_row else ()):
+            rows[name] = computed_row(floor_us(macs[key], gflops), f"{macs[key]:,} multiply-adds at {gflops:.1f} "
+                                      f"GFLOP/s ({what})", default_us, updates_per_epoch, macs=macs[key])
+    return rows
 
 
 def rows_of(impls: dict, times: dict, chunk: dict, updates_per_epoch: int, reference: str,

@@ -357,6 +357,23 @@ int SUFFIX(narrow_pass)(const narrow_plan *p, REAL *loss, REAL *const *grad_w, R
 
 #include "narrow_epochs.c" /* several epochs a call */
 
+/* For the benchmark's FMA peak (benchmarks/flops.py fma_peak): n rounds of 12 independent multiply-adds on this
+ * build's vectors (VL lanes each, the kernel's own narrow_fma), enough chains to keep every FMA unit busy; the
+ * lanes' sum goes to *out so that nothing is left out. The most multiply-adds a second the kernel's code could make. */
+void SUFFIX(narrow_fma_rounds)(int64_t n, REAL *out)
+{
+    enum { CHAINS = 12 };
+    VEC acc[CHAINS];
+    const VEC m = SUFFIX(narrow_splat)((REAL)0.999), c = SUFFIX(narrow_splat)((REAL)0.001);
+    for (int q = 0; q < CHAINS; q++) acc[q] = SUFFIX(narrow_splat)((REAL)q);
+    for (int64_t r = 0; r < n; r++)
+        for (int q = 0; q < CHAINS; q++) acc[q] = SUFFIX(narrow_fma)(acc[q], m, c);
+    REAL s = 0;
+    for (int q = 0; q < CHAINS; q++)
+        for (int l = 0; l < VL; l++) s += acc[q][l];
+    *out = s;
+}
+
 #undef VEC
 #undef VL
 #undef NV

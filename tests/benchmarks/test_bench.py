@@ -279,6 +279,9 @@ def test_epoch_targets_are_met_not_met_or_na():
     status = {t["target"]: t["status"] for t in bench_report.epoch_targets([s, o, d])}
     assert status["S: default Trainer at most 0.5x JAX's jitted epoch, same work"] == "met"  # 100 / 210
     assert status["S: default Trainer within 1.5x the FLOP floor"] == "met"  # 1.25x
+    s["implementations"]["FMA floor"] = {"median_us": 40.0, "note": "40 multiply-adds at 2 GFLOP/s"}
+    (line,) = [t for t in bench_report.epoch_targets([s]) if t["target"].endswith("1.5x the FLOP floor")]
+    assert line["status"] == "met" and "FMA floor" in line["detail"] and "2.50x it (not within 1.5x)" in line["detail"]
     assert status["O: default Trainer at most 1 us per update, evaluation included"] == "not met"  # 1.5 us
     assert status["D: default Trainer at least 25x numpy"] == "met"  # 25x
     assert status["D: default Trainer no slower than JAX"] == "not met"  # 0.9x
@@ -389,6 +392,41 @@ def test_the_flop_floor_counts_the_updates_and_the_evaluation():
     assert flops.floor_us(1_000_000, 2.0) == pytest.approx(1000.0)  # 2 MFLOP at 2 GFLOP/s
     peak = flops.peak_gemm_flops(repeats=2, size=64)
     assert peak["gflops"] > 0 and peak["threads"] == torch.get_num_threads()
+    assert peak["gflops"] == max(peak["torch_gflops"], peak["numpy_gflops"]), "the faster BLAS of the two"
+    assert peak["library"] == ("torch" if peak["torch_gflops"] >= peak["numpy_gflops"] else "numpy")
+
+
+def test_the_fma_probe_makes_the_multiply_adds_it_counts():
+    """fma_peak's C loop: 12 chains of x <- 0.999 x + 0.001 on every lane, n rounds (its sum says it ran them all:
+    each chain from q converges to 1 as 1 - (1 - q) 0.999^n), and its rate counts 2 FLOPs per lane per round."""
+    import ctypes
+
+    from manual_backprop.fast.common import FastPathUnavailable
+    from manual_backprop.fast.narrow import load_narrow_kernel
+
+    try:
+        lib = load_narrow_kernel()
+    except FastPathUnavailable as err:
+        pytest.skip(f"the C kernels cannot be built here: {err}")
+    fn = lib.narrow_fma_rounds_f64
+    fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_void_p], None
+    out = torch.empty((), dtype=torch.float64)
+    for n in (0, 1, 1000):
+        fn(n, out.data_ptr())
+        expected = 8 * sum(1 - (1 - q) * 0.999**n for q in range(12))  # 8 lanes of double in a 64-byte vector
+        assert out.item() == pytest.approx(expected, rel=1e-12), n
+    rate = flops.fma_peak(torch.float32, rounds=1000, repeats=2)
+    assert rate["lanes"] == 16 and rate["gflops"] == pytest.approx(2 * 12 * 16 * 1000 / rate["best_seconds"] / 1e9)
+
+
+def test_the_fma_floor_sits_beside_the_flop_floor():
+    macs = {"total": 1_000_000, "training": 600_000}
+    rows = bench_epochs.floor_rows(macs, {"gflops": 2.0, "library": "numpy"}, 500.0, 1, training_row=True,
+                                   fma={"gflops": 4.0})
+    assert rows["FLOP floor"]["median_us"] == pytest.approx(1000.0) and "numpy's" in rows["FLOP floor"]["note"]
+    assert rows["FMA floor"]["median_us"] == pytest.approx(500.0) and rows["FMA floor"]["ratio_to_default"] == 1.0
+    assert rows["FMA floor (training only)"]["median_us"] == pytest.approx(300.0)
+    assert set(bench_epochs.floor_rows(macs, {"gflops": 2.0}, None, 1, training_row=False)) == {"FLOP floor"}
 
 
 def test_xor_peers_evaluate_once_as_the_trainer_does(monkeypatch):
