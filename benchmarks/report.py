@@ -236,9 +236,9 @@ def epoch_targets(results: list) -> list:
         on_cpu = "" if not cpu else (f"; process CPU {cpu:.0f} us = {cpu / floor:.1f}x "
                                      f"({'met' if cpu / floor <= 1.5 else 'not met'} on CPU time)")
         fma = rows.get("FMA floor", {}).get("median_us")
-        on_cpu += "" if not fma else (f"; the FMA floor (the CPU's own multiply-add rate, {rows['FMA floor']['note']}) "
-                                      f"{fma:.0f} us: default {default / fma:.2f}x it "
-                                      f"({'within' if default / fma <= 1.5 else 'not within'} 1.5x)")
+        on_cpu += "" if not fma else (f"; the FMA floor {fma:.0f} us ({rows['FMA floor']['note']}): default "
+                                      f"{default / fma:.2f}x it ({'within' if default / fma <= 1.5 else 'not within'} "
+                                      "1.5x)")
         bound = rows.get(KERNEL_BOUND, {}).get("median_us")
         on_cpu += "" if not bound else f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x the FLOP floor"
         add(target, "met" if over <= 1.5 else "not met",
