@@ -175,7 +175,7 @@ enum { RED_MEAN = 0, RED_SUM = 1, RED_ELEMENTWISE_MEAN = 2 };
 #define BLOCK 16 /* tiles summed in REAL lanes before the partial sums go to double: 16 * 64 = 1024 samples */
 
 /* Version of the calling convention; fast/narrow.py refuses a library that reports another. */
-int narrow_abi_version(void) { return 3; }
+int narrow_abi_version(void) { return 4; }
 
 /* What stays fixed between passes (fast/narrow.py's ctypes.Structure _NarrowPlan). */
 typedef struct {
@@ -210,11 +210,19 @@ typedef struct {
     const void *kept_loss;        /* in (kept_in): its E */
     void *const *next_w, *const *next_b; /* out (next_out): the pass at the parameters the call leaves */
     void *next_loss;              /* out (next_out): its E */
+    double kept_seconds;          /* in (kept_in): the seconds the kept pass took (the first update's training time) */
+    double next_seconds;          /* out (next_out): the seconds the pass left in next_* took */
     int64_t epochs_run;           /* out: epochs whose rows were written (the last may have diverged) */
     int32_t stop;                 /* out: 0 none, 1 the last epoch reached the target, 2 it diverged */
     int32_t kept_in;              /* 1: kept_* hold the pass at the call's parameters (no first pass) */
     int32_t next_out;             /* out: 1 where next_* were written (not after a divergence) */
 } narrow_epochs;
+
+/* Seconds from t0 to t1 (CLOCK_MONOTONIC). */
+static inline double narrow_seconds(struct timespec t0, struct timespec t1)
+{
+    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
 
 #define REAL double
 #define SUFFIX(name) name##_f64

@@ -41,6 +41,11 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
         if (e->good[at[t]] != e->good_init[at[t]])
             memcpy(e->good[at[t]], e->good_init[at[t]], (size_t)count[t] * sizeof(REAL));
     int cur = 0, used = 0, status = 0;
+    /* An epoch's training seconds: the pass that gave its update's gradients (the previous epoch's pass at the
+     * parameters it left, which is also that epoch's evaluation of the training split), then its step; the test
+     * split's pass is evaluation. */
+    struct timespec t0, t1;
+    double pass_s = 0;
     REAL loss_u, last_train = 0;
     if (e->kept_in) { /* the pass the caller kept at these parameters (NarrowBatch's): the same values */
         for (int64_t t = 0; t < n_t; t++) {
@@ -48,15 +53,18 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
             memcpy(g[cur][t], src, (size_t)count[t] * sizeof(REAL));
         }
         loss_u = *(const REAL *)e->kept_loss;
+        pass_s = e->kept_seconds;
     } else {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         status = SUFFIX(narrow_pass)(p, &loss_u, g[cur], nb ? g[cur] + L : NULL, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        pass_s = narrow_seconds(t0, t1);
     }
     e->next_out = 0;
     const REAL alpha = (REAL)(-e->lr);
     e->epochs_run = 0;
     e->stop = 0;
     for (int64_t ep = 0; !status && ep < e->n_epochs; ep++) {
-        struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         ((REAL *)e->losses)[ep] = loss_u;
         for (int64_t t = 0; t < n_t; t++) { /* network.update */
@@ -65,11 +73,14 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
             for (int64_t i = 0; i < count[t]; i++) w[i] = R_FMA(alpha, gt[i], w[i]);
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        e->seconds[ep] = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        e->seconds[ep] = pass_s + narrow_seconds(t0, t1);
         used = cur;
         cur ^= 1;
         REAL train = 0, held_out = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         status = SUFFIX(narrow_pass)(p, &train, g[cur], nb ? g[cur] + L : NULL, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        pass_s = narrow_seconds(t0, t1);
         if (!status && test)
             status = SUFFIX(narrow_pass)(test, &held_out, NULL, NULL, NULL);
         if (status)
@@ -103,6 +114,7 @@ int SUFFIX(narrow_train_epochs)(const narrow_plan *p, const narrow_plan *test, n
             memcpy(dst, g[cur][t], (size_t)count[t] * sizeof(REAL));
         }
         *(REAL *)e->next_loss = last_train;
+        e->next_seconds = pass_s;
         e->next_out = 1;
     }
     free(block);

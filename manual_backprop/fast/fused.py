@@ -12,6 +12,7 @@ NARROW_COLUMNS) computes its gradient transposed, x^T delta, and steps W with it
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import torch
@@ -68,7 +69,8 @@ class FusedStep:
         self.grads = Gradients(weights=[torch.zeros_like(w) for w in net.weights],
                                biases=[torch.zeros_like(b) for b in net.biases]) if keep_grads else None
         self._views = {}
-        self._kept = None  # (state of parameters and data, E) after evaluate: its forward phase is the next update's
+        self.shared_seconds = 0.0  # the seconds of the kept forward phase the last update used (else 0)
+        self._kept = None  # (state of parameters and data, E, seconds) after evaluate: the next update's forward
 
     def forget_kept(self) -> None:
         """Drop the kept forward phase (between runs: a write through ``.data`` or numpy bumps no version)."""
@@ -125,8 +127,12 @@ class FusedStep:
         phase: the same operations on the same parameters, so the same update. Returns the output x^L (B, n_L), a
         view of the step's buffer (valid until the next call). Call under torch.no_grad()."""
         v = self._batch_views(x_all.shape[0])
+        began = time.perf_counter()
         self._forward_and_delta(v, x_all, y_all, loss_out)
-        self._kept = (self._state(x_all, y_all), loss_out.clone())
+        # its seconds count as the next update's training time (shared_seconds): on the CPU, where they are known
+        # without waiting on the device
+        seconds = time.perf_counter() - began if x_all.device.type == "cpu" else 0.0
+        self._kept = (self._state(x_all, y_all), loss_out.clone(), seconds)
         return v["acts"][-1]
 
     def update(self, x_all: Tensor, y_all: Tensor, idx: Optional[Tensor], lr: float, loss_out: Tensor) -> None:
@@ -143,10 +149,12 @@ class FusedStep:
             y = torch.index_select(y_all, 0, idx, out=v["y"])  # (B, n_L)
         acts, scratch, deltas = [x] + v["acts"], v["scratch"], v["deltas"]
         kept = self._kept
+        self.shared_seconds = 0.0
         if idx is not None or kept is None or not _same_tensor_state(kept[0], self._state(x, y)):
             self._forward_and_delta(v, x, y, loss_out)
         else:  # batch mode: the evaluation's forward phase at these very parameters (evaluate)
             loss_out.copy_(kept[1])
+            self.shared_seconds = kept[2]  # training time the evaluation spent
         self._kept = None  # the parameters change below
         # ---- hidden deltas and the update, output layer first (network.hidden_delta, weight_gradient, update)
         for k in range(L - 1, -1, -1):

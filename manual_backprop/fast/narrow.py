@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from typing import Optional
 
 import torch
@@ -40,7 +41,7 @@ __all__ = ["NarrowKernel", "NarrowBatch", "narrow_unsupported", "load_narrow_ker
 NARROW_ULPS = 4
 # The widest layer the kernel takes: a tile of 64 samples of every layer stays in L1, and torch's products win above.
 NARROW_MAX_WIDTH = 64
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 
 _lock = threading.Lock()
 _libs: dict = {}
@@ -251,6 +252,9 @@ class NarrowBatch:
     ``update(x, y, lr)`` makes one batch-mode update and returns its loss E (before the step);
     ``evaluate(x, y, with_output)`` gives (E, output (B, n_L) or None) at the current parameters. Either runs the
     pass only when nothing valid is kept for the current parameters and data.
+
+    The pass is training work even when an evaluation made it: ``shared_seconds`` is the time of the kept pass the
+    last update used (0 where the update made its own, inside its caller's clock), for the Trainer's train_seconds.
     """
 
     def __init__(self, net: MLP, loss_fn: Loss):
@@ -261,6 +265,8 @@ class NarrowBatch:
         self._which = 0
         self._output = None
         self._kept = None  # (state of parameters and data, E, Gradients, output or None)
+        self.kept_seconds = 0.0  # the seconds the kept pass took
+        self.shared_seconds = 0.0  # the seconds of the kept pass the last update used (see above)
         self.grads = None  # the gradients of the last update (Trainer.last_grads)
         self.passes = 0  # kernel passes made (the tests count them)
         self._sealed = None  # the parameters' values as the last run left them (end_run)
@@ -305,7 +311,9 @@ class NarrowBatch:
             if self._output is None or self._output.shape != (self.net.sizes[-1], x.shape[0]):
                 self._output = torch.empty(self.net.sizes[-1], x.shape[0], dtype=self.net.dtype)
             output = self._output
+        began = time.perf_counter()
         loss, _ = self.kernel.loss_and_gradients(x, y, grads=grads, output=output)
+        self.kept_seconds = time.perf_counter() - began
         self.passes += 1
         self._kept = (key, loss, grads, output)
         return self._kept
@@ -324,7 +332,9 @@ class NarrowBatch:
     @torch.no_grad()
     def update(self, x: Tensor, y: Tensor, lr: float) -> Tensor:
         """One batch-mode update (network.update on the kept or fresh gradients); returns E before the step."""
+        kept = self._kept
         _, loss, grads, _ = self._pass(x, y, False)
+        self.shared_seconds = self.kept_seconds if self._kept is kept else 0.0  # kept: made outside the update
         update(self.net.weights, self.net.biases, grads, lr)
         self.grads = grads
         self._kept = None  # the parameters changed: the next evaluation passes again

@@ -43,7 +43,8 @@ class _EpochsCall(ctypes.Structure):
     _fields_ = [("n_epochs", ctypes.c_int64), ("lr", ctypes.c_double), ("target_loss", ctypes.c_double),
                 ("good_init", p), ("good", p), ("grad_w", p), ("grad_b", p), ("losses", p), ("figures", p),
                 ("seconds", p), ("kept_w", p), ("kept_b", p), ("kept_loss", p), ("next_w", p), ("next_b", p),
-                ("next_loss", p), ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32), ("kept_in", ctypes.c_int32),
+                ("next_loss", p), ("kept_seconds", ctypes.c_double), ("next_seconds", ctypes.c_double),
+                ("epochs_run", ctypes.c_int64), ("stop", ctypes.c_int32), ("kept_in", ctypes.c_int32),
                 ("next_out", ctypes.c_int32)]
     del p
 
@@ -97,6 +98,7 @@ class NarrowChunks(EpochChunks):
                            good_init=ctypes.addressof(keep[0]), good=ctypes.addressof(keep[1]), grad_w=grad_w,
                            grad_b=grad_b, losses=losses.data_ptr(), figures=figures.data_ptr(),
                            seconds=seconds.data_ptr(), kept_in=int(kept_in),
+                           kept_seconds=engine.kept_seconds if kept_in else 0.0,
                            kept_w=ctypes.addressof(keep[-4]) if kept_in else None,
                            kept_b=ctypes.addressof(keep[-3]) if kept_in and net.bias else None,
                            kept_loss=kept[1].data_ptr() if kept_in else None, next_w=ctypes.addressof(keep[-2]),
@@ -112,6 +114,7 @@ class NarrowChunks(EpochChunks):
         engine.passes += ran + (0 if kept_in else 1)  # the training split's passes
         # the pass at the parameters the call left, kept for the next update (keyed on the versions bumped above)
         engine._kept = (engine._key(t.x_train, t.y_train), nxt_loss, nxt, None) if call.next_out else None
+        engine.kept_seconds = call.next_seconds if call.next_out else 0.0
         self._per_epoch = elapsed / max(ran, 1)
         return self._record(t, losses.view(E, 1)[:ran], figures[:ran], seconds[:ran].tolist(), ran, stop,
                             start_state, good, E)

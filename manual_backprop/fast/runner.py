@@ -187,6 +187,7 @@ class EpochRunner:
             if t.mode != "batch":  # minibatch with b = N: its order (sorted, so all samples in order) draws as always
                 epoch_order(t.mode, t.x_train.shape[0], t.batch_size, t.generator, replacement=t.replacement)
             losses = engine.update(t.x_train, t.y_train, t.lr).reshape(1)
+            t.train_seconds += engine.shared_seconds  # its pass, where the last evaluation made it
             t.last_grads = engine.grads
             return losses
         n = t.x_train.shape[0]
@@ -206,6 +207,7 @@ class EpochRunner:
             for u in range(n_updates):
                 idx = None if t.mode == "batch" else order[bounds[u]:bounds[u + 1]]
                 engine.update(t.x_train, t.y_train, idx, t.lr, losses[u])
+                t.train_seconds += engine.shared_seconds  # a forward phase the last evaluation made for it
         t.last_grads = engine.grads
         return losses
 
