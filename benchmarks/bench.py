@@ -2,10 +2,10 @@
 
     python -m benchmarks.bench --threads 1              # every case on the CPU (and on CUDA when present)
     python -m benchmarks.bench --quick                  # a smoke run: few repeats, the large cases shrunk
-    python -m benchmarks.bench --cases S O D --threads 1        # the Trainer-level cases alone
+    python -m benchmarks.bench --cases S O D --threads 1 --no-population  # the Trainer-level cases alone
     python -m benchmarks.bench --cases online_tiny online_small --device cpu --out bench/cpu.json
 
-Two kinds of case. The update-level cases (online_tiny ... large: bench_cases.py) time one gradient-descent update
+Two kinds of case. The update-level cases (online_tiny ... large: cases.py) time one gradient-descent update
 (forward phase, loss, backward phase, step) of one network, for each implementation of the same update:
 
     manual          the fast path the Trainer's fast=True picks (manual_backprop.fast: "c" for small networks on
@@ -19,7 +19,7 @@ Two kinds of case. The update-level cases (online_tiny ... large: bench_cases.py
     matmul-floor    the update's matrix products alone (3L - 1 of them, preallocated outputs): a lower bound
     numpy-matmul-floor   the same products through numpy's BLAS: where it is below matmul-floor, numpy's BLAS is
                     faster than torch's on this machine, and no torch implementation can beat numpy there
-    jax             jit(lax.scan over the chunk's updates), where JAX is installed (bench_jax.py)
+    jax             jit(lax.scan over the chunk's updates), where JAX is installed (jax_peer.py)
 
 The Trainer-level cases S, O and D (epochs.py, issue 19; on the CPU) time whole epochs as users run them,
 evaluation included: the default Trainer (no fast argument), fast=False, fast=True, autograd+SGD, numpy, JAX (jit
@@ -30,7 +30,7 @@ same, as for XOR); S also has training-only rows. Every row gives wall and proce
 granularity; a Trainer-level measurement lasts at least EPOCH_MEASURE_SECONDS. Case P (case_p.py) times whole
 PopulationTrainer runs of 1024 XOR nets (float64, online, the default engine) in ns per member-update.
 
-Timing is interleaved (bench_timing.py): each repeat measures every implementation once, in a rotating order, in
+Timing is interleaved (timing.py): each repeat measures every implementation once, in a rotating order, in
 one process, so a noisy (shared) machine slows them alike. Each measurement makes a chunk of updates (or epochs),
 calibrated to about --measure-seconds; nothing is compiled or captured inside a timed run (JAX is compiled and
 warmed at exactly the chunk length it is timed at). The figure is the median over repeats, and each ratio is the
@@ -42,7 +42,7 @@ a fast path's buffers for them) against autograd (every tensor autograd packs wh
 once per storage with torch.autograd.graph.saved_tensors_hooks, parameters excluded); on CUDA also the peak device
 memory above the resident set during one measured update, or one graph replay plus the graph's memory pool.
 
-Targets (bench_report.py, bench_epochs.py): each is "met", "not met", or "n/a" where this run did not measure it
+Targets (report.py, epochs.py): each is "met", "not met", or "n/a" where this run did not measure it
 (--quick shrinks the medium and large cases; JAX not installed). The JSON records the machine, the threads, the
 torch (and numpy, jax) versions and XLA's flags, the dtype and the device.
 """
@@ -54,7 +54,9 @@ import os
 import io
 import json
 import math
+import re
 import statistics
+import tempfile
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,7 +74,8 @@ from benchmarks.manual import ManualAPI, ManualC, ManualCudaGraph, ManualFused, 
 from benchmarks.peers import Autograd, MatmulFloor, Numpy, NumpyMatmulFloor
 from benchmarks.report import machine_info, table, targets
 from benchmarks.timing import calibrate, cuda_mark, cuda_memory, measure
-from experiments.common import DTYPES, at_least, check_config, finite_positive, option, parse_config, run_main
+from experiments.common import (DTYPES, at_least, check_config, finite_positive, option, parse_config, run_main,
+                                seed_range)
 from manual_backprop import fast
 from manual_backprop.checkpoint import atomic_write
 from manual_backprop.losses import get_loss
@@ -89,7 +92,9 @@ class Config:
                               help="which cases to time: update-level cases, and the Trainer-level cases S, O, D "
                                    "(those on the CPU only)")
     devices: list[str] = option(factory=lambda: ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
-                                flags=("--device",), help="cpu and/or cuda (default: cpu, and cuda when present)")
+                                flags=("--device",), help="cpu and/or cuda (default: cpu, and cuda when present)",
+                                check=lambda v: None if all(re.fullmatch(r"cpu|cuda(:[0-9]+)?", d) for d in v)
+                                else "must be cpu, cuda or cuda:N (one or more)")
     dtype: str = option("float32", help="of every network and its data", choices=DTYPES)
     quick: bool = option(False, help="smoke run: 3 repeats, short measurements, the medium and large nets shrunk")
     repeats: Optional[int] = option(None, help="interleaved repeats for every case (default: each case's own)",
@@ -98,17 +103,35 @@ class Config:
                                                "to it)", check=finite_positive)
     threads: Optional[int] = option(None, help="torch.set_num_threads, numpy's BLAS threads and, at 1, XLA's, "
                                                "with the process held to one CPU while it runs (XLA's runtime "
-                                               "used a second core despite its flags) (default: torch's)")
-    seed: int = option(0, help="weights, data and sample order")
-    out: str = option("bench_results/bench.json", help="JSON file to write")
+                                               "used a second core despite its flags) (default: torch's)",
+                                check=at_least(1))
+    seed: int = option(0, help="weights, data and sample order", check=seed_range)
+    out: str = option("bench_results/bench.json", help="JSON file to write (and bench_population_DEVICE.json beside "
+                                                       "it); checked before anything is timed",
+                      check=lambda v: None if Path(v).expanduser().name and not Path(v).expanduser().is_dir()
+                      else "must name a file to write, not a folder")
     quiet: bool = option(False, help="no progress lines and no table on stdout")
     jax: bool = option(True, help="time the JAX peer where JAX is installed (an optional extra)")
     population: bool = option(True, help="also the population case: K = 1024 XOR nets online, vs the same runs one "
-                                         "at a time (benchmarks.population)")
+                                         "at a time (benchmarks.population), whatever --cases names; "
+                                         "--no-population leaves it out")
 
 
 def parse_args(argv=None) -> Config:
     return parse_config(Config, argv, prog="python -m benchmarks.bench", description=__doc__)
+
+
+def check_writable(out: str) -> None:
+    """Make --out's folder and write a probe file there now, so that a path that cannot be written fails in one
+    line before the run, not after it."""
+    folder = Path(out).expanduser().resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out must be a file in a folder this user can write, but got {out!r} "
+                         f"({err.strerror or err}: {folder})") from None
 
 
 def pin_to_one_cpu():
@@ -125,6 +148,7 @@ def pin_to_one_cpu():
 def run(cfg: Config, command: str = "") -> dict:
     """Time every case on every device; write the JSON report to cfg.out and return it (with its table)."""
     check_config(cfg)
+    check_writable(cfg.out)
     for dev in cfg.devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {dev}: CUDA is not available on this machine")
@@ -337,7 +361,7 @@ EPOCH_MEASURE_SECONDS = 0.25  # a Trainer-level measurement lasts at least this 
 
 def run_epoch_case(case: EpochCase, dtype: torch.dtype, cfg: Config, peak: dict, tanh_ns: Optional[float] = None,
                    fma: Optional[dict] = None) -> dict:
-    """A Trainer-level case (bench_epochs.py) on the CPU: whole epochs, evaluation included, every row alike;
+    """A Trainer-level case (epochs.py) on the CPU: whole epochs, evaluation included, every row alike;
     wall and process CPU time; the FLOP floor at ``peak`` (flops.peak_gemm_flops, measured in this run), the FMA
     floor at ``fma`` (flops.fma_peak), and for S the narrow kernel's own bound: its products at the FMA rate (the
     SGEMM rate without it), its tanh at ``tanh_ns`` (ns an element, measured in this run)."""

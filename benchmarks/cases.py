@@ -1,5 +1,5 @@
 """The benchmark's cases (one network, loss and batch size each), their data and sample order, and the interface
-every implementation of a case's update has (``Impl``). The implementations: bench_manual.py and bench_peers.py."""
+every implementation of a case's update has (``Impl``). The implementations: manual.py and peers.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The hand-written update as the benchmark times it: the plain path (the Trainer's per-update loop) and each fast
-path of manual_backprop.fast on its own. Whole Trainer epochs (evaluation included) are bench_epochs.py's."""
+path of manual_backprop.fast on its own. Whole Trainer epochs (evaluation included) are epochs.py's."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The peers the hand-written update is timed against: autograd with torch.optim.SGD, the same update in plain
-numpy, and the bare matrix products (torch and numpy). The JAX peer is in bench_jax.py."""
+numpy, and the bare matrix products (torch and numpy). The JAX peer is in jax_peer.py."""
 
 from __future__ import annotations
 

@@ -191,6 +191,30 @@ def test_cuda_device_is_refused_cleanly_without_cuda(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--threads", "0"], "--threads must be >= 1, but got 0"),
+    (["--threads", "-1"], "--threads must be >= 1, but got -1"),
+    (["--seed", "-5"], "--seed must be an int in [0, 2**63 - 1], but got -5"),
+    (["--device", "tpu"], "--device must be cpu, cuda or cuda:N (one or more), but got ['tpu']"),
+    (["--out", "/"], "--out must name a file to write, not a folder, but got '/'"),
+])
+def test_bad_flags_get_one_line_naming_the_flag(args, says, capsys):
+    assert bench.main(["--quick", "--cases", "online_tiny", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bench: error: {says}"]
+
+
+def test_an_out_path_that_cannot_be_written_fails_before_anything_is_timed(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(bench, "run_case", lambda *a, **k: pytest.fail("a case ran before --out was checked"))
+    out = str(blocker / "sub" / "b.json")
+    assert bench.main(["--quick", "--cases", "online_tiny", "--out", out]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"bench: error: --out must be a file in a folder this user can write, but got {out!r}")
+    assert blocker.read_text() == "not a folder"
+
+
 def test_the_benchmark_carries_the_population_case(tmp_path):
     """Issue 6's case inside the benchmark's report: K networks in lockstep vs the same runs one at a time."""
     report = bench.run(bench.parse_args(["--quick", "--device", "cpu", "--threads", "1", "--cases", "online_tiny",
