@@ -56,8 +56,8 @@ import json
 import math
 import re
 import statistics
-import tempfile
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional

@@ -57,8 +57,11 @@ def peak_gemm_flops(dtype: torch.dtype = torch.float32, repeats: int = 15, size:
             "threads": torch.get_num_threads(), "best_seconds": best[library]}
 
 
+FMA_CHAINS = 12  # narrow_fma_rounds' independent sums (_csrc/narrow_body.c: CHAINS)
+
+
 def fma_peak(dtype: torch.dtype = torch.float32, rounds: int = 200_000, repeats: int = 15) -> Optional[dict]:
-    """The CPU's multiply-add rate as the C kernels' code reaches it: narrow_fma_rounds (narrow_body.c), 12
+    """The CPU's multiply-add rate as the C kernels' code reaches it: narrow_fma_rounds (narrow_body.c), FMA_CHAINS
     independent sums of one 64-byte vector each, ``rounds`` times, best of ``repeats``: {"gflops", ...} (2 FLOPs a
     multiply-add), or None where the kernel cannot be built."""
     import ctypes
@@ -80,7 +83,8 @@ def fma_peak(dtype: torch.dtype = torch.float32, rounds: int = 200_000, repeats:
         start = time.perf_counter()
         fn(rounds, out.data_ptr())
         best = min(best, time.perf_counter() - start)
-    return {"gflops": 2 * 12 * lanes * rounds / best / 1e9, "lanes": lanes, "chains": 12, "rounds": rounds,
+    return {"gflops": 2 * FMA_CHAINS * lanes * rounds / best / 1e9, "lanes": lanes, "chains": FMA_CHAINS,
+            "rounds": rounds,
             "dtype": str(dtype).replace("torch.", ""), "best_seconds": best}
 
 
@@ -142,11 +146,12 @@ def kernel_bound(sizes: list, n_train: int, n_test: int, gflops: float, tanh_ns:
                  rate_name: str = "the CPU's multiply-add rate") -> dict:
     """What a batch-mode epoch of a tanh network costs the narrow kernel at the least, computed: the products it
     makes (the update's, and the test split's forward phase: the training split's is the next update's) at
-    ``gflops`` (the FMA peak: no code beats it), plus its hidden layers' tanh at the kernel's own measured rate. Not the FLOP floor: that one counts
-    the training split's evaluation again, and no activation. {"us", "macs", "tanh_evaluations", "note"}."""
+    ``gflops`` (``rate_name``: the FMA peak where it was measured), plus its hidden layers' tanh at the kernel's own
+    measured rate. Not the FLOP floor: that one counts the training split's evaluation again, and no activation.
+    {"us", "macs", "tanh_evaluations", "note"}."""
     macs = update_macs(sizes, n_train) + n_test * layer_macs(sizes)
     tanhs = (n_train + n_test) * sum(sizes[1:-1])
     products, activations = floor_us(macs, gflops), tanhs * tanh_ns / 1e3
     return {"us": products + activations, "macs": macs, "tanh_evaluations": tanhs,
-            "note": f"{macs:,} multiply-adds at {gflops:.1f} GFLOP/s, {rate_name} ({products:.0f} us) + {tanhs:,} tanh at "
-                    f"{tanh_ns:.3f} ns ({activations:.0f} us), both measured in this run"}
+            "note": f"{macs:,} multiply-adds at {gflops:.1f} GFLOP/s, {rate_name} ({products:.0f} us) + "
+                    f"{tanhs:,} tanh at {tanh_ns:.3f} ns ({activations:.0f} us), both measured in this run"}

@@ -240,7 +240,8 @@ def epoch_targets(results: list) -> list:
                                       f"{default / fma:.2f}x it ({'within' if default / fma <= 1.5 else 'not within'} "
                                       "1.5x)")
         bound = rows.get(KERNEL_BOUND, {}).get("median_us")
-        on_cpu += "" if not bound else f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x the FLOP floor"
+        on_cpu += "" if not bound else (f"; the narrow kernel's own bound {bound:.0f} us = {bound / floor:.2f}x the "
+                                        "FLOP floor")
         add(target, "met" if over <= 1.5 else "not met",
             f"default {default:.0f} us = {over:.1f}x the floor {floor:.0f} us ({rows['FLOP floor']['note']})"
             f"{on_cpu}")
